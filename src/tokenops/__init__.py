@@ -1,0 +1,3 @@
+"""TokenOps: FinOps for AI — meter, price, attribute and govern every LLM call."""
+
+__version__ = "0.1.0"
