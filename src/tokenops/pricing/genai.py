@@ -1,0 +1,228 @@
+"""The built-in price source: pydantic's ``genai-prices`` data snapshot, converted into :class:`PriceRow`\\ s.
+
+Only the snapshot bundled with the installed package is read (``genai_prices.data``); its auto-update and
+network code is never called, so the catalog is the same on every start and works offline. The package is
+imported inside the functions that need it: it takes ~0.3 s, which a CLI command that never prices anything
+should not pay.
+
+How genai-prices' data maps onto a price row:
+
+* One :class:`PriceRow` per (provider, model, price period). ``provider`` and ``model`` are genai-prices'
+  provider id and model id. A model with a single ``ModelPrice`` gets one row from 1970-01-01 UTC. A model
+  with a list of ``ConditionalPrice``\\ s gets one row per ``StartDateConstraint`` period, chosen with
+  genai-prices' own ``ModelInfo.get_prices`` rule (the last active condition wins; before any start date the
+  first entry applies, so the first period starts at 1970-01-01 UTC). A start date is midnight UTC, as in
+  genai-prices. Consecutive periods whose representable prices are equal are merged into one row.
+* ``input_mtok``, ``output_mtok`` and ``cache_read_mtok`` map to the fields of the same meaning;
+  ``cache_write_mtok`` (genai-prices' price for a cache write of any TTL, i.e. Anthropic's 5-minute write)
+  maps to ``cache_write_5m_per_mtok``; ``cache_write_1h_mtok`` (Anthropic's 1-hour write; genai-prices bills
+  a 1-hour write without its own price at ``cache_write_mtok``, as :func:`price_usage` does) maps to
+  ``cache_write_1h_per_mtok``; ``output_reasoning_mtok`` maps to ``reasoning_per_mtok``; ``requests_kcount``
+  (USD per 1,000 requests) becomes ``per_request`` (divided by 1,000).
+* ``TieredPrices`` (long context) become :class:`LongContextTier`\\ s. genai-prices applies a tier's price to
+  the whole call when the call's total input tokens are strictly greater than the tier's ``start``
+  (``calc_unit_price``: ``total_input_tokens > tier.start``), which is ``PriceRow.prices_for``'s rule too.
+  Tiers are per price key in genai-prices; here the thresholds of all keys are merged into one tier per
+  threshold, and a key with no tier at that threshold keeps the price of its lower tier (``None`` in the
+  tier), which gives the same price for every key at every prompt size.
+
+What a price row cannot represent, and what is done instead:
+
+* Modality prices (``input_audio_mtok``, ``output_audio_mtok``, image and video tokens, their cache prices),
+  ``audio_hours``, pixels, characters, document pages, messages, citation tokens, and per-call tool prices
+  (``web_searches_kcount``, ``storage_searches_kcount``, …) are dropped: :class:`~tokenops.usage.Usage` has
+  no such counts, so audio or image tokens are billed at the plain input/output price and tool calls are not
+  billed. A model whose period has only such prices (text-to-speech per character, transcription per hour,
+  OCR per page) gets no row for that period: it is unpriced then, never $0. A model genai-prices lists with
+  no price at all is free by its data (OpenRouter ``:free`` models, Copilot-included ones, OpenAI
+  moderation) and gets a row with explicit $0 input and output prices.
+* ``price_variants`` (batch processing, OpenAI service tiers ``flex``/``priority``/``fast``, Anthropic fast
+  mode, Google batch/flex/priority, routing variants) are ignored: the row holds the standard price.
+* ``TimeOfDateConstraint`` prices (DeepSeek's peak/off-peak hours) cannot be a row: within each period the
+  row holds the price genai-prices applies for the greatest part of the UTC day.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
+
+from tokenops.pricing.model import PRICE_FIELDS, LongContextTier, PriceRow
+
+if TYPE_CHECKING:
+    from genai_prices.types import ModelInfo, ModelPrice, Provider
+
+__all__ = [
+    "EPOCH",
+    "GenaiModelMatcher",
+    "genai_matcher",
+    "genai_price_rows",
+    "genai_source",
+    "rows_for_model",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# genai-prices price key -> PriceRow field. Order matters: a specific 5-minute price, if a model ever has one,
+# wins over the any-TTL ``cache_write_mtok``.
+_TOKEN_KEYS: tuple[tuple[str, str], ...] = (
+    ("input_mtok", "input_per_mtok"),
+    ("cache_read_mtok", "cache_read_per_mtok"),
+    ("cache_write_mtok", "cache_write_5m_per_mtok"),
+    ("cache_write_5m_mtok", "cache_write_5m_per_mtok"),
+    ("cache_write_1h_mtok", "cache_write_1h_per_mtok"),
+    ("output_mtok", "output_per_mtok"),
+    ("output_reasoning_mtok", "reasoning_per_mtok"),
+)
+_REQUESTS_KEY = "requests_kcount"
+_THOUSAND = Decimal(1000)
+_MINUTES_PER_DAY = 24 * 60
+
+
+def genai_source() -> str:
+    """The ``source`` of every row this module makes, e.g. ``"genai-prices 0.2.3"``."""
+    return f"genai-prices {version('genai-prices')}"
+
+
+@functools.lru_cache(maxsize=1)
+def genai_price_rows() -> tuple[PriceRow, ...]:
+    """Every row of the bundled snapshot, ordered by provider, model and date (computed once per process)."""
+    from genai_prices.data import providers
+
+    source = genai_source()
+    rows: list[PriceRow] = []
+    for provider in providers:
+        for model in provider.models:
+            rows.extend(rows_for_model(provider.id, model, source))
+    rows.sort(key=lambda r: (r.provider, r.model, r.effective_from))
+    return tuple(rows)
+
+
+def rows_for_model(provider_id: str, model: ModelInfo, source: str) -> list[PriceRow]:
+    """The price history of one genai-prices model as rows, each closed by the next one's start."""
+    periods: list[tuple[datetime, dict[str, Any] | None]] = []
+    for start in _period_starts(model):
+        prices = _representable(_standard_price_on(model, start))
+        if periods and periods[-1][1] == prices:
+            continue  # nothing we can represent changed (e.g. only a web-search price did)
+        periods.append((start, prices))
+
+    rows = []
+    for i, (start, prices) in enumerate(periods):
+        if prices is None:
+            continue
+        end = periods[i + 1][0] if i + 1 < len(periods) else None
+        rows.append(
+            PriceRow(
+                provider=provider_id,
+                model=model.id,
+                effective_from=start,
+                effective_to=end,
+                source=source,
+                **prices,
+            )
+        )
+    return rows
+
+
+def _period_starts(model: ModelInfo) -> list[datetime]:
+    from genai_prices.types import StartDateConstraint
+
+    if not isinstance(model.prices, list):
+        return [EPOCH]
+    dates = {c.constraint.start_date for c in model.prices if isinstance(c.constraint, StartDateConstraint)}
+    starts = sorted(datetime.combine(d, time(), tzinfo=UTC) for d in dates)
+    return [EPOCH, *(s for s in starts if s > EPOCH)]
+
+
+def _standard_price_on(model: ModelInfo, day: datetime) -> ModelPrice:
+    """The standard (no variant) price genai-prices uses on ``day``; for time-of-day prices, the one in force
+    for the most minutes of that UTC day (start dates fall on midnight, so a day never spans two periods)."""
+    from genai_prices.types import TimeOfDateConstraint
+
+    if not isinstance(model.prices, list) or not any(
+        isinstance(c.constraint, TimeOfDateConstraint) for c in model.prices
+    ):
+        return model.get_prices(day)
+    by_id: dict[int, ModelPrice] = {}
+    minutes: Counter[int] = Counter()
+    for minute in range(_MINUTES_PER_DAY):
+        price = model.get_prices(day + timedelta(minutes=minute))
+        by_id[id(price)] = price
+        minutes[id(price)] += 1
+    # most_common keeps first-seen order among ties: the price at midnight wins a tie
+    return by_id[minutes.most_common(1)[0][0]]
+
+
+def _representable(price: ModelPrice) -> dict[str, Any] | None:
+    """The PriceRow keyword arguments for ``price``; ``None`` when it has no price a row can hold."""
+    from genai_prices.types import TieredPrices
+
+    values = {k: v for k, v in vars(price).items() if not k.startswith("_") and v is not None}
+    if not values:
+        # genai-prices lists free models (OpenRouter ":free", Copilot-included, OpenAI moderation) with no price
+        # at all and prices them at $0; that is a stated price, so it becomes explicit zeros, not "unpriced".
+        values = {"input_mtok": Decimal(0), "output_mtok": Decimal(0)}
+    base: dict[str, Decimal] = {}
+    tiers: dict[int, dict[str, Decimal]] = {}
+    for key, name in _TOKEN_KEYS:
+        value = values.get(key)
+        if value is None:
+            continue
+        if isinstance(value, TieredPrices):
+            base[name] = value.base
+            for tier in value.tiers:
+                tiers.setdefault(tier.start, {})[name] = tier.price
+        else:
+            base[name] = value
+    per_request = values.get(_REQUESTS_KEY)
+    if isinstance(per_request, TieredPrices):  # not in the data; a request count has no prompt size
+        per_request = per_request.base
+    if not base and per_request is None:
+        return None
+    result: dict[str, Any] = {name: base.get(name) for name in PRICE_FIELDS}
+    result["per_request"] = per_request / _THOUSAND if per_request is not None else None
+    result["tiers"] = tuple(
+        LongContextTier(above_input_tokens=start, **tier_prices) for start, tier_prices in sorted(tiers.items())
+    )
+    return result
+
+
+class GenaiModelMatcher:
+    """Resolves a model reference to the (provider id, model id) of its genai-prices row, with genai-prices' own
+    matching: ``Provider.find_model`` (each model's ``match`` clauses, compact ``-YYYYMMDD`` dates, and the
+    provider's fallback providers, e.g. Azure → OpenAI). The provider of the result is the one whose data
+    holds the model, which for a fallback is not the provider asked about.
+
+    >>> match = genai_matcher()
+    >>> match("openai", "gpt-4o-2024-08-06")
+    ('openai', 'gpt-4o')
+    """
+
+    def __init__(self, providers: Sequence[Provider]) -> None:
+        self._all = list(providers)
+        self._by_id = {p.id: p for p in self._all}
+        # genai-prices returns the ModelInfo object; its identity tells which provider's data it came from.
+        self._owner = {id(m): p.id for p in self._all for m in p.models}
+
+    def __call__(self, provider: str, model_ref: str) -> tuple[str, str] | None:
+        found = self._by_id.get(provider.lower())
+        if found is None:
+            return None
+        info = found.find_model(model_ref, all_providers=self._all)
+        if info is None:
+            return None
+        return self._owner[id(info)], info.id
+
+
+@functools.lru_cache(maxsize=1)
+def genai_matcher() -> GenaiModelMatcher:
+    """The matcher over the bundled snapshot (the same providers :func:`genai_price_rows` converts)."""
+    from genai_prices.data import providers
+
+    return GenaiModelMatcher(providers)
