@@ -102,6 +102,11 @@ class PriceCatalog:
     def get(self, row_id: str) -> PriceRow | None:
         return self._by_id.get(row_id)
 
+    def models(self, providers: Sequence[str]) -> list[str]:
+        """Names of the models priced under any of ``providers``, in order, each once."""
+        wanted = {providers} if isinstance(providers, str) else set(providers)
+        return sorted({model for (provider, model) in self._histories if provider in wanted})
+
     def __len__(self) -> int:
         return len(self._all)
 

@@ -1,0 +1,1 @@
+"""Analytics over the ledger: breakdowns, and (later) unit costs, allocation, forecasts and anomalies."""

@@ -1,0 +1,105 @@
+"""Options and helpers shared by the command groups."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from tokenops.errors import UsageError
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Config file (default: $TOKENOPS_CONFIG, else ./tokenops.yaml).",
+                 envvar="TOKENOPS_CONFIG", show_envvar=True),
+]  # fmt: skip
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+
+
+def load(config: str | None) -> Any:
+    from tokenops.config import load_config
+
+    return load_config(config)
+
+
+def ledger_for(cfg: Any) -> Any:
+    if not cfg.ledger.startswith("duckdb://"):
+        raise UsageError("only the DuckDB ledger is supported in this version (ledger: duckdb:///path)")
+    from tokenops.ledger.duckdb import DuckDBLedger
+
+    return DuckDBLedger(cfg.ledger_path())
+
+
+_REL = re.compile(r"^(\d+)([dhm])$")
+
+
+def parse_time(value: str | None, *, what: str, now: datetime | None = None) -> datetime | None:
+    """ISO date (midnight UTC), ISO datetime (UTC unless it has an offset) or relative: 30d, 12h, 90m ago."""
+    if value is None:
+        return None
+    value = value.strip()
+    now = now or datetime.now(UTC)
+    m = _REL.match(value)
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        return now - {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{what}: {value!r} is not a date (2026-11-01), a time (2026-11-01T12:00) or 30d/12h") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def emit(rows: Sequence[dict[str, Any]], fmt: Format, *, title: str | None = None, payload: Any = None,
+         columns: Sequence[str] | None = None, footer: str | None = None) -> None:  # fmt: skip
+    """Print rows as a rich table, JSON (``payload`` if given, else the rows) or CSV."""
+    if fmt is Format.json:
+        sys.stdout.write(orjson.dumps(payload if payload is not None else rows, option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return
+    cols = list(columns or (rows[0].keys() if rows else []))
+    if fmt is Format.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else _cell(r.get(c)) for c in cols])
+        sys.stdout.write(buf.getvalue())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for c in cols:
+        numeric = bool(rows) and isinstance(rows[0].get(c), int | float) or c.endswith("_usd") or c.endswith("_mtok")
+        table.add_column(c, justify="right" if numeric else "left")
+    for r in rows:
+        table.add_row(*["" if r.get(c) is None else _cell(r.get(c)) for c in cols])
+    console = Console()
+    console.print(table)
+    if footer:
+        console.print(footer)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict):
+        return ",".join(f"{k}={x}" for k, x in v.items())
+    if isinstance(v, list | tuple):
+        return ",".join(str(x) for x in v)
+    return str(v)

@@ -1,0 +1,51 @@
+"""``tokenops report spend``: who spent what, exact to the pico-dollar."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load, parse_time
+from tokenops.errors import UsageError
+
+app = typer.Typer(help="Spend reports.", no_args_is_help=True)
+
+
+@app.command("spend")
+def spend(
+    by: Annotated[str, typer.Option("--by", help="Group by: tag names, model, provider, key, user, day, week, "
+                                    "month (comma-separated).")] = "",
+    since: Annotated[str | None, typer.Option(help="From (inclusive): 2026-11-01, 2026-11-01T08:00, 7d.")] = None,
+    until: Annotated[str | None, typer.Option(help="Until (exclusive), same forms as --since.")] = None,
+    where: Annotated[str, typer.Option(help="Filter: team=search,env=prod")] = "",
+    timezone: Annotated[str, typer.Option("--timezone", "--tz", help="Zone for day/week/month buckets.")] = "UTC",
+    limit: Annotated[int | None, typer.Option(help="Show at most this many rows (biggest first).", min=1)] = None,
+    config: ConfigOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Spend grouped by any mix of tags and dimensions, including calls answered a moment ago."""
+    from tokenops.analytics.breakdown import spend_report
+    from tokenops.money import format_usd
+    from tokenops.tags import TagError, parse_tags
+
+    cfg = load(config)
+    try:
+        filters = parse_tags(where, what="--where")
+    except TagError as exc:
+        raise UsageError(str(exc)) from None
+    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
+    if start and end and start >= end:
+        raise UsageError("--since must be before --until")
+    ledger = ledger_for(cfg)
+    ledger.drain(cfg.spool_path())  # calls answered a moment ago may still be in a running gateway's spool
+    with ledger.connect() as conn:
+        report = spend_report(conn, by=by.split(",") if by else [], since=start, until=end, where=filters,
+                              timezone=timezone, limit=limit)  # fmt: skip
+    payload = report.to_json()
+    columns = [*report.by, "requests", "input_tokens", "output_tokens", "cost_usd"]
+    footer = f"total: ${payload['total_cost_usd']}"
+    if report.unpriced_requests:
+        footer += f"   unpriced calls: {report.unpriced_requests} (see: tokenops prices list --unpriced)"
+    emit(payload["rows"], fmt, title="Spend", payload=payload, columns=columns, footer=footer)
+    _ = format_usd

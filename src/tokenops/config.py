@@ -1,0 +1,268 @@
+"""Configuration: one YAML file (``tokenops.yaml``), validated before anything starts.
+
+This is the only module that reads the environment: ``${VAR}`` (or ``${VAR:-default}``) in the file is
+replaced from it, and a missing variable is an error naming it. Every error names the file, the line, the
+key path and what was expected, e.g. ``tokenops.yaml:7: providers.openai.timeout.read: expected a number``.
+Secrets (provider keys, the admin key) are pydantic ``SecretStr``: they print as ``**********``.
+
+Example::
+
+    ledger: duckdb:///./tokenops.duckdb
+    providers:
+      openai: {base_url: https://api.openai.com/v1, api_key: ${OPENAI_API_KEY}}
+    tagging: {required: [team], mode: warn}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from tokenops.errors import ConfigError
+from tokenops.pricing.entries import PriceEntry
+from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
+
+CONFIG_ENV = "TOKENOPS_CONFIG"
+KNOWN_KINDS = ("openai", "anthropic")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Model):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(300.0, gt=0)
+
+
+class ProviderConfig(_Model):
+    base_url: str
+    api_key: SecretStr | None = None
+    kind: Literal["openai", "anthropic"] | None = None
+    catalog: str | None = None  # which price-catalog provider this one speaks for (default: name, then kind)
+    timeout: Timeouts = Timeouts()
+    headers: dict[str, str] = {}
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("expected an http(s) URL like https://api.openai.com/v1")
+        return v.rstrip("/")
+
+
+class ModelAlias(_Model):
+    name: str
+    provider: str
+    model: str
+
+
+class TaggingConfig(_Model):
+    required: list[str] = []
+    allowed: dict[str, list[str]] = {}
+    mode: Literal["warn", "enforce"] = "warn"
+
+    @field_validator("required")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            check_name(name)
+        return v
+
+    def policy(self) -> TaggingPolicy:
+        return TaggingPolicy(
+            required=tuple(self.required),
+            allowed={k: tuple(v) for k, v in self.allowed.items()},
+            mode=self.mode,
+        )
+
+
+class GatewayConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8787, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    spool_dir: str | None = None  # default: "<ledger file>.spool" beside the DuckDB file
+    writer_interval: float = Field(1.0, gt=0)  # seconds between drains of the spool into the ledger
+    key_refresh: float = Field(2.0, gt=0)  # seconds between reloads of keys (revocations by other processes)
+
+
+class Config(_Model):
+    ledger: str = "duckdb:///./tokenops.duckdb"
+    state: str = "memory"
+    providers: dict[str, ProviderConfig] = {}
+    models: list[ModelAlias] = []
+    prices: list[PriceEntry] = []
+    tagging: TaggingConfig = TaggingConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    admin_key: SecretStr | None = None
+    source: str = Field("<defaults>", exclude=True)
+    base_dir: str = Field(".", exclude=True)
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger(cls, v: str) -> str:
+        if not (v.startswith("duckdb://") or v.startswith("postgresql://") or v.startswith("postgres://")):
+            raise ValueError("expected duckdb:///path/to/file.duckdb or postgresql://user@host/db")
+        return v
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, v: str) -> str:
+        if v != "memory" and not v.startswith("redis://"):
+            raise ValueError("expected 'memory' or redis://host:port/db")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        for i, alias in enumerate(self.models):
+            if alias.provider not in self.providers:
+                raise ValueError(f"models[{i}] ({alias.name}) names provider {alias.provider!r}, which is not configured")
+        for name in self.providers:
+            if "/" in name:
+                raise ValueError(f"provider name {name!r} may not contain '/'")
+        return self
+
+    # --- derived values -------------------------------------------------------------------------
+    def provider_kind(self, name: str) -> str:
+        p = self.providers[name]
+        if p.kind:
+            return p.kind
+        return name if name in KNOWN_KINDS else "openai"
+
+    def ledger_path(self) -> Path:
+        """The DuckDB file, relative paths resolved against the config file's folder."""
+        if not self.ledger.startswith("duckdb://"):
+            raise ConfigError("the ledger is not a DuckDB file", file=self.source, path="ledger")
+        raw = self.ledger[len("duckdb://") :]
+        raw = raw[1:] if raw.startswith("/") and not raw.startswith("//") else raw
+        # duckdb:///./x.duckdb -> ./x.duckdb ; duckdb:////abs/x.duckdb -> /abs/x.duckdb
+        if raw.startswith("/"):
+            path = Path(raw[1:] if raw.startswith("//") else raw)
+        else:
+            path = Path(raw)
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def spool_path(self) -> Path:
+        if self.gateway.spool_dir:
+            p = Path(self.gateway.spool_dir)
+            return p if p.is_absolute() else Path(self.base_dir) / p
+        ledger = self.ledger_path()
+        return ledger.with_name(ledger.name + ".spool")
+
+
+def _interpolate(node: Any, env: Mapping[str, str], file: str, path: str) -> Any:
+    if isinstance(node, str):
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"environment variable {name} is not set", file=file, path=path or None)
+
+        return _VAR.sub(repl, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env, file, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env, file, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at a pydantic error location (best effort)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    node = value_node
+                    line = key_node.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _expected(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling; see docs/configuration.md)"
+    if kind == "missing":
+        return "this key is required"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    return f"{msg} (got {err.get('input')!r})" if kind != "value_error" else msg
+
+
+def parse_config(text: str, *, file: str = "tokenops.yaml", env: Mapping[str, str] | None = None) -> Config:
+    """Parse and validate config text; raises ConfigError naming file, line, key path and what was expected."""
+    env = os.environ if env is None else env
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file, line=mark.line + 1 if mark else None
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of settings at the top level", file=file)
+    data = _interpolate(data, env, file, "")
+    base_dir = str(Path(file).resolve().parent) if file and not file.startswith("<") else os.getcwd()
+    try:
+        return Config.model_validate({**data, "source": file, "base_dir": base_dir})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            _expected(err) + more, file=file, path=_format_loc(loc) or None, line=_line_of(root, loc)
+        ) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Load the config from ``path``, else ``$TOKENOPS_CONFIG``, else ``./tokenops.yaml`` if present, else defaults."""
+    env = os.environ if env is None else env
+    chosen = path or env.get(CONFIG_ENV)
+    if not chosen:
+        if Path("tokenops.yaml").exists():
+            chosen = "tokenops.yaml"
+        else:
+            return Config(source="<defaults>", base_dir=os.getcwd())
+    p = Path(chosen)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=str(p)) from None
+    return parse_config(text, file=str(p), env=env)
+
+
+__all__ = ["Config", "ConfigError", "STANDARD_TAGS", "load_config", "parse_config"]

@@ -1,0 +1,193 @@
+"""``tokenops demo``: the whole product on one machine with no setup and no network.
+
+Starts the built-in fake provider, writes a config for it, creates keys for three teams, backfills history,
+starts the real gateway, sends live calls through it (OpenAI and Anthropic shapes, JSON and streams, prompt
+cache, an unpriced model), prints a spend report and leaves the gateway running for you to try.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+
+from tokenops import keys as keymod
+from tokenops.config import load_config
+from tokenops.errors import UsageError
+
+PROVIDER_KEY = "demo-provider-key"
+TEAMS = {"search": "prod", "support": "prod", "research": "dev"}
+
+CONFIG = """\
+# Written by `tokenops demo`. The providers are the built-in fake provider on this machine.
+ledger: duckdb:///./tokenops.duckdb
+providers:
+  openai:    {{base_url: "{fake}/v1", api_key: {key}}}
+  anthropic: {{base_url: "{fake}", api_key: {key}}}
+  local:     {{base_url: "{fake}/v1", kind: openai, api_key: {key}}}   # stands for a vLLM / Ollama server
+models:
+  - {{name: cheap, provider: openai, model: gpt-4o-mini}}
+  - {{name: llama, provider: local, model: llama-3.1-8b}}
+prices:
+  - {{provider: local, model: llama-3.1-8b, input_per_mtok: "0.05", output_per_mtok: "0.08", effective_from: 2025-01-01}}
+tagging:
+  required: [team, env]
+  allowed: {{env: [dev, staging, prod]}}
+  mode: warn
+gateway:
+  port: {port}
+  writer_interval: 0.5
+"""
+
+
+def _free_port(preferred: int) -> int:
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) -> None:
+    from tokenops.analytics.breakdown import spend_report
+    from tokenops.demo.traffic import generate
+    from tokenops.fakeprovider import create_fake_provider
+    from tokenops.gateway.app import create_app
+    from tokenops.ledger.duckdb import DuckDBLedger
+    from tokenops.servers import BackgroundServer
+
+    console = Console()
+    t0 = time.perf_counter()
+    home = Path(directory).resolve()
+    if home.exists() and not keep:
+        if not (home / "tokenops.yaml").exists() and any(home.iterdir()):
+            raise UsageError(f"{home} exists and is not a demo folder; choose another with --dir")
+        shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+
+    fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
+    gw_port = _free_port(port)
+    cfg_path = home / "tokenops.yaml"
+    cfg_path.write_text(CONFIG.format(fake=fake.url, key=PROVIDER_KEY, port=gw_port))
+    cfg = load_config(cfg_path)
+    ledger = DuckDBLedger(cfg.ledger_path())
+    console.print(f"[bold]TokenOps demo[/bold] in {home}")
+    console.print(f"  fake provider (OpenAI + Anthropic wire formats) on {fake.url}")
+
+    team_keys: dict[str, tuple[str, str]] = {}
+    for team, env in TEAMS.items():
+        key = keymod.generate()
+        rec = keymod.KeyRecord(
+            id=keymod.new_key_id(), name=f"{team}-app", key_hash=keymod.hash_key(key), key_prefix=key[:10],
+            tags={"team": team, "env": env}, locked_tags=("team",), created_at=datetime.now(UTC),
+        )  # fmt: skip
+        ledger.insert_key(rec)
+        team_keys[team] = (rec.id, key)
+    console.print(f"  created keys for teams: {', '.join(team_keys)}")
+
+    gateway = create_app(cfg, ledger=ledger)
+    if not keep or ledger.count_events() == 0:
+        price_ids = {name: gateway.router.price_ids[name] for name in cfg.providers}
+        pairs = list(generate(gateway.catalog, end=datetime.now(UTC), days=days,
+                              keys={t: k[0] for t, k in team_keys.items()}, price_ids=price_ids))  # fmt: skip
+        n = ledger.append([e for e, _ in pairs], [r for _, r in pairs if r is not None])
+        console.print(f"  backfilled {n:,} calls over {days} days")
+
+    server = BackgroundServer(gateway, port=gw_port).start()
+    console.print(f"  gateway listening on {server.url}")
+    live = _live_calls(server.url, team_keys)
+    console.print(f"  sent {live} live calls through the gateway (JSON, streams, prompt cache, an unpriced model)")
+    ledger.drain(cfg.spool_path(), gateway.catalog.get)
+    with ledger.connect() as conn:
+        report = spend_report(conn, by=["team", "model"], since=None)
+    payload = report.to_json()
+    from rich.table import Table
+
+    table = Table(title=f"Spend by team and model, last {days} days (USD)")
+    for col in ("team", "model", "requests", "input_tokens", "output_tokens", "cost_usd"):
+        table.add_column(col, justify="left" if col in ("team", "model") else "right")
+    for r in payload["rows"]:
+        table.add_row(r["team"], r["model"], f"{r['requests']:,}", f"{r['input_tokens']:,}",
+                      f"{r['output_tokens']:,}", r["cost_usd"])  # fmt: skip
+    console.print(table)
+    console.print(f"  total ${payload['total_cost_usd']}   unpriced calls: {payload['unpriced_requests']} "
+                  f"(tokenops prices list --unpriced)   setup took {time.perf_counter() - t0:.1f}s")  # fmt: skip
+    key = team_keys["search"][1]
+    console.print(
+        f"""
+[bold]Try it[/bold] — the gateway at {server.url} speaks OpenAI and Anthropic:
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{server.url}/v1", api_key="{key}")
+  r = client.chat.completions.with_raw_response.create(model="gpt-4o-mini",
+          messages=[{{"role": "user", "content": "hello"}}], extra_headers={{"X-TokenOps-Tags": "feature=try-it"}})
+  print(r.headers["x-tokenops-cost-usd"], r.parse().choices[0].message.content)
+
+  curl {server.url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+       -H "Content-Type: application/json" -d '{{"model": "cheap", "messages": [{{"role": "user", "content": "hi"}}]}}'
+
+In a second terminal:
+  tokenops report spend --config {cfg_path} --by team,model
+  tokenops report spend --config {cfg_path} --by day --where team=research
+  tokenops prices list --config {cfg_path} --unpriced
+"""
+    )
+    try:
+        if wait:
+            console.print("Gateway running; press Ctrl-C to stop.")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        server.stop()
+        fake.stop()
+
+
+def _live_calls(url: str, team_keys: dict[str, tuple[str, str]]) -> int:
+    """A handful of real calls through the gateway, in every shape it meters."""
+    calls = 0
+    long_doc = "Quarterly search-quality notes. " * 400  # long shared prompt: the fake caches it like OpenAI
+    with httpx.Client(base_url=url, timeout=30) as client:
+        def post(path: str, team: str, body: dict, tags: str = "", stream: bool = False) -> None:
+            nonlocal calls
+            headers = {"authorization": f"Bearer {team_keys[team][1]}", "x-tokenops-tags": tags}
+            if stream:
+                with client.stream("POST", path, json=body, headers=headers) as r:
+                    for _ in r.iter_bytes():
+                        pass
+                    r.raise_for_status()
+            else:
+                client.post(path, json=body, headers=headers).raise_for_status()
+            calls += 1
+
+        for question in ("What changed in ranking?", "Summarise the notes."):
+            post("/v1/chat/completions", "search", {"model": "gpt-4o-mini", "messages": [
+                {"role": "system", "content": long_doc}, {"role": "user", "content": question}]},
+                "feature=search-summary")  # fmt: skip
+        post("/v1/chat/completions", "search", {"model": "cheap", "stream": True,
+             "messages": [{"role": "user", "content": "rewrite: cheap flights"}]}, "feature=query-rewrite", True)
+        post("/v1/embeddings", "search", {"model": "text-embedding-3-small", "input": ["a", "b"]}, "feature=embeddings")
+        system = [{"type": "text", "text": "You are a support agent. " * 300, "cache_control": {"type": "ephemeral"}}]
+        for i in range(2):
+            post("/v1/messages", "support", {"model": "claude-3-5-haiku-20241022", "max_tokens": 200, "system": system,
+                 "messages": [{"role": "user", "content": f"ticket {i}: refund please"}]}, "feature=ticket-reply")
+        post("/v1/messages", "support", {"model": "claude-sonnet-4-5", "max_tokens": 300, "stream": True,
+             "messages": [{"role": "user", "content": "draft a reply"}]}, "feature=ticket-reply", True)
+        post("/v1/chat/completions", "research", {"model": "llama", "messages": [
+            {"role": "user", "content": "prototype idea"}]}, "feature=prototype")  # fmt: skip
+        post("/v1/chat/completions", "research", {"model": "local/mystery-model-7b", "messages": [
+            {"role": "user", "content": "sandbox run"}]}, "feature=agent-sandbox")  # fmt: skip
+        post("/v1/chat/completions", "research", {"model": "o3", "stream": True, "messages": [
+            {"role": "user", "content": "evaluate"}]}, "feature=eval-runs", True)  # fmt: skip
+    return calls

@@ -1,0 +1,34 @@
+"""The state of one gateway call as it passes through the stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tokenops.keys import KeyRecord
+from tokenops.pricing.model import PriceRow
+
+
+@dataclass(slots=True)
+class Call:
+    request_id: str
+    route: str  # "chat.completions" | "embeddings" | "messages"
+    flavor: str  # "openai" | "anthropic": the client's wire format and error shape
+    started: float  # perf_counter() at arrival
+    ts: datetime  # wall-clock arrival, UTC
+    headers: dict[str, str]  # lower-cased request headers
+    body: dict[str, Any] = field(default_factory=dict)
+    prompt_chars: int = 0
+    stream: bool = False
+    key: KeyRecord | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    missing_tags: tuple[str, ...] = ()
+    end_user: str | None = None
+    model_requested: str = ""
+    provider_name: str = ""
+    upstream_model: str = ""
+    price_providers: tuple[str, ...] = ()  # where to look the price up: configured name, then catalog id
+    cache: str = "off"
+    response_headers: dict[str, str] = field(default_factory=dict)
+    price_row: PriceRow | None = None

@@ -1,0 +1,40 @@
+"""Gateway errors in the route's provider shape (DESIGN.md 4.1).
+
+OpenAI routes: ``{"error": {"type", "code", "message", "param"}}``.
+Anthropic routes: ``{"type": "error", "error": {"type", "message", "code"}}`` with Anthropic's type names.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from tokenops.errors import GatewayError
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def error_body(err: GatewayError, flavor: str) -> bytes:
+    if flavor == "anthropic":
+        return orjson.dumps(
+            {
+                "type": "error",
+                "error": {
+                    "type": _ANTHROPIC_TYPES.get(err.status, "api_error"),
+                    "message": err.message,
+                    "code": err.code,  # TokenOps' reason (e.g. budget_exceeded); SDKs ignore extra fields
+                },
+            }
+        )
+    return orjson.dumps({"error": {"type": err.kind, "code": err.code, "message": err.message, "param": err.param}})

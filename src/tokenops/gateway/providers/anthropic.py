@@ -1,0 +1,132 @@
+"""Anthropic's Messages API.
+
+Usage: Anthropic's ``input_tokens`` EXCLUDES cache reads (``cache_read_input_tokens``) and cache writes
+(``cache_creation_input_tokens``, split into ``cache_creation.ephemeral_5m_input_tokens`` and
+``ephemeral_1h_input_tokens``, priced differently); :class:`~tokenops.usage.Usage` counts the whole prompt, so
+they are added here. In a stream, ``message_start`` carries the input side and ``message_delta`` the
+cumulative output (newer API versions repeat the input side there too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tokenops.gateway.providers.base import Adapter, StreamMeter, _int
+from tokenops.gateway.sse import SSEEvent
+from tokenops.usage import Usage
+
+DEFAULT_VERSION = "2023-06-01"
+_FORWARD = ("anthropic-version", "anthropic-beta")
+
+
+def usage_from_anthropic(u: Any) -> Usage | None:
+    if not isinstance(u, dict):
+        return None
+    plain = _int(u.get("input_tokens"))
+    read = _int(u.get("cache_read_input_tokens"))
+    created = _int(u.get("cache_creation_input_tokens"))
+    split = u.get("cache_creation")
+    w5 = w1h = 0
+    if isinstance(split, dict):
+        w5, w1h = _int(split.get("ephemeral_5m_input_tokens")), _int(split.get("ephemeral_1h_input_tokens"))
+    if w5 + w1h != created:
+        w5, w1h = created - min(w1h, created), min(w1h, created)
+    return Usage(
+        input_tokens=plain + read + created,
+        cache_read_tokens=read,
+        cache_write_5m_tokens=w5,
+        cache_write_1h_tokens=w1h,
+        output_tokens=_int(u.get("output_tokens")),
+    )
+
+
+class AnthropicStreamMeter(StreamMeter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._input: dict[str, Any] = {}
+        self._output = 0
+
+    def relay(self, event: SSEEvent) -> bytes:
+        name = event.event
+        if name in ("message_start", "message_delta") and event.data:
+            try:
+                payload = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                return event.raw
+            if name == "message_start":
+                msg = payload.get("message") or {}
+                self.model = msg.get("model") if isinstance(msg.get("model"), str) else None
+                self.upstream_id = msg.get("id") if isinstance(msg.get("id"), str) else None
+                usage = msg.get("usage") or {}
+            else:
+                usage = payload.get("usage") or {}
+            if isinstance(usage, dict):
+                for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"):
+                    if usage.get(k) is not None:
+                        self._input[k] = usage[k]
+                self._output = max(self._output, _int(usage.get("output_tokens")))
+            self.usage = usage_from_anthropic({**self._input, "output_tokens": self._output})
+        elif name == "content_block_delta" and event.data:
+            self.chunks += 1
+            try:
+                delta = orjson.loads(event.data).get("delta") or {}
+            except (orjson.JSONDecodeError, AttributeError):
+                return event.raw
+            text = delta.get("text") if isinstance(delta, dict) else None
+            if isinstance(text, str):
+                self.text_chars += len(text)
+        return event.raw
+
+    def is_final(self, event: SSEEvent) -> bool:
+        return event.event == "message_stop"
+
+    def partial_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
+        if self.usage is None:
+            return super().partial_usage(prompt_chars)
+        estimated_output = (self.text_chars + 3) // 4
+        if self.usage.output_tokens >= estimated_output:
+            return self.usage, False
+        u = self.usage
+        return Usage(
+            input_tokens=u.input_tokens,
+            cache_read_tokens=u.cache_read_tokens,
+            cache_write_5m_tokens=u.cache_write_5m_tokens,
+            cache_write_1h_tokens=u.cache_write_1h_tokens,
+            output_tokens=estimated_output,
+        ), True
+
+
+class AnthropicAdapter(Adapter):
+    kind = "anthropic"
+    flavor = "anthropic"
+
+    def url(self, route: str) -> str:
+        base = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        return base + "/v1/messages"
+
+    def headers(self, client_headers: dict[str, str]) -> dict[str, str]:
+        h = {"content-type": "application/json", "accept-encoding": "identity"}
+        for name in _FORWARD:
+            if name in client_headers:
+                h[name] = client_headers[name]
+        h.setdefault("anthropic-version", DEFAULT_VERSION)
+        if self.api_key:
+            h["x-api-key"] = self.api_key
+        h.update(self.extra_headers)
+        return h
+
+    def prepare(self, route: str, body: dict[str, Any], upstream_model: str) -> tuple[dict[str, Any], bool]:
+        out = dict(body)
+        out["model"] = upstream_model
+        return out, True
+
+    def usage(self, route: str, payload: Any) -> Usage:
+        u = usage_from_anthropic(payload.get("usage") if isinstance(payload, dict) else None)
+        if u is None:
+            raise ValueError("the response has no usage object")
+        return u
+
+    def stream_meter(self, client_wants_usage: bool) -> StreamMeter:
+        return AnthropicStreamMeter()

@@ -1,0 +1,36 @@
+"""Key stage: the client's virtual key, from ``Authorization: Bearer`` or ``x-api-key``."""
+
+from __future__ import annotations
+
+from tokenops.errors import GatewayError
+from tokenops.gateway.call import Call
+from tokenops.gateway.keycache import KeyCache
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+class KeyStage:
+    def __init__(self, keys: KeyCache):
+        self.keys = keys
+
+    async def __call__(self, call: Call) -> None:
+        key = presented_key(call.headers)
+        if key is None:
+            raise GatewayError(
+                401, "missing_api_key", "no API key: send a TokenOps key as 'Authorization: Bearer tok-…' or 'x-api-key'"
+            )
+        record = await self.keys.lookup(key)
+        if record is None:
+            raise GatewayError(401, "invalid_api_key", "unknown API key")
+        if not record.active:
+            raise GatewayError(401, "invalid_api_key", f"API key {record.id} has been revoked")
+        call.key = record
+        call.tags = dict(record.tags)  # so that even a call refused later is attributed to the key's owner

@@ -1,0 +1,73 @@
+"""Router stage: which provider serves the requested model, and under which upstream name.
+
+In order: an alias from the config's ``models:`` list; a ``provider/model`` prefix naming a configured
+provider; the configured provider (of the route's wire format) whose price catalog knows the model; else the
+first provider of the route's format (a model missing from the catalog is still served, and recorded as
+unpriced rather than $0).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tokenops.config import Config
+from tokenops.errors import GatewayError
+from tokenops.gateway.call import Call
+from tokenops.pricing.catalog import PriceCatalog
+
+
+class RouterStage:
+    def __init__(self, config: Config, catalog: PriceCatalog):
+        self.config = config
+        self.catalog = catalog
+        self.aliases = {a.name: a for a in config.models}
+        self.by_kind: dict[str, list[str]] = {}
+        for name in config.providers:
+            self.by_kind.setdefault(config.provider_kind(name), []).append(name)
+        for kind, names in self.by_kind.items():
+            names.sort(key=lambda n: n != kind)  # the provider named like its kind comes first
+        self.price_ids = {name: self._price_ids(name) for name in config.providers}
+
+    def _price_ids(self, name: str) -> tuple[str, ...]:
+        p = self.config.providers[name]
+        ids = [name]
+        for extra in (p.catalog, self.config.provider_kind(name)):
+            if extra and extra not in ids:
+                ids.append(extra)
+        return tuple(ids)
+
+    def resolve(self, model: str, flavor: str, at: datetime) -> tuple[str, str]:
+        alias = self.aliases.get(model)
+        if alias is not None:
+            return self._check_kind(alias.provider, flavor, model), alias.model
+        prefix, sep, rest = model.partition("/")
+        if sep and prefix in self.config.providers and rest:
+            return self._check_kind(prefix, flavor, model), rest
+        candidates = self.by_kind.get(flavor, [])
+        if not candidates:
+            raise GatewayError(
+                400,
+                "no_provider",
+                f"no provider speaking the {flavor} API is configured for model {model!r}",
+                param="model",
+            )
+        for name in candidates:
+            if self.catalog.lookup(self.price_ids[name], model, at) is not None:
+                return name, model
+        return candidates[0], model
+
+    def _check_kind(self, provider: str, flavor: str, model: str) -> str:
+        kind = self.config.provider_kind(provider)
+        if kind != flavor:
+            route = "/v1/messages" if kind == "anthropic" else "/v1/chat/completions"
+            raise GatewayError(
+                400,
+                "wrong_route",
+                f"model {model!r} is served by provider {provider!r}, which speaks the {kind} API: call {route}",
+                param="model",
+            )
+        return provider
+
+    async def __call__(self, call: Call) -> None:
+        call.provider_name, call.upstream_model = self.resolve(call.model_requested, call.flavor, call.ts)
+        call.price_providers = self.price_ids[call.provider_name]

@@ -1,0 +1,41 @@
+"""Tag stage: merge the key's tags, OpenAI ``metadata`` and ``X-TokenOps-Tags``; apply the tagging policy."""
+
+from __future__ import annotations
+
+from tokenops.errors import GatewayError
+from tokenops.gateway.call import Call
+from tokenops.tags import TagError, TaggingPolicy, parse_tags, tags_from_metadata
+
+TAGS_HEADER = "x-tokenops-tags"
+USER_HEADER = "x-tokenops-user"
+
+
+class TagStage:
+    def __init__(self, policy: TaggingPolicy):
+        self.policy = policy
+
+    async def __call__(self, call: Call) -> None:
+        key = call.key
+        tags = dict(key.tags) if key else {}
+        tags.update(tags_from_metadata(call.body.get("metadata")))
+        header = call.headers.get(TAGS_HEADER)
+        if header is not None:
+            try:
+                tags.update(parse_tags(header, what="X-TokenOps-Tags header"))
+            except TagError as exc:
+                raise GatewayError(400, "invalid_tags", str(exc), param="X-TokenOps-Tags") from None
+        if key:
+            for name in key.locked_tags:
+                if name in key.tags:
+                    tags[name] = key.tags[name]
+        call.tags = tags
+        user = call.body.get("user")
+        if not isinstance(user, str) or not user:
+            meta = call.body.get("metadata")
+            user = meta.get("user_id") if call.flavor == "anthropic" and isinstance(meta, dict) else None
+        call.end_user = user if isinstance(user, str) and user else call.headers.get(USER_HEADER) or None
+        problems = self.policy.violations(tags)
+        if problems:
+            if self.policy.mode == "enforce":
+                raise GatewayError(400, "tag_policy_violation", "tagging policy: " + "; ".join(problems))
+            call.missing_tags = tuple(self.policy.missing(tags))

@@ -1,0 +1,109 @@
+"""The ledger writer: one background thread per gateway process that drains the spool into the ledger.
+
+It also reloads the keys now and then, so revocations made by another process take effect. It only opens
+the ledger when there is something to do, gives up at once when another process holds the file (it tries
+again next round: the spool keeps everything meanwhile) and closes it after each round, so that a
+``tokenops report`` in another terminal gets its turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tokenops.errors import LedgerBusy, LedgerError
+from tokenops.ledger import spool as spoolmod
+from tokenops.ledger.duckdb import DuckDBLedger
+
+log = logging.getLogger("tokenops.writer")
+
+
+class LedgerWriter:
+    def __init__(
+        self,
+        ledger: DuckDBLedger,
+        spool_dir: Path,
+        *,
+        price_rows: Callable[[str], object] | None = None,
+        interval: float = 1.0,
+        on_tick: Callable[[], None] | None = None,
+        tick_every: float = 2.0,
+    ):
+        self.ledger = ledger
+        self.spool_dir = spool_dir
+        self.price_rows = price_rows
+        self.interval = interval
+        self.on_tick = on_tick
+        self.tick_every = tick_every
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sizes: dict[str, int] = {}
+        self.drained = 0
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tokenops-ledger-writer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _has_news(self) -> bool:
+        sizes = {}
+        for p in spoolmod.segments(self.spool_dir):
+            try:
+                sizes[p.name] = p.stat().st_size
+            except FileNotFoundError:
+                continue
+        news = sizes != self._sizes
+        return news
+
+    def drain_once(self, timeout: float | None = 0.0) -> int:
+        if not self._has_news():
+            return 0
+        n = self.ledger.drain(self.spool_dir, self.price_rows, timeout=timeout)
+        self._sizes = {}
+        for p in spoolmod.segments(self.spool_dir):
+            try:
+                self._sizes[p.name] = p.stat().st_size
+            except FileNotFoundError:
+                continue
+        self.drained += n
+        self.last_error = None
+        return n
+
+    def _run(self) -> None:
+        last_tick = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.drain_once()
+            except LedgerBusy:
+                pass  # another process has the file; the spool holds everything until next round
+            except LedgerError as exc:
+                self.last_error = str(exc)
+                log.error("ledger writer: %s", exc)
+            if self.on_tick and time.monotonic() - last_tick >= self.tick_every:
+                last_tick = time.monotonic()
+                try:
+                    self.on_tick()
+                except LedgerBusy:
+                    pass
+                except LedgerError as exc:
+                    log.warning("ledger writer tick: %s", exc)
+
+    def stop(self, *, final_timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.drain_once(timeout=final_timeout)
+        except LedgerError as exc:
+            log.error("final drain failed (events stay in the spool for next start): %s", exc)

@@ -1,0 +1,1 @@
+"""The ledger: immutable priced spend events, the keys, and the price rows the events were priced with."""

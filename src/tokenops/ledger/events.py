@@ -1,0 +1,124 @@
+"""The spend event: one priced fact per call, immutable once written.
+
+An event carries everything needed to explain its cost: the usage the provider reported, the id of the
+price row used (the row itself is stored in ``price_rows``), and the attribution (tags, key, end user).
+``cost_usd`` is ``None`` when the model has no known price: such a call is *unpriced*, never $0.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+
+from tokenops.money import format_usd
+from tokenops.tags import STANDARD_TAGS
+from tokenops.usage import Usage
+
+Status = Literal["ok", "upstream_error", "rejected", "cancelled", "error"]
+STATUSES = ("ok", "upstream_error", "rejected", "cancelled", "error")
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class SpendEvent:
+    request_id: str
+    ts: datetime  # when the call started, UTC
+    source: str  # "gateway", "demo", "import:<kind>", …
+    provider: str
+    model_requested: str
+    model_used: str
+    route: str = ""
+    stream: bool = False
+    usage: Usage = field(default_factory=Usage)
+    usage_estimated: bool = False  # True when part of the usage is our estimate (e.g. a cancelled stream)
+    cost_usd: Decimal | None = None
+    price_row_id: str | None = None
+    key_id: str | None = None
+    end_user: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    missing_tags: tuple[str, ...] = ()
+    status: Status = "ok"
+    http_status: int = 200
+    error_code: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    cache: str = "off"
+    upstream_request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ts.tzinfo is None:
+            raise ValueError("SpendEvent.ts must be timezone-aware")
+
+    @property
+    def priced(self) -> bool:
+        return self.cost_usd is not None
+
+    def with_(self, **changes: Any) -> SpendEvent:
+        return replace(self, **changes)
+
+    # --- spool encoding (one JSON line; Decimal as an exact string) ------------------------------
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "usage":
+                v = v.to_dict()
+            elif f.name == "ts":
+                v = v.astimezone(UTC).isoformat()
+            elif f.name == "cost_usd":
+                v = None if v is None else format(v, "f")
+            elif f.name == "missing_tags":
+                v = list(v)
+            d[f.name] = v
+        return d
+
+    def to_public(self) -> dict[str, Any]:
+        """The shape returned by ``GET /v1/tokenops/requests/{id}``."""
+        d = self.to_dict()
+        d["cost_usd"] = format_usd(self.cost_usd)
+        d["priced"] = self.priced
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SpendEvent:
+        kw = dict(d)
+        kw["usage"] = Usage.from_dict(d.get("usage") or {})
+        kw["ts"] = _parse_ts(d["ts"])
+        kw["cost_usd"] = None if d.get("cost_usd") in (None, "unpriced") else Decimal(str(d["cost_usd"]))
+        kw["missing_tags"] = tuple(d.get("missing_tags") or ())
+        kw["tags"] = dict(d.get("tags") or {})
+        known = {f.name for f in fields(cls)}
+        kw.pop("priced", None)
+        return cls(**{k: v for k, v in kw.items() if k in known})
+
+    @classmethod
+    def from_json(cls, line: bytes) -> SpendEvent:
+        return cls.from_dict(orjson.loads(line))
+
+    def standard_tag(self, name: str) -> str | None:
+        return self.tags.get(name)
+
+
+def _parse_ts(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    dt = datetime.fromisoformat(str(value))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+__all__ = ["STANDARD_TAGS", "STATUSES", "SpendEvent", "new_request_id", "utcnow"]

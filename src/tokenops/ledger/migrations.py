@@ -1,0 +1,112 @@
+"""Named, ordered schema migrations, recorded in ``schema_migrations``.
+
+A migration is applied once, in order, inside a transaction with its record. Names never change once
+released; a new schema change is a new entry at the end. The PostgreSQL ledger uses the same names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_events",
+        """
+        CREATE TABLE events (
+            request_id VARCHAR NOT NULL,
+            ts TIMESTAMP NOT NULL,              -- call start, UTC
+            source VARCHAR NOT NULL,
+            provider VARCHAR,
+            model_requested VARCHAR,
+            model_used VARCHAR,
+            route VARCHAR,
+            stream BOOLEAN,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_5m_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+            usage_estimated BOOLEAN NOT NULL DEFAULT FALSE,
+            cost_usd DECIMAL(38, 12),           -- NULL: unpriced (no price known), never a silent 0
+            price_row_id VARCHAR,
+            key_id VARCHAR,
+            end_user VARCHAR,
+            team VARCHAR, project VARCHAR, feature VARCHAR, env VARCHAR,
+            owner VARCHAR, workload VARCHAR, customer VARCHAR,
+            tags MAP(VARCHAR, VARCHAR),
+            missing_tags VARCHAR[],
+            status VARCHAR NOT NULL,
+            http_status INTEGER,
+            error_code VARCHAR,
+            latency_ms DOUBLE,
+            ttft_ms DOUBLE,
+            cache VARCHAR,
+            upstream_request_id VARCHAR,
+            recorded_at TIMESTAMP NOT NULL
+        )
+        """,
+    ),
+    (
+        "0002_price_rows",
+        """
+        CREATE TABLE price_rows (
+            id VARCHAR PRIMARY KEY,
+            provider VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            effective_from TIMESTAMP NOT NULL,
+            effective_to TIMESTAMP,
+            source VARCHAR NOT NULL,
+            prices VARCHAR NOT NULL,           -- the row's prices as JSON (exact decimal strings)
+            first_used_at TIMESTAMP NOT NULL
+        )
+        """,
+    ),
+    (
+        "0003_keys",
+        """
+        CREATE TABLE keys (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            key_hash VARCHAR NOT NULL UNIQUE,   -- sha256 of the key; the key itself is never stored
+            key_prefix VARCHAR NOT NULL,        -- first characters, to recognise a key in listings
+            tags MAP(VARCHAR, VARCHAR),
+            locked_tags VARCHAR[],
+            created_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP
+        )
+        """,
+    ),
+    (
+        "0004_spool_progress",
+        """
+        CREATE TABLE spool_progress (
+            segment VARCHAR PRIMARY KEY,
+            "offset" BIGINT NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )
+        """,
+    ),
+]
+
+
+def apply(conn: Any, *, now_sql: str = "now()") -> list[str]:
+    """Apply pending migrations on a DB-API-like connection; returns the names applied."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations").fetchall()}
+    applied = []
+    for name, sql in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(sql)
+            conn.execute(f"INSERT INTO schema_migrations VALUES (?, {now_sql})", [name])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

@@ -1,0 +1,92 @@
+"""Tags: key/value attribution on every spend event.
+
+Tags come from three places, merged in this order (later wins): the key's default tags, the OpenAI
+``metadata`` object, the ``X-TokenOps-Tags`` header; then the key's *locked* tags are applied again, so a
+key can pin e.g. ``team`` whatever the request says. A :class:`TaggingPolicy` says which tags are required
+and which values are allowed: in ``warn`` mode a call that breaks it goes through and is recorded with the
+tags it missed; in ``enforce`` mode it gets a 400 naming the tag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+# The standard tags are columns of their own in the ledger (fast group-bys); any other tag lives in a JSON map.
+STANDARD_TAGS = ("team", "project", "feature", "env", "owner", "workload", "customer")
+UNTAGGED = "(untagged)"
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+_VALUE = re.compile(r"^[^,=\s][^,=]{0,199}$")
+
+
+class TagError(ValueError):
+    pass
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise TagError(f"invalid tag name {name!r}: use letters, digits, '_', '-', '.' (start with a letter)")
+    return name
+
+
+def parse_tags(text: str, *, what: str = "tags") -> dict[str, str]:
+    """Parse ``team=search,feature=summary``. Empty text is no tags; anything malformed raises TagError."""
+    tags: dict[str, str] = {}
+    text = text.strip()
+    if not text:
+        return tags
+    for part in text.split(","):
+        part = part.strip()
+        if "=" not in part:
+            raise TagError(f"malformed {what}: {part!r} is not key=value")
+        key, _, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        check_name(key)
+        if not _VALUE.match(value):
+            raise TagError(f"malformed {what}: tag {key!r} has an empty or invalid value {value!r}")
+        if key in tags and tags[key] != value:
+            raise TagError(f"malformed {what}: tag {key!r} given twice")
+        tags[key] = value
+    return tags
+
+
+def format_tags(tags: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
+def tags_from_metadata(metadata: object) -> dict[str, str]:
+    """OpenAI's ``metadata`` object: string values with tag-like names become tags; others are ignored."""
+    if not isinstance(metadata, dict):
+        return {}
+    out = {}
+    for key, value in metadata.items():
+        if isinstance(key, str) and isinstance(value, str) and _NAME.match(key) and _VALUE.match(value):
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class TaggingPolicy:
+    required: tuple[str, ...] = ()
+    allowed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    mode: Literal["warn", "enforce"] = "warn"
+
+    def violations(self, tags: Mapping[str, str]) -> list[str]:
+        """Human-readable problems; empty when the tags satisfy the policy."""
+        problems = []
+        for name in self.required:
+            if name not in tags:
+                problems.append(f"missing required tag {name!r}")
+        for name, values in self.allowed.items():
+            if name in tags and tags[name] not in values:
+                problems.append(f"tag {name}={tags[name]!r} is not one of {', '.join(values)}")
+        return problems
+
+    def missing(self, tags: Mapping[str, str]) -> list[str]:
+        """Tag names that are missing or carry a value the policy does not allow."""
+        bad = [n for n in self.required if n not in tags]
+        bad += [n for n, values in self.allowed.items() if n in tags and tags[n] not in values]
+        return bad
