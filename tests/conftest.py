@@ -1,0 +1,54 @@
+"""Shared fixtures: the smallest gateway a test needs, in-process, over a DuckDB file in tmp_path.
+
+``make_gateway`` builds a gateway whose providers are the project's fake provider, reached in-process through
+``httpx.ASGITransport`` (no socket) unless a test passes a ``transport`` or a real URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from harness import FAKE_URL, PROVIDER_KEY, GatewayHarness, create_key, write_config
+
+from tokenops.fakeprovider import create_fake_provider
+from tokenops.gateway.app import Gateway, create_app
+from tokenops.ledger.duckdb import DuckDBLedger
+
+@pytest.fixture
+def fake_app() -> Any:
+    return create_fake_provider(api_key=PROVIDER_KEY)
+
+
+@pytest.fixture
+async def make_gateway(tmp_path: Path, fake_app: Any) -> AsyncIterator[Callable[..., Any]]:
+    made: list[tuple[Gateway, httpx.AsyncClient]] = []
+
+    async def make(extra: str = "", *, transport: httpx.AsyncBaseTransport | None = None,
+                   key_tags: dict[str, str] | None = None, locked: tuple[str, ...] = (),
+                   upstream: str = FAKE_URL) -> GatewayHarness:  # fmt: skip
+        cfg = write_config(tmp_path, extra, upstream=upstream)
+        gw = create_app(cfg, transport=transport or httpx.ASGITransport(app=fake_app))
+        rec, key = create_key(gw.ledger, tags=key_tags, locked=locked)
+        await gw.start()
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gateway.test")
+        made.append((gw, client))
+        return GatewayHarness(gw, client, key, rec)
+
+    yield make
+    for gw, client in made:
+        await client.aclose()
+        await gw.close()
+
+
+@pytest.fixture
+async def gw(make_gateway: Callable[..., Any]) -> GatewayHarness:
+    return await make_gateway(key_tags={"team": "search", "env": "prod"})
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[DuckDBLedger]:
+    yield DuckDBLedger(tmp_path / "ledger.duckdb")
