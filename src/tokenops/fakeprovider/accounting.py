@@ -1,0 +1,282 @@
+"""Deterministic token accounting for the fake provider.
+
+Everything here is a pure function of the request (plus the prompt-cache memory held on the app), so a test can
+predict the reported usage to the token. The rules are listed in the package docstring; this module is the one
+place that implements them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# 64 words, so one byte of a hash picks one word with ``& 63``.
+WORDS: tuple[str, ...] = (
+    "budget", "token", "cost", "model", "cache", "prompt", "stream", "usage",
+    "spend", "team", "ledger", "price", "report", "alert", "limit", "forecast",
+    "gateway", "reply", "request", "latency", "quota", "invoice", "metric", "tag",
+    "policy", "route", "fallback", "signal", "window", "anomaly", "unit", "value",
+    "the", "a", "of", "and", "to", "in", "is", "for",
+    "with", "on", "as", "by", "at", "from", "this", "that",
+    "quick", "steady", "cheap", "exact", "small", "large", "daily", "monthly",
+    "green", "clear", "fair", "lean", "sharp", "calm", "bright", "solid",
+)  # fmt: skip
+
+MIN_WORDS = 8
+MAX_WORDS = 40
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+REASONING_PER_WORD = 2  # a reasoning model "thinks" two tokens for every visible word
+OPENAI_CACHE_MIN_PROMPT = 1024
+OPENAI_CACHE_BLOCK = 128
+OPENAI_CACHE_TTL_S = 600.0
+ANTHROPIC_TTL_S = {"5m": 300.0, "1h": 3600.0}
+
+
+def text_tokens(text: str) -> int:
+    """About four characters a token, rounded up: close enough to real tokenizers for cost tests."""
+    return (len(text) + 3) // 4
+
+
+def unit_tokens(text: str) -> int:
+    """A message (or a system prompt) costs its text plus four tokens of framing, as chat formats do."""
+    return (len(text) + 3) // 4 + 4
+
+
+def is_reasoning_model(model: str) -> bool:
+    return model.startswith(REASONING_PREFIXES)
+
+
+def openai_text(content: Any) -> str:
+    """The text of an OpenAI message content: a string, or the concatenated ``text`` parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def anthropic_block_text(block: Any) -> str:
+    """Text blocks count by their text; a tool_result counts by the text it carries; other blocks are free."""
+    if isinstance(block, str):
+        return block
+    if not isinstance(block, dict):
+        return ""
+    text = block.get("text")
+    if isinstance(text, str):
+        return text
+    if block.get("type") == "tool_result":
+        inner = block.get("content")
+        if isinstance(inner, str):
+            return inner
+        if isinstance(inner, list):
+            return "".join(anthropic_block_text(b) for b in inner)
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The generated answer: ``words`` visible tokens plus ``reasoning`` hidden ones."""
+
+    text: str
+    words: list[str]
+    reasoning: int
+    truncated: bool
+
+    @property
+    def output_tokens(self) -> int:
+        return len(self.words) + self.reasoning
+
+    def pieces(self, chunks: int | None) -> list[str]:
+        """Stream pieces: one per word (a token each), or the text cut into exactly ``chunks`` slices."""
+        if chunks is None:
+            return [w if i == 0 else " " + w for i, w in enumerate(self.words)]
+        n = len(self.text)
+        return [self.text[i * n // chunks : (i + 1) * n // chunks] for i in range(chunks)]
+
+
+def make_completion(seed: bytes, model: str, cap: int | None, *, max_words: int | None = None) -> Completion:
+    """Derive the answer from the prompt's fingerprint, so the same prompt always gets the same answer.
+
+    ``cap`` (max_tokens) bounds visible + reasoning tokens; ``max_words`` trims the text without marking it
+    truncated (used when the usage is overridden and the text only needs to look plausible).
+    """
+    digest = hashlib.blake2b(seed, digest_size=64).digest()
+    natural = MIN_WORDS + digest[0] % (MAX_WORDS - MIN_WORDS + 1)
+    per_word = 1 + REASONING_PER_WORD if is_reasoning_model(model) else 1
+    count = natural if cap is None else max(0, min(natural, cap // per_word))
+    truncated = count < natural
+    if max_words is not None:
+        count = min(count, max_words)
+    words = [WORDS[b & 63] for b in digest[1 : 1 + count]]
+    return Completion(" ".join(words), words, count * (per_word - 1), truncated)
+
+
+class PrefixMemory:
+    """A bounded LRU of prompt-prefix fingerprints with expiry: what a provider's prompt cache remembers.
+
+    Held on the app instance (never module-level) so two fakes in one process do not share a cache.
+    """
+
+    def __init__(self, maxsize: int = 8192) -> None:
+        self._maxsize = maxsize
+        self._expiry: OrderedDict[bytes, float] = OrderedDict()
+
+    def hit(self, key: bytes, now: float, ttl: float) -> bool:
+        """True if ``key`` is cached and fresh; a hit refreshes its lifetime, as both providers do."""
+        expires = self._expiry.get(key)
+        if expires is None:
+            return False
+        if expires < now:
+            del self._expiry[key]
+            return False
+        self._expiry[key] = max(expires, now + ttl)
+        self._expiry.move_to_end(key)
+        return True
+
+    def put(self, key: bytes, now: float, ttl: float) -> None:
+        self._expiry[key] = max(self._expiry.get(key, 0.0), now + ttl)
+        self._expiry.move_to_end(key)
+        if len(self._expiry) > self._maxsize:
+            self._expiry.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIPrompt:
+    tokens: int
+    cached: int
+    seed: bytes
+
+
+def account_openai(
+    messages: Sequence[dict[str, Any]], model: str, memory: PrefixMemory | None, now: float
+) -> OpenAIPrompt:
+    """Count the prompt and apply OpenAI's automatic prefix caching (``memory=None`` skips the cache).
+
+    The longest message prefix (every message but the last, or fewer) that an earlier request with the same
+    model also began with is a cache hit, counted in blocks of 128 tokens, once the prompt is >= 1024 tokens.
+    """
+    fingerprint = hashlib.blake2b(model.encode(), digest_size=16)
+    total = 0
+    keys: list[bytes] = []
+    prefix_tokens: list[int] = []
+    for message in messages:
+        total += unit_tokens(openai_text(message.get("content")))
+        fingerprint.update(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
+        keys.append(fingerprint.copy().digest())
+        prefix_tokens.append(total)
+    cached = 0
+    if memory is not None:
+        if total >= OPENAI_CACHE_MIN_PROMPT:
+            for i in range(len(keys) - 2, -1, -1):
+                if memory.hit(keys[i], now, OPENAI_CACHE_TTL_S):
+                    cached = prefix_tokens[i] // OPENAI_CACHE_BLOCK * OPENAI_CACHE_BLOCK
+                    break
+        for key in keys:
+            memory.put(key, now, OPENAI_CACHE_TTL_S)
+    return OpenAIPrompt(total, cached, fingerprint.digest())
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicPrompt:
+    """``tokens`` is the whole prompt; Anthropic reports ``tokens - read - write_5m - write_1h`` as input."""
+
+    tokens: int
+    read: int
+    write_5m: int
+    write_1h: int
+    seed: bytes
+
+    @property
+    def uncached(self) -> int:
+        return self.tokens - self.read - self.write_5m - self.write_1h
+
+
+def _blocks(content: Any) -> list[Any]:
+    if isinstance(content, str):
+        return [content]
+    return content if isinstance(content, list) else []
+
+
+def account_anthropic(
+    system: Any, messages: Sequence[dict[str, Any]], model: str, memory: PrefixMemory | None, now: float
+) -> AnthropicPrompt:
+    """Count the prompt and apply Anthropic's explicit caching at ``cache_control`` breakpoints.
+
+    The latest breakpoint whose prefix is cached is read; every later breakpoint's prefix is written, each
+    segment billed at the ttl of the breakpoint that ends it (``memory=None`` skips the cache).
+    """
+    fingerprint = hashlib.blake2b(model.encode(), digest_size=16)
+    total = 0
+    breakpoints: list[tuple[bytes, int, str]] = []
+    units = [("system", system)] if system is not None else []
+    units += [(str(m.get("role")), m.get("content")) for m in messages]
+    for role, content in units:
+        fingerprint.update(b"\x00" + role.encode() + b"\x00")
+        texts: list[str] = []
+        for block in _blocks(content):
+            text = anthropic_block_text(block)
+            texts.append(text)
+            control = block.get("cache_control") if isinstance(block, dict) else None
+            if isinstance(block, str) or (isinstance(block, dict) and block.get("type") == "text"):
+                fingerprint.update(b"t" + text.encode() + b"\x00")
+            else:
+                stripped = {k: v for k, v in block.items() if k != "cache_control"} if control else block
+                fingerprint.update(orjson.dumps(stripped, option=orjson.OPT_SORT_KEYS))
+            if isinstance(control, dict) and control.get("type") == "ephemeral":
+                ttl = "1h" if control.get("ttl") == "1h" else "5m"
+                breakpoints.append((fingerprint.copy().digest(), total + unit_tokens("".join(texts)), ttl))
+        total += unit_tokens("".join(texts))
+    read = write_5m = write_1h = 0
+    if memory is not None and breakpoints:
+        start = 0
+        for i in range(len(breakpoints) - 1, -1, -1):
+            key, tokens, ttl = breakpoints[i]
+            if memory.hit(key, now, ANTHROPIC_TTL_S[ttl]):
+                read, start = tokens, i + 1
+                break
+        previous = read
+        for key, tokens, ttl in breakpoints[start:]:
+            if ttl == "1h":
+                write_1h += tokens - previous
+            else:
+                write_5m += tokens - previous
+            previous = tokens
+            memory.put(key, now, ANTHROPIC_TTL_S[ttl])
+    return AnthropicPrompt(total, read, write_5m, write_1h, fingerprint.digest())
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """The usage a response reports, provider-neutral: ``input`` includes cache reads and writes."""
+
+    input: int
+    cached: int
+    write_5m: int
+    write_1h: int
+    output: int
+    reasoning: int
+
+
+def resolve_usage(
+    prompt_tokens: int, cached: int, write_5m: int, write_1h: int, completion: Completion, override: Any
+) -> Reported:
+    """Computed usage, with each field a ``fake.usage`` override names replaced by the exact value asked for."""
+    if override is None:
+        return Reported(prompt_tokens, cached, write_5m, write_1h, completion.output_tokens, completion.reasoning)
+    if override.reasoning is not None:
+        reasoning = override.reasoning
+    else:
+        reasoning = completion.reasoning if override.output is None else 0
+    return Reported(
+        prompt_tokens if override.input is None else override.input,
+        override.cached,
+        override.cache_write_5m,
+        override.cache_write_1h,
+        len(completion.words) + reasoning if override.output is None else override.output,
+        reasoning,
+    )

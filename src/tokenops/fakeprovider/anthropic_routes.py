@@ -1,0 +1,116 @@
+"""Anthropic routes of the fake: ``/v1/messages`` (JSON and SSE) and the Anthropic shape of ``/v1/models``.
+
+Field names and event order follow the official ``anthropic`` SDK's types (``Message``, ``Usage``,
+``RawMessageStreamEvent``) and what the live API sends, including the cumulative usage in ``message_delta``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from .accounting import Completion, Reported, account_anthropic, make_completion, resolve_usage
+from .exchange import Exchange, begin
+from .wire import ANTHROPIC, GARBAGE_JSON, JSON, EventStream, TruncatedResponse, error_response, json_response, sse
+
+MODELS = (
+    ("claude-opus-4-7", "Claude Opus 4.7"),
+    ("claude-sonnet-4-6", "Claude Sonnet 4.6"),
+    ("claude-haiku-4-5", "Claude Haiku 4.5"),
+)
+_GARBAGE_SSE = [b'event: message_start\ndata: {"type": "message_start", <html>\n\n']
+
+
+def _usage(r: Reported, output_tokens: int) -> dict[str, Any]:
+    """Anthropic's usage: ``input_tokens`` excludes cache reads and writes, which are reported beside it."""
+    return {
+        "input_tokens": r.input - r.cached - r.write_5m - r.write_1h,
+        "cache_creation_input_tokens": r.write_5m + r.write_1h,
+        "cache_read_input_tokens": r.cached,
+        "cache_creation": {"ephemeral_5m_input_tokens": r.write_5m, "ephemeral_1h_input_tokens": r.write_1h},
+        "output_tokens": output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def _invalid(message: str) -> Response:
+    return error_response(ANTHROPIC, 400, message)
+
+
+async def messages(request: Request) -> ASGIApp:
+    ex = await begin(request, ANTHROPIC)
+    if isinstance(ex, Response):
+        return ex
+    body = ex.body
+    model, turns, system = body.get("model"), body.get("messages"), body.get("system")
+    if not isinstance(model, str) or not model:
+        return _invalid("model: Field required")
+    if not isinstance(turns, list) or not turns or not all(isinstance(m, dict) for m in turns):
+        return _invalid("messages: Field required")
+    if system is not None and not isinstance(system, str | list):
+        return _invalid("system: Input should be a valid string or a list of text blocks")
+    cap = body.get("max_tokens")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        return _invalid("max_tokens: Input should be an integer greater than or equal to 1")
+    controls = ex.controls
+    override = controls.usage
+    state = request.app.state
+    prompt = account_anthropic(system, turns, model, None if override else state.anthropic_cache, state.clock())
+    max_words = None
+    if override is not None and override.output is not None:
+        max_words = override.output - (override.reasoning or 0)
+    completion = make_completion(prompt.seed, model, cap, max_words=max_words)
+    usage = resolve_usage(prompt.tokens, prompt.read, prompt.write_5m, prompt.write_1h, completion, override)
+    message = {
+        "id": "msg_01" + ex.headers[ANTHROPIC.request_id_header][8:30],
+        "type": "message",
+        "role": "assistant",
+        "model": controls.model or model,
+        "content": [{"type": "text", "text": completion.text}],
+        "stop_reason": "max_tokens" if completion.truncated else "end_turn",
+        "stop_sequence": None,
+        "usage": _usage(usage, usage.output),
+    }
+    if body.get("stream") is True:
+        return _stream(ex, message, completion, usage)
+    if controls.garbage:
+        return Response(GARBAGE_JSON, headers=ex.headers, media_type=JSON)
+    if controls.disconnect_after is not None:
+        return TruncatedResponse(json_response(message, ex.headers).body, ex.headers, controls.disconnect_after)
+    return json_response(message, ex.headers)
+
+
+def _stream(ex: Exchange, message: dict[str, Any], completion: Completion, usage: Reported) -> EventStream:
+    controls = ex.controls
+    delay_s = controls.chunk_delay_ms / 1000
+    if controls.garbage:
+        return EventStream(list(_GARBAGE_SSE), ex.headers, delay_s=delay_s, abort_after=controls.disconnect_after)
+    start = {**message, "content": [], "stop_reason": None, "usage": _usage(usage, 1)}
+    final_usage = _usage(usage, usage.output)
+    del final_usage["cache_creation"], final_usage["service_tier"]
+    events = [
+        sse({"type": "message_start", "message": start}, "message_start"),
+        sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            "content_block_start"),
+        sse({"type": "ping"}, "ping"),
+    ]  # fmt: skip
+    events += [
+        sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            "content_block_delta")
+        for piece in completion.pieces(controls.chunks)
+    ]  # fmt: skip
+    events += [
+        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        sse({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+             "usage": final_usage}, "message_delta"),
+        sse({"type": "message_stop"}, "message_stop"),
+    ]  # fmt: skip
+    return EventStream(events, ex.headers, delay_s=delay_s, abort_after=controls.disconnect_after)
+
+
+def model_list(created_at: str) -> dict[str, Any]:
+    data = [{"type": "model", "id": m, "display_name": name, "created_at": created_at} for m, name in MODELS]
+    return {"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]}

@@ -1,0 +1,179 @@
+"""OpenAI routes of the fake: ``/v1/chat/completions`` (JSON and SSE), ``/v1/embeddings``, ``/v1/models``.
+
+Field names and chunk order follow the official ``openai`` SDK's types (``ChatCompletion``,
+``ChatCompletionChunk``, ``CompletionUsage``, ``CreateEmbeddingResponse``) and what the live API sends.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import random
+import struct
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from .accounting import Completion, Reported, account_openai, make_completion, resolve_usage, text_tokens
+from .exchange import Exchange, begin
+from .wire import GARBAGE_JSON, JSON, OPENAI, EventStream, TruncatedResponse, error_response, json_response, sse
+
+DEFAULT_EMBEDDING_DIMENSIONS = 8
+MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "gpt-5-mini", "o3", "o4-mini", "text-embedding-3-small")
+_DONE = b"data: [DONE]\n\n"
+_GARBAGE_SSE = [b'data: {"id": "chatcmpl-garbage", "choices": [{"delta": <html>\n\n', _DONE]
+
+
+def _usage(r: Reported) -> dict[str, Any]:
+    return {
+        "prompt_tokens": r.input,
+        "completion_tokens": r.output,
+        "total_tokens": r.input + r.output,
+        "prompt_tokens_details": {"cached_tokens": r.cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": r.reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _cap(body: dict[str, Any]) -> int | None | str:
+    """The completion-token cap, or the name of the parameter that is invalid."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                return name
+            return value
+    return None
+
+
+async def chat_completions(request: Request) -> ASGIApp:
+    ex = await begin(request, OPENAI)
+    if isinstance(ex, Response):
+        return ex
+    body = ex.body
+    model, messages = body.get("model"), body.get("messages")
+    if not isinstance(model, str) or not model:
+        return error_response(OPENAI, 400, "you must provide a model parameter", param="model")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        return error_response(
+            OPENAI, 400, "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+        )
+    cap = _cap(body)
+    if isinstance(cap, str):
+        return error_response(OPENAI, 400, f"Invalid '{cap}': expected an integer >= 1.", param=cap)
+    controls = ex.controls
+    override = controls.usage
+    state = request.app.state
+    prompt = account_openai(messages, model, None if override else state.openai_cache, state.clock())
+    max_words = None
+    if override is not None and override.output is not None:
+        max_words = override.output - (override.reasoning or 0)
+    completion = make_completion(prompt.seed, model, cap, max_words=max_words)
+    usage = resolve_usage(prompt.tokens, prompt.cached, 0, 0, completion, override)
+    finish = "length" if completion.truncated else "stop"
+    head = {
+        "id": "chatcmpl-" + ex.headers[OPENAI.request_id_header][4:33],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": controls.model or model,
+        "service_tier": "default",
+        "system_fingerprint": "fp_fake",
+    }
+    if body.get("stream") is True:
+        return _stream(ex, body, head, completion, usage, finish)
+    if controls.garbage:
+        return Response(GARBAGE_JSON, headers=ex.headers, media_type=JSON)
+    message = {"role": "assistant", "content": completion.text, "refusal": None, "annotations": []}
+    payload = {
+        **head,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": _usage(usage),
+    }
+    if controls.disconnect_after is not None:
+        return TruncatedResponse(json_response(payload, ex.headers).body, ex.headers, controls.disconnect_after)
+    return json_response(payload, ex.headers)
+
+
+def _stream(
+    ex: Exchange, body: dict[str, Any], head: dict[str, Any], completion: Completion, usage: Reported, finish: str
+) -> EventStream:
+    controls = ex.controls
+    delay_s = controls.chunk_delay_ms / 1000
+    if controls.garbage:
+        return EventStream(list(_GARBAGE_SSE), ex.headers, delay_s=delay_s, abort_after=controls.disconnect_after)
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    base = {**head, "object": "chat.completion.chunk"}
+    if include_usage:
+        base["usage"] = None
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return sse({**base, "choices": [choice]})
+
+    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [chunk({"content": piece}) for piece in completion.pieces(controls.chunks)]
+    events.append(chunk({}, finish))
+    if include_usage:
+        events.append(sse({**base, "choices": [], "usage": _usage(usage)}))
+    events.append(_DONE)
+    return EventStream(events, ex.headers, delay_s=delay_s, abort_after=controls.disconnect_after)
+
+
+def _vector(seed: bytes, dimensions: int) -> list[float]:
+    """A unit-length vector that depends only on the input, like a real embedding of the same text."""
+    rng = random.Random(hashlib.blake2b(seed, digest_size=16).digest())
+    values = [rng.uniform(-1.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]
+
+
+async def embeddings(request: Request) -> ASGIApp:
+    ex = await begin(request, OPENAI)
+    if isinstance(ex, Response):
+        return ex
+    body = ex.body
+    model, given = body.get("model"), body.get("input")
+    if not isinstance(model, str) or not model:
+        return error_response(OPENAI, 400, "you must provide a model parameter", param="model")
+    inputs: list[Any] = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+    if inputs and all(isinstance(i, int) for i in inputs):
+        inputs = [inputs]  # one pre-tokenized input
+    if not inputs or not all(isinstance(i, str) or isinstance(i, list) for i in inputs):
+        return error_response(OPENAI, 400, "'input' must be a string or an array of strings.", param="input")
+    dimensions = body.get("dimensions", DEFAULT_EMBEDDING_DIMENSIONS)
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= 8192:
+        return error_response(OPENAI, 400, "'dimensions' must be an integer from 1 to 8192.", param="dimensions")
+    as_base64 = body.get("encoding_format") == "base64"
+    data, tokens = [], 0
+    for index, item in enumerate(inputs):
+        seed = item.encode() if isinstance(item, str) else repr(item).encode()
+        tokens += text_tokens(item) if isinstance(item, str) else len(item)
+        vector: Any = _vector(seed, dimensions)
+        if as_base64:
+            vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    if ex.controls.usage is not None and ex.controls.usage.input is not None:
+        tokens = ex.controls.usage.input
+    if ex.controls.garbage:
+        return Response(GARBAGE_JSON, headers=ex.headers, media_type=JSON)
+    payload = {"object": "list", "data": data, "model": ex.controls.model or model}
+    payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+    if ex.controls.disconnect_after is not None:
+        return TruncatedResponse(json_response(payload, ex.headers).body, ex.headers, ex.controls.disconnect_after)
+    return json_response(payload, ex.headers)
+
+
+def model_list(created: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"id": m, "object": "model", "created": created, "owned_by": "system"} for m in MODELS],
+    }
