@@ -44,7 +44,10 @@ def parse_tags(text: str, *, what: str = "tags") -> dict[str, str]:
             raise TagError(f"malformed {what}: {part!r} is not key=value")
         key, _, value = part.partition("=")
         key, value = key.strip(), value.strip()
-        check_name(key)
+        try:
+            check_name(key)
+        except TagError as exc:
+            raise TagError(f"malformed {what}: {exc}") from None
         if not _VALUE.match(value):
             raise TagError(f"malformed {what}: tag {key!r} has an empty or invalid value {value!r}")
         if key in tags and tags[key] != value:

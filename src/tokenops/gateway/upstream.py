@@ -190,7 +190,7 @@ class Upstream:
                         ttft = time.perf_counter()
                     out = meter.relay(ev)
                     if meter.is_final(ev):
-                        usage, estimated = meter.partial_usage(call.prompt_chars)
+                        usage, estimated = meter.final_usage(call.prompt_chars)
                         finished = True  # set first: a disconnect now must not record the call a second time
                         await asyncio.shield(self.meter.record(
                             call, status="ok", http_status=200, usage=usage, model_used=meter.model,

@@ -66,7 +66,8 @@ class AnthropicStreamMeter(StreamMeter):
                 for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"):
                     if usage.get(k) is not None:
                         self._input[k] = usage[k]
-                self._output = max(self._output, _int(usage.get("output_tokens")))
+                if usage.get("output_tokens") is not None:  # cumulative: the latest count is the count
+                    self._output = _int(usage.get("output_tokens"))
             self.usage = usage_from_anthropic({**self._input, "output_tokens": self._output})
         elif name == "content_block_delta" and event.data:
             self.chunks += 1
@@ -83,6 +84,8 @@ class AnthropicStreamMeter(StreamMeter):
         return event.event == "message_stop"
 
     def partial_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
+        # message_start said the input side; the output count so far is only final in message_delta, so a stream
+        # cut before it is estimated from the text relayed.
         if self.usage is None:
             return super().partial_usage(prompt_chars)
         estimated_output = (self.text_chars + 3) // 4

@@ -29,11 +29,19 @@ class StreamMeter:
     def is_final(self, event: SSEEvent) -> bool:
         raise NotImplementedError
 
-    def partial_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
-        """Usage to record for a stream that ended early: what the provider reported, else an estimate."""
+    def final_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
+        """Usage to record for a stream that ended normally: what the provider reported, else an estimate."""
         if self.usage is not None:
             return self.usage, False
-        return Usage(input_tokens=(prompt_chars + 3) // 4, output_tokens=(self.text_chars + 3) // 4), True
+        return self.estimate(prompt_chars), True
+
+    def partial_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
+        """Usage to record for a stream that ended early: what the provider reported so far, else an estimate."""
+        return self.final_usage(prompt_chars)
+
+    def estimate(self, prompt_chars: int) -> Usage:
+        """About four characters a token: only used, and flagged, when the provider said nothing."""
+        return Usage(input_tokens=(prompt_chars + 3) // 4, output_tokens=(self.text_chars + 3) // 4)
 
 
 class Adapter:

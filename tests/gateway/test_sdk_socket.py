@@ -1,0 +1,216 @@
+"""End to end through real sockets with the official ``openai`` and ``anthropic`` SDKs.
+
+The fake provider and the gateway each run under uvicorn on loopback; every call's recorded cost is checked to
+the last decimal against the usage the provider reported and the providers' published prices.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+from harness import PROVIDER_KEY, create_key, write_config
+
+from tokenops.fakeprovider import create_fake_provider
+from tokenops.gateway.app import create_app
+from tokenops.ledger.events import SpendEvent
+from tokenops.servers import BackgroundServer
+
+M = Decimal(1_000_000)
+LONG = "Every team's spend on model calls is reviewed each quarter by finance. " * 80
+
+
+class Stack:
+    def __init__(self, tmp: Path):
+        self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
+        self.config = write_config(tmp, upstream=self.fake.url)
+        self.gateway = create_app(self.config)
+        self.record, self.key = create_key(self.gateway.ledger, tags={"team": "sdk"})
+        self.server = BackgroundServer(self.gateway).start()
+        self.url = self.server.url
+
+    def event(self, request_id: str) -> SpendEvent:
+        self.gateway.ledger.drain(self.gateway.spool_dir, timeout=10)
+        ev = self.gateway.ledger.get_event(request_id)
+        assert ev is not None
+        return ev
+
+    def close(self) -> None:
+        self.server.stop()
+        self.fake.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("sdk"))
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def oai(stack: Stack) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def claude(stack: Stack) -> Iterator[anthropic.Anthropic]:
+    client = anthropic.Anthropic(base_url=stack.url, api_key=stack.key, max_retries=0)
+    yield client
+    client.close()
+
+
+def mini_cost(prompt: int, cached: int, completion: int) -> Decimal:
+    """gpt-4o-mini at its published prices: $0.15 input, $0.075 cached input, $0.60 output per 1M tokens."""
+    return (Decimal(prompt - cached) * Decimal("0.15") + Decimal(cached) * Decimal("0.075")
+            + Decimal(completion) * Decimal("0.60")) / M  # fmt: skip
+
+
+def haiku_cost(u: anthropic.types.Usage) -> Decimal:
+    """claude-3-5-haiku published: $0.80 input, $0.08 cache read, $1.00 5-min write, $1.60 1-hour write, $4 out."""
+    split = u.cache_creation
+    w1h = split.ephemeral_1h_input_tokens if split else 0
+    w5 = (u.cache_creation_input_tokens or 0) - w1h
+    return (Decimal(u.input_tokens) * Decimal("0.80") + Decimal(u.cache_read_input_tokens or 0) * Decimal("0.08")
+            + Decimal(w5) * Decimal("1.00") + Decimal(w1h) * Decimal("1.60")
+            + Decimal(u.output_tokens) * Decimal("4")) / M  # fmt: skip
+
+
+def test_openai_sdk_json_with_automatic_prompt_cache(oai: openai.OpenAI, stack: Stack) -> None:
+    costs = []
+    for question in ("first question?", "second question?"):
+        raw = oai.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "system", "content": LONG}, {"role": "user", "content": question}],
+            extra_headers={"X-TokenOps-Tags": "feature=sdk-test"},
+        )
+        completion = raw.parse()
+        u = completion.usage
+        cached = u.prompt_tokens_details.cached_tokens if u.prompt_tokens_details else 0
+        expected = mini_cost(u.prompt_tokens, cached, u.completion_tokens)
+        assert Decimal(raw.headers["x-tokenops-cost-usd"]) == expected
+        ev = stack.event(raw.headers["x-tokenops-request-id"])
+        assert ev.cost_usd == expected and ev.usage.cache_read_tokens == cached
+        assert ev.tags == {"team": "sdk", "feature": "sdk-test"}
+        costs.append((cached, expected))
+    assert costs[0][0] == 0 and costs[1][0] > 0, "the second call reads the cached prefix"
+    assert costs[1][1] < costs[0][1]
+
+
+def test_openai_sdk_stream(oai: openai.OpenAI, stack: Stack) -> None:
+    with oai.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream please"}], stream=True
+    ) as resp:
+        rid = resp.headers["x-tokenops-request-id"]
+        chunks = list(resp.parse())
+    assert chunks and all(c.usage is None for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    ev = stack.event(rid)
+    assert ev.stream and ev.status == "ok" and ev.usage.output_tokens == len(text.split())
+    assert ev.cost_usd == mini_cost(ev.usage.input_tokens, 0, ev.usage.output_tokens)
+
+
+def test_openai_sdk_stream_with_usage(oai: openai.OpenAI, stack: Stack) -> None:
+    stream = oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "u"}],
+                                         stream=True, stream_options={"include_usage": True})  # fmt: skip
+    chunks = list(stream)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.prompt_tokens > 0
+
+
+def test_openai_sdk_embeddings(oai: openai.OpenAI, stack: Stack) -> None:
+    raw = oai.embeddings.with_raw_response.create(model="text-embedding-3-small", input="tokens cost money")
+    tokens = raw.parse().usage.prompt_tokens
+    assert Decimal(raw.headers["x-tokenops-cost-usd"]) == Decimal(tokens) * Decimal("0.02") / M
+
+
+def test_openai_sdk_sees_typed_errors(oai: openai.OpenAI, stack: Stack) -> None:
+    with pytest.raises(openai.RateLimitError):
+        oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                                    extra_body={"fake": {"status": 429}})  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                                    extra_headers={"X-TokenOps-Tags": "bad"})  # fmt: skip
+    assert info.value.body["code"] == "invalid_tags"
+    bad = openai.OpenAI(base_url=stack.url + "/v1", api_key="tok-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    bad.close()
+
+
+def test_anthropic_sdk_cache_write_then_read(claude: anthropic.Anthropic, stack: Stack) -> None:
+    system = [{"type": "text", "text": LONG, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    seen = []
+    for q in ("a?", "b?"):
+        raw = claude.messages.with_raw_response.create(
+            model="claude-3-5-haiku-20241022", max_tokens=100, system=system,
+            messages=[{"role": "user", "content": q}],
+        )  # fmt: skip
+        msg = raw.parse()
+        expected = haiku_cost(msg.usage)
+        assert Decimal(raw.headers["x-tokenops-cost-usd"]) == expected
+        ev = stack.event(raw.headers["x-tokenops-request-id"])
+        assert ev.cost_usd == expected
+        assert ev.usage.input_tokens == (msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0)
+                                         + (msg.usage.cache_creation_input_tokens or 0))  # fmt: skip
+        seen.append(ev.usage)
+    assert seen[0].cache_write_1h_tokens > 0 and seen[0].cache_read_tokens == 0
+    assert seen[1].cache_read_tokens == seen[0].cache_write_1h_tokens
+
+
+def test_anthropic_sdk_stream(claude: anthropic.Anthropic, stack: Stack) -> None:
+    with claude.messages.with_streaming_response.create(
+        model="claude-3-5-haiku-20241022", max_tokens=64, stream=True,
+        messages=[{"role": "user", "content": "stream it"}],
+    ) as resp:  # fmt: skip
+        rid = resp.headers["x-tokenops-request-id"]
+        events = list(resp.parse())
+    final = [e for e in events if e.type == "message_delta"][-1]
+    ev = stack.event(rid)
+    assert ev.usage.output_tokens == final.usage.output_tokens and ev.status == "ok"
+    start = [e for e in events if e.type == "message_start"][0]
+    assert ev.cost_usd == haiku_cost(start.message.usage.model_copy(update={"output_tokens": final.usage.output_tokens}))
+
+
+def test_anthropic_sdk_typed_errors(claude: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.RateLimitError):
+        claude.messages.create(model="claude-3-5-haiku", max_tokens=5, messages=[{"role": "user", "content": "x"}],
+                               extra_body={"fake": {"status": 429}})  # fmt: skip
+
+
+def test_client_disconnect_mid_stream_is_recorded_as_cancelled(stack: Stack) -> None:
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "long answer"}],
+            "fake": {"chunk_delay_ms": 50, "chunks": 40}}  # fmt: skip
+    with httpx.Client(base_url=stack.url, timeout=10) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body,
+                           headers={"authorization": f"Bearer {stack.key}"}) as r:  # fmt: skip
+            rid = r.headers["x-tokenops-request-id"]
+            it = r.iter_raw()
+            next(it)
+            next(it)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ev = stack.gateway.meter.lookup_recent(rid)
+        if ev is not None:
+            break
+        time.sleep(0.05)
+    ev = stack.event(rid)
+    assert ev.status == "cancelled" and ev.error_code == "client_disconnected" and ev.usage_estimated
+    assert ev.usage.input_tokens > 0 and ev.cost_usd is not None and ev.cost_usd > 0
+
+
+def test_upstream_stream_cut_short_is_recorded_as_error(stack: Stack) -> None:
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hello there"}],
+            "fake": {"disconnect_after": 3}}  # fmt: skip
+    r = httpx.post(stack.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {stack.key}"})
+    assert r.status_code == 200
+    assert '"error"' in r.text.strip().splitlines()[-1]
+    ev = stack.event(r.headers["x-tokenops-request-id"])
+    assert ev.status == "error" and ev.usage_estimated and ev.usage.input_tokens > 0
