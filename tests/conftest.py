@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import FAKE_URL, PROVIDER_KEY, GatewayHarness, create_key, write_config
 
+from harness import FAKE_URL, PROVIDER_KEY, GatewayHarness, create_key, write_config
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.gateway.app import Gateway, create_app
 from tokenops.ledger.duckdb import DuckDBLedger
+
 
 @pytest.fixture
 def fake_app() -> Any:

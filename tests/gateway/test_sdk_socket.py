@@ -15,8 +15,8 @@ import anthropic
 import httpx
 import openai
 import pytest
-from harness import PROVIDER_KEY, create_key, write_config
 
+from harness import PROVIDER_KEY, create_key, write_config
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.gateway.app import create_app
 from tokenops.ledger.events import SpendEvent

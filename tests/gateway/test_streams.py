@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import orjson
+
 from harness import GatewayHarness
 
 M = Decimal(1_000_000)

@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
@@ -23,7 +23,7 @@ ConfigOption = Annotated[
 ]  # fmt: skip
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
