@@ -157,21 +157,41 @@ class Config(_Model):
         return ledger.with_name(ledger.name + ".spool")
 
 
-def _interpolate(node: Any, env: Mapping[str, str], file: str, path: str) -> Any:
+def _protect(text: str) -> tuple[str, list[tuple[str, str | None]]]:
+    """Swap each ``${VAR}`` for a YAML-safe placeholder before parsing.
+
+    Substituting the raw text would break YAML (``{api_key: ${KEY}}`` opens a flow mapping, and a value may
+    contain ``#`` or ``:``); the placeholders are replaced in the parsed strings, where the key path is known.
+    """
+    found: list[tuple[str, str | None]] = []
+
+    def repl(m: re.Match[str]) -> str:
+        found.append((m.group(1), m.group(2)))
+        return f"__tokenops_env_{len(found) - 1}__"
+
+    return _VAR.sub(repl, text), found
+
+
+_PLACEHOLDER = re.compile(r"__tokenops_env_(\d+)__")
+
+
+def _interpolate(node: Any, env: Mapping[str, str], found: list[tuple[str, str | None]], file: str,
+                 root: yaml.Node | None, loc: tuple[Any, ...] = ()) -> Any:  # fmt: skip
     if isinstance(node, str):
         def repl(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
+            name, default = found[int(m.group(1))]
             if name in env:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(f"environment variable {name} is not set", file=file, path=path or None)
+            raise ConfigError(f"environment variable {name} is not set", file=file,
+                              path=_format_loc(loc) or None, line=_line_of(root, loc))  # fmt: skip
 
-        return _VAR.sub(repl, node)
+        return _PLACEHOLDER.sub(repl, node)
     if isinstance(node, dict):
-        return {k: _interpolate(v, env, file, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        return {k: _interpolate(v, env, found, file, root, (*loc, k)) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, env, file, f"{path}[{i}]") for i, v in enumerate(node)]
+        return [_interpolate(v, env, found, file, root, (*loc, i)) for i, v in enumerate(node)]
     return node
 
 
@@ -221,6 +241,7 @@ def _expected(err: Any) -> str:
 def parse_config(text: str, *, file: str = "tokenops.yaml", env: Mapping[str, str] | None = None) -> Config:
     """Parse and validate config text; raises ConfigError naming file, line, key path and what was expected."""
     env = os.environ if env is None else env
+    text, found = _protect(text)
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -233,7 +254,7 @@ def parse_config(text: str, *, file: str = "tokenops.yaml", env: Mapping[str, st
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of settings at the top level", file=file)
-    data = _interpolate(data, env, file, "")
+    data = _interpolate(data, env, found, file, root)
     base_dir = str(Path(file).resolve().parent) if file and not file.startswith("<") else os.getcwd()
     try:
         return Config.model_validate({**data, "source": file, "base_dir": base_dir})

@@ -132,8 +132,8 @@ class Gateway:
         self.started = False
         assert self.client and self.spool and self.writer
         await self.client.aclose()
+        self.spool.close()  # first, so the final drain sees the segment as finished and can remove it
         await asyncio.to_thread(self.writer.stop)
-        self.spool.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -62,8 +62,8 @@ class LedgerWriter:
         news = sizes != self._sizes
         return news
 
-    def drain_once(self, timeout: float | None = 0.0) -> int:
-        if not self._has_news():
+    def drain_once(self, timeout: float | None = 0.0, *, force: bool = False) -> int:
+        if not force and not self._has_news():
             return 0
         n = self.ledger.drain(self.spool_dir, self.price_rows, timeout=timeout)
         self._sizes = {}
@@ -104,6 +104,6 @@ class LedgerWriter:
             self._thread.join()
             self._thread = None
         try:
-            self.drain_once(timeout=final_timeout)
+            self.drain_once(timeout=final_timeout, force=True)  # also removes this process's finished segment
         except LedgerError as exc:
             log.error("final drain failed (events stay in the spool for next start): %s", exc)
