@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import httpx
-from harness import PROVIDER_KEY, create_key, write_config
 
+from harness import PROVIDER_KEY, create_key, write_config
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.ledger.duckdb import DuckDBLedger
 from tokenops.servers import BackgroundServer

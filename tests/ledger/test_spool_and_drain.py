@@ -101,7 +101,7 @@ def test_reports_see_amounts_exactly(tmp_path: Path) -> None:
 
     ledger = DuckDBLedger(tmp_path / "l.duckdb")
     costs = [Decimal("0.000000037500"), Decimal("0.1"), Decimal("0.2"), Decimal("12345.678901234567")]
-    ledger.append([event(i, cost_usd=c, tags={"team": t}) for i, (c, t) in enumerate(zip(costs, "abab"))])
+    ledger.append([event(i, cost_usd=c, tags={"team": t}) for i, (c, t) in enumerate(zip(costs, "abab", strict=True))])
     with ledger.connect() as conn:
         report = spend_report(conn, by=["team"])
     assert report.total_cost_usd == sum(costs)
