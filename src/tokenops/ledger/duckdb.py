@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +42,19 @@ EVENT_COLUMNS = (
     *STANDARD_TAGS, "tags", "missing_tags", "status", "http_status", "error_code", "latency_ms", "ttft_ms",
     "cache", "upstream_request_id", "recorded_at",
 )  # fmt: skip
-_BATCH = 400  # rows per INSERT statement (DuckDB binds parameters per statement)
+# DuckDB types of the event columns, for reading a batch file with read_json (see _insert_events)
+_TYPES = {
+    "request_id": "VARCHAR", "ts": "TIMESTAMP", "source": "VARCHAR", "provider": "VARCHAR",
+    "model_requested": "VARCHAR", "model_used": "VARCHAR", "route": "VARCHAR", "stream": "BOOLEAN",
+    "input_tokens": "BIGINT", "cache_read_tokens": "BIGINT", "cache_write_5m_tokens": "BIGINT",
+    "cache_write_1h_tokens": "BIGINT", "output_tokens": "BIGINT", "reasoning_tokens": "BIGINT",
+    "usage_estimated": "BOOLEAN", "cost_usd": "DECIMAL(38,12)", "price_row_id": "VARCHAR", "key_id": "VARCHAR",
+    "end_user": "VARCHAR", **{t: "VARCHAR" for t in STANDARD_TAGS}, "tags": "MAP(VARCHAR, VARCHAR)",
+    "missing_tags": "VARCHAR[]", "status": "VARCHAR", "http_status": "INTEGER", "error_code": "VARCHAR",
+    "latency_ms": "DOUBLE", "ttft_ms": "DOUBLE", "cache": "VARCHAR", "upstream_request_id": "VARCHAR",
+    "recorded_at": "TIMESTAMP",
+}  # fmt: skip
+assert tuple(_TYPES) == EVENT_COLUMNS
 
 
 def _naive_utc(dt: datetime | None) -> datetime | None:
@@ -76,6 +91,14 @@ def row_event(row: Sequence[Any]) -> SpendEvent:
     d["tags"] = dict(d["tags"] or {})
     d["cost_usd"] = None if d["cost_usd"] is None else format(d["cost_usd"], "f")
     return SpendEvent.from_dict(d)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def price_row_json(row: PriceRow) -> str:
@@ -136,38 +159,38 @@ class DuckDBLedger:
         return self.connect(timeout=0.0)
 
     # --- writing events -------------------------------------------------------------------------
-    @staticmethod
-    def _insert_events(conn: duckdb.DuckDBPyConnection, events: Sequence[SpendEvent]) -> int:
+    def _insert_events(self, conn: duckdb.DuckDBPyConnection, events: Sequence[SpendEvent]) -> int:
+        """Bulk-insert events, skipping request ids already in the ledger ("doubles none").
+
+        Binding parameters row by row is slow in DuckDB (~1k rows/s); writing the batch as JSON lines and
+        reading it with ``read_json`` is ~100x faster, and the decimal strings stay exact.
+        """
         if not events:
             return 0
         now = datetime.now(UTC).replace(tzinfo=None)
-        # Belt and braces for "doubles none": skip request ids already in the ledger for this time window.
-        lo = min(_naive_utc(e.ts) for e in events)
-        hi = max(_naive_utc(e.ts) for e in events)
-        ids = [e.request_id for e in events]
-        existing = {
-            r[0]
-            for r in conn.execute(
-                "SELECT request_id FROM events WHERE ts BETWEEN ? AND ? AND list_contains(?, request_id)",
-                [lo, hi, ids],
-            ).fetchall()
-        }
-        seen: set[str] = set()
-        rows = []
-        for e in events:
-            if e.request_id in existing or e.request_id in seen:
-                continue
-            seen.add(e.request_id)
-            rows.append(event_row(e, now))
-        placeholders = "(" + ",".join("?" * len(EVENT_COLUMNS)) + ")"
-        cols = ",".join(f'"{c}"' for c in EVENT_COLUMNS)
-        for i in range(0, len(rows), _BATCH):
-            chunk = rows[i : i + _BATCH]
-            conn.execute(
-                f"INSERT INTO events ({cols}) VALUES " + ",".join([placeholders] * len(chunk)),
-                [v for r in chunk for v in r],
-            )
-        return len(rows)
+        tmp_dir = self.path.parent
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.batch-", suffix=".jsonl", dir=tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"\n".join(orjson.dumps(dict(zip(EVENT_COLUMNS, event_row(e, now), strict=True)),
+                                                  default=_json_default) for e in events))  # fmt: skip
+            lo = min(_naive_utc(e.ts) for e in events)
+            hi = max(_naive_utc(e.ts) for e in events)
+            cols = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+            types = "{" + ", ".join(f"'{c}': '{t}'" for c, t in _TYPES.items()) + "}"
+            row = conn.execute(
+                f"""
+                INSERT INTO events ({cols})
+                SELECT {cols} FROM read_json(?, format = 'newline_delimited', columns = {types}) b
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM events e WHERE e.ts BETWEEN ? AND ? AND e.request_id = b.request_id)
+                QUALIFY row_number() OVER (PARTITION BY b.request_id) = 1
+                """,
+                [name, lo, hi],
+            ).fetchone()
+        finally:
+            os.unlink(name)
+        return int(row[0]) if row else 0
 
     @staticmethod
     def _record_price_rows(conn: duckdb.DuckDBPyConnection, rows: Iterable[PriceRow]) -> None:

@@ -1,0 +1,68 @@
+"""The demo runs with no setup; a report in a second process sees calls a running gateway answered a moment ago."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from harness import PROVIDER_KEY, create_key, free_port, start_gateway, write_config
+from tokenops.fakeprovider import create_fake_provider
+from tokenops.ledger.duckdb import DuckDBLedger
+from tokenops.servers import BackgroundServer
+
+
+def tokenops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tokenops", *args], capture_output=True, text=True, timeout=120,
+                          cwd=cwd)  # fmt: skip
+
+
+def test_demo_runs_without_setup(tmp_path: Path) -> None:
+    r = tokenops("demo", "--no-wait", "--port", "0", "--days", "3", "--dir", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    assert "Spend by team and model" in r.stdout and "sent 10 live calls" in r.stdout
+    cfg = tmp_path / "demo" / "tokenops.yaml"
+    out = json.loads(tokenops("report", "spend", "--by", "team", "--config", str(cfg), "--format", "json").stdout)
+    assert {row["team"] for row in out["rows"]} == {"search", "support", "research"}
+    assert Decimal(out["total_cost_usd"]) > 0 and out["unpriced_requests"] > 0
+    live = json.loads(tokenops("report", "spend", "--by", "source,route", "--config", str(cfg), "--format",
+                               "json").stdout)  # fmt: skip
+    gateway_calls = sum(row["requests"] for row in live["rows"] if row["source"] == "gateway")
+    assert gateway_calls == 10
+    assert {row["route"] for row in live["rows"]} >= {"chat.completions", "messages", "embeddings"}
+
+
+def test_report_in_a_second_process_includes_calls_just_answered(tmp_path: Path) -> None:
+    fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
+    # a writer that would not drain for a minute: the report must drain the spool itself
+    cfg = write_config(tmp_path, "gateway: {writer_interval: 60}", upstream=fake.url)
+    _, key = create_key(DuckDBLedger(cfg.ledger_path()), tags={"team": "live"})
+    port = free_port()
+    proc = start_gateway(tmp_path / "tokenops.yaml", port, tmp_path / "gw.log")
+    try:
+        costs = []
+        for i in range(5):
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                           json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q{i}"}]})  # fmt: skip
+            costs.append(Decimal(r.headers["x-tokenops-cost-usd"]))
+        out = tokenops("report", "spend", "--by", "team", "--config", str(tmp_path / "tokenops.yaml"), "--format", "json")
+        assert out.returncode == 0, out.stderr
+        report = json.loads(out.stdout)
+        assert report["rows"] == [{"team": "live", "requests": 5, "input_tokens": report["rows"][0]["input_tokens"],
+                                   "output_tokens": report["rows"][0]["output_tokens"],
+                                   "cost_usd": report["total_cost_usd"]}]  # fmt: skip
+        assert Decimal(report["total_cost_usd"]) == sum(costs)
+        # the gateway keeps serving and metering after the report took its turn on the ledger file
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                       json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "again"}]})  # fmt: skip
+        assert r.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        fake.stop()
+    assert DuckDBLedger(cfg.ledger_path()).count_events() == 6
