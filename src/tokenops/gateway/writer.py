@@ -85,7 +85,7 @@ class LedgerWriter:
                 self.drain_once()
             except LedgerBusy:
                 pass  # another process has the file; the spool holds everything until next round
-            except LedgerError as exc:
+            except (LedgerError, OSError) as exc:  # the writer must outlive any one bad round
                 self.last_error = str(exc)
                 log.error("ledger writer: %s", exc)
             if self.on_tick and time.monotonic() - last_tick >= self.tick_every:

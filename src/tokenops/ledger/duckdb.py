@@ -10,6 +10,7 @@ the spool, and the writer thread drains the spool here in batches.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -117,30 +118,55 @@ class DuckDBLedger:
 
     def __init__(self, path: Path | str, *, lock_timeout: float = 15.0):
         self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout = lock_timeout
         self._lock = threading.RLock()
         self._migrated = False
 
     # --- connections ----------------------------------------------------------------------------
     @contextlib.contextmanager
+    def _turn(self, deadline: float) -> Iterator[None]:
+        """Take the ledger's lock file: one unit of work at a time across threads, instances and processes.
+
+        DuckDB's own file lock only separates processes; two connections of one process (two gateways in a
+        test, the demo's report beside its gateway) would otherwise race their transactions.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LedgerBusy(
+                            f"ledger {self.path} is busy (another process is using it; a running gateway "
+                            "holds it only for moments; try again)"
+                        ) from None
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.1)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
     def connect(self, *, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the file (waiting up to ``timeout`` s for another process to let go), migrate, yield, close."""
+        """Open the file (waiting up to ``timeout`` s for others to let go), migrate, yield, close."""
         deadline = time.monotonic() + (self.lock_timeout if timeout is None else timeout)
-        with self._lock:
+        with self._lock, self._turn(deadline):
             delay = 0.01
             while True:
                 try:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
                     conn = duckdb.connect(str(self.path))
                     break
                 except duckdb.IOException as exc:
+                    # a process that does not use our lock file (e.g. the duckdb CLI) holds the database
                     if "lock" not in str(exc).lower():
                         raise LedgerError(f"cannot open ledger {self.path}: {exc}") from None
                     if time.monotonic() >= deadline:
-                        raise LedgerBusy(
-                            f"ledger {self.path} is held by another process (a running gateway holds it only "
-                            "for moments; try again)"
-                        ) from None
+                        raise LedgerBusy(f"ledger {self.path} is held by another program") from None
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, 0.2)
                 except duckdb.Error as exc:
@@ -151,6 +177,8 @@ class DuckDBLedger:
                     migrations.apply(conn)
                     self._migrated = True
                 yield conn
+            except duckdb.Error as exc:
+                raise LedgerError(f"ledger {self.path}: {exc}") from exc
             finally:
                 conn.close()
 
