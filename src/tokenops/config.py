@@ -24,7 +24,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from tokenops.alerts.config import AlertsConfig
 from tokenops.errors import ConfigError
+from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, contradictions
 from tokenops.pricing.entries import PriceEntry
 from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
 
@@ -101,6 +103,11 @@ class Config(_Model):
     prices: list[PriceEntry] = []
     tagging: TaggingConfig = TaggingConfig()
     gateway: GatewayConfig = GatewayConfig()
+    budgets: list[BudgetConfig] = []
+    limits: list[LimitConfig] = []
+    rules: list[RuleConfig] = []
+    policy: PolicyDefaults = PolicyDefaults()
+    alerts: AlertsConfig = AlertsConfig()
     admin_key: SecretStr | None = None
     source: str = Field("<defaults>", exclude=True)
     base_dir: str = Field(".", exclude=True)
@@ -127,6 +134,13 @@ class Config(_Model):
         for name in self.providers:
             if "/" in name:
                 raise ValueError(f"provider name {name!r} may not contain '/'")
+        names = [b.name for b in self.budgets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"budget names must be unique: {', '.join(dupes)}")
+        problems = contradictions(self.rules)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     # --- derived values -------------------------------------------------------------------------

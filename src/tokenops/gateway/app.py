@@ -14,13 +14,16 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import orjson
 
+from tokenops.alerts import AlertDispatcher, build_channels
 from tokenops.config import Config
 from tokenops.errors import GatewayError, LedgerError, UpstreamError
 from tokenops.gateway import validate
@@ -40,7 +43,13 @@ from tokenops.gateway.upstream import Upstream
 from tokenops.gateway.writer import LedgerWriter
 from tokenops.ledger.duckdb import DuckDBLedger
 from tokenops.ledger.events import new_request_id
+from tokenops.ledger.governance import GovernanceStore
 from tokenops.ledger.spool import Spool
+from tokenops.policy.alerting import BudgetAlerts
+from tokenops.policy.approvals import Approvals
+from tokenops.policy.config import BudgetConfig
+from tokenops.policy.engine import PolicyEngine
+from tokenops.policy.periods import Window
 from tokenops.pricing.catalog import PriceCatalog, load_catalog
 
 log = logging.getLogger("tokenops.gateway")
@@ -65,9 +74,9 @@ ROUTES: dict[str, Route] = {
 _REQUEST_PATH = re.compile(r"^/v1/tokenops/requests/([A-Za-z0-9_\-]{1,100})$")
 
 
-def build_stages(keys: KeyCache, config: Config, router: RouterStage) -> tuple[KeyStage, list[Any]]:
+def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: RouterStage) -> tuple[KeyStage, list[Any]]:
     """The pipeline before the upstream: key first (nothing is parsed for an unknown caller), then the rest."""
-    return KeyStage(keys), [TagStage(config.tagging.policy()), PolicyStage(), CacheStage(), router]
+    return KeyStage(keys), [TagStage(config.tagging.policy()), PolicyStage([engine]), CacheStage(), router]
 
 
 class Gateway:
@@ -78,15 +87,23 @@ class Gateway:
         catalog: PriceCatalog | None = None,
         ledger: DuckDBLedger | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
     ):
         self.config = config
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.catalog = catalog or load_catalog(tuple(e.to_row(config.source) for e in config.prices))
         self.ledger = ledger or DuckDBLedger(config.ledger_path())
         self.spool_dir = config.spool_path()
         self.metrics = GatewayMetrics()
         self.keys = KeyCache(self.ledger.list_keys)
         self.router = RouterStage(config, self.catalog)
-        self.key_stage, self.stages = build_stages(self.keys, config, self.router)
+        self.governance = GovernanceStore(self.ledger)
+        self.engine = PolicyEngine(
+            budgets=config.budgets, limits=config.limits, rules=config.rules, defaults=config.policy,
+            price_of=self._price_of, approvals=Approvals(), clock=self.clock,
+        )  # fmt: skip
+        self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
+        self.dispatcher: AlertDispatcher | None = None
         self.adapters: dict[str, Adapter] = {}
         timeouts: dict[str, httpx.Timeout] = {}
         for name, p in config.providers.items():
@@ -103,24 +120,66 @@ class Gateway:
         self.started = False
 
     # --- lifecycle ------------------------------------------------------------------------------
+    def _price_of(self, call: Call, model: str) -> Any:
+        """The price row a call to ``model`` would be priced with now (None: unknown or unroutable)."""
+        try:
+            provider, upstream_model = self.router.resolve(model, call.flavor, call.ts)
+        except GatewayError:
+            return None
+        return self.catalog.lookup(self.router.price_ids[provider], upstream_model, call.ts)
+
+    def _seed(self, budget: BudgetConfig, w: Window) -> Decimal:
+        return self.governance.spent(budget.scope, w.start, w.end, budget.unit)
+
+    def reload_policy(self) -> None:
+        """Budgets defined at run time and approval decisions, from the ledger (writer thread, every few s)."""
+        extra = []
+        for definition in self.governance.budgets():
+            try:
+                extra.append(BudgetConfig.model_validate(definition))
+            except ValueError as exc:
+                log.error("ignoring invalid budget %s in the ledger: %s", definition.get("name"), exc)
+        self.engine.set_budgets(extra, self._seed)
+        self.engine.approvals.load(self.governance.approvals(), self.governance.approval_spend())
+
+    def _load_state(self) -> None:
+        # What a previous process left in the spool counts towards budgets: drain it before seeding counters.
+        self.ledger.drain(self.spool_dir, self.catalog.get)
+        self.keys.reload()
+        self.reload_policy()
+        self.engine.seed_all(self._seed)
+        earliest = min((self.engine.window(b, self.clock()).start for b in self.engine.budgets.values()), default=None)
+        if earliest is not None and self.engine.alerts is not None:
+            self.engine.alerts.load(self.governance.fired_alerts(earliest))
+
+    def _tick(self) -> None:
+        self.keys.reload()
+        self.reload_policy()
+
     async def start(self) -> None:
         if self.started:
             return
-        await asyncio.to_thread(self.keys.reload)
+        self.dispatcher = AlertDispatcher(build_channels(self.config.alerts), recorder=_log_delivery)
+        self.engine.alerts = BudgetAlerts(self.dispatcher.submit, None)
+        await asyncio.to_thread(self._load_state)
         self.client = httpx.AsyncClient(
             transport=self._transport,
             limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500, keepalive_expiry=30),
             follow_redirects=False,
         )
         self.spool = Spool(self.spool_dir)
+        self.engine.alerts.record = self.spool.append_record
+        self.engine.approvals.record = self.spool.append_record
+        self.dispatcher.start()
         self.meter = Meter(self.spool, self.catalog, self.metrics)
+        self.meter.on_record = self.engine.settle
         self.upstream = Upstream(self.client, self.adapters, self._timeouts, self.meter)
         self.writer = LedgerWriter(
             self.ledger,
             self.spool_dir,
             price_rows=self.catalog.get,
             interval=self.config.gateway.writer_interval,
-            on_tick=self.keys.reload,
+            on_tick=self._tick,
             tick_every=self.config.gateway.key_refresh,
         )
         self.writer.start()
@@ -132,6 +191,8 @@ class Gateway:
         self.started = False
         assert self.client and self.spool and self.writer
         await self.client.aclose()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         self.spool.close()  # first, so the final drain sees the segment as finished and can remove it
         await asyncio.to_thread(self.writer.stop)
 
@@ -202,7 +263,7 @@ class Gateway:
             route=route.name,
             flavor=route.flavor,
             started=time.perf_counter(),
-            ts=datetime.now(UTC),
+            ts=self.clock(),
             headers=header_dict(scope),
         )
         response_started = False
@@ -232,17 +293,19 @@ class Gateway:
             if not response_started:
                 err = GatewayError(500, "internal_error", f"internal gateway error (request {call.request_id})")
                 await self._reject(call, err, send)
+        finally:
+            self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
 
     async def _reject(self, call: Call, err: GatewayError, send: Send) -> None:
-        event = None
         if call.key is not None and self.meter is not None:
             status = "error" if isinstance(err, UpstreamError) or err.status >= 500 else "rejected"
-            event = await self.meter.record(call, status=status, http_status=err.status, error_code=err.code)
+            await self.meter.record(call, status=status, http_status=err.status, error_code=err.code)
+        self.metrics.rejected.labels(err.code).inc()
         headers = {
             "x-tokenops-request-id": call.request_id,
             "x-tokenops-model": call.upstream_model or call.model_requested or "",
             "x-tokenops-cache": call.cache,
-            "x-tokenops-cost-usd": "0.00" if event is not None else "0.00",
+            "x-tokenops-cost-usd": "0.00",
             **call.response_headers,
         }
         await self._send_error(send, err, call.flavor, headers)
@@ -294,6 +357,11 @@ class Gateway:
             problems.append(f"ledger: {self.writer.last_error}")
         body = {"status": "ready" if not problems else "unavailable", "problems": problems}
         await send_bytes(send, 200 if not problems else 503, orjson.dumps(body), {})
+
+
+def _log_delivery(alert: Any, channel: str, error: str | None) -> None:
+    if error:
+        log.warning("alert %s (%s) not delivered to %s: %s", alert.id, alert.budget, channel, error)
 
 
 def create_app(config: Config, **parts: Any) -> Gateway:

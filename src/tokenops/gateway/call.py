@@ -32,3 +32,6 @@ class Call:
     cache: str = "off"
     response_headers: dict[str, str] = field(default_factory=dict)
     price_row: PriceRow | None = None
+    body_bytes: int = 0  # size of the request body: an upper bound of its input tokens (a token is >= 1 byte)
+    approval_id: str | None = None  # the approval grant that let this call through
+    reservation: Any = None  # the policy engine's claims on budgets and rate limits, settled by the meter

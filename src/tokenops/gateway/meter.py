@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +32,7 @@ class Meter:
         self.catalog = catalog
         self.metrics = metrics
         self.source = source
+        self.on_record: Callable[[Call, SpendEvent], Awaitable[None]] | None = None  # the policy engine's settle
         # Events answered but perhaps not yet drained into the ledger, for GET /v1/tokenops/requests/{id}.
         self.recent: OrderedDict[str, SpendEvent] = OrderedDict()
 
@@ -89,8 +91,11 @@ class Meter:
             ttft_ms=None if ttft is None else round((ttft - call.started) * 1000.0, 3),
             cache=call.cache,
             upstream_request_id=upstream_request_id,
+            approval_id=call.approval_id,
         )
         await self.spool.append(event)
+        if self.on_record is not None:
+            await self.on_record(call, event)
         self.recent[event.request_id] = event
         if len(self.recent) > RECENT:
             self.recent.popitem(last=False)

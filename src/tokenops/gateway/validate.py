@@ -90,5 +90,6 @@ def request(call: Call, raw: bytes) -> None:
         else:
             raise _bad("'input' must be a string or a non-empty array", "input")
     call.body = body
+    call.body_bytes = len(raw)
     call.model_requested = model
     call.stream = body.get("stream") is True and call.route != "embeddings"

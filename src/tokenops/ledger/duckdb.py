@@ -41,7 +41,7 @@ EVENT_COLUMNS = (
     "input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens",
     "reasoning_tokens", "usage_estimated", "cost_usd", "price_row_id", "key_id", "end_user",
     *STANDARD_TAGS, "tags", "missing_tags", "status", "http_status", "error_code", "latency_ms", "ttft_ms",
-    "cache", "upstream_request_id", "recorded_at",
+    "cache", "upstream_request_id", "approval_id", "recorded_at",
 )  # fmt: skip
 # DuckDB types of the event columns, for reading a batch file with read_json (see _insert_events)
 _TYPES = {
@@ -53,7 +53,7 @@ _TYPES = {
     "end_user": "VARCHAR", **{t: "VARCHAR" for t in STANDARD_TAGS}, "tags": "MAP(VARCHAR, VARCHAR)",
     "missing_tags": "VARCHAR[]", "status": "VARCHAR", "http_status": "INTEGER", "error_code": "VARCHAR",
     "latency_ms": "DOUBLE", "ttft_ms": "DOUBLE", "cache": "VARCHAR", "upstream_request_id": "VARCHAR",
-    "recorded_at": "TIMESTAMP",
+    "approval_id": "VARCHAR", "recorded_at": "TIMESTAMP",
 }  # fmt: skip
 assert tuple(_TYPES) == EVENT_COLUMNS
 
@@ -62,6 +62,14 @@ def _naive_utc(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
     return dt.astimezone(UTC).replace(tzinfo=None)
+
+
+def _ts(value: Any) -> datetime | None:
+    """An ISO string or datetime from a spool record, as naive UTC for a TIMESTAMP column."""
+    if value is None:
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return _naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
 
 
 def _aware(dt: datetime | None) -> datetime | None:
@@ -75,7 +83,7 @@ def event_row(e: SpendEvent, recorded_at: datetime) -> tuple[Any, ...]:
         u.input_tokens, u.cache_read_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.output_tokens,
         u.reasoning_tokens, e.usage_estimated, e.cost_usd, e.price_row_id, e.key_id, e.end_user,
         *(e.tags.get(t) for t in STANDARD_TAGS), dict(e.tags), list(e.missing_tags), e.status, e.http_status,
-        e.error_code, e.latency_ms, e.ttft_ms, e.cache, e.upstream_request_id, recorded_at,
+        e.error_code, e.latency_ms, e.ttft_ms, e.cache, e.upstream_request_id, e.approval_id, recorded_at,
     )  # fmt: skip
 
 
@@ -265,10 +273,14 @@ class DuckDBLedger:
             progress = dict(conn.execute('SELECT segment, "offset" FROM spool_progress').fetchall())
             for seg in spoolmod.pending(spool_dir, progress):
                 if seg.lines:
-                    events, bad = [], []
+                    events, records, bad = [], [], []
                     for line in seg.lines:
                         try:
-                            events.append(SpendEvent.from_json(line))
+                            obj = orjson.loads(line)
+                            if isinstance(obj, dict) and "record" in obj:
+                                records.append(obj)
+                            else:
+                                events.append(SpendEvent.from_dict(obj))
                         except (ValueError, TypeError, KeyError) as exc:
                             bad.append((line, exc))
                     if bad and quarantine:
@@ -279,6 +291,11 @@ class DuckDBLedger:
                             used = {e.price_row_id for e in events if e.price_row_id}
                             self._record_price_rows(conn, filter(None, (price_rows(i) for i in used)))
                         inserted += self._insert_events(conn, events)
+                        for record in records:
+                            try:
+                                self._apply_record(conn, record)
+                            except (KeyError, ValueError, TypeError) as exc:
+                                self._quarantine(spool_dir, seg.name, [(orjson.dumps(record), exc)])
                         conn.execute(
                             'INSERT OR REPLACE INTO spool_progress VALUES (?, ?, ?)',
                             [seg.name, seg.end, datetime.now(UTC).replace(tzinfo=None)],
@@ -292,6 +309,24 @@ class DuckDBLedger:
                     (spool_dir / seg.name).unlink(missing_ok=True)
                     conn.execute("DELETE FROM spool_progress WHERE segment = ?", [seg.name])
         return inserted
+
+    @staticmethod
+    def _apply_record(conn: duckdb.DuckDBPyConnection, r: dict[str, Any]) -> None:
+        kind = r.get("record")
+        if kind == "alert":
+            conn.execute(
+                "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [r["id"], r["kind"], r["budget"], _ts(r["period_start"]), r.get("threshold"), r["message"],
+                 _ts(r["fired_at"]), orjson.dumps(r.get("details") or {}).decode()],
+            )  # fmt: skip
+        elif kind == "approval":
+            conn.execute(
+                "INSERT INTO approvals (id, status, key_id, reason, model, message, requested_at) "
+                "VALUES (?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [r["id"], r.get("key_id"), r["reason"], r.get("model"), r.get("message"), _ts(r["requested_at"])],
+            )
+        else:
+            raise ValueError(f"unknown spool record {kind!r}")
 
     @staticmethod
     def _quarantine(spool_dir: Path, segment: str, bad: list[tuple[bytes, Exception]]) -> None:

@@ -52,6 +52,7 @@ class SpendEvent:
     ttft_ms: float | None = None
     cache: str = "off"
     upstream_request_id: str | None = None
+    approval_id: str | None = None  # the approval grant this call was let through under, if any
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:

@@ -87,6 +87,41 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        "0005_governance",
+        """
+        ALTER TABLE events ADD COLUMN approval_id VARCHAR;
+        CREATE TABLE budgets (
+            name VARCHAR PRIMARY KEY,
+            definition VARCHAR NOT NULL,       -- the budget as JSON, as given to the CLI or API
+            updated_at TIMESTAMP NOT NULL,
+            updated_by VARCHAR
+        );
+        CREATE TABLE alerts (
+            id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,             -- threshold | forecast | blocked
+            budget VARCHAR NOT NULL,
+            period_start TIMESTAMP NOT NULL,
+            threshold DOUBLE,
+            message VARCHAR NOT NULL,
+            fired_at TIMESTAMP NOT NULL,
+            details VARCHAR
+        );
+        CREATE TABLE approvals (
+            id VARCHAR PRIMARY KEY,
+            status VARCHAR NOT NULL,           -- pending | approved | denied
+            key_id VARCHAR,
+            reason VARCHAR NOT NULL,           -- budget:<name> or rule:<name>
+            model VARCHAR,
+            message VARCHAR,
+            requested_at TIMESTAMP NOT NULL,
+            decided_at TIMESTAMP,
+            decided_by VARCHAR,
+            until TIMESTAMP,
+            max_usd DECIMAL(38, 12)
+        );
+        """,
+    ),
 ]
 
 

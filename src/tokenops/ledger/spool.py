@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from tokenops.ledger.events import SpendEvent
 
 log = logging.getLogger("tokenops.spool")
@@ -90,9 +92,16 @@ class Spool:
             self.appended += data.count(b"\n")
 
     async def append(self, event: SpendEvent) -> None:
+        await self.append_line(event.to_json())
+
+    async def append_record(self, record: dict[str, object]) -> None:
+        """Durably append a non-event record (an alert fired, an approval requested): ``{"record": kind, …}``."""
+        await self.append_line(orjson.dumps(record, default=str))
+
+    async def append_line(self, line: bytes) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append(event.to_json() + b"\n")
+        self._pending.append(line + b"\n")
         self._waiters.append(fut)
         if not self._flushing:
             self._flushing = True

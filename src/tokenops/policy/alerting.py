@@ -1,0 +1,81 @@
+"""Budget alerts: thresholds crossed, a budget projected to run out early, a call blocked.
+
+Each alert fires once per budget, period and threshold: the set of fired alerts is loaded from the ledger at
+start and every fired alert is recorded there (through the spool) with when and why, so a restart does not
+repeat them. Delivery to channels happens in the background (:class:`~tokenops.alerts.AlertDispatcher`): a
+failing channel never fails or slows a call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tokenops.alerts import Alert, new_alert_id
+from tokenops.money import format_usd
+from tokenops.policy.config import BudgetConfig
+from tokenops.policy.periods import Window
+from tokenops.policy.state import Counter
+
+FORECAST_MIN_ELAPSED = 0.1  # no run-rate projection from the first tenth of a period: too noisy
+
+
+def _amount(b: BudgetConfig, value: Decimal) -> str:
+    return f"${format_usd(value)}" if b.unit == "usd" else f"{int(value):,} tokens"
+
+
+class BudgetAlerts:
+    def __init__(self, submit: Callable[[Alert], None] | None,
+                 record: Callable[[dict[str, Any]], Awaitable[None]] | None):  # fmt: skip
+        self.submit = submit
+        self.record = record
+        self.fired: set[tuple[str, str, str, float | None]] = set()
+
+    def load(self, fired: set[tuple[str, str, str, float | None]]) -> None:
+        self.fired |= fired
+
+    async def _fire(self, kind: str, b: BudgetConfig, w: Window, threshold: float | None, spent: Decimal,
+                    message: str, now: datetime, details: dict[str, Any] | None = None) -> None:  # fmt: skip
+        key = (kind, b.name, w.start.isoformat(), threshold)
+        if key in self.fired:
+            return
+        self.fired.add(key)
+        alert = Alert(
+            id=new_alert_id(), kind=kind, budget=b.name, scope=b.scope.as_dict(), period_start=w.start,  # type: ignore[arg-type]
+            period_end=w.end, threshold=threshold, spent_usd=spent if b.unit == "usd" else None,
+            amount_usd=b.amount if b.unit == "usd" else None, message=message, fired_at=now,
+            details={"unit": b.unit, "spent": format(spent, "f"), "amount": format(b.amount, "f"), **(details or {})},
+        )  # fmt: skip
+        if self.record is not None:
+            await self.record({"record": "alert", **alert.to_json()})
+        if self.submit is not None:
+            self.submit(alert)
+
+    async def after_settle(self, b: BudgetConfig, w: Window, counter: Counter, now: datetime) -> None:
+        spent = counter.spent
+        used = spent / b.amount
+        for t in b.thresholds:
+            if used >= t.at:
+                action = "" if t.action == "alert" else f" (action: {t.action}{' to ' + t.model if t.model else ''})"
+                await self._fire("threshold", b, w, float(t.at), spent,
+                                 f"budget {b.name} ({b.scope}) passed {t.at * 100:.0f}%: {_amount(b, spent)} of "
+                                 f"{_amount(b, b.amount)}{action}", now)  # fmt: skip
+        elapsed = w.fraction_elapsed(now)
+        if elapsed >= FORECAST_MIN_ELAPSED and spent < b.amount:
+            projected = spent / Decimal(str(elapsed))
+            if projected > b.amount and spent > 0:
+                runs_out = w.start + (now - w.start) * float(b.amount / spent)
+                if runs_out < w.end:
+                    day = runs_out.strftime("%b %d %H:%M UTC")
+                    await self._fire("forecast", b, w, None, spent,
+                                     f"budget {b.name} ({b.scope}) will be exhausted around {day} at the current "
+                                     f"rate (projected {_amount(b, projected)} of {_amount(b, b.amount)} by "
+                                     f"{w.end:%b %d})", now,
+                                     {"exhausted_at": runs_out.isoformat()})  # fmt: skip
+
+    async def blocked(self, b: BudgetConfig, w: Window, counter: Counter, now: datetime) -> None:
+        await self._fire("blocked", b, w, None, counter.spent,
+                         f"budget {b.name} ({b.scope}) is exhausted: calls are blocked until "
+                         f"{(w.end + timedelta(0)):%Y-%m-%d %H:%M} UTC", now)  # fmt: skip

@@ -1,0 +1,78 @@
+"""Approvals: some calls need a person's yes (an expensive model, a budget past its approval threshold).
+
+A call that needs approval and holds no grant gets 403 ``approval_required`` with an approval request id; the
+request is recorded (through the spool) so ``tokenops approvals list`` shows it. A person grants it with
+``tokenops approvals approve ID [--until DATE] [--max-usd X]``: time-boxed, spend-capped access for that key
+and reason. The gateway reloads decisions every few seconds; a denied request answers the next call with the
+denial, and a fresh call after that asks again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from tokenops.errors import GatewayError
+from tokenops.gateway.call import Call
+from tokenops.ledger.governance import Approval, new_approval_id
+from tokenops.money import ZERO, format_usd
+
+
+class Approvals:
+    def __init__(self, record: Callable[[dict[str, Any]], Awaitable[None]] | None = None):
+        self.record = record  # durably records a new request (the spool)
+        self._by_id: dict[str, Approval] = {}
+        self._spent: dict[str, Decimal] = {}
+        self._pending: dict[tuple[str | None, str], str] = {}  # (key id, reason) -> open request id
+        self._lock = threading.Lock()
+
+    def load(self, approvals: Iterable[Approval], spent: dict[str, Decimal]) -> None:
+        with self._lock:
+            self._by_id = {a.id: a for a in approvals}
+            for aid, amount in spent.items():
+                self._spent[aid] = max(self._spent.get(aid, ZERO), amount)
+
+    def spend(self, approval_id: str, amount: Decimal) -> None:
+        with self._lock:
+            self._spent[approval_id] = self._spent.get(approval_id, ZERO) + amount
+
+    def grant_for(self, key_id: str | None, reason: str, now: datetime) -> Approval | None:
+        for a in self._by_id.values():
+            if a.key_id == key_id and a.reason == reason and a.active(now):
+                if a.max_usd is None or self._spent.get(a.id, ZERO) < a.max_usd:
+                    return a
+        return None
+
+    async def require(self, call: Call, reason: str, now: datetime) -> None:
+        key_id = call.key.id if call.key else None
+        grant = self.grant_for(key_id, reason, now)
+        if grant is not None:
+            call.approval_id = grant.id
+            return
+        open_id = self._pending.get((key_id, reason))
+        known = self._by_id.get(open_id) if open_id else None
+        if known is not None and known.status == "denied":
+            self._pending.pop((key_id, reason), None)
+            raise GatewayError(403, "approval_required",
+                               f"approval request {known.id} for {reason} was denied by {known.decided_by}",
+                               headers={"x-tokenops-approval-id": known.id})  # fmt: skip
+        if open_id is None or (known is not None and known.status in ("approved", "expired")):
+            open_id = new_approval_id()
+            self._pending[(key_id, reason)] = open_id
+            if self.record is not None:
+                await self.record({
+                    "record": "approval", "id": open_id, "key_id": key_id, "reason": reason,
+                    "model": call.model_requested, "requested_at": now.isoformat(),
+                    "message": f"{call.key.name if call.key else 'a caller'} asks to use {call.model_requested} ({reason})",
+                })  # fmt: skip
+        spent_note = ""
+        if known is not None and known.status == "approved" and known.max_usd is not None:
+            spent_note = f" (grant {known.id} used its ${format_usd(known.max_usd)})"
+        raise GatewayError(
+            403, "approval_required",
+            f"{reason} needs approval{spent_note}: ask an admin to run `tokenops approvals approve {open_id}`",
+            headers={"x-tokenops-approval-id": open_id},
+        )  # fmt: skip

@@ -1,0 +1,260 @@
+"""The policy sections of ``tokenops.yaml``: ``budgets``, ``limits``, ``rules`` and ``policy`` defaults.
+
+    budgets:
+      - name: alpha-monthly
+        scope: {team: alpha}            # tags; also key: ID, user: NAME, model: GLOB
+        amount_usd: "250.00"            # or amount_tokens: 5000000
+        period: month                   # day | week | month | quarter | custom (with start, end)
+        timezone: Europe/Berlin
+        hard: true
+        thresholds: [{at: 0.5, action: alert}, {at: 0.8, action: downgrade, model: gpt-4o-mini},
+                     {at: 1.0, action: block}]
+    limits:
+      - {name: per-key, per: key, requests_per_minute: 600, tokens_per_minute: 200000, usd_per_hour: "20"}
+    rules:
+      - {name: dev-no-frontier, scope: {env: dev}, deny_models: ["gpt-4o", "o1*", "claude-opus-*"]}
+      - {name: caps, max_input_tokens: 100000, max_output_tokens: 4096, on_exceed: clamp}
+      - {name: opus-needs-approval, models: ["claude-opus-*"], require_approval: true}
+
+Contradictions are refused at load time, naming both rules.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tokenops.money import to_decimal
+from tokenops.policy.periods import zone
+from tokenops.policy.scopes import Scope
+
+ACTIONS = ("alert", "downgrade", "require_approval", "block")
+SEVERITY = {a: i for i, a in enumerate(ACTIONS)}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _money(value: Any, what: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, float):
+        raise ValueError(f"{what} must be a quoted decimal string like \"250.00\" (a YAML float is inexact)")
+    d = to_decimal(value, what=what)
+    if d < 0:
+        raise ValueError(f"{what} must not be negative")
+    return d
+
+
+def _scope(value: Any) -> Scope:
+    if isinstance(value, Scope):
+        return value
+    return Scope.parse(value)
+
+
+def _aware(value: date | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime(value.year, value.month, value.day, tzinfo=UTC)
+
+
+class ThresholdConfig(_Model):
+    at: Decimal = Field(gt=0, le=10)
+    action: Literal["alert", "downgrade", "require_approval", "block"] = "alert"
+    model: str | None = None
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at(cls, v: Any) -> Any:
+        return Decimal(str(v)) if isinstance(v, float | int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _model_for_downgrade(self) -> ThresholdConfig:
+        if self.action == "downgrade" and not self.model:
+            raise ValueError("a downgrade threshold needs the model to downgrade to (model: gpt-4o-mini)")
+        if self.action != "downgrade" and self.model:
+            raise ValueError(f"'model' only applies to downgrade thresholds, not {self.action}")
+        return self
+
+
+class BudgetConfig(_Model):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
+    scope: Scope = Scope()
+    amount_usd: Decimal | None = None
+    amount_tokens: int | None = Field(None, gt=0)
+    period: Literal["day", "week", "month", "quarter", "custom"] = "month"
+    timezone: str = "UTC"
+    start: datetime | None = None
+    end: datetime | None = None
+    hard: bool = False
+    thresholds: tuple[ThresholdConfig, ...] = ()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope(cls, v: Any) -> Scope:
+        return _scope(v)
+
+    @field_validator("amount_usd", mode="before")
+    @classmethod
+    def _amount(cls, v: Any) -> Decimal | None:
+        d = _money(v, "amount_usd")
+        if d is not None and d <= 0:
+            raise ValueError("amount_usd must be greater than 0")
+        return d
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        zone(v)
+        return v
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _dates(cls, v: Any) -> Any:
+        if isinstance(v, date) and not isinstance(v, datetime):
+            return _aware(v)
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetConfig:
+        if (self.amount_usd is None) == (self.amount_tokens is None):
+            raise ValueError("give exactly one of amount_usd or amount_tokens")
+        if self.period == "custom":
+            if self.start is None or self.end is None:
+                raise ValueError("a custom period needs start and end")
+            if _aware(self.end) <= _aware(self.start):
+                raise ValueError("end must be after start")
+        elif self.start is not None or self.end is not None:
+            raise ValueError("start and end only apply to period: custom")
+        ats = [t.at for t in self.thresholds]
+        if len(set(ats)) != len(ats):
+            raise ValueError("two thresholds at the same level: give each level one action")
+        for lower, higher in zip(self.thresholds, self.thresholds[1:], strict=False):
+            if higher.at < lower.at:
+                raise ValueError("thresholds must be in ascending order of 'at'")
+            if SEVERITY[higher.action] < SEVERITY[lower.action] and higher.action != "alert":
+                raise ValueError(
+                    f"threshold at {higher.at} ({higher.action}) is milder than the one at {lower.at} "
+                    f"({lower.action}): a higher level cannot relax a lower one"
+                )
+        if self.amount_tokens is not None and any(t.action == "downgrade" for t in self.thresholds):
+            pass  # downgrading saves tokens only when the cheaper model is terser; allowed, it is the user's call
+        return self
+
+    @property
+    def unit(self) -> str:
+        return "usd" if self.amount_usd is not None else "tokens"
+
+    @property
+    def amount(self) -> Decimal:
+        return self.amount_usd if self.amount_usd is not None else Decimal(self.amount_tokens or 0)
+
+    def custom_window(self) -> tuple[datetime, datetime] | None:
+        if self.period != "custom" or self.start is None or self.end is None:
+            return None
+        return _aware(self.start), _aware(self.end)
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "scope": self.scope.as_dict(), "unit": self.unit,
+            "amount": format(self.amount, "f"), "period": self.period, "timezone": self.timezone,
+            "hard": self.hard,
+            "thresholds": [{"at": float(t.at), "action": t.action, **({"model": t.model} if t.model else {})}
+                           for t in self.thresholds],
+        }  # fmt: skip
+
+
+class LimitConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    scope: Scope = Scope()
+    per: Literal["key", "user", "scope"] = "key"  # one bucket per key, per end user, or one for the whole scope
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    usd_per_hour: Decimal | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope(cls, v: Any) -> Scope:
+        return _scope(v)
+
+    @field_validator("usd_per_hour", mode="before")
+    @classmethod
+    def _usd(cls, v: Any) -> Decimal | None:
+        d = _money(v, "usd_per_hour")
+        if d is not None and d <= 0:
+            raise ValueError("usd_per_hour must be greater than 0")
+        return d
+
+    @model_validator(mode="after")
+    def _any(self) -> LimitConfig:
+        if self.requests_per_minute is None and self.tokens_per_minute is None and self.usd_per_hour is None:
+            raise ValueError("a limit needs requests_per_minute, tokens_per_minute or usd_per_hour")
+        return self
+
+
+class RuleConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    scope: Scope = Scope()
+    models: tuple[str, ...] = ()  # the rule applies only to these model globs (default: every model)
+    allow_models: tuple[str, ...] = ()
+    deny_models: tuple[str, ...] = ()
+    max_input_tokens: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    on_exceed: Literal["reject", "clamp"] = "reject"
+    max_cost_per_call_usd: Decimal | None = None
+    require_approval: bool = False
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope(cls, v: Any) -> Scope:
+        return _scope(v)
+
+    @field_validator("max_cost_per_call_usd", mode="before")
+    @classmethod
+    def _usd(cls, v: Any) -> Decimal | None:
+        return _money(v, "max_cost_per_call_usd")
+
+    @model_validator(mode="after")
+    def _self_consistent(self) -> RuleConfig:
+        both = set(self.allow_models) & set(self.deny_models)
+        if both:
+            raise ValueError(f"rule {self.name} both allows and denies {', '.join(sorted(both))}")
+        return self
+
+    def applies(self, model: str) -> bool:
+        return not self.models or any(fnmatch.fnmatchcase(model, g) for g in self.models)
+
+
+class PolicyDefaults(_Model):
+    default_max_output_tokens: int = Field(16384, gt=0)  # reservation ceiling when a call sets no max_tokens
+
+
+def contradictions(rules: tuple[RuleConfig, ...] | list[RuleConfig]) -> list[str]:
+    """Pairs of rules that say opposite things about the same calls."""
+    problems = []
+    for i, a in enumerate(rules):
+        for b in rules[i + 1 :]:
+            if a.scope != b.scope or set(a.models) != set(b.models):
+                continue
+            for pattern in sorted(set(a.allow_models) & set(b.deny_models)):
+                problems.append(f"rules {a.name!r} and {b.name!r} contradict: {a.name} allows {pattern!r} for "
+                                f"scope {a.scope}, {b.name} denies it")  # fmt: skip
+            for pattern in sorted(set(a.deny_models) & set(b.allow_models)):
+                problems.append(f"rules {a.name!r} and {b.name!r} contradict: {a.name} denies {pattern!r} for "
+                                f"scope {a.scope}, {b.name} allows it")  # fmt: skip
+    names = [r.name for r in rules]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"rule names must be unique: {', '.join(dupes)}")
+    return problems

@@ -1,0 +1,320 @@
+"""The policy engine: the gateway's policy stage, and the settle hook the meter calls.
+
+Per call, in order:
+1. **rules** that match the call's scope and model: model allow/deny lists (403 ``model_not_allowed``), token
+   caps (400 ``token_limit_exceeded`` or clamp), approval for expensive models;
+2. **budgets** the call falls in: the most severe action reached by any of them decides (block > approval >
+   downgrade > alert), so the tightest budget wins;
+3. the call's **maximum cost** (see :mod:`tokenops.policy.estimate`), checked against a per-call cap;
+4. a **reservation** of that maximum on every budget, atomically (429 ``budget_exceeded`` if a hard one is
+   full), then the **rate limits** (429 ``rate_limited``);
+5. when the meter records the call, the reservation is **settled** to the real cost, thresholds crossed fire
+   alerts once per period, and ``X-TokenOps-Budget-Remaining-USD`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from tokenops.errors import GatewayError
+from tokenops.gateway.call import Call
+from tokenops.ledger.events import SpendEvent
+from tokenops.money import ZERO, format_usd
+from tokenops.policy.approvals import Approvals
+from tokenops.policy.config import SEVERITY, BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
+from tokenops.policy.estimate import input_bound, max_cost, requested_output, typical_input
+from tokenops.policy.limits import RateClaim, RateLimiter
+from tokenops.policy.periods import Window, window
+from tokenops.policy.state import Claim, CounterKey, InMemoryState
+
+log = logging.getLogger("tokenops.policy")
+
+
+@dataclass
+class Held:
+    """What a call holds until it is settled."""
+
+    id: str
+    budgets: list[tuple[BudgetConfig, Window]]
+    claims: list[Claim]
+    rate_claims: list[RateClaim] = field(default_factory=list)
+    settled: bool = False
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        *,
+        budgets: Sequence[BudgetConfig] = (),
+        limits: Sequence[LimitConfig] = (),
+        rules: Sequence[RuleConfig] = (),
+        defaults: PolicyDefaults | None = None,
+        price_of: Callable[[Call, str], Any] | None = None,
+        state: InMemoryState | None = None,
+        approvals: Approvals | None = None,
+        alerts: Any = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self.config_budgets = {b.name: b for b in budgets}
+        self.budgets: dict[str, BudgetConfig] = dict(self.config_budgets)
+        self.rules = tuple(rules)
+        self.limiter = RateLimiter(limits)
+        self.defaults = defaults or PolicyDefaults()
+        self.price_of = price_of or (lambda call, model: None)
+        self.state = state or InMemoryState()
+        self.approvals = approvals or Approvals()
+        self.alerts = alerts  # tokenops.policy.alerting.BudgetAlerts, or None
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    @property
+    def active(self) -> bool:
+        return bool(self.budgets or self.rules or self.limiter.limits)
+
+    # --- the policy stage -----------------------------------------------------------------------
+    async def check(self, call: Call) -> None:
+        if not self.active:
+            return
+        key_id = call.key.id if call.key else None
+        now = call.ts
+        self._model_rules(call, key_id)
+        budgets = [(b, self.window(b, now)) for b in self.budgets.values()
+                   if b.scope.matches(call.tags, key_id, call.end_user, call.model_requested)]  # fmt: skip
+        action, budget, threshold = self._action(budgets)
+        if action == "block" and budget is not None:
+            await self._blocked(call, budget, budgets)
+        if action == "downgrade" and threshold is not None and threshold.model != call.model_requested:
+            call.response_headers["x-tokenops-downgraded-from"] = call.model_requested
+            call.response_headers["x-tokenops-downgrade-reason"] = f"budget {budget.name if budget else ''}"
+            call.model_requested = threshold.model or call.model_requested
+            self._model_rules(call, key_id)  # the cheaper model must be allowed too
+        rules = self._rules_for(call, key_id)
+        needs = [f"rule:{r.name}" for r in rules if r.require_approval]
+        if action == "require_approval" and budget is not None:
+            needs.append(f"budget:{budget.name}")
+        for reason in needs:
+            await self.approvals.require(call, reason, now)
+
+        out = self._caps(call, rules)
+        row = self.price_of(call, call.model_requested)
+        bound = input_bound(call)
+        cost = max_cost(row, bound, out)
+        cap = min((r.max_cost_per_call_usd for r in rules if r.max_cost_per_call_usd is not None), default=None)
+        if cap is not None and cost is not None and cost > cap:
+            self._cost_cap(call, rules, row, bound, out, cost, cap)
+            out = requested_output(call) or out
+            cost = max_cost(row, bound, out)
+
+        held = Held(uuid.uuid4().hex, budgets, [])
+        for b, w in budgets:
+            amount = (cost or ZERO) if b.unit == "usd" else Decimal(bound + out)
+            held.claims.append(Claim((b.name, w.key), amount, self._limit(b)))
+        full = self.state.reserve(held.id, held.claims)
+        if full is not None:
+            blocked = next(b for b, w in budgets if (b.name, w.key) == full)
+            await self._blocked(call, blocked, budgets)
+        try:
+            held.rate_claims = self.limiter.take(call, call.model_requested, typical_input(call) + out, cost)
+        except GatewayError:
+            self.state.settle(held.id, {})
+            raise
+        call.reservation = held
+        self._remaining_header(call, budgets)
+
+    # --- settle (the meter's hook) ---------------------------------------------------------------
+    async def settle(self, call: Call, event: SpendEvent) -> None:
+        held: Held | None = call.reservation
+        if held is None or held.settled:
+            return
+        held.settled = True
+        tokens = event.usage.input_tokens + event.usage.output_tokens
+        actual: dict[CounterKey, Decimal] = {}
+        for b, w in held.budgets:
+            if b.unit == "usd":
+                actual[(b.name, w.key)] = event.cost_usd if event.cost_usd is not None else ZERO
+            else:
+                actual[(b.name, w.key)] = Decimal(tokens)
+        self.state.settle(held.id, actual)
+        self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
+        if call.approval_id and event.cost_usd:
+            self.approvals.spend(call.approval_id, event.cost_usd)
+        self._remaining_header(call, held.budgets)
+        if self.alerts is not None:
+            for b, w in held.budgets:
+                await self.alerts.after_settle(b, w, self.state.counter((b.name, w.key)), self.clock())
+
+    def release(self, call: Call) -> None:
+        """Give back a reservation the meter never settled (a call that died before it was recorded)."""
+        held: Held | None = call.reservation
+        if held is not None and not held.settled:
+            held.settled = True
+            self.state.settle(held.id, {})
+            self.limiter.settle(held.rate_claims, 0, ZERO)
+
+    # --- pieces ---------------------------------------------------------------------------------
+    def window(self, b: BudgetConfig, at: datetime) -> Window:
+        return window(b.period, b.timezone, at, custom=b.custom_window())
+
+    @staticmethod
+    def _limit(b: BudgetConfig) -> Decimal | None:
+        blocks = [t.at for t in b.thresholds if t.action == "block"]
+        if b.hard:
+            blocks.append(Decimal(1))
+        return b.amount * min(blocks) if blocks else None
+
+    def _action(self, budgets: list[tuple[BudgetConfig, Window]]) -> tuple[str | None, BudgetConfig | None,
+                                                                           ThresholdConfig | None]:  # fmt: skip
+        best: tuple[str | None, BudgetConfig | None, ThresholdConfig | None] = (None, None, None)
+        for b, w in budgets:
+            committed = self.state.counter((b.name, w.key)).committed
+            limit = self._limit(b)
+            if limit is not None and committed >= limit:
+                return "block", b, None
+            used = committed / b.amount
+            for t in b.thresholds:
+                if used >= t.at and (best[0] is None or SEVERITY[t.action] > SEVERITY[best[0]]):
+                    best = (t.action, b, t)
+        return best
+
+    def _rules_for(self, call: Call, key_id: str | None) -> list[RuleConfig]:
+        return [r for r in self.rules if r.applies(call.model_requested)
+                and r.scope.matches(call.tags, key_id, call.end_user, call.model_requested)]  # fmt: skip
+
+    def _model_rules(self, call: Call, key_id: str | None) -> None:
+        import fnmatch
+
+        model = call.model_requested
+        for r in self._rules_for(call, key_id):
+            if any(fnmatch.fnmatchcase(model, g) for g in r.deny_models):
+                raise GatewayError(403, "model_not_allowed",
+                                   f"model {model!r} is not allowed here (rule {r.name!r}, scope {r.scope})",
+                                   param="model")  # fmt: skip
+            if r.allow_models and not any(fnmatch.fnmatchcase(model, g) for g in r.allow_models):
+                raise GatewayError(403, "model_not_allowed",
+                                   f"model {model!r} is not on the allowed list of rule {r.name!r} (scope "
+                                   f"{r.scope}): {', '.join(r.allow_models)}", param="model")  # fmt: skip
+
+    def _caps(self, call: Call, rules: list[RuleConfig]) -> int:
+        """Apply input/output token caps; returns the output ceiling used for reservations."""
+        est_in = typical_input(call)
+        for r in rules:
+            if r.max_input_tokens is not None and est_in > r.max_input_tokens:
+                raise GatewayError(400, "token_limit_exceeded",
+                                   f"the prompt is about {est_in} tokens, over the {r.max_input_tokens} allowed by "
+                                   f"rule {r.name!r}", param="messages")  # fmt: skip
+        requested = requested_output(call)
+        for r in rules:
+            cap = r.max_output_tokens
+            if cap is None:
+                continue
+            if requested is None or requested > cap:
+                if r.on_exceed == "clamp" or requested is None:
+                    self._set_output(call, cap)
+                    call.response_headers["x-tokenops-clamped"] = f"max_tokens={cap} (rule {r.name})"
+                    requested = cap
+                else:
+                    raise GatewayError(400, "token_limit_exceeded",
+                                       f"max_tokens {requested} is over the {cap} allowed by rule {r.name!r}",
+                                       param="max_tokens")  # fmt: skip
+        return requested or self.defaults.default_max_output_tokens
+
+    @staticmethod
+    def _set_output(call: Call, value: int) -> None:
+        field_name = next((n for n in ("max_completion_tokens", "max_tokens") if n in call.body), "max_tokens")
+        call.body = {**call.body, field_name: value}
+
+    def _cost_cap(self, call: Call, rules: list[RuleConfig], row: Any, bound: int, out: int, cost: Decimal,
+                  cap: Decimal) -> None:  # fmt: skip
+        clamp = any(r.on_exceed == "clamp" for r in rules if r.max_cost_per_call_usd is not None)
+        if clamp:
+            lo, hi = 1, out
+            while lo < hi:  # the largest max_tokens whose maximum cost fits under the cap
+                mid = (lo + hi + 1) // 2
+                c = max_cost(row, bound, mid)
+                if c is not None and c <= cap:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            fits = max_cost(row, bound, lo)
+            if fits is not None and fits <= cap:
+                self._set_output(call, lo)
+                call.response_headers["x-tokenops-clamped"] = f"max_tokens={lo} (max cost per call ${cap})"
+                return
+        raise GatewayError(400, "cost_limit_exceeded",
+                           f"this call could cost up to ${format_usd(cost)}, over the ${format_usd(cap)} allowed per "
+                           "call; lower max_tokens or shorten the prompt", param="max_tokens")  # fmt: skip
+
+    async def _blocked(self, call: Call, budget: BudgetConfig, budgets: list[tuple[BudgetConfig, Window]]) -> None:
+        w = self.window(budget, call.ts)
+        retry = max(1, int((w.end - self.clock()).total_seconds()))
+        if self.alerts is not None:
+            await self.alerts.blocked(budget, w, self.state.counter((budget.name, w.key)), self.clock())
+        raise GatewayError(
+            429, "budget_exceeded",
+            f"budget {budget.name!r} ({budget.scope}) is exhausted for the period ending {w.end.isoformat()}",
+            kind="rate_limit_error", headers={"retry-after": str(retry)},
+        )  # fmt: skip
+
+    def _remaining_header(self, call: Call, budgets: list[tuple[BudgetConfig, Window]]) -> None:
+        remaining = [b.amount - self.state.counter((b.name, w.key)).committed for b, w in budgets if b.unit == "usd"]
+        if remaining:
+            call.response_headers["x-tokenops-budget-remaining-usd"] = format_usd(max(ZERO, min(remaining)))
+
+    # --- definitions and seeding -----------------------------------------------------------------
+    def set_budgets(self, extra: Sequence[BudgetConfig], seed: Callable[[BudgetConfig, Window], Decimal]) -> None:
+        """Install run-time budgets beside the config's; counters survive a changed amount or thresholds."""
+        merged = dict(self.config_budgets)
+        for b in extra:
+            if b.name not in merged:
+                merged[b.name] = b
+        now = self.clock()
+        for name, b in merged.items():
+            old = self.budgets.get(name)
+            if old is None or old.scope != b.scope or old.unit != b.unit or old.period != b.period \
+                    or old.timezone != b.timezone:  # fmt: skip
+                w = self.window(b, now)
+                self.state.seed((b.name, w.key), seed(b, w))
+        self.budgets = merged
+
+    def seed_all(self, seed: Callable[[BudgetConfig, Window], Decimal]) -> None:
+        now = self.clock()
+        for b in self.budgets.values():
+            w = self.window(b, now)
+            self.state.seed((b.name, w.key), seed(b, w))
+
+    def status(self, at: datetime | None = None) -> list[dict[str, Any]]:
+        at = at or self.clock()
+        out = []
+        for b in self.budgets.values():
+            w = self.window(b, at)
+            c = self.state.counter((b.name, w.key))
+            out.append(budget_status(b, w, c.spent, c.reserved, at))
+        return out
+
+
+def budget_status(b: BudgetConfig, w: Window, spent: Decimal, reserved: Decimal, at: datetime) -> dict[str, Any]:
+    elapsed = w.fraction_elapsed(at)
+    forecast = (spent / Decimal(str(elapsed))) if elapsed > 0.0 else spent
+    fmt = format_usd if b.unit == "usd" else (lambda d: str(int(d)))
+    used = (spent + reserved) / b.amount
+    return {
+        **b.to_public(),
+        "period_start": w.start.isoformat(),
+        "period_end": w.end.isoformat(),
+        "spent": fmt(spent),
+        "reserved": fmt(reserved),
+        "remaining": fmt(max(ZERO, b.amount - spent - reserved)),
+        "forecast_at_period_end": fmt(forecast.quantize(Decimal("0.000001")) if b.unit == "usd" else forecast),
+        "used_fraction": round(float(used), 4),
+        "thresholds": [{"at": float(t.at), "action": t.action, "reached": used >= t.at,
+                        **({"model": t.model} if t.model else {})} for t in b.thresholds],  # fmt: skip
+    }
+
+
+__all__ = ["PolicyEngine", "budget_status", "asyncio"]

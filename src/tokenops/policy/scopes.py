@@ -1,0 +1,90 @@
+"""Scopes: which calls a budget, limit or rule is about.
+
+A scope is a set of conditions, all of which must hold: tag values (``team=search``), ``key`` (a key id),
+``user`` (the end user) and ``model`` (a glob over the requested model, e.g. ``gpt-4o*``). The empty scope
+is the whole organisation. Scopes nest by inclusion: ``team=search`` contains ``team=search,env=prod``, and a
+call counts against every scope it falls in.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tokenops.tags import STANDARD_TAGS, TagError, check_name, parse_tags
+
+SPECIAL = ("key", "user", "model")
+
+
+@dataclass(frozen=True)
+class Scope:
+    conditions: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, value: str | Mapping[str, object] | None) -> Scope:
+        """From ``team=alpha,env=prod`` or a mapping; raises ValueError on a malformed expression."""
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            try:
+                items = parse_tags(value, what="scope")
+            except TagError as exc:
+                raise ValueError(str(exc)) from None
+        elif isinstance(value, Mapping):
+            items = {}
+            for k, v in value.items():
+                if not isinstance(k, str) or not isinstance(v, str | int) or isinstance(v, bool) or str(v) == "":
+                    raise ValueError(f"scope {k!r}: expected a non-empty string value, got {v!r}")
+                try:
+                    check_name(k)
+                except TagError as exc:
+                    raise ValueError(f"scope: {exc}") from None
+                items[k] = str(v)
+        else:
+            raise ValueError(f"scope: expected 'k=v,…' or a mapping, got {type(value).__name__}")
+        return cls(tuple(sorted(items.items())))
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self.conditions)
+
+    def __str__(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.conditions) or "(all)"
+
+    def matches(self, tags: Mapping[str, str], key_id: str | None, user: str | None, model: str | None) -> bool:
+        for name, want in self.conditions:
+            if name == "key":
+                if key_id != want:
+                    return False
+            elif name == "user":
+                if user != want:
+                    return False
+            elif name == "model":
+                if model is None or not fnmatch.fnmatchcase(model, want):
+                    return False
+            elif tags.get(name) != want:
+                return False
+        return True
+
+    def contains(self, other: Scope) -> bool:
+        """True when every call in ``other`` is also in this scope."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return all(theirs.get(k) == v for k, v in mine.items())
+
+    def sql(self) -> tuple[str, list[str]]:
+        """A WHERE fragment over the ledger's events table, with its parameters."""
+        parts, params = ["TRUE"], []
+        for name, want in self.conditions:
+            if name == "key":
+                parts.append("key_id = ?")
+            elif name == "user":
+                parts.append("end_user = ?")
+            elif name == "model":
+                parts.append("(model_requested GLOB ? OR model_used GLOB ?)")
+                params.append(want)
+            elif name in STANDARD_TAGS:
+                parts.append(f"{name} = ?")
+            else:
+                parts.append(f"tags['{name}'] = ?")  # name passed check_name: safe to inline
+            params.append(want)
+        return " AND ".join(parts), params
