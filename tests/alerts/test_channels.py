@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import re
 import socket
 import string
 import time
@@ -44,6 +45,7 @@ from tokenops.alerts import (
     verify_signature,
 )
 from tokenops.alerts.webhook import parse_retry_after
+from tokenops.config import parse_config
 from tokenops.errors import ConfigError, TokenOpsError
 from tokenops.servers import BackgroundServer
 
@@ -130,8 +132,10 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_to_json_is_exact_and_utc() -> None:
-    alert = make_alert(amount_usd=Decimal("1E+2"), details={"estimated_usd": Decimal("0.000000012"),
-                                                            "exhausts_at": datetime(2026, 11, 19, tzinfo=BERLIN)})
+    alert = make_alert(
+        amount_usd=Decimal("1E+2"),
+        details={"estimated_usd": Decimal("0.000000012"), "exhausts_at": datetime(2026, 11, 19, tzinfo=BERLIN)},
+    )
     data = orjson.loads(orjson.dumps(alert.to_json()))
     assert data["spent_usd"] == "200.000000000001"
     assert data["amount_usd"] == "100"
@@ -156,14 +160,24 @@ def test_descriptions_read_well_for_each_kind() -> None:
     assert describe(make_alert(spent_usd=Decimal("200"))) == (
         "TokenOps budget alpha-monthly (team=alpha) passed 80% — $200.00 of $250.00 spent (Nov 2026, Europe/Berlin)."
     )
-    forecast = make_alert(kind="forecast", threshold=None, spent_usd=Decimal("1234.5"), amount_usd=Decimal("2500"),
-                          details={"exhausts_at": "2026-11-19T10:00:00+00:00"})
-    assert describe(forecast) == ("TokenOps budget alpha-monthly (team=alpha) will run out on 19 Nov at the current "
-                                  "rate — $1,234.50 of $2,500.00 spent (Nov 2026, Europe/Berlin).")
+    forecast = make_alert(
+        kind="forecast",
+        threshold=None,
+        spent_usd=Decimal("1234.5"),
+        amount_usd=Decimal("2500"),
+        details={"exhausts_at": "2026-11-19T10:00:00+00:00"},
+    )
+    assert describe(forecast) == (
+        "TokenOps budget alpha-monthly (team=alpha) will run out on 19 Nov at the current "
+        "rate — $1,234.50 of $2,500.00 spent (Nov 2026, Europe/Berlin)."
+    )
     assert subject(forecast) == "[TokenOps] Budget alpha-monthly projected to run out on 19 Nov"
     day = datetime(2026, 11, 17, tzinfo=UTC)
     blocked = make_alert(kind="blocked", threshold=None, scope={}, period_start=day, period_end=day + timedelta(1))
-    assert describe(blocked) == "TokenOps budget alpha-monthly blocked a call — $200.00 of $250.00 spent (17 Nov 2026, UTC)."
+    assert (
+        describe(blocked)
+        == "TokenOps budget alpha-monthly blocked a call — $200.00 of $250.00 spent (17 Nov 2026, UTC)."
+    )
     assert subject(blocked) == "[TokenOps] Budget alpha-monthly blocked a call"
     assert subject(make_alert(threshold=0.5, budget="a\r\nBcc: x@y")) == "[TokenOps] Budget a Bcc: x@y at 50%"
 
@@ -241,7 +255,9 @@ async def test_webhook_does_not_retry_other_4xx(receiver: Receiver, status: int)
 
 async def test_webhook_gives_up_after_its_retries(receiver: Receiver) -> None:
     receiver.fail(10, 503)
-    with pytest.raises(AlertDeliveryError, match=r"ops: POST http://127\.0\.0\.1:\d+ failed after 3 attempt\(s\): HTTP 503"):
+    with pytest.raises(
+        AlertDeliveryError, match=r"ops: POST http://127\.0\.0\.1:\d+ failed after 3 attempt\(s\): HTTP 503"
+    ):
         await WebhookChannel(receiver.url, SECRET, retries=2, backoff=0.001, name="ops").send(make_alert())
     assert len(receiver.requests) == 3
 
@@ -280,8 +296,10 @@ async def test_slack_text_is_readable(receiver: Receiver) -> None:
 
     assert len(receiver.requests) == 2
     payload = orjson.loads(receiver.requests[-1].body)
-    assert payload["text"] == (":warning: TokenOps budget *alpha-monthly* (team=alpha) passed 80% — "
-                               "$200.00 of $250.00 spent (Nov 2026, Europe/Berlin).")
+    assert payload["text"] == (
+        ":warning: TokenOps budget *alpha-monthly* (team=alpha) passed 80% — "
+        "$200.00 of $250.00 spent (Nov 2026, Europe/Berlin)."
+    )
     section, context = payload["blocks"]
     assert section == {"type": "section", "text": {"type": "mrkdwn", "text": payload["text"]}}
     assert "team alpha passed 80% of its monthly budget" in context["elements"][0]["text"]
@@ -331,8 +349,9 @@ def smtp() -> Iterator[tuple[LoopbackController, Inbox]]:
 
 async def test_email_is_sent_with_subject_recipients_and_body(smtp: tuple[LoopbackController, Inbox]) -> None:
     controller, inbox = smtp
-    channel = EmailChannel("127.0.0.1", controller.port, "TokenOps <tokenops@example>",
-                           ["finops@example", "cto@example"], timeout=5)
+    channel = EmailChannel(
+        "127.0.0.1", controller.port, "TokenOps <tokenops@example>", ["finops@example", "cto@example"], timeout=5
+    )
     await channel.send(make_alert(spent_usd=Decimal("200")))
 
     [envelope] = inbox.envelopes
@@ -344,15 +363,24 @@ async def test_email_is_sent_with_subject_recipients_and_body(smtp: tuple[Loopba
     assert msg["X-TokenOps-Alert-Id"] == "alert_0001"
     assert msg.get_content_type() == "text/plain"
     body = msg.get_content().replace("\r\n", "\n")  # SMTP carries CRLF line ends
-    assert body.startswith("TokenOps budget alpha-monthly (team=alpha) passed 80% — $200.00 of $250.00 spent "
-                           "(Nov 2026, Europe/Berlin).\n")
+    assert body.startswith(
+        "TokenOps budget alpha-monthly (team=alpha) passed 80% — $200.00 of $250.00 spent (Nov 2026, Europe/Berlin).\n"
+    )
     assert "team alpha passed 80% of its monthly budget" in body
     assert "Alert id:      alert_0001" in body and "calls: 1234" in body
 
 
 async def test_email_refused_connection_is_a_delivery_error() -> None:
-    channel = EmailChannel("127.0.0.1", free_port(), "tokenops@example", ["finops@example"], timeout=2,
-                           username="u", password="hunter2-smtp", name="finops-mail")
+    channel = EmailChannel(
+        "127.0.0.1",
+        free_port(),
+        "tokenops@example",
+        ["finops@example"],
+        timeout=2,
+        username="u",
+        password="hunter2-smtp",
+        name="finops-mail",
+    )
     with pytest.raises(AlertDeliveryError, match=r"finops-mail: SMTP 127\.0\.0\.1:\d+ failed: ConnectionRefusedError"):
         await channel.send(make_alert())
     assert "hunter2-smtp" not in repr(channel) and "**********" in repr(channel)
@@ -371,34 +399,59 @@ EXAMPLE = """
 alerts:
   channels:
     - {type: webhook, name: ops, url: "https://hooks.example/tokenops", secret: "${WEBHOOK_SECRET}"}
-    - {type: slack, name: finance-slack, url: "https://hooks.slack.com/services/T0/B0/XXXX"}
+    - {type: slack, name: finance-slack, url: "https://hooks.slack.com/services/T0/B0/SLACKTOKEN"}
     - {type: email, name: finops-mail, host: smtp.example, port: 587, sender: tokenops@example, to: [finops@example], starttls: true, username: u, password: "${SMTP_PASSWORD}"}
 """
 
 
-def load_example(text: str = EXAMPLE) -> Any:
-    env = {"WEBHOOK_SECRET": "whsec-from-env", "SMTP_PASSWORD": "smtp-pass-from-env"}
-    return yaml.safe_load(string.Template(text).substitute(env))["alerts"]
+ENV = {"WEBHOOK_SECRET": "whsec-from-env", "SMTP_PASSWORD": "smtp-pass-from-env"}
 
 
 def test_the_documented_example_validates_and_builds() -> None:
-    cfg = parse_alerts(load_example())
+    cfg = parse_config(EXAMPLE, env=ENV).alerts  # the real path: the config file, ${VAR}s from the environment
     assert [c.channel_name for c in cfg.channels] == ["ops", "finance-slack", "finops-mail"]
-    assert "whsec-from-env" not in repr(cfg) and "smtp-pass-from-env" not in repr(cfg) and "XXXX" not in repr(cfg)
+    assert "whsec-from-env" not in repr(cfg) and "smtp-pass-from-env" not in repr(cfg) and "SLACKTOKEN" not in repr(cfg)
+    assert parse_alerts(yaml.safe_load(string.Template(EXAMPLE).substitute(ENV))["alerts"]) == cfg
 
     webhook, slack, mail = build_channels(cfg)
-    assert isinstance(webhook, WebhookChannel) and webhook.name == "ops" and webhook.url == "https://hooks.example/tokenops"
+    assert isinstance(webhook, WebhookChannel) and webhook.name == "ops"
+    assert webhook.url == "https://hooks.example/tokenops"
     assert isinstance(slack, SlackChannel) and slack.name == "finance-slack"
     assert isinstance(mail, EmailChannel) and (mail.host, mail.port, mail.starttls) == ("smtp.example", 587, True)
     assert mail.recipients == ("finops@example",) and mail.username == "u"
     assert "smtp-pass-from-env" not in repr(mail) and "whsec-from-env" not in repr(webhook)
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("type: slack", "type: teams"), "tokenops.yaml:5: alerts.channels[1]: unknown channel type 'teams'"),
+        (("to: [finops@example]", "to: [finops.example]"), "'finops.example' is not an email address"),
+        (('url: "https://hooks.slack', 'url: "hooks.slack'), "alerts.channels[1].slack.url: expected an http(s) URL"),
+        (('password: "${SMTP_PASSWORD}"', "password: [1, 2]"), "alerts.channels[2].email.password: expected text"),
+    ],
+)
+def test_config_file_errors_name_the_line_and_hide_secrets(change: tuple[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(EXAMPLE.replace(*change), env=ENV)
+    assert expected in str(info.value)
+    assert not {"SLACKTOKEN", "whsec-from-env", "smtp-pass-from-env"} & set(re.findall(r"[\w-]+", str(info.value)))
+
+
+def test_a_numeric_password_is_text() -> None:
+    cfg = parse_config(EXAMPLE.replace('"${SMTP_PASSWORD}"', "123456"), env=ENV).alerts
+    assert cfg.channels[2].password.get_secret_value() == "123456"  # type: ignore[union-attr]
+
+
 def test_channel_defaults() -> None:
-    cfg = AlertsConfig.model_validate({"channels": [
-        {"type": "email", "host": "relay", "sender": "a@relay", "to": "b@relay", "use_tls": True},
-        {"type": "webhook", "url": "http://127.0.0.1:9/x"},
-    ]})
+    cfg = AlertsConfig.model_validate(
+        {
+            "channels": [
+                {"type": "email", "host": "relay", "sender": "a@relay", "to": "b@relay", "use_tls": True},
+                {"type": "webhook", "url": "http://127.0.0.1:9/x"},
+            ]
+        }
+    )
     [mail, hook] = build_channels(cfg)
     assert (mail.name, mail.port, mail.recipients) == ("email", 465, ("b@relay",))
     assert hook.name == "webhook" and cfg.queue_size == 1000
@@ -407,18 +460,31 @@ def test_channel_defaults() -> None:
 @pytest.mark.parametrize(
     ("channel", "path", "expected"),
     [
-        ({"type": "teams", "url": "https://x"}, "alerts.channels[0]", "unknown channel type; expected one of: webhook, slack, email"),
+        (
+            {"type": "teams", "url": "https://x"},
+            "alerts.channels[0]",
+            "unknown channel type 'teams'; expected one of: webhook, slack, email",
+        ),
         ({"url": "https://x"}, "alerts.channels[0]", "a channel needs a type"),
         ({"type": "webhook", "name": "ops"}, "alerts.channels[0].url", "this key is required"),
         ({"type": "webhook", "url": "hooks.example/x"}, "alerts.channels[0].url", "expected an http(s) URL"),
         ({"type": "slack", "url": "ftp://nope/T0/SECRETPATH"}, "alerts.channels[0].url", "expected an http(s) URL"),
-        ({"type": "email", "host": "h", "sender": "a@b", "to": ["finops.example"]}, "alerts.channels[0].to",
-         "'finops.example' is not an email address"),
-        ({"type": "email", "host": "h", "sender": "tokenops", "to": ["a@b"]}, "alerts.channels[0].sender",
-         "not an email address"),
+        (
+            {"type": "email", "host": "h", "sender": "a@b", "to": ["finops.example"]},
+            "alerts.channels[0].to",
+            "'finops.example' is not an email address",
+        ),
+        (
+            {"type": "email", "host": "h", "sender": "tokenops", "to": ["a@b"]},
+            "alerts.channels[0].sender",
+            "not an email address",
+        ),
         ({"type": "email", "host": "h", "sender": "a@b", "to": []}, "alerts.channels[0].to", "at least 1 item"),
-        ({"type": "email", "host": "h", "sender": "a@b", "to": ["c@d"], "starttls": True, "use_tls": True},
-         "alerts.channels[0]", "not both"),
+        (
+            {"type": "email", "host": "h", "sender": "a@b", "to": ["c@d"], "starttls": True, "use_tls": True},
+            "alerts.channels[0]",
+            "not both",
+        ),
         ({"type": "webhook", "url": "https://x", "retry": 3}, "alerts.channels[0].retry", "unknown key"),
         ({"type": "webhook", "name": "two words", "url": "https://x"}, "alerts.channels[0].name", "may hold only"),
     ],
@@ -446,17 +512,17 @@ async def test_email_logs_in_and_a_refused_login_hides_the_password() -> None:
     from aiosmtpd.smtp import AuthResult
 
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        return AuthResult(success=auth_data.login == b"u" and auth_data.password == b"right-pass")
+        # handled=False: aiosmtpd then answers a refusal with 535 itself (its default is to stay silent).
+        return AuthResult(success=auth_data.login == b"u" and auth_data.password == b"right-pass", handled=False)
 
     inbox = Inbox()
-    controller = LoopbackController(inbox, hostname="127.0.0.1", authenticator=authenticator,
-                                    auth_require_tls=False)
+    controller = LoopbackController(inbox, hostname="127.0.0.1", authenticator=authenticator, auth_require_tls=False)
     controller.start()
     try:
-        ok = EmailChannel("127.0.0.1", controller.port, "a@b", ["c@d"], username="u", password="right-pass")
+        ok = EmailChannel("127.0.0.1", controller.port, "a@b", ["c@d"], username="u", password="right-pass", timeout=3)
         await ok.send(make_alert())
         assert len(inbox.envelopes) == 1
-        bad = EmailChannel("127.0.0.1", controller.port, "a@b", ["c@d"], username="u", password="wrong-pass")
+        bad = EmailChannel("127.0.0.1", controller.port, "a@b", ["c@d"], username="u", password="wrong-pass", timeout=3)
         with pytest.raises(AlertDeliveryError, match=r"refused the login for 'u' \(535\)") as info:
             await bad.send(make_alert())
         assert "wrong-pass" not in str(info.value) and len(inbox.envelopes) == 1

@@ -12,7 +12,8 @@ Field meanings:
 * ``amount_usd`` is the budget's amount (its limit) for the period; ``None`` for a budget without a money limit.
 * ``period_start`` / ``period_end`` bound the budget period, end exclusive; they carry the budget's time zone
   (a ``zoneinfo.ZoneInfo``) so that the period can be named the way the budget's owner thinks of it.
-* ``details`` is free-form; the describers read ``exhausts_at`` (a datetime or ISO string) of forecast alerts.
+* ``details`` is free-form; the describers read ``exhausts_at`` (or ``exhausted_at``: a datetime or ISO string)
+  of forecast alerts.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def scope_label(scope: Mapping[str, str]) -> str:
 
 
 def exhausts_at(alert: Alert) -> datetime | None:
-    raw = alert.details.get("exhausts_at")
+    raw = alert.details.get("exhausts_at", alert.details.get("exhausted_at"))  # the policy engine says the latter
     if isinstance(raw, datetime):
         when = raw
     elif isinstance(raw, str):

@@ -226,7 +226,8 @@ class WebhookChannel:
         return f"WebhookChannel(name={self.name!r}, url={safe_url(self.url)!r}, {signed})"
 
     def body(self, alert: Alert) -> bytes:
-        return orjson.dumps(alert.to_json())
+        # default=str: an odd value in ``details`` must not cost the whole alert its delivery
+        return orjson.dumps(alert.to_json(), default=str)
 
     def headers(self, alert: Alert, body: bytes) -> dict[str, str]:
         timestamp = str(int(time.time()))

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tokenops.cli import demo, keys, prices, report, serve
+from tokenops.cli import approvals, budgets, demo, keys, prices, report, serve
 
 app = typer.Typer(
     name="tokenops",
@@ -22,6 +22,8 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(report.app, name="report")
 app.add_typer(prices.app, name="prices")
+app.add_typer(budgets.app, name="budgets")
+app.add_typer(approvals.app, name="approvals")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 

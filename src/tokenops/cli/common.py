@@ -49,8 +49,9 @@ def ledger_for(cfg: Any) -> Any:
 _REL = re.compile(r"^(\d+)([dhm])$")
 
 
-def parse_time(value: str | None, *, what: str, now: datetime | None = None) -> datetime | None:
-    """ISO date (midnight UTC), ISO datetime (UTC unless it has an offset) or relative: 30d, 12h, 90m ago."""
+def parse_time(value: str | None, *, what: str, now: datetime | None = None, future: bool = False) -> datetime | None:
+    """ISO date (midnight UTC), ISO datetime (UTC unless it has an offset) or relative: 30d, 12h, 90m ago
+    (or from now, with ``future``)."""
     if value is None:
         return None
     value = value.strip()
@@ -58,7 +59,8 @@ def parse_time(value: str | None, *, what: str, now: datetime | None = None) -> 
     m = _REL.match(value)
     if m:
         n, unit = int(m.group(1)), m.group(2)
-        return now - {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+        delta = {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+        return now + delta if future else now - delta
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:

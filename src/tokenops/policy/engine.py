@@ -28,7 +28,7 @@ from tokenops.gateway.call import Call
 from tokenops.ledger.events import SpendEvent
 from tokenops.money import ZERO, format_usd
 from tokenops.policy.approvals import Approvals
-from tokenops.policy.config import SEVERITY, BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
+from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
 from tokenops.policy.estimate import input_bound, max_cost, requested_output, typical_input
 from tokenops.policy.limits import RateClaim, RateLimiter
 from tokenops.policy.periods import Window, window
@@ -86,18 +86,17 @@ class PolicyEngine:
         self._model_rules(call, key_id)
         budgets = [(b, self.window(b, now)) for b in self.budgets.values()
                    if b.scope.matches(call.tags, key_id, call.end_user, call.model_requested)]  # fmt: skip
-        action, budget, threshold = self._action(budgets)
-        if action == "block" and budget is not None:
-            await self._blocked(call, budget, budgets)
-        if action == "downgrade" and threshold is not None and threshold.model != call.model_requested:
+        blocking, approval_budgets, downgrade = self._actions(budgets)
+        if blocking is not None:
+            await self._blocked(call, blocking, budgets)
+        if downgrade is not None and downgrade[1].model and downgrade[1].model != call.model_requested:
             call.response_headers["x-tokenops-downgraded-from"] = call.model_requested
-            call.response_headers["x-tokenops-downgrade-reason"] = f"budget {budget.name if budget else ''}"
-            call.model_requested = threshold.model or call.model_requested
+            call.response_headers["x-tokenops-downgrade-reason"] = f"budget {downgrade[0].name}"
+            call.model_requested = downgrade[1].model
             self._model_rules(call, key_id)  # the cheaper model must be allowed too
         rules = self._rules_for(call, key_id)
         needs = [f"rule:{r.name}" for r in rules if r.require_approval]
-        if action == "require_approval" and budget is not None:
-            needs.append(f"budget:{budget.name}")
+        needs += [f"budget:{b.name}" for b in approval_budgets]
         for reason in needs:
             await self.approvals.require(call, reason, now)
 
@@ -168,19 +167,29 @@ class PolicyEngine:
             blocks.append(Decimal(1))
         return b.amount * min(blocks) if blocks else None
 
-    def _action(self, budgets: list[tuple[BudgetConfig, Window]]) -> tuple[str | None, BudgetConfig | None,
-                                                                           ThresholdConfig | None]:  # fmt: skip
-        best: tuple[str | None, BudgetConfig | None, ThresholdConfig | None] = (None, None, None)
+    def _actions(self, budgets: list[tuple[BudgetConfig, Window]]) -> tuple[
+            BudgetConfig | None, list[BudgetConfig], tuple[BudgetConfig, ThresholdConfig] | None]:  # fmt: skip
+        """Actions reached, cumulatively: (a budget that blocks, budgets needing approval, the downgrade).
+
+        Every threshold reached applies — at 85% of a budget with a downgrade at 70% and approval at 85% the
+        call needs approval *and* is downgraded. Of several downgrades, the one set at the highest level wins.
+        """
+        approvals: list[BudgetConfig] = []
+        downgrade: tuple[BudgetConfig, ThresholdConfig] | None = None
         for b, w in budgets:
             committed = self.state.counter((b.name, w.key)).committed
             limit = self._limit(b)
             if limit is not None and committed >= limit:
-                return "block", b, None
+                return b, [], None
             used = committed / b.amount
             for t in b.thresholds:
-                if used >= t.at and (best[0] is None or SEVERITY[t.action] > SEVERITY[best[0]]):
-                    best = (t.action, b, t)
-        return best
+                if used < t.at:
+                    continue
+                if t.action == "require_approval" and b not in approvals:
+                    approvals.append(b)
+                elif t.action == "downgrade" and (downgrade is None or t.at > downgrade[1].at):
+                    downgrade = (b, t)
+        return None, approvals, downgrade
 
     def _rules_for(self, call: Call, key_id: str | None) -> list[RuleConfig]:
         return [r for r in self.rules if r.applies(call.model_requested)

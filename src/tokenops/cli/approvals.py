@@ -1,0 +1,81 @@
+"""``tokenops approvals list|approve|deny``: the approval workflow for expensive models and budgets."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load, parse_time
+from tokenops.errors import UsageError
+
+app = typer.Typer(help="Approve or deny calls that need a person's yes.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(
+    status: Annotated[str | None, typer.Option(help="Only pending | approved | denied | expired.")] = None,
+    config: ConfigOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """List approval requests, newest first."""
+    from tokenops.ledger.governance import GovernanceStore
+
+    if status is not None and status not in ("pending", "approved", "denied", "expired"):
+        raise UsageError("--status must be pending, approved, denied or expired")
+    cfg = load(config)
+    ledger = ledger_for(cfg)
+    ledger.drain(cfg.spool_path())  # requests the gateway made a moment ago
+    rows = [a.to_public() for a in GovernanceStore(ledger).approvals(status)]
+    emit(rows, fmt, title="Approvals", payload={"approvals": rows},
+         columns=["id", "status", "reason", "model", "key_id", "requested_at", "decided_by", "until", "max_usd"])  # fmt: skip
+
+
+def _decide(approval_id: str, approve: bool, until: str | None, max_usd: str | None, config: str | None,
+            fmt: Format) -> None:  # fmt: skip
+    import getpass
+
+    from tokenops.ledger.governance import GovernanceStore
+    from tokenops.money import to_decimal
+
+    cfg = load(config)
+    ledger = ledger_for(cfg)
+    ledger.drain(cfg.spool_path())
+    cap = None
+    if max_usd is not None:
+        try:
+            cap = to_decimal(max_usd, what="--max-usd")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if cap <= 0:
+            raise UsageError("--max-usd must be greater than 0")
+    decided = GovernanceStore(ledger).decide(approval_id, approve=approve, by=getpass.getuser(),
+                                             until=parse_time(until, what="--until", future=True), max_usd=cap)  # fmt: skip
+    if fmt is Format.json:
+        emit([], fmt, payload=decided.to_public())
+    else:
+        typer.echo(f"{decided.id} {decided.status} by {decided.decided_by}"
+                   + (f" until {decided.until:%Y-%m-%d %H:%M} UTC" if decided.until else "")
+                   + (f", up to ${decided.max_usd}" if decided.max_usd is not None else "") + ".")  # fmt: skip
+
+
+@app.command("approve")
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="The approval request id (apr_…).")],
+    until: Annotated[str | None, typer.Option(help="Grant ends at this date/time (ISO) or after 2h, 7d.")] = None,
+    max_usd: Annotated[str | None, typer.Option("--max-usd", help="Spend cap of the grant, in USD.")] = None,
+    config: ConfigOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Grant a request: its key may make such calls (until a date, up to an amount)."""
+    _decide(approval_id, True, until, max_usd, config, fmt)
+
+
+@app.command("deny")
+def deny(
+    approval_id: Annotated[str, typer.Argument(help="The approval request id (apr_…).")],
+    config: ConfigOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Deny a request."""
+    _decide(approval_id, False, None, None, config, fmt)

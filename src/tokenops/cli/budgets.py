@@ -1,0 +1,141 @@
+"""``tokenops budgets set|list|status|delete``: budgets for any scope, from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load
+from tokenops.errors import UsageError
+
+app = typer.Typer(help="Budgets: money or tokens per scope and period, with thresholds and actions.",
+                  no_args_is_help=True)  # fmt: skip
+
+
+def _threshold(text: str) -> dict[str, Any]:
+    """``0.8:downgrade:gpt-4o-mini``, ``0.5`` (alert) or ``1.0:block``."""
+    parts = text.split(":")
+    out: dict[str, Any] = {"at": parts[0], "action": parts[1] if len(parts) > 1 else "alert"}
+    if len(parts) > 2:
+        out["model"] = ":".join(parts[2:])
+    return out
+
+
+def _all_budgets(cfg: Any) -> list[Any]:
+    from tokenops.ledger.governance import GovernanceStore
+    from tokenops.policy.config import BudgetConfig
+
+    ledger = ledger_for(cfg)
+    budgets = {b.name: (b, "config") for b in cfg.budgets}
+    for d in GovernanceStore(ledger).budgets():
+        try:
+            budgets.setdefault(d["name"], (BudgetConfig.model_validate(d), "cli/api"))
+        except ValueError as exc:
+            typer.secho(f"warning: budget {d.get('name')} in the ledger is invalid: {exc}", err=True, fg="yellow")
+    return list(budgets.values())
+
+
+@app.command("set")
+def set_(
+    name: Annotated[str, typer.Option("--name", "-n", help="Budget name.")],
+    scope: Annotated[str, typer.Option(help="Scope: team=alpha,env=prod; also key=ID, user=NAME, model=GLOB.")] = "",
+    amount_usd: Annotated[str | None, typer.Option("--amount-usd", help="Amount in USD, e.g. 250.")] = None,
+    amount_tokens: Annotated[int | None, typer.Option("--amount-tokens", help="Amount in tokens.")] = None,
+    period: Annotated[str, typer.Option(help="day | week | month | quarter | custom")] = "month",
+    timezone: Annotated[str, typer.Option("--timezone", "--tz", help="IANA time zone of the period.")] = "UTC",
+    start: Annotated[str | None, typer.Option(help="Start of a custom period (ISO date).")] = None,
+    end: Annotated[str | None, typer.Option(help="End (exclusive) of a custom period (ISO date).")] = None,
+    hard: Annotated[bool, typer.Option("--hard/--soft", help="A hard budget blocks calls at 100%.")] = False,
+    threshold: Annotated[list[str] | None, typer.Option("--threshold", "-t",
+                         help="AT[:ACTION[:MODEL]], repeatable: 0.5  0.8:downgrade:gpt-4o-mini  0.9:require_approval  1.0:block")] = None,  # fmt: skip
+    config: ConfigOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Create or replace a budget. A running gateway picks it up within a few seconds."""
+    import getpass
+
+    from pydantic import ValidationError
+
+    from tokenops.ledger.governance import GovernanceStore
+    from tokenops.policy.config import BudgetConfig
+
+    cfg = load(config)
+    if any(b.name == name for b in cfg.budgets):
+        raise UsageError(f"budget {name!r} is defined in {cfg.source}; change it there")
+    definition: dict[str, Any] = {"name": name, "scope": scope, "period": period, "timezone": timezone,
+                                  "hard": hard, "thresholds": [_threshold(t) for t in threshold or []]}  # fmt: skip
+    if amount_usd is not None:
+        definition["amount_usd"] = amount_usd
+    if amount_tokens is not None:
+        definition["amount_tokens"] = amount_tokens
+    if start is not None:
+        definition["start"] = start
+    if end is not None:
+        definition["end"] = end
+    try:
+        budget = BudgetConfig.model_validate(definition)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "budget"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise UsageError(f"invalid budget ({where}): {msg}") from None
+    public = budget.to_public()
+    stored = {**public, "scope": budget.scope.as_dict(), "amount_usd": amount_usd, "amount_tokens": amount_tokens}
+    stored = {k: v for k, v in stored.items() if k not in ("unit", "amount") and v is not None}
+    if budget.custom_window():
+        stored["start"], stored["end"] = (d.isoformat() for d in budget.custom_window())  # type: ignore[union-attr]
+    GovernanceStore(ledger_for(cfg)).put_budget(name, stored, by=getpass.getuser())
+    if fmt is Format.json:
+        emit([], fmt, payload=public)
+    else:
+        typer.echo(f"Budget {name} set: {public['amount']} {public['unit']} per {period} for {budget.scope}.")
+
+
+@app.command("list")
+def list_(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None:
+    """List budgets from the config file and those set with the CLI/API."""
+    cfg = load(config)
+    rows = [{**b.to_public(), "source": src} for b, src in _all_budgets(cfg)]
+    emit(rows, fmt, title="Budgets", payload={"budgets": rows},
+         columns=["name", "scope", "amount", "unit", "period", "timezone", "hard", "thresholds", "source"])  # fmt: skip
+
+
+@app.command("status")
+def status(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None:
+    """Spent, remaining, forecast at period end and threshold states for each budget, this period."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from tokenops.ledger.governance import GovernanceStore
+    from tokenops.policy.engine import budget_status
+    from tokenops.policy.periods import window
+
+    cfg = load(config)
+    ledger = ledger_for(cfg)
+    ledger.drain(cfg.spool_path())
+    store = GovernanceStore(ledger)
+    now = datetime.now(UTC)
+    rows = []
+    for b, _src in _all_budgets(cfg):
+        w = window(b.period, b.timezone, now, custom=b.custom_window())
+        spent = store.spent(b.scope, w.start, w.end, b.unit)
+        rows.append(budget_status(b, w, spent, Decimal(0), now))
+    table_rows = [{**r, "thresholds": " ".join(f"{t['at']:g}:{t['action']}{'✓' if t['reached'] else ''}"
+                                               for t in r["thresholds"])} for r in rows]  # fmt: skip
+    emit(table_rows, fmt, title="Budget status (this period)", payload={"budgets": rows},
+         columns=["name", "scope", "unit", "amount", "spent", "remaining", "forecast_at_period_end", "used_fraction",
+                  "thresholds", "period_end"])  # fmt: skip
+
+
+@app.command("delete")
+def delete(name: Annotated[str, typer.Argument(help="Budget name.")], config: ConfigOption = None) -> None:
+    """Delete a budget set with the CLI/API (config-file budgets are changed in the file)."""
+    from tokenops.ledger.governance import GovernanceStore
+
+    cfg = load(config)
+    if any(b.name == name for b in cfg.budgets):
+        raise UsageError(f"budget {name!r} is defined in {cfg.source}; remove it there")
+    if not GovernanceStore(ledger_for(cfg)).delete_budget(name):
+        raise UsageError(f"no budget named {name!r} (see: tokenops budgets list)")
+    typer.echo(f"Deleted budget {name}.")

@@ -1,0 +1,56 @@
+"""No overshoot under concurrency: hundreds of calls at once against a hard budget end with spend <= B + one
+call's maximum cost, every run."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+from harness import GatewayHarness
+
+from tokenops.policy.estimate import max_cost
+
+BUDGET = Decimal("0.05")
+
+
+@pytest.mark.parametrize("run", range(3))
+async def test_hard_budget_holds_under_hundreds_of_concurrent_calls(make_gateway, run: int) -> None:  # noqa: ANN001
+    h: GatewayHarness = await make_gateway(f"""
+budgets:
+  - {{name: search-hard, scope: {{team: search}}, amount_usd: "{BUDGET}", period: month, hard: true}}
+""", key_tags={"team": "search"})  # fmt: skip
+
+    async def one(i: int) -> tuple[int, str | None]:
+        stream = i % 4 == 0
+        body = {"model": "gpt-4o", "max_tokens": 40, "stream": stream,
+                "messages": [{"role": "user", "content": f"call number {i} " + "x" * (i % 50)}]}  # fmt: skip
+        r = await h.client.post("/v1/chat/completions", json=body, headers=h.auth())
+        code = r.json()["error"]["code"] if r.status_code != 200 else None
+        return r.status_code, code
+
+    # waves of 150 concurrent calls until a whole wave is refused: the budget is then used up
+    results: list[tuple[int, str | None]] = []
+    for wave in range(20):
+        batch = await asyncio.gather(*(one(wave * 150 + i) for i in range(150)))
+        results += batch
+        if all(s == 429 for s, _ in batch):
+            break
+    ok = sum(1 for s, _ in results if s == 200)
+    blocked = [c for s, c in results if s == 429]
+    assert ok > 0 and blocked and set(blocked) == {"budget_exceeded"}
+    assert ok + len(blocked) == len(results)
+    h.flush()
+    with h.ledger.connect() as conn:
+        spent = conn.execute("SELECT sum(cost_usd) FROM events WHERE team = 'search' AND status = 'ok'").fetchone()[0]
+    row = h.gateway.catalog.lookup(("openai",), "gpt-4o", h.gateway.clock())
+    # the largest single call: the longest body of the run, 40 output tokens
+    one_call_max = max_cost(row, 400, 40)
+    assert spent <= BUDGET + one_call_max, f"overshoot {spent - BUDGET} > one call's max {one_call_max}"
+    assert spent >= BUDGET, "a hard budget refuses calls only once it is used up"
+    counter = h.gateway.engine.state.counter(("search-hard", h.gateway.engine.window(
+        h.gateway.engine.budgets["search-hard"], h.gateway.clock()).key))  # fmt: skip
+    assert counter.reserved == 0 and counter.spent == spent  # every reservation settled, no count lost
+    overshoot = max(Decimal(0), spent - BUDGET)
+    print(f"\nrun {run}: {ok} admitted, {len(blocked)} blocked, spent {spent} of {BUDGET}, "
+          f"overshoot {overshoot} / bound {one_call_max}")
