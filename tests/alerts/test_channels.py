@@ -172,6 +172,8 @@ def test_descriptions_read_well_for_each_kind() -> None:
         "rate — $1,234.50 of $2,500.00 spent (Nov 2026, Europe/Berlin)."
     )
     assert subject(forecast) == "[TokenOps] Budget alpha-monthly projected to run out on 19 Nov"
+    as_the_engine_says = make_alert(kind="forecast", threshold=None, details={"exhausted_at": "2026-11-19T10:00:00"})
+    assert "will run out on 19 Nov at the current rate" in describe(as_the_engine_says)
     day = datetime(2026, 11, 17, tzinfo=UTC)
     blocked = make_alert(kind="blocked", threshold=None, scope={}, period_start=day, period_end=day + timedelta(1))
     assert (
