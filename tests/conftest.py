@@ -30,9 +30,9 @@ async def make_gateway(tmp_path: Path, fake_app: Any) -> AsyncIterator[Callable[
 
     async def make(extra: str = "", *, transport: httpx.AsyncBaseTransport | None = None,
                    key_tags: dict[str, str] | None = None, locked: tuple[str, ...] = (),
-                   upstream: str = FAKE_URL) -> GatewayHarness:  # fmt: skip
+                   upstream: str = FAKE_URL, clock: Callable[[], Any] | None = None) -> GatewayHarness:  # fmt: skip
         cfg = write_config(tmp_path, extra, upstream=upstream)
-        gw = create_app(cfg, transport=transport or httpx.ASGITransport(app=fake_app))
+        gw = create_app(cfg, transport=transport or httpx.ASGITransport(app=fake_app), clock=clock)
         rec, key = create_key(gw.ledger, tags=key_tags, locked=locked)
         await gw.start()
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gateway.test")
@@ -42,7 +42,7 @@ async def make_gateway(tmp_path: Path, fake_app: Any) -> AsyncIterator[Callable[
     yield make
     for gw, client in made:
         await client.aclose()
-        await gw.close()
+        await gw.close()  # a no-op for a gateway the test closed itself
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from typing import Any
 import openai
 import orjson
 import pytest
-from harness import PROVIDER_KEY, create_key, write_config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from harness import PROVIDER_KEY, create_key, write_config
 from tokenops.alerts import verify_signature
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.gateway.app import create_app

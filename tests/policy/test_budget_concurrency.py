@@ -7,8 +7,8 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-from harness import GatewayHarness
 
+from harness import GatewayHarness
 from tokenops.policy.estimate import max_cost
 
 BUDGET = Decimal("0.05")

@@ -71,7 +71,7 @@ class BudgetAlerts:
                     day = runs_out.strftime("%b %d %H:%M UTC")
                     await self._fire("forecast", b, w, None, spent,
                                      f"budget {b.name} ({b.scope}) will be exhausted around {day} at the current "
-                                     f"rate (projected {_amount(b, projected)} of {_amount(b, b.amount)} by "
+                                     f"rate (projected {_amount(b, projected.quantize(Decimal('0.01')))} of {_amount(b, b.amount)} by "
                                      f"{w.end:%b %d})", now,
                                      {"exhausted_at": runs_out.isoformat()})  # fmt: skip
 
