@@ -104,6 +104,7 @@ class Gateway:
         )  # fmt: skip
         self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
         self.dispatcher: AlertDispatcher | None = None
+        self._admin: Any = None  # the admin API, built on first use (FastAPI is slow to import)
         self.adapters: dict[str, Adapter] = {}
         timeouts: dict[str, httpx.Timeout] = {}
         for name, p in config.providers.items():
@@ -226,6 +227,9 @@ class Gateway:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        if path.startswith("/v1/admin") or path == "/openapi.json":
+            await self.admin_api(scope, receive, send)
+            return
         route = ROUTES.get(path)
         flavor = "anthropic" if path.startswith("/v1/messages") else "openai"
         if route is None:
@@ -251,6 +255,14 @@ class Gateway:
             await self._readyz(send)
         elif route.name == "metrics":
             await send_bytes(send, 200, self.metrics.render(), {}, "text/plain; version=0.0.4; charset=utf-8")
+
+    @property
+    def admin_api(self) -> Any:
+        if self._admin is None:
+            from tokenops.api.app import create_admin_api
+
+            self._admin = create_admin_api(self)
+        return self._admin
 
     async def _send_error(
         self, send: Send, err: GatewayError, flavor: str, headers: dict[str, str] | None = None

@@ -1,0 +1,259 @@
+"""The admin REST API, mounted in the gateway under ``/v1/admin`` (OpenAPI document at ``/openapi.json``).
+
+It needs the config's ``admin_key`` (``Authorization: Bearer …`` or ``x-api-key``); a client key gets 403,
+no key 401. Changes take effect in this gateway at once (other gateways on the same ledger within their
+refresh interval). Errors use the OpenAI error shape: ``{"error": {"type", "code", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hmac
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from tokenops import keys as keymod
+from tokenops.api.models import (
+    AlertList,
+    ApprovalList,
+    ApprovalOut,
+    ApproveIn,
+    BudgetIn,
+    BudgetList,
+    BudgetStatus,
+    ErrorOut,
+    KeyCreated,
+    KeyIn,
+    KeyOut,
+    PolicyList,
+    SpendReportOut,
+)
+from tokenops.errors import LedgerBusy, LedgerError, TokenOpsError, UsageError
+from tokenops.gateway.stages.auth import presented_key
+from tokenops.money import to_decimal
+from tokenops.tags import TagError, check_name, parse_tags
+
+if TYPE_CHECKING:
+    from tokenops.gateway.app import Gateway
+
+PREFIX = "/v1/admin"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in ((400, "Bad input"), (401, "No or unknown key"), (403, "Not the admin key"),
+                         (404, "Not found"), (409, "Conflicts with the config file"), (503, "Ledger busy"))
+}  # fmt: skip
+
+
+class AdminError(TokenOpsError):
+    def __init__(self, status: int, code: str, message: str):
+        self.status, self.code = status, code
+        super().__init__(message)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+            404: "not_found_error", 409: "conflict_error"}.get(status, "api_error")  # fmt: skip
+    return JSONResponse({"error": {"type": kind, "code": code, "message": message}}, status_code=status)
+
+
+def _admin(request: Request) -> None:
+    """The admin key, compared in constant time; a client key is told it is the wrong kind of key."""
+    gw: Gateway = request.app.state.gateway
+    presented = presented_key({k.lower(): v for k, v in request.headers.items()})
+    configured = gw.config.admin_key.get_secret_value() if gw.config.admin_key else None
+    if presented is None:
+        raise AdminError(401, "missing_api_key", "the admin API needs the admin key (Authorization: Bearer …)")
+    if configured and hmac.compare_digest(presented.encode(), configured.encode()):
+        return
+    if gw.keys.get(presented) is not None:
+        raise AdminError(403, "admin_key_required", "a client key cannot use the admin API")
+    if not configured:
+        raise AdminError(403, "admin_api_disabled", "the admin API is disabled: set admin_key in the config")
+    raise AdminError(401, "invalid_api_key", "unknown key")
+
+
+Admin = Annotated[None, Depends(_admin)]
+
+
+def create_admin_api(gw: Gateway) -> FastAPI:
+    api = FastAPI(
+        title="TokenOps admin API",
+        version="1",
+        description="Keys, budgets, limits, rules, approvals, alerts and spend queries of a TokenOps gateway.",
+        responses=ERRORS,
+        docs_url="/v1/admin/docs",
+        redoc_url=None,
+    )
+    api.state.gateway = gw
+
+    @api.exception_handler(AdminError)
+    async def _admin_error(request: Request, exc: AdminError) -> JSONResponse:
+        return _error(exc.status, exc.code, str(exc))
+
+    @api.exception_handler(UsageError)
+    async def _usage_error(request: Request, exc: UsageError) -> JSONResponse:
+        return _error(400, "invalid_request", str(exc))
+
+    @api.exception_handler(LedgerError)
+    async def _ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        return _error(503, "ledger_busy" if isinstance(exc, LedgerBusy) else "ledger_unavailable", str(exc))
+
+    # --- keys ------------------------------------------------------------------------------------
+    @api.get(f"{PREFIX}/keys", response_model=list[KeyOut], tags=["keys"])
+    def list_keys(_: Admin) -> list[dict[str, Any]]:
+        return [k.public() for k in gw.ledger.list_keys()]
+
+    @api.post(f"{PREFIX}/keys", response_model=KeyCreated, status_code=201, tags=["keys"])
+    def create_key(body: KeyIn, _: Admin) -> dict[str, Any]:
+        try:
+            tags = {check_name(k): v for k, v in body.tags.items()}
+            parse_tags(",".join(f"{k}={v}" for k, v in tags.items()), what="tags")
+            locked = tuple(check_name(n) for n in body.lock)
+        except TagError as exc:
+            raise AdminError(400, "invalid_tags", str(exc)) from None
+        if not body.name.strip():
+            raise AdminError(400, "invalid_request", "name must not be blank")
+        if any(n not in tags for n in locked):
+            raise AdminError(400, "invalid_request", "lock names a tag that tags does not set")
+        key = keymod.generate()
+        rec = keymod.KeyRecord(id=keymod.new_key_id(), name=body.name.strip(), key_hash=keymod.hash_key(key),
+                               key_prefix=key[:10], tags=tags, locked_tags=locked,
+                               created_at=datetime.now(UTC))  # fmt: skip
+        gw.ledger.insert_key(rec)
+        gw.keys.put(rec)
+        return {"id": rec.id, "key": key, "name": rec.name, "tags": tags}
+
+    @api.post(f"{PREFIX}/keys/{{key_id}}/revoke", response_model=KeyOut, tags=["keys"])
+    def revoke_key(key_id: str, _: Admin) -> dict[str, Any]:
+        if not gw.ledger.revoke_key(key_id):
+            raise AdminError(404, "not_found", f"no key {key_id!r}")
+        gw.keys.reload()
+        return next(k.public() for k in gw.ledger.list_keys() if k.id == key_id)
+
+    # --- budgets ---------------------------------------------------------------------------------
+    def statuses() -> list[dict[str, Any]]:
+        config_names = set(gw.engine.config_budgets)
+        return [{**s, "source": "config" if s["name"] in config_names else "api"} for s in gw.engine.status()]
+
+    @api.get(f"{PREFIX}/budgets", response_model=BudgetList, tags=["budgets"])
+    def list_budgets(_: Admin) -> dict[str, Any]:
+        return {"budgets": statuses()}
+
+    @api.put(f"{PREFIX}/budgets/{{name}}", response_model=BudgetStatus, tags=["budgets"])
+    def put_budget(name: str, body: BudgetIn, _: Admin) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from tokenops.policy.config import BudgetConfig
+
+        if name in gw.engine.config_budgets:
+            raise AdminError(409, "defined_in_config", f"budget {name!r} is defined in the config file")
+        definition = {"name": name, **body.model_dump(exclude_none=True, mode="json")}
+        try:
+            BudgetConfig.model_validate(definition)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "budget"
+            raise AdminError(400, "invalid_budget", f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+        except ValueError as exc:
+            raise AdminError(400, "invalid_budget", str(exc)) from None
+        gw.governance.put_budget(name, definition, by="admin-api")
+        gw.reload_policy()
+        return next(s for s in statuses() if s["name"] == name)
+
+    @api.delete(f"{PREFIX}/budgets/{{name}}", status_code=204, response_class=Response, tags=["budgets"])
+    def delete_budget(name: str, _: Admin) -> Response:
+        if name in gw.engine.config_budgets:
+            raise AdminError(409, "defined_in_config", f"budget {name!r} is defined in the config file")
+        if not gw.governance.delete_budget(name):
+            raise AdminError(404, "not_found", f"no budget {name!r}")
+        gw.reload_policy()
+        return Response(status_code=204)
+
+    @api.get(f"{PREFIX}/limits", response_model=PolicyList, tags=["policy"])
+    def list_limits(_: Admin) -> dict[str, Any]:
+        return {"items": [_public(limit) for limit in gw.config.limits]}
+
+    @api.get(f"{PREFIX}/rules", response_model=PolicyList, tags=["policy"])
+    def list_rules(_: Admin) -> dict[str, Any]:
+        return {"items": [_public(rule) for rule in gw.config.rules]}
+
+    # --- approvals and alerts --------------------------------------------------------------------
+    @api.get(f"{PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"])
+    def list_approvals(
+        _: Admin,
+        status: Annotated[str | None, Query(pattern="^(pending|approved|denied|expired)$")] = None,
+    ) -> dict[str, Any]:
+        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        return {"approvals": [a.to_public() for a in gw.governance.approvals(status)]}
+
+    def decide(approval_id: str, approve: bool, body: ApproveIn | None) -> dict[str, Any]:
+        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        cap = None
+        if body is not None and body.max_usd is not None:
+            try:
+                cap = to_decimal(body.max_usd, what="max_usd")
+            except ValueError as exc:
+                raise AdminError(400, "invalid_request", str(exc)) from None
+            if cap <= 0:
+                raise AdminError(400, "invalid_request", "max_usd must be greater than 0")
+        until = body.until if body is not None else None
+        if until is not None and until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        try:
+            decided = gw.governance.decide(approval_id, approve=approve, by=f"admin-api ({getpass.getuser()})",
+                                           until=until, max_usd=cap)  # fmt: skip
+        except UsageError as exc:
+            status = 404 if "no approval request" in str(exc) else 400
+            raise AdminError(status, "not_found" if status == 404 else "invalid_request", str(exc)) from None
+        gw.reload_policy()
+        return decided.to_public()
+
+    @api.post(f"{PREFIX}/approvals/{{approval_id}}/approve", response_model=ApprovalOut, tags=["approvals"])
+    def approve(approval_id: str, _: Admin, body: ApproveIn | None = None) -> dict[str, Any]:
+        return decide(approval_id, True, body)
+
+    @api.post(f"{PREFIX}/approvals/{{approval_id}}/deny", response_model=ApprovalOut, tags=["approvals"])
+    def deny(approval_id: str, _: Admin) -> dict[str, Any]:
+        return decide(approval_id, False, None)
+
+    @api.get(f"{PREFIX}/alerts", response_model=AlertList, tags=["alerts"])
+    def list_alerts(_: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        return {"alerts": gw.governance.alerts(limit)}
+
+    # --- spend -----------------------------------------------------------------------------------
+    @api.get(f"{PREFIX}/reports/spend", response_model=SpendReportOut, tags=["reports"])
+    def spend(
+        _: Admin,
+        by: Annotated[str, Query(description="Comma-separated: tag names, model, provider, key, user, day, week, "
+                                             "month.", max_length=500)] = "",  # fmt: skip
+        since: Annotated[str | None, Query(max_length=64)] = None,
+        until: Annotated[str | None, Query(max_length=64)] = None,
+        where: Annotated[str, Query(max_length=1000)] = "",
+        timezone: Annotated[str, Query(max_length=64)] = "UTC",
+    ) -> dict[str, Any]:
+        from tokenops.analytics.breakdown import spend_report
+        from tokenops.cli.common import parse_time
+
+        try:
+            filters = parse_tags(where, what="where")
+        except TagError as exc:
+            raise AdminError(400, "invalid_request", str(exc)) from None
+        start, end = parse_time(since, what="since"), parse_time(until, what="until")
+        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        with gw.ledger.connect() as conn:
+            report = spend_report(conn, by=[b for b in by.split(",") if b.strip()], since=start, until=end,
+                                  where=filters, timezone=timezone)  # fmt: skip
+        return report.to_json()
+
+    return api
+
+
+def _public(model: Any) -> dict[str, Any]:
+    data = model.model_dump(mode="json")
+    if "scope" in data:
+        data["scope"] = model.scope.as_dict()
+    return data

@@ -1,0 +1,142 @@
+"""Request and response bodies of the admin API (they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    tags: dict[str, str] = {}
+    lock: list[str] = Field(default=[], description="Tag names requests may not override.")
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    tags: dict[str, str]
+    locked_tags: list[str]
+    created_at: str | None
+    revoked_at: str | None
+    status: Literal["active", "revoked"]
+
+
+class KeyCreated(BaseModel):
+    id: str
+    key: str = Field(description="The key itself: shown once, stored only as a hash.")
+    name: str
+    tags: dict[str, str]
+
+
+class ThresholdIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: float = Field(gt=0, le=10)
+    action: Literal["alert", "downgrade", "require_approval", "block"] = "alert"
+    model: str | None = None
+
+
+class BudgetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: dict[str, str] = {}
+    amount_usd: str | None = Field(None, description='Decimal string, e.g. "250.00".')
+    amount_tokens: int | None = Field(None, gt=0)
+    period: Literal["day", "week", "month", "quarter", "custom"] = "month"
+    timezone: str = "UTC"
+    start: datetime | None = None
+    end: datetime | None = None
+    hard: bool = False
+    thresholds: list[ThresholdIn] = []
+
+
+class ThresholdState(BaseModel):
+    at: float
+    action: str
+    reached: bool
+    model: str | None = None
+
+
+class BudgetStatus(BaseModel):
+    name: str
+    scope: dict[str, str]
+    unit: Literal["usd", "tokens"]
+    amount: str
+    period: str
+    timezone: str
+    hard: bool
+    source: Literal["config", "api"]
+    period_start: str
+    period_end: str
+    spent: str
+    reserved: str
+    remaining: str
+    forecast_at_period_end: str
+    used_fraction: float
+    thresholds: list[ThresholdState]
+
+
+class BudgetList(BaseModel):
+    budgets: list[BudgetStatus]
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    until: datetime | None = Field(None, description="The grant ends then (ISO 8601).")
+    max_usd: str | None = Field(None, description="Spend cap of the grant, a decimal string.")
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    status: Literal["pending", "approved", "denied", "expired"]
+    key_id: str | None
+    reason: str
+    model: str | None
+    message: str | None
+    requested_at: str
+    decided_at: str | None
+    decided_by: str | None
+    until: str | None
+    max_usd: str | None
+
+
+class ApprovalList(BaseModel):
+    approvals: list[ApprovalOut]
+
+
+class AlertOut(BaseModel):
+    id: str
+    kind: str
+    budget: str
+    period_start: str
+    threshold: float | None
+    message: str
+    fired_at: str
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertOut]
+
+
+class SpendReportOut(BaseModel):
+    rows: list[dict[str, Any]] = Field(description="The --by columns, then requests, input_tokens, output_tokens, "
+                                                   "cost_usd (exact decimal string).")  # fmt: skip
+    total_cost_usd: str
+    unpriced_requests: int
+
+
+class PolicyList(BaseModel):
+    items: list[dict[str, Any]]
