@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from harness import PROVIDER_KEY, create_key, write_config
 from hypothesis import HealthCheck, given, settings
 
+from harness import PROVIDER_KEY, create_key, write_config
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.gateway.app import create_app
 from tokenops.servers import BackgroundServer
