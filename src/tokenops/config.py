@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from tokenops.alerts.config import AlertsConfig
 from tokenops.errors import ConfigError
@@ -78,6 +78,13 @@ class TaggingConfig(_Model):
             check_name(name)
         return v
 
+    @field_validator("allowed")
+    @classmethod
+    def _allowed_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name in v:
+            check_name(name)
+        return v
+
     def policy(self) -> TaggingPolicy:
         return TaggingPolicy(
             required=tuple(self.required),
@@ -126,22 +133,50 @@ class Config(_Model):
             raise ValueError("expected 'memory' or redis://host:port/db")
         return v
 
-    @model_validator(mode="after")
-    def _cross(self) -> Config:
-        for i, alias in enumerate(self.models):
-            if alias.provider not in self.providers:
-                raise ValueError(f"models[{i}] ({alias.name}) names provider {alias.provider!r}, which is not configured")
-        for name in self.providers:
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, v: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in v:
             if "/" in name:
                 raise ValueError(f"provider name {name!r} may not contain '/'")
-        names = [b.name for b in self.budgets]
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _aliases(cls, v: list[ModelAlias], info: ValidationInfo) -> list[ModelAlias]:
+        providers = info.data.get("providers") or {}
+        for i, alias in enumerate(v):
+            if alias.provider not in providers:
+                raise ValueError(f"[{i}] ({alias.name}) names provider {alias.provider!r}, which is not configured")
+        return v
+
+    @field_validator("prices")
+    @classmethod
+    def _unique_prices(cls, v: list[PriceEntry]) -> list[PriceEntry]:
+        seen: dict[tuple[str, str, str], int] = {}
+        for i, e in enumerate(v):
+            key = (e.provider, e.model, str(e.effective_from))
+            if key in seen:
+                raise ValueError(f"[{i}] repeats [{seen[key]}]: two prices for {e.provider}/{e.model} from the same date")
+            seen[key] = i
+        return v
+
+    @field_validator("budgets")
+    @classmethod
+    def _unique_budgets(cls, v: list[BudgetConfig]) -> list[BudgetConfig]:
+        names = [b.name for b in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"budget names must be unique: {', '.join(dupes)}")
-        problems = contradictions(self.rules)
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _consistent_rules(cls, v: list[RuleConfig]) -> list[RuleConfig]:
+        problems = contradictions(v)
         if problems:
             raise ValueError("; ".join(problems))
-        return self
+        return v
 
     # --- derived values -------------------------------------------------------------------------
     def provider_kind(self, name: str) -> str:

@@ -28,7 +28,7 @@ class TagError(ValueError):
 
 def check_name(name: str) -> str:
     if not _NAME.match(name):
-        raise TagError(f"invalid tag name {name!r}: use letters, digits, '_', '-', '.' (start with a letter)")
+        raise TagError(f"invalid tag name {name!r}: use letters, digits, '_', '-', '.' (start with a letter or '_')")
     return name
 
 

@@ -37,6 +37,14 @@ def test_demo_runs_without_setup(tmp_path: Path) -> None:
     assert {row["route"] for row in live["rows"]} >= {"chat.completions", "messages", "embeddings"}
 
 
+def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "tokenops.yaml").write_text("ledger: duckdb:///./x.duckdb\n")
+    r = tokenops("demo", "--no-wait", "--port", "0", "--dir", str(tmp_path / "project"))
+    assert r.returncode == 2 and "was not made by `tokenops demo`" in r.stderr
+    assert (tmp_path / "project" / "tokenops.yaml").exists()
+
+
 def test_report_in_a_second_process_includes_calls_just_answered(tmp_path: Path) -> None:
     fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
     # a writer that would not drain for a minute: the report must drain the spool itself

@@ -53,9 +53,13 @@ def test_env_default() -> None:
         ("prices:\n  - {provider: a, model: b, input_per_mtok: 0.05, output_per_mtok: '1', effective_from: 2025-01-01}\n",
          "prices[0].input_per_mtok", "quoted"),
         ("tagging: {mode: maybe}\n", "tagging.mode", "warn"),
-        ("models:\n  - {name: x, provider: nope, model: y}\n", "t.yaml", "not configured"),
+        ("models:\n  - {name: x, provider: nope, model: y}\n", "t.yaml:1: models", "not configured"),
         ("a: [1\n", "t.yaml:", "not valid YAML"),
         ("- just\n- a list\n", "t.yaml", "mapping"),
+        ("prices:\n  - {provider: a, model: b, input_per_mtok: '1', output_per_mtok: '1', effective_from: 2025-01-01}\n"
+         "  - {provider: a, model: b, input_per_mtok: '2', output_per_mtok: '2', effective_from: 2025-01-01}\n",
+         "t.yaml:1: prices", "repeats [0]"),
+        ("tagging: {allowed: {'bad name': [x]}}\n", "tagging.allowed", "invalid tag name"),
     ],
 )
 def test_config_errors_name_file_line_path_and_expectation(text: str, where: str, what: str) -> None:

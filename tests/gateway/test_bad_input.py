@@ -70,6 +70,8 @@ async def test_body_over_the_limit_is_413(make_gateway) -> None:  # noqa: ANN001
     assert r.status_code == 413 and openai_error(r)["code"] == "request_too_large"
     r = await h.client.post(MSG, json=big, headers={"x-api-key": h.key})
     assert r.status_code == 413 and anthropic_error(r)["type"] == "request_too_large"
+    ev = h.event(r.headers["x-tokenops-request-id"])  # a known key's refused call is recorded
+    assert ev.status == "rejected" and ev.http_status == 413
 
 
 async def test_unknown_route_404_and_wrong_method_405(gw: GatewayHarness) -> None:

@@ -188,3 +188,32 @@ async def test_request_lookup_needs_a_key_and_finds_drained_calls(gw: GatewayHar
     got = await gw.client.get(f"/v1/tokenops/requests/{rid}", headers=gw.auth())
     assert got.status_code == 200 and got.json()["request_id"] == rid
     assert (await gw.client.get("/v1/tokenops/requests/req_nope", headers=gw.auth())).status_code == 404
+
+
+async def test_request_lookup_is_limited_to_the_calling_key(gw: GatewayHarness) -> None:
+    from harness import create_key
+
+    r = await gw.client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "x"}]}, headers=gw.auth())  # fmt: skip
+    rid = r.headers["x-tokenops-request-id"]
+    _, other = create_key(gw.ledger, name="other-team", tags={"team": "other"})
+    got = await gw.client.get(f"/v1/tokenops/requests/{rid}", headers={"authorization": f"Bearer {other}"})
+    assert got.status_code == 404, "another team's key cannot read this call"
+
+
+async def test_a_key_created_a_moment_after_a_reload_works_at_once(gw: GatewayHarness) -> None:
+    from harness import create_key
+
+    gw.gateway.keys.reload()
+    _, fresh = create_key(gw.ledger, name="fresh")
+    r = await gw.client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "x"}]}, headers={"authorization": f"Bearer {fresh}"})  # fmt: skip
+    assert r.status_code == 200
+
+
+async def test_anthropic_metadata_user_id_is_the_end_user_not_a_tag(gw: GatewayHarness) -> None:
+    body = {"model": "claude-3-5-haiku", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}],
+            "metadata": {"user_id": "u-7"}}  # fmt: skip
+    r = await gw.client.post("/v1/messages", json=body, headers={"x-api-key": gw.key})
+    ev = gw.event(r.headers["x-tokenops-request-id"])
+    assert ev.end_user == "u-7" and "user_id" not in ev.tags

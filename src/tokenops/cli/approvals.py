@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load, parse_time
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, parse_time
 from tokenops.errors import UsageError
 
 app = typer.Typer(help="Approve or deny calls that need a person's yes.", no_args_is_help=True)
@@ -25,7 +25,7 @@ def list_(
         raise UsageError("--status must be pending, approved, denied or expired")
     cfg = load(config)
     ledger = ledger_for(cfg)
-    ledger.drain(cfg.spool_path())  # requests the gateway made a moment ago
+    drain(cfg, ledger)  # requests the gateway made a moment ago
     rows = [a.to_public() for a in GovernanceStore(ledger).approvals(status)]
     emit(rows, fmt, title="Approvals", payload={"approvals": rows},
          columns=["id", "status", "reason", "model", "key_id", "requested_at", "decided_by", "until", "max_usd"])  # fmt: skip
@@ -40,7 +40,7 @@ def _decide(approval_id: str, approve: bool, until: str | None, max_usd: str | N
 
     cfg = load(config)
     ledger = ledger_for(cfg)
-    ledger.drain(cfg.spool_path())
+    drain(cfg, ledger)
     cap = None
     if max_usd is not None:
         try:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
 from tokenops.errors import UsageError
 
 app = typer.Typer(help="Budgets: money or tokens per scope and period, with thresholds and actions.",
@@ -113,7 +113,7 @@ def status(config: ConfigOption = None, fmt: FormatOption = Format.table) -> Non
 
     cfg = load(config)
     ledger = ledger_for(cfg)
-    ledger.drain(cfg.spool_path())
+    drain(cfg, ledger)
     store = GovernanceStore(ledger)
     now = datetime.now(UTC)
     rows = []

@@ -46,6 +46,21 @@ def ledger_for(cfg: Any) -> Any:
     return DuckDBLedger(cfg.ledger_path())
 
 
+def drain(cfg: Any, ledger: Any) -> None:
+    """Move what a running (or crashed) gateway left in the spool into the ledger, recording the price rows its
+    events were priced with (the catalog is loaded only if one is missing from the ledger)."""
+    catalog: list[Any] = []
+
+    def price_row(row_id: str) -> Any:
+        if not catalog:
+            from tokenops.pricing.catalog import load_catalog
+
+            catalog.append(load_catalog(tuple(e.to_row(cfg.source) for e in cfg.prices)))
+        return catalog[0].get(row_id)
+
+    ledger.drain(cfg.spool_path(), price_row)
+
+
 _REL = re.compile(r"^(\d+)([dhm])$")
 
 

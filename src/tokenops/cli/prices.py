@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
 from tokenops.errors import UsageError
 
 app = typer.Typer(help="Price catalog: what each model costs, and which models have no price.", no_args_is_help=True)
@@ -48,7 +48,7 @@ def list_(
     cfg = load(config)
     if unpriced:
         ledger = ledger_for(cfg)
-        ledger.drain(cfg.spool_path())
+        drain(cfg, ledger)
         with ledger.connect() as conn:
             found = conn.execute(
                 "SELECT provider, model_used, count(*), min(ts), max(ts), sum(input_tokens), sum(output_tokens) "

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load, parse_time
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, parse_time
 from tokenops.errors import UsageError
 
 app = typer.Typer(help="Spend reports.", no_args_is_help=True)
@@ -26,7 +26,6 @@ def spend(
 ) -> None:
     """Spend grouped by any mix of tags and dimensions, including calls answered a moment ago."""
     from tokenops.analytics.breakdown import spend_report
-    from tokenops.money import format_usd
     from tokenops.tags import TagError, parse_tags
 
     cfg = load(config)
@@ -38,7 +37,7 @@ def spend(
     if start and end and start >= end:
         raise UsageError("--since must be before --until")
     ledger = ledger_for(cfg)
-    ledger.drain(cfg.spool_path())  # calls answered a moment ago may still be in a running gateway's spool
+    drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
     with ledger.connect() as conn:
         report = spend_report(conn, by=by.split(",") if by else [], since=start, until=end, where=filters,
                               timezone=timezone, limit=limit)  # fmt: skip
@@ -48,4 +47,3 @@ def spend(
     if report.unpriced_requests:
         footer += f"   unpriced calls: {report.unpriced_requests} (see: tokenops prices list --unpriced)"
     emit(payload["rows"], fmt, title="Spend", payload=payload, columns=columns, footer=footer)
-    _ = format_usd

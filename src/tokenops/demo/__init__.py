@@ -21,6 +21,7 @@ from tokenops.config import load_config
 from tokenops.errors import UsageError
 
 PROVIDER_KEY = "demo-provider-key"
+MARKER = ".tokenops-demo"
 TEAMS = {"search": "prod", "support": "prod", "research": "dev"}
 
 CONFIG = """\
@@ -69,11 +70,13 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
     console = Console()
     t0 = time.perf_counter()
     home = Path(directory).resolve()
+    marker = home / MARKER
+    if home.exists() and any(home.iterdir()) and not marker.exists():
+        raise UsageError(f"{home} exists and was not made by `tokenops demo`; choose another folder with --dir")
     if home.exists() and not keep:
-        if not (home / "tokenops.yaml").exists() and any(home.iterdir()):
-            raise UsageError(f"{home} exists and is not a demo folder; choose another with --dir")
-        shutil.rmtree(home)
+        shutil.rmtree(home)  # only ever a folder the demo made itself (it holds the marker file)
     home.mkdir(parents=True, exist_ok=True)
+    marker.write_text("This folder was made by `tokenops demo`, which deletes and recreates it on each run.\n")
 
     fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
     gw_port = _free_port(port)

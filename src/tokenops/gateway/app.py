@@ -11,6 +11,7 @@ Call :meth:`Gateway.start` / :meth:`Gateway.close` (the ASGI lifespan does it un
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 import time
@@ -286,8 +287,8 @@ class Gateway:
             await send(message)
 
         try:
+            await self.key_stage(call)  # headers only: an unknown caller's body is never read
             raw = await read_body(receive, call.headers, self.config.gateway.max_body_bytes)
-            await self.key_stage(call)
             validate.request(call, raw)
             for stage in self.stages:
                 await stage(call)
@@ -322,17 +323,18 @@ class Gateway:
         }
         await self._send_error(send, err, call.flavor, headers)
 
-    async def _authorize(self, scope: Scope, flavor: str, send: Send) -> bool:
+    async def _authorize(self, scope: Scope, flavor: str, send: Send) -> str | None:
+        """The caller's key id ("admin" for the admin key), or None after answering 401."""
         headers = header_dict(scope)
         key = presented_key(headers)
         admin = self.config.admin_key
-        if key and admin and key == admin.get_secret_value():
-            return True
+        if key and admin and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
+            return "admin"
         record = await self.keys.lookup(key) if key else None
         if record is None or not record.active:
             await self._send_error(send, GatewayError(401, "invalid_api_key", "a valid TokenOps key is required"), flavor)
-            return False
-        return True
+            return None
+        return record.id
 
     async def _models(self, scope: Scope, send: Send) -> None:
         if not await self._authorize(scope, "openai", send):
@@ -347,7 +349,8 @@ class Gateway:
         await send_json(send, 200, {"object": "list", "data": data})
 
     async def _get_request(self, scope: Scope, request_id: str, send: Send) -> None:
-        if not await self._authorize(scope, "openai", send):
+        caller = await self._authorize(scope, "openai", send)
+        if caller is None:
             return
         event = self.meter.lookup_recent(request_id) if self.meter else None
         if event is None:
@@ -356,7 +359,8 @@ class Gateway:
             except LedgerError as exc:
                 await self._send_error(send, GatewayError(503, "ledger_unavailable", str(exc)), "openai")
                 return
-        if event is None:
+        if event is None or (caller != "admin" and event.key_id != caller):
+            # another key's call is answered like a missing one: its existence is not for this caller to know
             await self._send_error(send, GatewayError(404, "not_found", f"no recorded call {request_id}"), "openai")
             return
         await send_json(send, 200, event.to_public())

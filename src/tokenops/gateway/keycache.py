@@ -32,6 +32,7 @@ class KeyCache:
         self._lock = threading.Lock()
         self._miss_interval = miss_interval
         self._last_load = 0.0
+        self._miss_lock = asyncio.Lock()
         self.loaded = False
 
     def reload(self) -> None:
@@ -51,11 +52,20 @@ class KeyCache:
     async def lookup(self, key: str) -> KeyRecord | None:
         h = hash_key(key)
         rec = self._by_hash.get(h)
-        if rec is not None or time.monotonic() - self._last_load < self._miss_interval:
+        if rec is not None:
             return rec
-        try:
-            await asyncio.to_thread(self.reload)
-        except LedgerError as exc:
-            log.warning("could not reload keys: %s", exc)
-            self._last_load = time.monotonic()
+        # An unknown key: reload, at most once per miss_interval however many bad keys arrive. A miss that
+        # comes just after a reload waits for the next one, so a key created a moment ago still works.
+        asked = time.monotonic()
+        async with self._miss_lock:
+            if self._last_load >= asked:
+                return self._by_hash.get(h)  # someone reloaded while we waited
+            wait = self._miss_interval - (time.monotonic() - self._last_load)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                await asyncio.to_thread(self.reload)
+            except LedgerError as exc:
+                log.warning("could not reload keys: %s", exc)
+                self._last_load = time.monotonic()
         return self._by_hash.get(h)

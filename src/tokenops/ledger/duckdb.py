@@ -287,9 +287,11 @@ class DuckDBLedger:
                         self._quarantine(spool_dir, seg.name, bad)
                     conn.execute("BEGIN TRANSACTION")
                     try:
-                        if price_rows is not None:
-                            used = {e.price_row_id for e in events if e.price_row_id}
-                            self._record_price_rows(conn, filter(None, (price_rows(i) for i in used)))
+                        used = {e.price_row_id for e in events if e.price_row_id}
+                        if price_rows is not None and used:
+                            known = {r[0] for r in conn.execute(
+                                "SELECT id FROM price_rows WHERE list_contains(?, id)", [list(used)]).fetchall()}
+                            self._record_price_rows(conn, filter(None, (price_rows(i) for i in used - known)))
                         inserted += self._insert_events(conn, events)
                         for record in records:
                             try:

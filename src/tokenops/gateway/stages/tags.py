@@ -17,7 +17,8 @@ class TagStage:
     async def __call__(self, call: Call) -> None:
         key = call.key
         tags = dict(key.tags) if key else {}
-        tags.update(tags_from_metadata(call.body.get("metadata")))
+        if call.flavor == "openai":  # Anthropic's metadata holds only user_id, which is the end user, not a tag
+            tags.update(tags_from_metadata(call.body.get("metadata")))
         header = call.headers.get(TAGS_HEADER)
         if header is not None:
             try:
