@@ -1,9 +1,13 @@
 """The docs' examples are tests (typer's principle): what the docs show, runs.
 
-* every ```yaml block of docs/configuration.md and README.md is a whole config that parses;
-* every ``$ tokenops …`` line of docs/cli.md runs, top to bottom, in a folder holding the page's own config;
+* every ```yaml block of docs/configuration.md, docs/governance.md, docs/http-api.md and README.md is a whole
+  config that parses;
+* every ``$ tokenops …`` line of docs/cli.md and docs/governance.md runs, top to bottom, in a folder holding the
+  page's own config (its first ```yaml block) and a few calls in the ledger;
 * every ```python block of docs/http-api.md runs against a real gateway in front of the fake provider,
-  configured like ``tokenops demo``'s, with ``BASE_URL`` and ``KEY`` defined.
+  configured like ``tokenops demo``'s, with ``BASE_URL`` and ``KEY`` defined; the blocks after the page's
+  ```yaml block run against one whose config also has that block's policy, with ``ADMIN_KEY`` defined too;
+* the webhook receiver of docs/governance.md verifies what the webhook channel signs.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
 KEY_ID = "key_…"  # the placeholder docs/cli.md uses for the id printed by the `keys create` before it
+APPROVAL_ID = "apr_…"  # the placeholder for a pending approval request: the runner records one for each use
 BLOCKING = ("serve", "demo")  # commands that run until interrupted (demo unless --no-wait)
 
 
@@ -47,17 +52,21 @@ def blocks(path: Path, lang: str) -> list[tuple[str, str]]:
 
 
 def fake_env(text: str) -> dict[str, str]:
-    """A made-up value for each ``${VAR}`` without a default (those with one keep their default)."""
-    return {name: f"test-{name.lower()}" for name, default in _VAR.findall(text) if not default}
+    """A made-up value for each ``${VAR}`` without a default (those with one keep their default); a ``…_URL``
+    variable gets a URL."""
+    return {name: f"https://{name.lower().replace('_', '-')}.test/x" if name.endswith("_URL") else f"test-{name.lower()}"
+            for name, default in _VAR.findall(text) if not default}  # fmt: skip
 
 
 # --- 1. configuration examples parse ------------------------------------------------------------
 
-YAML_BLOCKS = blocks(DOCS / "configuration.md", "yaml") + blocks(ROOT / "README.md", "yaml")
+YAML_BLOCKS = [*blocks(DOCS / "configuration.md", "yaml"), *blocks(DOCS / "governance.md", "yaml"),
+               *blocks(DOCS / "http-api.md", "yaml"), *blocks(ROOT / "README.md", "yaml")]  # fmt: skip
 
 
 def test_there_are_config_examples() -> None:
-    assert len([w for w, _ in YAML_BLOCKS if w.startswith("configuration.md")]) >= 5
+    assert len([w for w, _ in YAML_BLOCKS if w.startswith("configuration.md")]) >= 10
+    assert len([w for w, _ in YAML_BLOCKS if w.startswith("governance.md")]) >= 1
     assert any(w.startswith("README.md") for w, _ in YAML_BLOCKS)
 
 
@@ -71,17 +80,22 @@ def test_yaml_example_is_a_valid_config(where: str, text: str, tmp_path: Path) -
 def test_the_complete_example_sets_every_section() -> None:
     where, text = YAML_BLOCKS[0]
     top = set(re.findall(r"^([a-z_]+):", text, re.M))
-    assert {"ledger", "state", "providers", "models", "prices", "tagging", "gateway", "admin_key"} <= top, where
+    sections = {"ledger", "state", "providers", "models", "prices", "tagging", "gateway", "admin_key", "budgets",
+                "limits", "rules", "policy", "alerts"}  # fmt: skip
+    assert sections <= top, where
 
 
 def test_every_config_key_is_documented() -> None:
     """A key added to the config models without a word in docs/configuration.md fails here."""
+    from tokenops.alerts.config import AlertsConfig, EmailChannelConfig, SlackChannelConfig, WebhookChannelConfig
     from tokenops.config import Config, GatewayConfig, ModelAlias, ProviderConfig, TaggingConfig, Timeouts
+    from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
     from tokenops.pricing.entries import PriceEntry, TierEntry
 
     doc = (DOCS / "configuration.md").read_text(encoding="utf-8")
     models: list[Any] = [Config, GatewayConfig, ModelAlias, ProviderConfig, TaggingConfig, Timeouts, PriceEntry,
-                         TierEntry]  # fmt: skip
+                         TierEntry, BudgetConfig, ThresholdConfig, LimitConfig, RuleConfig, PolicyDefaults,
+                         AlertsConfig, WebhookChannelConfig, SlackChannelConfig, EmailChannelConfig]  # fmt: skip
     for model in models:
         for name, field in model.model_fields.items():
             if field.exclude:
@@ -92,16 +106,24 @@ def test_every_config_key_is_documented() -> None:
 # --- 2. CLI examples run ------------------------------------------------------------------------
 
 CLI_DOC = DOCS / "cli.md"
+CLI_PAGES = (CLI_DOC, DOCS / "governance.md")
+# Lines run side by side, as they may in real use (processes take turns on the ledger file), except where one
+# depends on another: a line that changes what its group shows (every `keys` line; `budgets set|delete`,
+# `approvals approve|deny`) starts once the earlier lines of its group have finished, and a line of the group
+# starts once the last such change above it has finished. Reports, prices and --help depend on nothing. This
+# keeps each page to a few seconds.
+GROUPS = ("keys", "budgets", "approvals")
+WRITES = {("budgets", "set"), ("budgets", "delete"), ("approvals", "approve"), ("approvals", "deny")}
 
 
-def cli_lines() -> list[tuple[str, list[str]]]:
+def cli_lines(page: Path = CLI_DOC) -> list[tuple[str, list[str]]]:
     """``(where, argv after 'tokenops')`` for every ``$ tokenops …`` line of the console blocks, in order."""
     out = []
-    for where, text in blocks(CLI_DOC, "console"):
+    for where, text in blocks(page, "console"):
         file, line = where.split(":")
         for i, row in enumerate(text.splitlines()):
-            if row.startswith("$ "):
-                argv = shlex.split(row[2:], comments=True)
+            if row.strip().startswith("$ "):
+                argv = shlex.split(row.strip()[2:], comments=True)
                 assert argv[0] == "tokenops", f"{file}:{int(line) + 1 + i}: not a tokenops command: {row}"
                 out.append((f"{file}:{int(line) + 1 + i}", argv[1:]))
     return out
@@ -111,34 +133,50 @@ def blocks_forever(argv: list[str]) -> bool:
     return argv[0] == "serve" or (argv[0] == "demo" and "--no-wait" not in argv)
 
 
-def seed(ledger_path: Path) -> None:
-    """A few calls in the ledger, so that the report examples have rows to group (one of them unpriced)."""
+def is_write(argv: list[str]) -> bool:
+    return argv[0] == "keys" or tuple(argv[:2]) in WRITES
+
+
+def seed(ledger_path: Path, approvals: int = 0) -> list[str]:
+    """A few calls in the ledger, so that the report examples have rows to group (one of them unpriced), and
+    ``approvals`` pending approval requests as the gateway records them; returns the requests' ids."""
+    from tokenops.ledger.governance import new_approval_id
+
     now = datetime.now(UTC)
     rows = [("search", "gpt-4o-mini", "openai", Decimal("0.000123456789"), "alice"),
             ("search", "claude-sonnet-4-5", "anthropic", Decimal("0.0042"), None),
             (None, "gpt-4o", "openai", Decimal("0.3"), None),
             ("research", "mystery-7b", "local", None, "bob")]  # fmt: skip
-    DuckDBLedger(ledger_path).append([
+    ledger = DuckDBLedger(ledger_path)
+    ledger.append([
         SpendEvent(request_id=new_request_id(), ts=now - timedelta(hours=5 * i), source="test", provider=provider,
                    model_requested=model, model_used=model, usage=Usage(input_tokens=100, output_tokens=10),
                    cost_usd=cost, end_user=user,
                    tags={k: v for k, v in (("team", team), ("env", "prod"), ("feature", "docs")) if v})
         for i, (team, model, provider, cost, user) in enumerate(rows)
     ])  # fmt: skip
+    ids = [new_approval_id() for _ in range(approvals)]
+    with ledger.connect() as conn:
+        for i, approval_id in enumerate(ids):  # what the gateway records for a 403 approval_required
+            conn.execute(
+                "INSERT INTO approvals (id, status, key_id, reason, model, message, requested_at) "
+                "VALUES (?, 'pending', 'key_3f9a1c0e2b7d', 'rule:opus-needs-approval', 'claude-opus-4-1', ?, ?)",
+                [approval_id, "search-app asks to use claude-opus-4-1 (rule:opus-needs-approval)",
+                 (now - timedelta(minutes=10 + i)).replace(tzinfo=None)],
+            )  # fmt: skip
+    return ids
 
 
-def test_cli_examples_run_top_to_bottom(tmp_path: Path) -> None:
-    config_where, config = blocks(CLI_DOC, "yaml")[0]
+def run_page(page: Path, tmp_path: Path) -> set[str]:
+    """Run every ``$ tokenops`` line of ``page`` in ``tmp_path``; returns the commands shown only with --help."""
+    config_where, config = blocks(page, "yaml")[0]
+    assert config_where.startswith(page.name)
     (tmp_path / "tokenops.yaml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k != "TOKENOPS_CONFIG"}
     env.update(fake_env(config), COLUMNS="160")
-    seed(load_config(tmp_path / "tokenops.yaml", env=env).ledger_path())
-
-    lines = cli_lines()
-    assert len(lines) >= 12, "docs/cli.md lost its examples"
-    commands = {" ".join(argv[:2]) for _, argv in lines}
-    for group in ("keys create", "keys list", "keys revoke", "report spend", "prices list", "prices show"):
-        assert group in commands, f"docs/cli.md has no example of tokenops {group}"
+    lines = cli_lines(page)
+    approval_ids = seed(load_config(tmp_path / "tokenops.yaml", env=env).ledger_path(),
+                        approvals=sum(APPROVAL_ID in argv for _, argv in lines))  # fmt: skip
 
     def run(where: str, argv: list[str]) -> str:
         r = subprocess.run([sys.executable, "-m", "tokenops", *argv], cwd=tmp_path, env=env, capture_output=True,
@@ -146,13 +184,26 @@ def test_cli_examples_run_top_to_bottom(tmp_path: Path) -> None:
         assert r.returncode == 0, f"{where}: tokenops {shlex.join(argv)} exited {r.returncode}\n{r.stdout}{r.stderr}"
         return r.stdout
 
-    # A `keys` line runs once every line above it has finished (it creates, lists or revokes keys); the others
-    # (reports, prices, --help) do not depend on each other, so they run side by side, as they may in real use
-    # (processes take turns on the ledger file). This keeps the whole page to a few seconds.
-    key_id = None
+    key_ids: list[str] = []  # printed by the `keys create` lines, in order
+
+    def line(where: str, argv: list[str], after: list[Future[str]]) -> str:
+        for done in after:
+            done.result()
+        if KEY_ID in argv:
+            assert key_ids, f"{where}: {KEY_ID} is used before any `keys create`"
+            argv = [key_ids[-1] if a == KEY_ID else a for a in argv]
+        out = run(where, argv)
+        if argv[:2] == ["keys", "create"]:
+            found = re.search(r"key_[0-9a-f]{12}", out)
+            assert found, f"{where}: no key id in\n{out}"
+            key_ids.append(found.group(0))
+        return out
+
     helped: set[str] = set()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        pending: list[Future[str]] = []
+    last_change: dict[str, Future[str]] = {}  # per group
+    since_change: dict[str, list[Future[str]]] = {g: [] for g in GROUPS}  # per group: that change and the lines after
+    everything: list[Future[str]] = []
+    with ThreadPoolExecutor(max_workers=4) as pool:  # FIFO: a line's dependencies always started before it
         for where, argv in lines:
             if blocks_forever(argv):
                 # it would run until interrupted: check that at least its options parse
@@ -160,35 +211,81 @@ def test_cli_examples_run_top_to_bottom(tmp_path: Path) -> None:
                     continue
                 helped.add(argv[0])
                 argv = [argv[0], "--help"]
-            if argv[0] != "keys":
-                pending.append(pool.submit(run, where, argv))
-                continue
-            for done in pending:
-                done.result()
-            pending = []
-            if KEY_ID in argv:
-                assert key_id is not None, f"{where}: {KEY_ID} is used before any `keys create`"
-                argv = [key_id if a == KEY_ID else a for a in argv]
-            out = run(where, argv)
-            if argv[:2] == ["keys", "create"]:
-                found = re.search(r"key_[0-9a-f]{12}", out)
-                assert found, f"{where}: no key id in\n{out}"
-                key_id = found.group(0)
-        for done in pending:
+            if APPROVAL_ID in argv:
+                argv = [approval_ids.pop(0) if a == APPROVAL_ID else a for a in argv]
+            group = argv[0] if argv[0] in GROUPS else None
+            if group is None:
+                done = pool.submit(line, where, argv, [])
+            elif is_write(argv):
+                done = pool.submit(line, where, argv, since_change[group])
+                last_change[group], since_change[group] = done, [done]
+            else:
+                done = pool.submit(line, where, argv, [last_change[group]] if group in last_change else [])
+                since_change[group].append(done)
+            everything.append(done)
+        for done in everything:
             done.result()
+    return helped
+
+
+def test_cli_examples_run_top_to_bottom(tmp_path: Path) -> None:
+    lines = cli_lines(CLI_DOC)
+    assert len(lines) >= 20, "docs/cli.md lost its examples"
+    commands = {" ".join(argv[:2]) for _, argv in lines}
+    for group in ("keys create", "keys list", "keys revoke", "report spend", "prices list", "prices show",
+                  "budgets set", "budgets list", "budgets status", "budgets delete", "approvals list",
+                  "approvals approve", "approvals deny"):  # fmt: skip
+        assert group in commands, f"docs/cli.md has no example of tokenops {group}"
+    helped = run_page(CLI_DOC, tmp_path)
     assert helped == set(BLOCKING), f"docs/cli.md should show {BLOCKING} (they are only --help-checked)"
-    assert config_where.startswith("cli.md")
+
+
+def test_governance_cli_examples_run_top_to_bottom(tmp_path: Path) -> None:
+    page = DOCS / "governance.md"
+    commands = {" ".join(argv[:2]) for _, argv in cli_lines(page)}
+    assert {"budgets set", "budgets status", "approvals list", "approvals approve", "approvals deny"} <= commands
+    run_page(page, tmp_path)
+
+
+def test_governance_webhook_receiver_verifies_signed_alerts() -> None:
+    """The receiver docs/governance.md shows accepts what the webhook channel sends, and nothing else."""
+    from tokenops.alerts import Alert, WebhookChannel, new_alert_id
+
+    ((where, code),) = blocks(DOCS / "governance.md", "python")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, f"{DOCS / 'governance.md'} (block at line {where.split(':')[1]})", "exec"), namespace)
+    verify = namespace["verify"]
+    now = datetime.now(UTC)
+    alert = Alert(id=new_alert_id(), kind="threshold", budget="search-monthly", scope={"team": "search"},
+                  period_start=now - timedelta(days=1), period_end=now + timedelta(days=1), threshold=0.8,
+                  spent_usd=Decimal("2015.5"), amount_usd=Decimal("2500.00"), message="passed 80%", fired_at=now)  # fmt: skip
+    channel = WebhookChannel("https://hooks.example.com/tokenops", "whsec-docs")
+    body = channel.body(alert)
+    headers = channel.headers(alert, body)
+    assert verify("whsec-docs", headers, body)
+    assert not verify("another-secret", headers, body)
+    assert not verify("whsec-docs", headers, body.replace(b"2015.5", b"1.5"))
+    stale = {**headers, "X-TokenOps-Timestamp": str(int(now.timestamp()) - 3600)}
+    assert not verify("whsec-docs", stale, body)
+    assert not verify("whsec-docs", {k: v for k, v in headers.items() if k != "X-TokenOps-Signature"}, body)
 
 
 # --- 3. HTTP API examples run against a real gateway ----------------------------------------------
 
-HTTP_BLOCKS = blocks(DOCS / "http-api.md", "python")
+HTTP_DOC = DOCS / "http-api.md"
+HTTP_BLOCKS = blocks(HTTP_DOC, "python")
+POLICY_WHERE, POLICY = blocks(HTTP_DOC, "yaml")[0]  # the governance examples' policy
+
+
+def governed(where: str) -> bool:
+    """Whether a block of docs/http-api.md comes after the policy block (so runs against the governed gateway)."""
+    return int(where.split(":")[1]) > int(POLICY_WHERE.split(":")[1])
 
 
 class DemoStack:
-    """The fake provider and a gateway configured like ``tokenops demo``'s, on real loopback sockets."""
+    """The fake provider and a gateway configured like ``tokenops demo``'s (plus ``policy``), on loopback."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, policy: str = ""):
         from tokenops.demo import CONFIG, PROVIDER_KEY
         from tokenops.fakeprovider import create_fake_provider
         from tokenops.gateway.app import create_app
@@ -196,8 +293,10 @@ class DemoStack:
 
         self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
         path = tmp / "tokenops.yaml"
-        path.write_text(CONFIG.format(fake=self.fake.url, key=PROVIDER_KEY, port=0))
-        self.gateway = create_app(load_config(path, env={}))
+        path.write_text(CONFIG.format(fake=self.fake.url, key=PROVIDER_KEY, port=0) + "\n" + policy)
+        self.gateway = create_app(load_config(path, env=fake_env(policy)))
+        admin_key = self.gateway.config.admin_key
+        self.admin_key = admin_key.get_secret_value() if admin_key else None
         _, self.key = create_key(self.gateway.ledger, name="search-app", tags={"team": "search", "env": "prod"},
                                  locked=("team",))  # fmt: skip
         self.server = BackgroundServer(self.gateway).start()
@@ -215,16 +314,28 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     stack.close()
 
 
+@pytest.fixture(scope="module")
+def governed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    stack = DemoStack(tmp_path_factory.mktemp("docs-http-governed"), POLICY)
+    yield stack
+    stack.close()
+
+
 def test_there_are_http_examples() -> None:
     text = "\n".join(t for _, t in HTTP_BLOCKS)
     assert len(HTTP_BLOCKS) >= 6 and "from openai import" in text and "import anthropic" in text
+    assert len([w for w, _ in HTTP_BLOCKS if governed(w)]) >= 6, "docs/http-api.md lost its governance examples"
+    assert "admin_key" in POLICY and "budgets" in POLICY and "rules" in POLICY
 
 
 @pytest.mark.parametrize(("where", "code"), HTTP_BLOCKS, ids=[w for w, _ in HTTP_BLOCKS])
-def test_http_example_runs(where: str, code: str, demo_stack: DemoStack, capsys: pytest.CaptureFixture[str]) -> None:
-    namespace: dict[str, Any] = {"__name__": "__docs__", "BASE_URL": demo_stack.url, "KEY": demo_stack.key}
+def test_http_example_runs(where: str, code: str, request: pytest.FixtureRequest,
+                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    stack: DemoStack = request.getfixturevalue("governed_stack" if governed(where) else "demo_stack")
+    namespace: dict[str, Any] = {"__name__": "__docs__", "BASE_URL": stack.url, "KEY": stack.key,
+                                 "ADMIN_KEY": stack.admin_key}  # fmt: skip
     exec(compile(code, str(DOCS / where.split(":")[0]) + f" (block at line {where.split(':')[1]})", "exec"), namespace)
-    for name in ("client", "claude"):  # close the SDK clients the example opened
+    for name in ("client", "claude", "admin"):  # close the clients the example opened
         if hasattr(namespace.get(name), "close"):
             namespace[name].close()
 

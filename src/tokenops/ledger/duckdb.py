@@ -355,7 +355,7 @@ class DuckDBLedger:
             conn.execute(
                 "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                 [rec.id, rec.name, rec.key_hash, rec.key_prefix, dict(rec.tags), list(rec.locked_tags),
-                 _naive_utc(rec.created_at)],
+                 _naive_utc(rec.created_at or datetime.now(UTC))],
             )  # fmt: skip
 
     def list_keys(self) -> list[KeyRecord]:

@@ -20,6 +20,7 @@ from tokenops.policy.periods import Window
 from tokenops.policy.state import Counter
 
 FORECAST_MIN_ELAPSED = 0.1  # no run-rate projection from the first tenth of a period: too noisy
+FORECAST_EVERY = 60.0  # seconds between projections of one budget
 
 
 def _amount(b: BudgetConfig, value: Decimal) -> str:
@@ -32,6 +33,7 @@ class BudgetAlerts:
         self.submit = submit
         self.record = record
         self.fired: set[tuple[str, str, str, float | None]] = set()
+        self._projected: dict[tuple[str, str], datetime] = {}
 
     def load(self, fired: set[tuple[str, str, str, float | None]]) -> None:
         self.fired |= fired
@@ -56,14 +58,20 @@ class BudgetAlerts:
     async def after_settle(self, b: BudgetConfig, w: Window, counter: Counter, now: datetime) -> None:
         spent = counter.spent
         used = spent / b.amount
+        period = w.start.isoformat() if not w.key else w.key
         for t in b.thresholds:
-            if used >= t.at:
+            if used >= t.at and ("threshold", b.name, period, float(t.at)) not in self.fired:
                 action = "" if t.action == "alert" else f" (action: {t.action}{' to ' + t.model if t.model else ''})"
                 await self._fire("threshold", b, w, float(t.at), spent,
                                  f"budget {b.name} ({b.scope}) passed {t.at * 100:.0f}%: {_amount(b, spent)} of "
                                  f"{_amount(b, b.amount)}{action}", now)  # fmt: skip
+        # the run-rate projection is worth a look once a minute per budget, not on every call
+        last = self._projected.get((b.name, period))
+        if last is not None and (now - last).total_seconds() < FORECAST_EVERY:
+            return
+        self._projected[(b.name, period)] = now
         elapsed = w.fraction_elapsed(now)
-        if elapsed >= FORECAST_MIN_ELAPSED and spent < b.amount:
+        if elapsed >= FORECAST_MIN_ELAPSED and spent < b.amount and ("forecast", b.name, period, None) not in self.fired:
             projected = spent / Decimal(str(elapsed))
             if projected > b.amount and spent > 0:
                 runs_out = w.start + (now - w.start) * float(b.amount / spent)

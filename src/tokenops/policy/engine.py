@@ -15,8 +15,9 @@ Per call, in order:
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import itertools
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, Ru
 from tokenops.policy.estimate import input_bound, max_cost, requested_output, typical_input
 from tokenops.policy.limits import RateClaim, RateLimiter
 from tokenops.policy.periods import Window, window
+from tokenops.policy.scopes import ScopeIndex
 from tokenops.policy.state import Claim, CounterKey, InMemoryState
 
 log = logging.getLogger("tokenops.policy")
@@ -63,8 +65,10 @@ class PolicyEngine:
         clock: Callable[[], datetime] | None = None,
     ):
         self.config_budgets = {b.name: b for b in budgets}
-        self.budgets: dict[str, BudgetConfig] = dict(self.config_budgets)
+        self.budgets: dict[str, BudgetConfig] = {}
+        self._install(dict(self.config_budgets))
         self.rules = tuple(rules)
+        self._rule_index = ScopeIndex([(r.scope, r) for r in self.rules])
         self.limiter = RateLimiter(limits)
         self.defaults = defaults or PolicyDefaults()
         self.price_of = price_of or (lambda call, model: None)
@@ -72,6 +76,13 @@ class PolicyEngine:
         self.approvals = approvals or Approvals()
         self.alerts = alerts  # tokenops.policy.alerting.BudgetAlerts, or None
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._windows: dict[str, tuple[BudgetConfig, Window]] = {}
+        self._ids = itertools.count()
+
+    def _install(self, budgets: dict[str, BudgetConfig]) -> None:
+        self._limits = {name: self._limit(b) for name, b in budgets.items()}
+        self._budget_index = ScopeIndex([(b.scope, b) for b in budgets.values()])
+        self.budgets = budgets
 
     @property
     def active(self) -> bool:
@@ -83,9 +94,10 @@ class PolicyEngine:
             return
         key_id = call.key.id if call.key else None
         now = call.ts
-        self._model_rules(call, key_id)
-        budgets = [(b, self.window(b, now)) for b in self.budgets.values()
-                   if b.scope.matches(call.tags, key_id, call.end_user, call.model_requested)]  # fmt: skip
+        rules = self._rules_for(call, key_id)
+        self._model_rules(call, rules)
+        found = self._budget_index.find(call.tags, key_id, call.end_user, call.model_requested)
+        budgets = [(b, self.window(b, now)) for b in found]
         blocking, approval_budgets, downgrade = self._actions(budgets)
         if blocking is not None:
             await self._blocked(call, blocking, budgets)
@@ -93,8 +105,8 @@ class PolicyEngine:
             call.response_headers["x-tokenops-downgraded-from"] = call.model_requested
             call.response_headers["x-tokenops-downgrade-reason"] = f"budget {downgrade[0].name}"
             call.model_requested = downgrade[1].model
-            self._model_rules(call, key_id)  # the cheaper model must be allowed too
-        rules = self._rules_for(call, key_id)
+            rules = self._rules_for(call, key_id)
+            self._model_rules(call, rules)  # the cheaper model must be allowed too
         needs = [f"rule:{r.name}" for r in rules if r.require_approval]
         needs += [f"budget:{b.name}" for b in approval_budgets]
         for reason in needs:
@@ -110,10 +122,10 @@ class PolicyEngine:
             out = requested_output(call) or out
             cost = max_cost(row, bound, out)
 
-        held = Held(uuid.uuid4().hex, budgets, [])
+        held = Held(str(next(self._ids)), budgets, [])
         for b, w in budgets:
             amount = (cost or ZERO) if b.unit == "usd" else Decimal(bound + out)
-            held.claims.append(Claim((b.name, w.key), amount, self._limit(b)))
+            held.claims.append(Claim((b.name, w.key), amount, self._limits.get(b.name)))
         full = self.state.reserve(held.id, held.claims)
         if full is not None:
             blocked = next(b for b, w in budgets if (b.name, w.key) == full)
@@ -158,7 +170,13 @@ class PolicyEngine:
 
     # --- pieces ---------------------------------------------------------------------------------
     def window(self, b: BudgetConfig, at: datetime) -> Window:
-        return window(b.period, b.timezone, at, custom=b.custom_window())
+        """The budget's period containing ``at``; cached, since it changes once a period."""
+        cached = self._windows.get(b.name)
+        if cached is not None and cached[0] is b and cached[1].start <= at < cached[1].end:
+            return cached[1]
+        w = window(b.period, b.timezone, at, custom=b.custom_window())
+        self._windows[b.name] = (b, w)
+        return w
 
     @staticmethod
     def _limit(b: BudgetConfig) -> Decimal | None:
@@ -176,9 +194,10 @@ class PolicyEngine:
         """
         approvals: list[BudgetConfig] = []
         downgrade: tuple[BudgetConfig, ThresholdConfig] | None = None
-        for b, w in budgets:
-            committed = self.state.counter((b.name, w.key)).committed
-            limit = self._limit(b)
+        counters = self.state.snapshot([(b.name, w.key) for b, w in budgets])
+        for (b, _w), counter in zip(budgets, counters, strict=True):
+            committed = counter.committed
+            limit = self._limits.get(b.name)
             if limit is not None and committed >= limit:
                 return b, [], None
             used = committed / b.amount
@@ -192,14 +211,13 @@ class PolicyEngine:
         return None, approvals, downgrade
 
     def _rules_for(self, call: Call, key_id: str | None) -> list[RuleConfig]:
-        return [r for r in self.rules if r.applies(call.model_requested)
-                and r.scope.matches(call.tags, key_id, call.end_user, call.model_requested)]  # fmt: skip
+        found = {id(r) for r in self._rule_index.find(call.tags, key_id, call.end_user, call.model_requested)}
+        return [r for r in self.rules if id(r) in found and r.applies(call.model_requested)]  # in config order
 
-    def _model_rules(self, call: Call, key_id: str | None) -> None:
-        import fnmatch
-
+    @staticmethod
+    def _model_rules(call: Call, rules: list[RuleConfig]) -> None:
         model = call.model_requested
-        for r in self._rules_for(call, key_id):
+        for r in rules:
             if any(fnmatch.fnmatchcase(model, g) for g in r.deny_models):
                 raise GatewayError(403, "model_not_allowed",
                                    f"model {model!r} is not allowed here (rule {r.name!r}, scope {r.scope})",
@@ -271,7 +289,9 @@ class PolicyEngine:
         )  # fmt: skip
 
     def _remaining_header(self, call: Call, budgets: list[tuple[BudgetConfig, Window]]) -> None:
-        remaining = [b.amount - self.state.counter((b.name, w.key)).committed for b, w in budgets if b.unit == "usd"]
+        usd = [(b, w) for b, w in budgets if b.unit == "usd"]
+        counters = self.state.snapshot([(b.name, w.key) for b, w in usd])
+        remaining = [b.amount - c.committed for (b, _w), c in zip(usd, counters, strict=True)]
         if remaining:
             call.response_headers["x-tokenops-budget-remaining-usd"] = format_usd(max(ZERO, min(remaining)))
 
@@ -289,7 +309,7 @@ class PolicyEngine:
                     or old.timezone != b.timezone:  # fmt: skip
                 w = self.window(b, now)
                 self.state.seed((b.name, w.key), seed(b, w))
-        self.budgets = merged
+        self._install(merged)
 
     def seed_all(self, seed: Callable[[BudgetConfig, Window], Decimal]) -> None:
         now = self.clock()

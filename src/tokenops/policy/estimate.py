@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from tokenops import money
 from tokenops.gateway.call import Call
-from tokenops.pricing.model import PriceRow, price_usage
+from tokenops.pricing.model import PriceRow
 from tokenops.usage import Usage
 
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
@@ -41,13 +42,16 @@ def input_bound(call: Call) -> int:
 
 
 def max_cost(row: PriceRow | None, input_tokens: int, output_tokens: int) -> Decimal | None:
+    """Every input token at the dearest input rate of the row (plain, 5-minute or 1-hour cache write), every
+    output token at the output rate (or the reasoning rate, if dearer), long-context tiers applied."""
     if row is None:
         return None
-    worst = Decimal(0)
-    for usage in (
-        Usage(input_tokens=input_tokens, output_tokens=output_tokens),
-        Usage(input_tokens=input_tokens, cache_write_5m_tokens=input_tokens, output_tokens=output_tokens),
-        Usage(input_tokens=input_tokens, cache_write_1h_tokens=input_tokens, output_tokens=output_tokens),
-    ):
-        worst = max(worst, price_usage(usage, row).total)
-    return worst
+    p = row.prices_for(Usage(input_tokens=input_tokens))
+    input_rates = [p[n] for n in ("input_per_mtok", "cache_write_5m_per_mtok", "cache_write_1h_per_mtok") if p[n]]
+    output_rates = [p[n] for n in ("output_per_mtok", "reasoning_per_mtok") if p[n]]
+    worst = money.add(
+        money.per_mtok(max(input_rates, default=money.ZERO), input_tokens),
+        money.per_mtok(max(output_rates, default=money.ZERO), output_tokens),
+        row.per_request or money.ZERO,
+    )
+    return money.quantize(worst)

@@ -8,7 +8,7 @@ skips local midnight (a DST change at 00:00), the period starts at the first ins
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,10 +28,11 @@ def zone(name: str) -> ZoneInfo:
 class Window:
     start: datetime  # UTC, inclusive
     end: datetime  # UTC, exclusive
+    key: str = field(default="", compare=False)  # the counter key of the period: its start, ISO 8601
 
-    @property
-    def key(self) -> str:
-        return self.start.isoformat()
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.start.isoformat())
 
     def fraction_elapsed(self, at: datetime) -> float:
         total = (self.end - self.start).total_seconds()

@@ -88,3 +88,34 @@ class Scope:
                 parts.append(f"tags['{name}'] = ?")  # name passed check_name: safe to inline
             params.append(want)
         return " AND ".join(parts), params
+
+
+class ScopeIndex:
+    """Finds the items whose scope a call falls in without testing every scope.
+
+    Items are grouped by the first condition of their scope (``team=search`` → the ``team`` column of the
+    index); a call looks up only the groups its own values point to, then checks the rest of each scope.
+    Scopes that start with a model glob, and the empty scope, are always candidates.
+    """
+
+    def __init__(self, items: list[tuple[Scope, object]]):
+        self.items = items
+        self._always: list[tuple[Scope, object]] = []
+        self._by: dict[str, dict[str, list[tuple[Scope, object]]]] = {}
+        for scope, item in items:
+            if not scope.conditions or scope.conditions[0][0] == "model":
+                self._always.append((scope, item))
+                continue
+            name, value = scope.conditions[0]
+            self._by.setdefault(name, {}).setdefault(value, []).append((scope, item))
+
+    def find(self, tags: Mapping[str, str], key_id: str | None, user: str | None, model: str | None) -> list:
+        found = [item for scope, item in self._always if scope.matches(tags, key_id, user, model)]
+        for name, groups in self._by.items():
+            value = key_id if name == "key" else user if name == "user" else tags.get(name)
+            if value is None:
+                continue
+            for scope, item in groups.get(value, ()):
+                if scope.matches(tags, key_id, user, model):
+                    found.append(item)
+        return found

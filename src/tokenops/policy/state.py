@@ -59,6 +59,8 @@ class BudgetState(Protocol):
 
     def counter(self, key: CounterKey) -> Counter: ...
 
+    def snapshot(self, keys: Sequence[CounterKey]) -> list[Counter]: ...
+
     def seed(self, key: CounterKey, spent: Decimal) -> None:
         """Set a counter's settled amount from the ledger (at start, or for a new or changed budget)."""
 
@@ -98,6 +100,11 @@ class InMemoryState:
         with self._lock:
             c = self.counters.get(key)
             return Counter(c.spent, c.reserved) if c else Counter()
+
+    def snapshot(self, keys: Sequence[CounterKey]) -> list[Counter]:
+        """Several counters read at one moment (one lock for all)."""
+        with self._lock:
+            return [Counter(c.spent, c.reserved) if (c := self.counters.get(k)) else Counter() for k in keys]
 
     def seed(self, key: CounterKey, spent: Decimal) -> None:
         with self._lock:
