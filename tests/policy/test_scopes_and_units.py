@@ -1,0 +1,117 @@
+"""Nested scopes (a call counts against every budget it falls in; the tightest decides), key and user scopes,
+token budgets, and alert channels that fail without touching calls."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from harness import GatewayHarness
+from tokenops.policy.scopes import Scope, ScopeIndex
+
+CHAT = "/v1/chat/completions"
+
+
+def body(model: str = "gpt-4o-mini", **usage: int) -> dict:
+    b = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    if usage:
+        b["fake"] = {"usage": usage}
+    return b
+
+
+async def test_nested_scopes_count_everywhere_and_the_tightest_blocks(make_gateway) -> None:  # noqa: ANN001
+    h: GatewayHarness = await make_gateway("""
+budgets:
+  - {name: org, amount_usd: "100", period: month, hard: true}
+  - {name: team, scope: {team: search}, amount_usd: "10", period: month, hard: true}
+  - {name: team-prod, scope: "team=search,env=prod", amount_usd: "0.001", period: month, hard: true}
+""", key_tags={"team": "search", "env": "prod"})  # fmt: skip
+    r = await h.client.post(CHAT, json=body(input=10_000, output=0), headers=h.auth())  # $0.0015
+    assert r.status_code == 200
+    assert r.headers["x-tokenops-budget-remaining-usd"] == "0.00"  # the tightest budget's remainder
+    engine = h.gateway.engine
+    for name in ("org", "team", "team-prod"):
+        b = engine.budgets[name]
+        assert engine.state.counter((name, engine.window(b, h.gateway.clock()).key)).spent == Decimal("0.0015")
+    r = await h.client.post(CHAT, json=body(), headers=h.auth())
+    assert r.status_code == 429 and "team-prod" in r.json()["error"]["message"]
+    # the same team in dev is outside the exhausted scope
+    r = await h.client.post(CHAT, json=body(), headers=h.auth(**{"x-tokenops-tags": "env=dev"}))
+    assert r.status_code == 200
+
+
+async def test_key_user_and_token_budgets(make_gateway) -> None:  # noqa: ANN001
+    h = await make_gateway(key_tags={"team": "t"})
+    key_id = h.key_record.id
+    from tokenops.ledger.governance import GovernanceStore
+
+    store = GovernanceStore(h.ledger)
+    store.put_budget("per-key", {"name": "per-key", "scope": {"key": key_id}, "amount_tokens": 1000, "hard": True})
+    store.put_budget("alice", {"name": "alice", "scope": {"user": "alice"}, "amount_usd": "0.0001", "hard": True})
+    h.gateway.reload_policy()
+    r = await h.client.post(CHAT, json={**body(input=300, output=50), "user": "alice"}, headers=h.auth())
+    assert r.status_code == 200  # alice: $0.000075; key: 350 tokens
+    r = await h.client.post(CHAT, json={**body(input=300, output=50), "user": "alice"}, headers=h.auth())
+    assert r.status_code == 200  # alice now over $0.0001
+    r = await h.client.post(CHAT, json={**body(), "user": "alice"}, headers=h.auth())
+    assert r.status_code == 429 and "alice" in r.json()["error"]["message"]
+    r = await h.client.post(CHAT, json={**body(input=400, output=0), "user": "bob"}, headers=h.auth())
+    assert r.status_code == 200  # key at 1100 tokens of 1000
+    r = await h.client.post(CHAT, json={**body(), "user": "bob"}, headers=h.auth())
+    assert r.status_code == 429 and "per-key" in r.json()["error"]["message"]
+
+
+async def test_failing_alert_channels_never_fail_or_slow_calls(make_gateway) -> None:  # noqa: ANN001
+    h = await make_gateway("""
+budgets:
+  - {name: tiny, amount_usd: "0.000001", period: month, thresholds: [{at: 0.5}, {at: 1.0}]}
+alerts:
+  channels:
+    - {type: webhook, name: down, url: "http://127.0.0.1:9/hook", retries: 3, backoff: 0.2}
+    - {type: email, name: nomail, host: 127.0.0.1, port: 9, sender: a@example.com, to: [b@example.com]}
+""")  # fmt: skip
+    started = time.perf_counter()
+    for _ in range(5):
+        r = await h.client.post(CHAT, json=body(input=1000, output=10), headers=h.auth())
+        assert r.status_code == 200
+    assert time.perf_counter() - started < 5, "calls wait for nobody's alert delivery"
+    await h.gateway.close()
+    with h.ledger.connect() as conn:
+        fired = conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+    assert fired == 2  # recorded even though no channel could deliver them
+
+
+def test_scope_index_finds_exactly_the_matching_scopes() -> None:
+    scopes = [Scope.parse(s) for s in ("", "team=a", "team=a,env=prod", "team=b", "key=k1", "user=u",
+                                       "model=gpt-4o*", "env=prod")]  # fmt: skip
+    index = ScopeIndex([(s, i) for i, s in enumerate(scopes)])
+    for tags, key, user, model in [({"team": "a", "env": "prod"}, "k1", "u", "gpt-4o-mini"),
+                                   ({"team": "b"}, None, None, "claude"), ({}, "k2", "v", "o1")]:  # fmt: skip
+        expected = sorted(i for i, s in enumerate(scopes) if s.matches(tags, key, user, model))
+        assert sorted(index.find(tags, key, user, model)) == expected
+
+
+def test_expired_and_unknown_approval_requests_are_refused(ledger) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime, timedelta
+
+    import pytest
+
+    from tokenops.errors import UsageError
+    from tokenops.ledger.governance import GovernanceStore
+
+    store = GovernanceStore(ledger)
+    with ledger.connect() as conn:
+        conn.execute("INSERT INTO approvals (id, status, key_id, reason, requested_at) VALUES "
+                     "('apr_old', 'pending', 'k', 'rule:x', ?), ('apr_new', 'pending', 'k', 'rule:x', ?)",
+                     [(datetime.now(UTC) - timedelta(days=8)).replace(tzinfo=None),
+                      datetime.now(UTC).replace(tzinfo=None)])  # fmt: skip
+    with pytest.raises(UsageError, match="expired"):
+        store.decide("apr_old", approve=True, by="me")
+    with pytest.raises(UsageError, match="no approval request"):
+        store.decide("apr_missing", approve=True, by="me")
+    with pytest.raises(UsageError, match="in the future"):
+        store.decide("apr_new", approve=True, by="me", until=datetime.now(UTC) - timedelta(hours=1))
+    granted = store.decide("apr_new", approve=True, by="me", until=datetime.now(UTC) + timedelta(hours=1),
+                           max_usd=Decimal("2.5"))  # fmt: skip
+    assert granted.status == "approved" and granted.max_usd == Decimal("2.5") and granted.decided_by == "me"
+    assert [a.id for a in store.approvals("expired")] == ["apr_old"]
