@@ -87,6 +87,20 @@ def test_keys_budgets_approvals_alerts_and_spend(running: Running) -> None:
     assert h.delete("/v1/admin/budgets/team-b-weekly").status_code == 404
     assert h.get("/v1/admin/limits").json()["items"][0]["requests_per_minute"] == 1000
     assert h.get("/v1/admin/rules").json()["items"][0]["name"] == "caps"
+    # rules and limits can be added at run time too, and take effect at once
+    r = h.put("/v1/admin/rules/no-o1", json={"scope": {"team": "b"}, "deny_models": ["o1*"]})
+    assert r.status_code == 200 and r.json()["source"] == "api"
+    denied = httpx.post(running.server.url + "/v1/chat/completions", headers={"authorization": f"Bearer {new_key}"},
+                        json={"model": "o1-mini", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    assert denied.status_code == 403 and "no-o1" in denied.json()["error"]["message"]
+    clash = h.put("/v1/admin/rules/yes-o1", json={"scope": {"team": "b"}, "allow_models": ["o1*"]})
+    assert clash.status_code == 400 and "contradict" in clash.json()["error"]["message"]
+    assert h.put("/v1/admin/rules/caps", json={}).status_code == 409
+    assert h.put("/v1/admin/limits/slow", json={"per": "key", "requests_per_minute": 1}).status_code == 200
+    assert h.put("/v1/admin/limits/bad", json={"per": "key"}).status_code == 400
+    assert h.delete("/v1/admin/limits/slow").status_code == 204
+    assert h.delete("/v1/admin/rules/no-o1").status_code == 204
+    assert h.delete("/v1/admin/rules/no-o1").status_code == 404
     assert h.post("/v1/admin/approvals/apr_nope/approve", json={}).status_code == 404
     assert h.get("/v1/admin/approvals").json() == {"approvals": []}
     assert h.get("/v1/admin/alerts").status_code == 200

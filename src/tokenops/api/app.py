@@ -28,7 +28,9 @@ from tokenops.api.models import (
     KeyCreated,
     KeyIn,
     KeyOut,
+    LimitIn,
     PolicyList,
+    RuleIn,
     SpendReportOut,
 )
 from tokenops.errors import LedgerBusy, LedgerError, TokenOpsError, UsageError
@@ -172,13 +174,69 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         gw.reload_policy()
         return Response(status_code=204)
 
+    # --- limits and rules -------------------------------------------------------------------------
+    def listed(kind: str) -> list[dict[str, Any]]:
+        config = {r.name for r in (gw.config.rules if kind == "rule" else gw.config.limits)}
+        items = gw.engine.rules if kind == "rule" else gw.engine.limiter.limits
+        return [{**_public(i), "source": "config" if i.name in config else "api"} for i in items]
+
+    def put_policy(kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        from tokenops.policy.config import LimitConfig, RuleConfig, contradictions
+
+        model = RuleConfig if kind == "rule" else LimitConfig
+        configured = gw.config.rules if kind == "rule" else gw.config.limits
+        if any(i.name == name for i in configured):
+            raise AdminError(409, "defined_in_config", f"{kind} {name!r} is defined in the config file")
+        definition = {**body, "name": name}
+        try:
+            item = model.model_validate(definition)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or kind
+            raise AdminError(400, f"invalid_{kind}", f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+        if kind == "rule":
+            others = [r for r in gw.engine.rules if r.name != name]
+            problems = contradictions([*others, item])
+            if problems:
+                raise AdminError(400, "invalid_rule", "; ".join(problems))
+        gw.governance.put_policy(kind, name, definition, by="admin-api")
+        gw.reload_policy()
+        return next(i for i in listed(kind) if i["name"] == name)
+
+    def delete_policy(kind: str, name: str) -> Response:
+        configured = gw.config.rules if kind == "rule" else gw.config.limits
+        if any(i.name == name for i in configured):
+            raise AdminError(409, "defined_in_config", f"{kind} {name!r} is defined in the config file")
+        if not gw.governance.delete_policy(kind, name):
+            raise AdminError(404, "not_found", f"no {kind} {name!r}")
+        gw.reload_policy()
+        return Response(status_code=204)
+
     @api.get(f"{PREFIX}/limits", response_model=PolicyList, tags=["policy"])
     def list_limits(_: Admin) -> dict[str, Any]:
-        return {"items": [_public(limit) for limit in gw.config.limits]}
+        return {"items": listed("limit")}
+
+    @api.put(f"{PREFIX}/limits/{{name}}", response_model=dict[str, Any], tags=["policy"])
+    def put_limit(name: str, body: LimitIn, _: Admin) -> dict[str, Any]:
+        return put_policy("limit", name, body.model_dump(exclude_none=True, mode="json"))
+
+    @api.delete(f"{PREFIX}/limits/{{name}}", status_code=204, response_class=Response, tags=["policy"])
+    def delete_limit(name: str, _: Admin) -> Response:
+        return delete_policy("limit", name)
 
     @api.get(f"{PREFIX}/rules", response_model=PolicyList, tags=["policy"])
     def list_rules(_: Admin) -> dict[str, Any]:
-        return {"items": [_public(rule) for rule in gw.config.rules]}
+        return {"items": listed("rule")}
+
+    @api.put(f"{PREFIX}/rules/{{name}}", response_model=dict[str, Any], tags=["policy"])
+    def put_rule(name: str, body: RuleIn, _: Admin) -> dict[str, Any]:
+        return put_policy("rule", name, body.model_dump(exclude_none=True, mode="json"))
+
+    @api.delete(f"{PREFIX}/rules/{{name}}", status_code=204, response_class=Response, tags=["policy"])
+    def delete_rule(name: str, _: Admin) -> Response:
+        return delete_policy("rule", name)
 
     # --- approvals and alerts --------------------------------------------------------------------
     @api.get(f"{PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"])

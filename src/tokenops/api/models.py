@@ -140,3 +140,25 @@ class SpendReportOut(BaseModel):
 
 class PolicyList(BaseModel):
     items: list[dict[str, Any]]
+
+
+class LimitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: dict[str, str] = {}
+    per: Literal["key", "user", "scope"] = "key"
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    usd_per_hour: str | None = Field(None, description="Decimal string.")
+
+
+class RuleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: dict[str, str] = {}
+    models: list[str] = []
+    allow_models: list[str] = []
+    deny_models: list[str] = []
+    max_input_tokens: int | None = Field(None, gt=0)
+    max_output_tokens: int | None = Field(None, gt=0)
+    on_exceed: Literal["reject", "clamp"] = "reject"
+    max_cost_per_call_usd: str | None = Field(None, description="Decimal string.")
+    require_approval: bool = False

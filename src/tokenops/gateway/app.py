@@ -48,7 +48,7 @@ from tokenops.ledger.governance import GovernanceStore
 from tokenops.ledger.spool import Spool
 from tokenops.policy.alerting import BudgetAlerts
 from tokenops.policy.approvals import Approvals
-from tokenops.policy.config import BudgetConfig
+from tokenops.policy.config import BudgetConfig, LimitConfig, RuleConfig
 from tokenops.policy.engine import PolicyEngine
 from tokenops.policy.periods import Window
 from tokenops.pricing.catalog import PriceCatalog, load_catalog
@@ -142,7 +142,18 @@ class Gateway:
             except ValueError as exc:
                 log.error("ignoring invalid budget %s in the ledger: %s", definition.get("name"), exc)
         self.engine.set_budgets(extra, self._seed)
+        self.engine.set_rules(self._policies("rule", RuleConfig))
+        self.engine.set_limits(self._policies("limit", LimitConfig))
         self.engine.approvals.load(self.governance.approvals(), self.governance.approval_spend())
+
+    def _policies(self, kind: str, model: Any) -> list[Any]:
+        out = []
+        for definition in self.governance.policies(kind):
+            try:
+                out.append(model.model_validate(definition))
+            except ValueError as exc:
+                log.error("ignoring invalid %s %s in the ledger: %s", kind, definition.get("name"), exc)
+        return out
 
     def _load_state(self) -> None:
         # What a previous process left in the spool counts towards budgets: drain it before seeding counters.

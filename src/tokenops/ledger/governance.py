@@ -79,6 +79,25 @@ class GovernanceStore:
             rows = conn.execute("SELECT definition FROM budgets ORDER BY name").fetchall()
         return [orjson.loads(r[0]) for r in rows]
 
+    # --- limits and rules defined at run time ------------------------------------------------------
+    def put_policy(self, kind: str, name: str, definition: dict[str, Any], by: str | None = None) -> None:
+        with self.ledger.connect() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO policies VALUES (?, ?, ?, ?, ?)",
+                [kind, name, orjson.dumps(definition).decode(), datetime.now(UTC).replace(tzinfo=None), by],
+            )
+
+    def delete_policy(self, kind: str, name: str) -> bool:
+        with self.ledger.connect() as conn:
+            found = conn.execute("SELECT 1 FROM policies WHERE kind = ? AND name = ?", [kind, name]).fetchone()
+            conn.execute("DELETE FROM policies WHERE kind = ? AND name = ?", [kind, name])
+        return found is not None
+
+    def policies(self, kind: str) -> list[dict[str, Any]]:
+        with self.ledger.connect() as conn:
+            rows = conn.execute("SELECT definition FROM policies WHERE kind = ? ORDER BY name", [kind]).fetchall()
+        return [orjson.loads(r[0]) for r in rows]
+
     # --- spend sums -------------------------------------------------------------------------------
     def spent(self, scope: Scope, start: datetime, end: datetime, unit: str) -> Decimal:
         where, params = scope.sql()

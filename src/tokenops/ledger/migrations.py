@@ -122,6 +122,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "0006_policies",
+        """
+        CREATE TABLE policies (
+            kind VARCHAR NOT NULL,             -- limit | rule
+            name VARCHAR NOT NULL,
+            definition VARCHAR NOT NULL,       -- as given to the API, JSON
+            updated_at TIMESTAMP NOT NULL,
+            updated_by VARCHAR,
+            PRIMARY KEY (kind, name)
+        )
+        """,
+    ),
 ]
 
 

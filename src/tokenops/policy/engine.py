@@ -67,8 +67,9 @@ class PolicyEngine:
         self.config_budgets = {b.name: b for b in budgets}
         self.budgets: dict[str, BudgetConfig] = {}
         self._install(dict(self.config_budgets))
-        self.rules = tuple(rules)
-        self._rule_index = ScopeIndex([(r.scope, r) for r in self.rules])
+        self.config_rules = tuple(rules)
+        self.config_limits = tuple(limits)
+        self.set_rules(())
         self.limiter = RateLimiter(limits)
         self.defaults = defaults or PolicyDefaults()
         self.price_of = price_of or (lambda call, model: None)
@@ -310,6 +311,16 @@ class PolicyEngine:
                 w = self.window(b, now)
                 self.state.seed((b.name, w.key), seed(b, w))
         self._install(merged)
+
+    def set_rules(self, extra: Sequence[RuleConfig]) -> None:
+        """The config's rules, then run-time rules of other names (the config wins a name)."""
+        names = {r.name for r in self.config_rules}
+        self.rules = self.config_rules + tuple(r for r in extra if r.name not in names)
+        self._rule_index = ScopeIndex([(r.scope, r) for r in self.rules])
+
+    def set_limits(self, extra: Sequence[LimitConfig]) -> None:
+        names = {limit.name for limit in self.config_limits}
+        self.limiter.limits = self.config_limits + tuple(lim for lim in extra if lim.name not in names)
 
     def seed_all(self, seed: Callable[[BudgetConfig, Window], Decimal]) -> None:
         now = self.clock()
