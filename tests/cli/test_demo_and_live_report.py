@@ -25,7 +25,7 @@ def tokenops(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 def test_demo_runs_without_setup(tmp_path: Path) -> None:
     r = tokenops("demo", "--no-wait", "--port", "0", "--days", "3", "--dir", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr
-    assert "Spend by team and model" in r.stdout and "sent 10 live calls" in r.stdout
+    assert "Spend by team and model" in r.stdout and "sent 11 live calls" in r.stdout and "model_not_allowed" in r.stdout
     cfg = tmp_path / "demo" / "tokenops.yaml"
     out = json.loads(tokenops("report", "spend", "--by", "team", "--config", str(cfg), "--format", "json").stdout)
     assert {row["team"] for row in out["rows"]} == {"search", "support", "research"}
@@ -33,7 +33,7 @@ def test_demo_runs_without_setup(tmp_path: Path) -> None:
     live = json.loads(tokenops("report", "spend", "--by", "source,route", "--config", str(cfg), "--format",
                                "json").stdout)  # fmt: skip
     gateway_calls = sum(row["requests"] for row in live["rows"] if row["source"] == "gateway")
-    assert gateway_calls == 10
+    assert gateway_calls == 11
     assert {row["route"] for row in live["rows"]} >= {"chat.completions", "messages", "embeddings"}
 
 

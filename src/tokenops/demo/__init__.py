@@ -40,6 +40,17 @@ tagging:
   required: [team, env]
   allowed: {{env: [dev, staging, prod]}}
   mode: warn
+budgets:
+  - {{name: search-monthly, scope: {{team: search}}, amount_usd: "100.00", period: month,
+     thresholds: [{{at: 0.5}}, {{at: 0.9}}]}}
+  - {{name: support-monthly, scope: {{team: support}}, amount_usd: "40.00", period: month, hard: true,
+     thresholds: [{{at: 0.5}}, {{at: 0.8}}, {{at: 1.0, action: block}}]}}
+  - {{name: research-monthly, scope: {{team: research}}, amount_usd: "70.00", period: month, hard: true,
+     thresholds: [{{at: 0.5}}, {{at: 0.75, action: downgrade, model: gpt-4o-mini}}, {{at: 1.0, action: block}}]}}
+rules:
+  - {{name: dev-no-opus, scope: {{env: dev}}, deny_models: ["claude-opus-*"]}}
+limits:
+  - {{name: per-key, per: key, requests_per_minute: 600}}
 gateway:
   port: {port}
   writer_interval: 0.5
@@ -108,8 +119,10 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
 
     server = BackgroundServer(gateway, port=gw_port).start()
     console.print(f"  gateway listening on {server.url}")
-    live = _live_calls(server.url, team_keys)
+    live, notes = _live_calls(server.url, team_keys)
     console.print(f"  sent {live} live calls through the gateway (JSON, streams, prompt cache, an unpriced model)")
+    for note in notes:
+        console.print(f"    [yellow]governance[/yellow] {note}")
     ledger.drain(cfg.spool_path(), gateway.catalog.get)
     with ledger.connect() as conn:
         report = spend_report(conn, by=["team", "model"], since=None)
@@ -124,7 +137,15 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
                       f"{r['output_tokens']:,}", r["cost_usd"])  # fmt: skip
     console.print(table)
     console.print(f"  total ${payload['total_cost_usd']}   unpriced calls: {payload['unpriced_requests']} "
-                  f"(tokenops prices list --unpriced)   setup took {time.perf_counter() - t0:.1f}s")  # fmt: skip
+                  f"(tokenops prices list --unpriced)")  # fmt: skip
+    budgets = Table(title="Budgets this month (live, from the gateway)")
+    for col in ("budget", "spent", "remaining", "forecast at month end", "thresholds reached"):
+        budgets.add_column(col, justify="left" if col in ("budget", "thresholds reached") else "right")
+    for st in gateway.engine.status():
+        reached = ", ".join(f"{t['at']:g} {t['action']}" for t in st["thresholds"] if t["reached"]) or "-"
+        budgets.add_row(st["name"], f"${st['spent']}", f"${st['remaining']}", f"${st['forecast_at_period_end']}", reached)
+    console.print(budgets)
+    console.print(f"  setup took {time.perf_counter() - t0:.1f}s")
     key = team_keys["search"][1]
     console.print(
         f"""
@@ -141,6 +162,7 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
 
 In a second terminal:
   tokenops report spend --config {cfg_path} --by team,model
+  tokenops budgets status --config {cfg_path}
   tokenops report spend --config {cfg_path} --by day --where team=research
   tokenops prices list --config {cfg_path} --unpriced
 """
@@ -157,22 +179,25 @@ In a second terminal:
         fake.stop()
 
 
-def _live_calls(url: str, team_keys: dict[str, tuple[str, str]]) -> int:
-    """A handful of real calls through the gateway, in every shape it meters."""
+def _live_calls(url: str, team_keys: dict[str, tuple[str, str]]) -> tuple[int, list[str]]:
+    """A handful of real calls through the gateway, in every shape it meters; returns (calls, notes)."""
     calls = 0
+    notes: list[str] = []
     long_doc = "Quarterly search-quality notes. " * 400  # long shared prompt: the fake caches it like OpenAI
     with httpx.Client(base_url=url, timeout=30) as client:
         def post(path: str, team: str, body: dict, tags: str = "", stream: bool = False) -> None:
             nonlocal calls
             headers = {"authorization": f"Bearer {team_keys[team][1]}", "x-tokenops-tags": tags}
-            if stream:
-                with client.stream("POST", path, json=body, headers=headers) as r:
-                    for _ in r.iter_bytes():
-                        pass
-                    r.raise_for_status()
-            else:
-                client.post(path, json=body, headers=headers).raise_for_status()
+            with client.stream("POST", path, json=body, headers=headers) as r:
+                r.read()
             calls += 1
+            model = body["model"]
+            if r.status_code >= 400:
+                err = r.json().get("error", {})
+                notes.append(f"{team}: {model} refused with {r.status_code} {err.get('code')}: {err.get('message')}")
+            elif r.headers.get("x-tokenops-downgraded-from"):
+                notes.append(f"{team}: {model} downgraded to {r.headers['x-tokenops-model']} "
+                             f"({r.headers.get('x-tokenops-downgrade-reason')})")  # fmt: skip
 
         for question in ("What changed in ranking?", "Summarise the notes."):
             post("/v1/chat/completions", "search", {"model": "gpt-4o-mini", "messages": [
@@ -191,6 +216,8 @@ def _live_calls(url: str, team_keys: dict[str, tuple[str, str]]) -> int:
             {"role": "user", "content": "prototype idea"}]}, "feature=prototype")  # fmt: skip
         post("/v1/chat/completions", "research", {"model": "local/mystery-model-7b", "messages": [
             {"role": "user", "content": "sandbox run"}]}, "feature=agent-sandbox")  # fmt: skip
-        post("/v1/chat/completions", "research", {"model": "o3", "stream": True, "messages": [
+        post("/v1/chat/completions", "research", {"model": "o3", "stream": True, "max_tokens": 500, "messages": [
             {"role": "user", "content": "evaluate"}]}, "feature=eval-runs", True)  # fmt: skip
-    return calls
+        post("/v1/messages", "research", {"model": "claude-opus-4", "max_tokens": 100, "messages": [
+            {"role": "user", "content": "label this"}]}, "feature=batch-labeling")  # fmt: skip
+    return calls, notes

@@ -102,7 +102,7 @@ class PolicyEngine:
         blocking, approval_budgets, downgrade = self._actions(budgets)
         if blocking is not None:
             await self._blocked(call, blocking, budgets)
-        if downgrade is not None and downgrade[1].model and downgrade[1].model != call.model_requested:
+        if downgrade is not None and downgrade[1].model and self._cheaper(call, downgrade[1].model):
             call.response_headers["x-tokenops-downgraded-from"] = call.model_requested
             call.response_headers["x-tokenops-downgrade-reason"] = f"budget {downgrade[0].name}"
             call.model_requested = downgrade[1].model
@@ -160,6 +160,19 @@ class PolicyEngine:
         if self.alerts is not None:
             for b, w in held.budgets:
                 await self.alerts.after_settle(b, w, self.state.counter((b.name, w.key)), self.clock())
+
+    def _cheaper(self, call: Call, target: str) -> bool:
+        """Downgrade only to a model that really costs less for this call (never "down" to a dearer one, and not
+        away from a model whose price is unknown)."""
+        if target == call.model_requested:
+            return False
+        here, there = self.price_of(call, call.model_requested), self.price_of(call, target)
+        if here is None or there is None:
+            return False
+        out = requested_output(call) or self.defaults.default_max_output_tokens
+        bound = input_bound(call)
+        mine, theirs = max_cost(here, bound, out), max_cost(there, bound, out)
+        return mine is not None and theirs is not None and theirs < mine
 
     def release(self, call: Call) -> None:
         """Give back a reservation the meter never settled (a call that died before it was recorded)."""
