@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from harness import create_key
 from tokenops.config import load_config, parse_config
@@ -283,7 +284,8 @@ def governed(where: str) -> bool:
 
 
 class DemoStack:
-    """The fake provider and a gateway configured like ``tokenops demo``'s (plus ``policy``), on loopback."""
+    """The fake provider and a gateway configured like ``tokenops demo``'s (with ``policy``'s sections), on
+    loopback sockets."""
 
     def __init__(self, tmp: Path, policy: str = ""):
         from tokenops.demo import CONFIG, PROVIDER_KEY
@@ -292,8 +294,11 @@ class DemoStack:
         from tokenops.servers import BackgroundServer
 
         self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
+        text = CONFIG.format(fake=self.fake.url, key=PROVIDER_KEY, port=0)
+        if policy:  # its sections replace the demo's (budgets, limits, rules), the rest of the demo's config stays
+            text = yaml.safe_dump({**yaml.safe_load(text), **yaml.safe_load(policy)}, sort_keys=False)
         path = tmp / "tokenops.yaml"
-        path.write_text(CONFIG.format(fake=self.fake.url, key=PROVIDER_KEY, port=0) + "\n" + policy)
+        path.write_text(text)
         self.gateway = create_app(load_config(path, env=fake_env(policy)))
         admin_key = self.gateway.config.admin_key
         self.admin_key = admin_key.get_secret_value() if admin_key else None
@@ -334,10 +339,12 @@ def test_http_example_runs(where: str, code: str, request: pytest.FixtureRequest
     stack: DemoStack = request.getfixturevalue("governed_stack" if governed(where) else "demo_stack")
     namespace: dict[str, Any] = {"__name__": "__docs__", "BASE_URL": stack.url, "KEY": stack.key,
                                  "ADMIN_KEY": stack.admin_key}  # fmt: skip
-    exec(compile(code, str(DOCS / where.split(":")[0]) + f" (block at line {where.split(':')[1]})", "exec"), namespace)
-    for name in ("client", "claude", "admin"):  # close the clients the example opened
-        if hasattr(namespace.get(name), "close"):
-            namespace[name].close()
+    try:
+        exec(compile(code, f"{DOCS / where.split(':')[0]} (block at line {where.split(':')[1]})", "exec"), namespace)
+    finally:
+        for name in ("client", "claude", "admin"):  # close the clients the example opened
+            if hasattr(namespace.get(name), "close"):
+                namespace[name].close()
 
 
 def test_http_tags_example_records_what_the_doc_says(demo_stack: DemoStack) -> None:
