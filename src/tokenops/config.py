@@ -170,6 +170,15 @@ class Config(_Model):
             raise ValueError(f"budget names must be unique: {', '.join(dupes)}")
         return v
 
+    @field_validator("limits")
+    @classmethod
+    def _unique_limits(cls, v: list[LimitConfig]) -> list[LimitConfig]:
+        names = [limit.name for limit in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"limit names must be unique: {', '.join(dupes)}")
+        return v
+
     @field_validator("rules")
     @classmethod
     def _consistent_rules(cls, v: list[RuleConfig]) -> list[RuleConfig]:

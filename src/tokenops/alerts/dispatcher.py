@@ -154,7 +154,7 @@ class AlertDispatcher:
     async def send_now(self, alert: Alert) -> dict[str, str | None]:
         """Deliver to every channel concurrently and wait: ``{channel name: error or None}``.
 
-        For tests and ``tokenops alerts test``; outcomes go to the recorder as for queued alerts.
+        For tests and ``a test send``; outcomes go to the recorder as for queued alerts.
         """
         results = await asyncio.gather(*(self._deliver(c, alert) for c in self.channels))
         return {c.name: r for c, r in zip(self.channels, results, strict=True)}

@@ -89,7 +89,9 @@ def set_(
     if fmt is Format.json:
         emit([], fmt, payload=public)
     else:
-        typer.echo(f"Budget {name} set: {public['amount']} {public['unit']} per {period} for {budget.scope}.")
+        per = "from " + " to ".join(d.date().isoformat() for d in budget.custom_window() or ()) if period == "custom" \
+            else f"per {period}"
+        typer.echo(f"Budget {name} set: {public['amount']} {public['unit']} {per} for {budget.scope}.")
 
 
 @app.command("list")
@@ -97,7 +99,10 @@ def list_(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None
     """List budgets from the config file and those set with the CLI/API."""
     cfg = load(config)
     rows = [{**b.to_public(), "source": src} for b, src in _all_budgets(cfg)]
-    emit(rows, fmt, title="Budgets", payload={"budgets": rows},
+    shown = rows if fmt is Format.json else [
+        {**r, "thresholds": " ".join(f"{t['at']:g}:{t['action']}{':' + t['model'] if t.get('model') else ''}"
+                                     for t in r["thresholds"])} for r in rows]  # fmt: skip
+    emit(shown, fmt, title="Budgets", payload={"budgets": rows},
          columns=["name", "scope", "amount", "unit", "period", "timezone", "hard", "thresholds", "source"])  # fmt: skip
 
 

@@ -25,6 +25,13 @@ def serve(
     cfg = load(config)  # config errors are reported here, before anything starts
     if not cfg.providers:
         typer.secho("warning: no providers configured; every call will be refused", err=True, fg="yellow")
+    if cfg.state != "memory":
+        typer.secho(f"warning: state {cfg.state} is not supported yet; budget counters and rate limits live in "
+                    "this process", err=True, fg="yellow")  # fmt: skip
+    if workers > 1 and (cfg.budgets or cfg.limits):
+        typer.secho(f"warning: with --workers {workers} each worker keeps its own budget counters and rate limits "
+                    f"(up to {workers}x a hard budget); run one worker until state: redis is supported",
+                    err=True, fg="yellow")  # fmt: skip
     host = host or cfg.gateway.host
     port = cfg.gateway.port if port is None else port
     common = dict(host=host, port=port, log_level=log_level, loop="auto", http="auto", lifespan="on",

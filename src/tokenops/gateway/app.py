@@ -101,7 +101,7 @@ class Gateway:
         self.governance = GovernanceStore(self.ledger)
         self.engine = PolicyEngine(
             budgets=config.budgets, limits=config.limits, rules=config.rules, defaults=config.policy,
-            price_of=self._price_of, approvals=Approvals(), clock=self.clock,
+            price_of=self._price_of, resolve=self._resolve, approvals=Approvals(), clock=self.clock,
         )  # fmt: skip
         self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
         self.dispatcher: AlertDispatcher | None = None
@@ -129,6 +129,12 @@ class Gateway:
         except GatewayError:
             return None
         return self.catalog.lookup(self.router.price_ids[provider], upstream_model, call.ts)
+
+    def _resolve(self, call: Call, model: str) -> str | None:
+        try:
+            return self.router.resolve(model, call.flavor, call.ts)[1]
+        except GatewayError:
+            return None
 
     def _seed(self, budget: BudgetConfig, w: Window) -> Decimal:
         return self.governance.spent(budget.scope, w.start, w.end, budget.unit)
@@ -172,7 +178,8 @@ class Gateway:
     async def start(self) -> None:
         if self.started:
             return
-        self.dispatcher = AlertDispatcher(build_channels(self.config.alerts), recorder=_log_delivery)
+        self.dispatcher = AlertDispatcher(build_channels(self.config.alerts), recorder=_log_delivery,
+                                          queue_size=self.config.alerts.queue_size)  # fmt: skip
         self.engine.alerts = BudgetAlerts(self.dispatcher.submit, None)
         await asyncio.to_thread(self._load_state)
         self.client = httpx.AsyncClient(

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from tokenops.ledger.duckdb import DuckDBLedger
+from tokenops.money import format_usd
 from tokenops.policy.scopes import Scope
 
 PENDING_EXPIRY = timedelta(days=7)  # an approval request nobody answered within a week is void
@@ -52,7 +53,7 @@ class Approval:
             "message": self.message, "requested_at": self.requested_at.isoformat(),
             "decided_at": self.decided_at.isoformat() if self.decided_at else None, "decided_by": self.decided_by,
             "until": self.until.isoformat() if self.until else None,
-            "max_usd": None if self.max_usd is None else format(self.max_usd, "f"),
+            "max_usd": None if self.max_usd is None else format_usd(self.max_usd),
         }  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from tokenops.alerts import Alert, new_alert_id
 from tokenops.money import format_usd
 from tokenops.policy.config import BudgetConfig
-from tokenops.policy.periods import Window
+from tokenops.policy.periods import Window, zone
 from tokenops.policy.state import Counter
 
 FORECAST_MIN_ELAPSED = 0.1  # no run-rate projection from the first tenth of a period: too noisy
@@ -44,9 +44,10 @@ class BudgetAlerts:
         if key in self.fired:
             return
         self.fired.add(key)
+        tz = zone(b.timezone)  # the period as the budget's owner reads it (a Berlin month, not a UTC one)
         alert = Alert(
-            id=new_alert_id(), kind=kind, budget=b.name, scope=b.scope.as_dict(), period_start=w.start,  # type: ignore[arg-type]
-            period_end=w.end, threshold=threshold, spent_usd=spent if b.unit == "usd" else None,
+            id=new_alert_id(), kind=kind, budget=b.name, scope=b.scope.as_dict(),  # type: ignore[arg-type]
+            period_start=w.start.astimezone(tz), period_end=w.end.astimezone(tz), threshold=threshold, spent_usd=spent if b.unit == "usd" else None,
             amount_usd=b.amount if b.unit == "usd" else None, message=message, fired_at=now,
             details={"unit": b.unit, "spent": format(spent, "f"), "amount": format(b.amount, "f"), **(details or {})},
         )  # fmt: skip

@@ -59,6 +59,7 @@ class PolicyEngine:
         rules: Sequence[RuleConfig] = (),
         defaults: PolicyDefaults | None = None,
         price_of: Callable[[Call, str], Any] | None = None,
+        resolve: Callable[[Call, str], str | None] | None = None,
         state: InMemoryState | None = None,
         approvals: Approvals | None = None,
         alerts: Any = None,
@@ -73,6 +74,7 @@ class PolicyEngine:
         self.limiter = RateLimiter(limits)
         self.defaults = defaults or PolicyDefaults()
         self.price_of = price_of or (lambda call, model: None)
+        self.resolve = resolve or (lambda call, model: None)  # the upstream name of a model (alias, provider/...)
         self.state = state or InMemoryState()
         self.approvals = approvals or Approvals()
         self.alerts = alerts  # tokenops.policy.alerting.BudgetAlerts, or None
@@ -97,8 +99,10 @@ class PolicyEngine:
         now = call.ts
         rules = self._rules_for(call, key_id)
         self._model_rules(call, rules)
-        found = self._budget_index.find(call.tags, key_id, call.end_user, call.model_requested)
-        budgets = [(b, self.window(b, now)) for b in found]
+        found: dict[int, BudgetConfig] = {}
+        for name in self._names(call):
+            found.update((id(b), b) for b in self._budget_index.find(call.tags, key_id, call.end_user, name))
+        budgets = [(b, self.window(b, now)) for b in found.values()]
         blocking, approval_budgets, downgrade = self._actions(budgets)
         if blocking is not None:
             await self._blocked(call, blocking, budgets)
@@ -224,19 +228,29 @@ class PolicyEngine:
                     downgrade = (b, t)
         return None, approvals, downgrade
 
-    def _rules_for(self, call: Call, key_id: str | None) -> list[RuleConfig]:
-        found = {id(r) for r in self._rule_index.find(call.tags, key_id, call.end_user, call.model_requested)}
-        return [r for r in self.rules if id(r) in found and r.applies(call.model_requested)]  # in config order
+    def _names(self, call: Call) -> tuple[str, ...]:
+        """The requested model and the model it resolves to: a rule on ``gpt-4o`` also holds for an alias of it
+        or for ``openai/gpt-4o``."""
+        resolved = self.resolve(call, call.model_requested)
+        return (call.model_requested,) if not resolved or resolved == call.model_requested else (
+            call.model_requested, resolved)  # fmt: skip
 
-    @staticmethod
-    def _model_rules(call: Call, rules: list[RuleConfig]) -> None:
+    def _rules_for(self, call: Call, key_id: str | None) -> list[RuleConfig]:
+        found: set[int] = set()
+        names = self._names(call)
+        for name in names:
+            found |= {id(r) for r in self._rule_index.find(call.tags, key_id, call.end_user, name)}
+        return [r for r in self.rules if id(r) in found and any(r.applies(n) for n in names)]  # in config order
+
+    def _model_rules(self, call: Call, rules: list[RuleConfig]) -> None:
+        names = self._names(call)
         model = call.model_requested
         for r in rules:
-            if any(fnmatch.fnmatchcase(model, g) for g in r.deny_models):
+            if any(fnmatch.fnmatchcase(n, g) for g in r.deny_models for n in names):
                 raise GatewayError(403, "model_not_allowed",
                                    f"model {model!r} is not allowed here (rule {r.name!r}, scope {r.scope})",
                                    param="model")  # fmt: skip
-            if r.allow_models and not any(fnmatch.fnmatchcase(model, g) for g in r.allow_models):
+            if r.allow_models and not any(fnmatch.fnmatchcase(n, g) for g in r.allow_models for n in names):
                 raise GatewayError(403, "model_not_allowed",
                                    f"model {model!r} is not on the allowed list of rule {r.name!r} (scope "
                                    f"{r.scope}): {', '.join(r.allow_models)}", param="model")  # fmt: skip
@@ -244,6 +258,13 @@ class PolicyEngine:
     def _caps(self, call: Call, rules: list[RuleConfig]) -> int:
         """Apply input/output token caps; returns the output ceiling used for reservations."""
         est_in = typical_input(call)
+        if call.route == "embeddings":  # no output tokens: only the input cap applies
+            for r in rules:
+                if r.max_input_tokens is not None and est_in > r.max_input_tokens:
+                    raise GatewayError(400, "token_limit_exceeded",
+                                       f"the input is about {est_in} tokens, over the {r.max_input_tokens} allowed "
+                                       f"by rule {r.name!r}", param="input")  # fmt: skip
+            return 0
         for r in rules:
             if r.max_input_tokens is not None and est_in > r.max_input_tokens:
                 raise GatewayError(400, "token_limit_exceeded",
@@ -293,9 +314,18 @@ class PolicyEngine:
 
     async def _blocked(self, call: Call, budget: BudgetConfig, budgets: list[tuple[BudgetConfig, Window]]) -> None:
         w = self.window(budget, call.ts)
+        counter = self.state.counter((budget.name, w.key))
+        limit = self._limits.get(budget.name)
+        if limit is not None and counter.spent < limit:
+            # Not spent yet, only held by calls in flight: they settle in seconds, usually for less.
+            raise GatewayError(
+                429, "budget_exceeded",
+                f"budget {budget.name!r} ({budget.scope}) is fully reserved by calls in flight; retry shortly",
+                kind="rate_limit_error", headers={"retry-after": "1"},
+            )  # fmt: skip
         retry = max(1, int((w.end - self.clock()).total_seconds()))
         if self.alerts is not None:
-            await self.alerts.blocked(budget, w, self.state.counter((budget.name, w.key)), self.clock())
+            await self.alerts.blocked(budget, w, counter, self.clock())
         raise GatewayError(
             429, "budget_exceeded",
             f"budget {budget.name!r} ({budget.scope}) is exhausted for the period ending {w.end.isoformat()}",
