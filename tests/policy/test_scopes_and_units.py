@@ -115,3 +115,33 @@ def test_expired_and_unknown_approval_requests_are_refused(ledger) -> None:  # n
                            max_usd=Decimal("2.5"))  # fmt: skip
     assert granted.status == "approved" and granted.max_usd == Decimal("2.5") and granted.decided_by == "me"
     assert [a.id for a in store.approvals("expired")] == ["apr_old"]
+
+
+async def test_model_rules_cannot_be_bypassed_with_an_alias_or_a_provider_prefix(make_gateway) -> None:  # noqa: ANN001
+    h = await make_gateway("""
+models:
+  - {name: smart, provider: openai, model: gpt-4o}
+rules:
+  - {name: no-4o, deny_models: ["gpt-4o"]}
+  - {name: caps, max_output_tokens: 10, on_exceed: clamp}
+""")  # fmt: skip
+    for model in ("gpt-4o", "smart", "openai/gpt-4o"):
+        r = await h.client.post(CHAT, json=body(model), headers=h.auth())
+        assert r.status_code == 403 and "no-4o" in r.json()["error"]["message"], model
+    r = await h.client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}, headers=h.auth())
+    assert r.status_code == 200 and "x-tokenops-clamped" not in r.headers
+
+
+async def test_a_budget_held_only_by_calls_in_flight_says_retry_shortly(make_gateway) -> None:  # noqa: ANN001
+    import asyncio
+
+    h = await make_gateway("""
+budgets:
+  - {name: tiny, amount_usd: "0.0001", period: month, hard: true}
+""")  # fmt: skip
+    slow = {**body("gpt-4o"), "max_tokens": 100, "fake": {"delay_ms": 300}}
+    first = asyncio.create_task(h.client.post(CHAT, json=slow, headers=h.auth()))
+    await asyncio.sleep(0.1)  # the first call holds more than the whole budget while it runs
+    r = await h.client.post(CHAT, json=body("gpt-4o"), headers=h.auth())
+    assert r.status_code == 429 and r.headers["retry-after"] == "1" and "in flight" in r.json()["error"]["message"]
+    assert (await first).status_code == 200
