@@ -161,22 +161,13 @@ class Config(_Model):
             seen[key] = i
         return v
 
-    @field_validator("budgets")
+    @field_validator("budgets", "limits")
     @classmethod
-    def _unique_budgets(cls, v: list[BudgetConfig]) -> list[BudgetConfig]:
-        names = [b.name for b in v]
+    def _unique_names(cls, v: list[Any], info: ValidationInfo) -> list[Any]:
+        names = [item.name for item in v]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"budget names must be unique: {', '.join(dupes)}")
-        return v
-
-    @field_validator("limits")
-    @classmethod
-    def _unique_limits(cls, v: list[LimitConfig]) -> list[LimitConfig]:
-        names = [limit.name for limit in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"limit names must be unique: {', '.join(dupes)}")
+            raise ValueError(f"{info.field_name} names must be unique: {', '.join(dupes)}")
         return v
 
     @field_validator("rules")

@@ -146,21 +146,12 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.put(f"{PREFIX}/budgets/{{name}}", response_model=BudgetStatus, tags=["budgets"])
     def put_budget(name: str, body: BudgetIn, _: Admin) -> dict[str, Any]:
-        from pydantic import ValidationError
-
         from tokenops.policy.config import BudgetConfig
 
         if name in gw.engine.config_budgets:
             raise AdminError(409, "defined_in_config", f"budget {name!r} is defined in the config file")
         definition = {"name": name, **body.model_dump(exclude_none=True, mode="json")}
-        try:
-            BudgetConfig.model_validate(definition)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "budget"
-            raise AdminError(400, "invalid_budget", f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
-        except ValueError as exc:
-            raise AdminError(400, "invalid_budget", str(exc)) from None
+        _validated(BudgetConfig, definition, "budget")
         gw.governance.put_budget(name, definition, by="admin-api")
         gw.reload_policy()
         return next(s for s in statuses() if s["name"] == name)
@@ -181,8 +172,6 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         return [{**_public(i), "source": "config" if i.name in config else "api"} for i in items]
 
     def put_policy(kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        from pydantic import ValidationError
-
         from tokenops.policy.config import LimitConfig, RuleConfig, contradictions
 
         model = RuleConfig if kind == "rule" else LimitConfig
@@ -190,12 +179,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         if any(i.name == name for i in configured):
             raise AdminError(409, "defined_in_config", f"{kind} {name!r} is defined in the config file")
         definition = {**body, "name": name}
-        try:
-            item = model.model_validate(definition)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or kind
-            raise AdminError(400, f"invalid_{kind}", f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+        item = _validated(model, definition, kind)
         if kind == "rule":
             others = [r for r in gw.engine.rules if r.name != name]
             problems = contradictions([*others, item])
@@ -308,6 +292,18 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         return report.to_json()
 
     return api
+
+
+def _validated(model: Any, definition: dict[str, Any], what: str) -> Any:
+    """Validate a definition against its config model; a problem is a 400 naming the field."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(definition)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or what
+        raise AdminError(400, f"invalid_{what}", f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _public(model: Any) -> dict[str, Any]:

@@ -57,6 +57,13 @@ def call_headers(call: Call, event: SpendEvent | None) -> dict[str, str]:
     return h
 
 
+def _unreachable(call: Call, exc: httpx.TransportError, what: str) -> UpstreamError:
+    """The one translation of transport failures: a timeout is 504, anything else 502."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(504, "upstream_timeout", f"provider {call.provider_name!r} did not answer in time")
+    return UpstreamError(502, "upstream_unreachable", f"provider {call.provider_name!r} {what} ({type(exc).__name__})")
+
+
 def _error_code(body: bytes) -> str | None:
     try:
         payload = orjson.loads(body)
@@ -89,12 +96,8 @@ class Upstream:
         )
         try:
             resp = await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise UpstreamError(504, "upstream_timeout", f"provider {call.provider_name!r} did not answer in time") from None
         except httpx.TransportError as exc:
-            raise UpstreamError(
-                502, "upstream_unreachable", f"provider {call.provider_name!r} is unreachable ({type(exc).__name__})"
-            ) from None
+            raise _unreachable(call, exc, "is unreachable") from None
         try:
             ctype = resp.headers.get("content-type", "")
             if resp.status_code >= 400:
@@ -109,12 +112,8 @@ class Upstream:
     async def _read(self, call: Call, resp: httpx.Response) -> bytes:
         try:
             return await resp.aread()
-        except httpx.TimeoutException:
-            raise UpstreamError(504, "upstream_timeout", f"provider {call.provider_name!r} did not answer in time") from None
         except httpx.TransportError as exc:
-            raise UpstreamError(
-                502, "upstream_unreachable", f"provider {call.provider_name!r} broke off ({type(exc).__name__})"
-            ) from None
+            raise _unreachable(call, exc, "broke off") from None
 
     async def _relay_error(self, call: Call, resp: httpx.Response, send: Send) -> None:
         body = await self._read(call, resp)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import fnmatch
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from tokenops.money import to_decimal
 from tokenops.policy.periods import zone
@@ -63,6 +63,9 @@ def _aware(value: date | datetime) -> datetime:
     return datetime(value.year, value.month, value.day, tzinfo=UTC)
 
 
+ScopeField = Annotated[Scope, BeforeValidator(_scope)]
+
+
 class ThresholdConfig(_Model):
     at: Decimal = Field(gt=0, le=10)
     action: Literal["alert", "downgrade", "require_approval", "block"] = "alert"
@@ -84,7 +87,7 @@ class ThresholdConfig(_Model):
 
 class BudgetConfig(_Model):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
-    scope: Scope = Scope()
+    scope: ScopeField = Scope()
     amount_usd: Decimal | None = None
     amount_tokens: int | None = Field(None, gt=0)
     period: Literal["day", "week", "month", "quarter", "custom"] = "month"
@@ -95,11 +98,6 @@ class BudgetConfig(_Model):
     thresholds: tuple[ThresholdConfig, ...] = ()
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-    @field_validator("scope", mode="before")
-    @classmethod
-    def _scope(cls, v: Any) -> Scope:
-        return _scope(v)
 
     @field_validator("amount_usd", mode="before")
     @classmethod
@@ -173,18 +171,13 @@ class BudgetConfig(_Model):
 
 class LimitConfig(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    scope: Scope = Scope()
+    scope: ScopeField = Scope()
     per: Literal["key", "user", "scope"] = "key"  # one bucket per key, per end user, or one for the whole scope
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
     usd_per_hour: Decimal | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-    @field_validator("scope", mode="before")
-    @classmethod
-    def _scope(cls, v: Any) -> Scope:
-        return _scope(v)
 
     @field_validator("usd_per_hour", mode="before")
     @classmethod
@@ -203,7 +196,7 @@ class LimitConfig(_Model):
 
 class RuleConfig(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    scope: Scope = Scope()
+    scope: ScopeField = Scope()
     models: tuple[str, ...] = ()  # the rule applies only to these model globs (default: every model)
     allow_models: tuple[str, ...] = ()
     deny_models: tuple[str, ...] = ()
@@ -214,11 +207,6 @@ class RuleConfig(_Model):
     require_approval: bool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-
-    @field_validator("scope", mode="before")
-    @classmethod
-    def _scope(cls, v: Any) -> Scope:
-        return _scope(v)
 
     @field_validator("max_cost_per_call_usd", mode="before")
     @classmethod
