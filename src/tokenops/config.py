@@ -98,7 +98,7 @@ class GatewayConfig(_Model):
     port: int = Field(8787, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     spool_dir: str | None = None  # default: "<ledger file>.spool" beside the DuckDB file
-    writer_interval: float = Field(1.0, gt=0)  # seconds between drains of the spool into the ledger
+    writer_interval: float = Field(2.0, gt=0)  # seconds between drains of the spool into the ledger
     key_refresh: float = Field(2.0, gt=0)  # seconds between reloads of keys (revocations by other processes)
 
 

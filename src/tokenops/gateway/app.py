@@ -29,6 +29,7 @@ from tokenops.config import Config
 from tokenops.errors import GatewayError, LedgerError, UpstreamError
 from tokenops.gateway import validate
 from tokenops.gateway.call import Call
+from tokenops.gateway.client import UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.http import Receive, Scope, Send, encode_headers, header_dict, read_body, send_bytes, send_json
 from tokenops.gateway.keycache import KeyCache
@@ -107,14 +108,14 @@ class Gateway:
         self.dispatcher: AlertDispatcher | None = None
         self._admin: Any = None  # the admin API, built on first use (FastAPI is slow to import)
         self.adapters: dict[str, Adapter] = {}
-        timeouts: dict[str, httpx.Timeout] = {}
+        timeouts: dict[str, tuple[float, float]] = {}
         for name, p in config.providers.items():
             adapter_cls = ADAPTERS[config.provider_kind(name)]
             self.adapters[name] = adapter_cls(p.base_url, p.api_key.get_secret_value() if p.api_key else None, dict(p.headers))
-            timeouts[name] = httpx.Timeout(p.timeout.read, connect=p.timeout.connect)
+            timeouts[name] = (p.timeout.connect, p.timeout.read)
         self._transport = transport
         self._timeouts = timeouts
-        self.client: httpx.AsyncClient | None = None
+        self.client: UpstreamClient | None = None
         self.spool: Spool | None = None
         self.meter: Meter | None = None
         self.upstream: Upstream | None = None
@@ -182,11 +183,7 @@ class Gateway:
                                           queue_size=self.config.alerts.queue_size)  # fmt: skip
         self.engine.alerts = BudgetAlerts(self.dispatcher.submit, None)
         await asyncio.to_thread(self._load_state)
-        self.client = httpx.AsyncClient(
-            transport=self._transport,
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500, keepalive_expiry=30),
-            follow_redirects=False,
-        )
+        self.client = make_client(self._transport)  # aiohttp, unless a test injected an httpx transport
         self.spool = Spool(self.spool_dir)
         self.engine.alerts.record = self.spool.append_record
         self.engine.approvals.record = self.spool.append_record

@@ -18,11 +18,11 @@ import logging
 import time
 from typing import Any
 
-import httpx
 import orjson
 
 from tokenops.errors import GatewayError, UpstreamError
 from tokenops.gateway.call import Call
+from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
 from tokenops.gateway.http import Receive, Send, encode_headers
 from tokenops.gateway.meter import Meter
 from tokenops.gateway.providers.base import Adapter
@@ -37,13 +37,8 @@ _RELAY_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-")
 _RELAY_NAMES = ("retry-after", "x-request-id", "request-id", "retry-after-ms")
 
 
-def relayed_headers(resp: httpx.Response) -> dict[str, str]:
-    out = {}
-    for name, value in resp.headers.items():
-        n = name.lower()
-        if n in _RELAY_NAMES or n.startswith(_RELAY_PREFIXES):
-            out[n] = value
-    return out
+def relayed_headers(resp: UpstreamResponse) -> dict[str, str]:
+    return {n: v for n, v in resp.headers.items() if n in _RELAY_NAMES or n.startswith(_RELAY_PREFIXES)}
 
 
 def call_headers(call: Call, event: SpendEvent | None) -> dict[str, str]:
@@ -57,11 +52,11 @@ def call_headers(call: Call, event: SpendEvent | None) -> dict[str, str]:
     return h
 
 
-def _unreachable(call: Call, exc: httpx.TransportError, what: str) -> UpstreamError:
+def _unreachable(call: Call, exc: TransportFailure, what: str) -> UpstreamError:
     """The one translation of transport failures: a timeout is 504, anything else 502."""
-    if isinstance(exc, httpx.TimeoutException):
+    if exc.timeout:
         return UpstreamError(504, "upstream_timeout", f"provider {call.provider_name!r} did not answer in time")
-    return UpstreamError(502, "upstream_unreachable", f"provider {call.provider_name!r} {what} ({type(exc).__name__})")
+    return UpstreamError(502, "upstream_unreachable", f"provider {call.provider_name!r} {what} ({exc})")
 
 
 def _error_code(body: bytes) -> str | None:
@@ -77,8 +72,8 @@ def _error_code(body: bytes) -> str | None:
 
 
 class Upstream:
-    def __init__(self, client: httpx.AsyncClient, adapters: dict[str, Adapter], timeouts: dict[str, httpx.Timeout],
-                 meter: Meter):  # fmt: skip
+    def __init__(self, client: UpstreamClient, adapters: dict[str, Adapter],
+                 timeouts: dict[str, tuple[float, float]], meter: Meter):  # fmt: skip
         self.client = client
         self.adapters = adapters
         self.timeouts = timeouts
@@ -87,45 +82,40 @@ class Upstream:
     async def forward(self, call: Call, receive: Receive, send: Send) -> None:
         adapter = self.adapters[call.provider_name]
         body, wants_usage = adapter.prepare(call.route, call.body, call.upstream_model)
-        request = self.client.build_request(
-            "POST",
-            adapter.url(call.route),
-            headers=adapter.headers(call.headers),
-            content=orjson.dumps(body),
-            timeout=self.timeouts[call.provider_name],
-        )
+        connect, read = self.timeouts[call.provider_name]
         try:
-            resp = await self.client.send(request, stream=True)
-        except httpx.TransportError as exc:
+            resp = await self.client.send(adapter.url(call.route), adapter.headers(call.headers), orjson.dumps(body),
+                                          connect=connect, read=read)  # fmt: skip
+        except TransportFailure as exc:
             raise _unreachable(call, exc, "is unreachable") from None
         try:
             ctype = resp.headers.get("content-type", "")
-            if resp.status_code >= 400:
+            if resp.status >= 400:
                 await self._relay_error(call, resp, send)
             elif call.stream and ctype.startswith("text/event-stream"):
                 await self._relay_stream(call, adapter, resp, wants_usage, receive, send)
             else:
                 await self._relay_json(call, adapter, resp, send)
         finally:
-            await resp.aclose()
+            await resp.close()
 
-    async def _read(self, call: Call, resp: httpx.Response) -> bytes:
+    async def _read(self, call: Call, resp: UpstreamResponse) -> bytes:
         try:
-            return await resp.aread()
-        except httpx.TransportError as exc:
+            return await resp.read()
+        except TransportFailure as exc:
             raise _unreachable(call, exc, "broke off") from None
 
-    async def _relay_error(self, call: Call, resp: httpx.Response, send: Send) -> None:
+    async def _relay_error(self, call: Call, resp: UpstreamResponse, send: Send) -> None:
         body = await self._read(call, resp)
         event = await self.meter.record(
-            call, status="upstream_error", http_status=resp.status_code, error_code=_error_code(body)
+            call, status="upstream_error", http_status=resp.status, error_code=_error_code(body)
         )
         headers = {"content-type": resp.headers.get("content-type", "application/json"),
                    "content-length": str(len(body)), **relayed_headers(resp), **call_headers(call, event)}  # fmt: skip
-        await send({"type": "http.response.start", "status": resp.status_code, "headers": encode_headers(headers)})
+        await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
         await send({"type": "http.response.body", "body": body})
 
-    async def _relay_json(self, call: Call, adapter: Adapter, resp: httpx.Response, send: Send) -> None:
+    async def _relay_json(self, call: Call, adapter: Adapter, resp: UpstreamResponse, send: Send) -> None:
         body = await self._read(call, resp)
         try:
             payload = orjson.loads(body)
@@ -147,7 +137,7 @@ class Upstream:
         event = await self.meter.record(
             call,
             status="ok",
-            http_status=resp.status_code,
+            http_status=resp.status,
             usage=usage,
             model_used=adapter.response_model(payload),
             usage_estimated=estimated,
@@ -155,17 +145,17 @@ class Upstream:
         )
         headers = {"content-type": resp.headers.get("content-type", "application/json"),
                    "content-length": str(len(body)), **relayed_headers(resp), **call_headers(call, event)}  # fmt: skip
-        await send({"type": "http.response.start", "status": resp.status_code, "headers": encode_headers(headers)})
+        await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
         await send({"type": "http.response.body", "body": body})
 
     async def _relay_stream(
-        self, call: Call, adapter: Adapter, resp: httpx.Response, wants_usage: bool, receive: Receive, send: Send
+        self, call: Call, adapter: Adapter, resp: UpstreamResponse, wants_usage: bool, receive: Receive, send: Send
     ) -> None:
         meter = adapter.stream_meter(wants_usage)
         sse = SSEBuffer()
         headers = {"content-type": resp.headers.get("content-type", "text/event-stream"), "cache-control": "no-cache",
                    **relayed_headers(resp), **call_headers(call, None)}  # fmt: skip
-        await send({"type": "http.response.start", "status": resp.status_code, "headers": encode_headers(headers)})
+        await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
         relay_task = asyncio.current_task()
         disconnected = False
 
@@ -183,7 +173,7 @@ class Upstream:
         ttft: float | None = None
         finished = False
         try:
-            async for chunk in resp.aiter_bytes():
+            async for chunk in resp.chunks():
                 for ev in sse.feed(chunk):
                     if ttft is None:
                         ttft = time.perf_counter()
@@ -211,9 +201,9 @@ class Upstream:
                     usage_estimated=True, ttft=ttft, error_code="client_disconnected",
                     upstream_request_id=meter.upstream_id,
                 )  # fmt: skip
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
+        except TransportFailure as exc:
             if not finished:
-                code = "upstream_timeout" if isinstance(exc, httpx.TimeoutException) else "upstream_stream_broken"
+                code = "upstream_timeout" if exc.timeout else "upstream_stream_broken"
                 await self._stream_incomplete(call, adapter, meter, ttft, code, send)
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
