@@ -7,6 +7,8 @@ price row used (the row itself is stored in ``price_rows``), and the attribution
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -23,8 +25,23 @@ Status = Literal["ok", "upstream_error", "rejected", "cancelled", "error"]
 STATUSES = ("ok", "upstream_error", "rejected", "cancelled", "error")
 
 
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+class _RequestIds:
+    """``req_`` + a random per-process prefix + a counter: unique across processes and restarts (the prefix
+    is 64 random bits), and cheap (no system call per request: ``os.urandom`` showed up in the gateway's
+    profile)."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._count = itertools.count()
+        self._pid = os.getpid()
+
+    def __call__(self) -> str:
+        if os.getpid() != self._pid:  # a forked worker must not repeat its parent's ids
+            self.__init__()  # type: ignore[misc]
+        return f"req_{self._prefix}{next(self._count):016x}"
+
+
+new_request_id = _RequestIds()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +46,10 @@ class Spool:
         self._fd = -1
         self._size = 0
         self.path = self._open_segment()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="tokenops-spool")
-        self._pending: list[bytes] = []
-        self._waiters: list[asyncio.Future[None]] = []
-        self._flushing = False
+        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._flusher: threading.Thread | None = None
         self.appended = 0
 
     def _open_segment(self) -> Path:
@@ -99,42 +98,60 @@ class Spool:
         await self.append_line(orjson.dumps(record, default=str))
 
     async def append_line(self, line: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._pending.append(line + b"\n")
-        self._waiters.append(fut)
-        if not self._flushing:
-            self._flushing = True
-            loop.create_task(self._flush_loop(loop))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, name="tokenops-spool", daemon=True)
+                self._flusher.start()
+            self._pending.append((line + b"\n", fut))
+            self._cond.notify()
         await fut
 
-    async def _flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Group commit: everything queued while one sync runs goes out in the next write+sync.
-        try:
-            while self._pending:
-                data, waiters = b"".join(self._pending), self._waiters
-                self._pending, self._waiters = [], []
+    def _flush_forever(self) -> None:
+        """Group commit on one long-lived thread: whatever queued while a write+sync ran goes in the next one."""
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending and self._closing:
+                    return
+                batch, self._pending = self._pending, []
+            error: OSError | None = None
+            try:
+                self._write_sync(b"".join(line for line, _ in batch))
+            except OSError as exc:
+                log.error("spool write failed: %s", exc)
+                error = exc
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+            for _, fut in batch:
+                by_loop.setdefault(fut.get_loop(), []).append(fut)
+            for loop, futs in by_loop.items():
                 try:
-                    await loop.run_in_executor(self._executor, self._write_sync, data)
-                except OSError as exc:
-                    log.error("spool write failed: %s", exc)
-                    for w in waiters:
-                        if not w.done():
-                            w.set_exception(exc)
-                    continue
-                self.appended += len(waiters)
-                for w in waiters:
-                    if not w.done():
-                        w.set_result(None)
-        finally:
-            self._flushing = False
+                    loop.call_soon_threadsafe(_resolve, futs, error)
+                except RuntimeError:
+                    pass  # that loop is closed: nobody waits for these any more
+            if error is None:
+                self.appended += len(batch)
 
     def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._flusher is not None:
+            self._flusher.join()
         with self._io_lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-        self._executor.shutdown(wait=True)
+
+
+def _resolve(futs: list[asyncio.Future[None]], error: OSError | None) -> None:
+    for fut in futs:
+        if not fut.done():
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
 
 
 @dataclass(frozen=True)
