@@ -28,7 +28,7 @@ providers:
   openai: {{base_url: "{upstream}/v1", api_key: {PROVIDER_KEY}}}
   anthropic: {{base_url: "{upstream}", api_key: {PROVIDER_KEY}}}
   local: {{base_url: "{upstream}/v1", kind: openai, api_key: {PROVIDER_KEY}}}
-gateway: {{writer_interval: 0.2}}
+gateway: {{writer_interval: 0.2, writer: thread}}
 {extra}
 """
     path = tmp_path / "tokenops.yaml"

@@ -2,4 +2,5 @@
 
 from tokenops.cli import main
 
-main()
+if __name__ == "__main__":  # guarded: the ledger writer's child process re-imports the main module
+    main()

@@ -99,6 +99,7 @@ class GatewayConfig(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     spool_dir: str | None = None  # default: "<ledger file>.spool" beside the DuckDB file
     writer_interval: float = Field(2.0, gt=0)  # seconds between drains of the spool into the ledger
+    writer: Literal["process", "thread"] = "process"  # where the drains run (process: off the gateway's GIL)
     key_refresh: float = Field(2.0, gt=0)  # seconds between reloads of keys (revocations by other processes)
 
 

@@ -64,7 +64,7 @@ async def test_rejected_calls_are_recorded_for_the_key(gw: GatewayHarness) -> No
 
 
 async def test_body_over_the_limit_is_413(make_gateway) -> None:  # noqa: ANN001
-    h = await make_gateway("gateway: {max_body_bytes: 1000, writer_interval: 0.2}")
+    h = await make_gateway("gateway: {max_body_bytes: 1000, writer_interval: 0.2, writer: thread}")
     big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 2000}]}
     r = await h.client.post(CHAT, json=big, headers=h.auth())
     assert r.status_code == 413 and openai_error(r)["code"] == "request_too_large"

@@ -198,6 +198,8 @@ class Gateway:
             interval=self.config.gateway.writer_interval,
             on_tick=self._tick,
             tick_every=self.config.gateway.key_refresh,
+            mode=self.config.gateway.writer,
+            price_rows_list=tuple(e.to_row(self.config.source) for e in self.config.prices),
         )
         self.writer.start()
         self.started = True

@@ -1,18 +1,26 @@
-"""The ledger writer: one background thread per gateway process that drains the spool into the ledger.
+"""The ledger writer: drains the spool into the ledger in the background.
 
-It also reloads the keys now and then, so revocations made by another process take effect. It only opens
-the ledger when there is something to do, gives up at once when another process holds the file (it tries
-again next round: the spool keeps everything meanwhile) and closes it after each round, so that a
-``tokenops report`` in another terminal gets its turn.
+It only opens the ledger when there is something to do, gives up at once when another process holds the file
+(it tries again next round: the spool keeps everything meanwhile) and closes it after each round, so that a
+``tokenops report`` in another terminal gets its turn. A thread also reloads keys and policy now and then, so
+changes made by another process take effect.
+
+By default (``gateway.writer: process``) the drains run in a child process: turning a batch of spool lines
+into ledger rows is Python work that would otherwise hold the gateway's GIL for tens of milliseconds every
+round and show in its tail latency (measured in bench/gateway.py). Tests use ``thread``. Either way the final
+drain at shutdown runs in the gateway process, after the spool is closed.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tokenops.errors import LedgerBusy, LedgerError
 from tokenops.ledger import spool as spoolmod
@@ -31,6 +39,8 @@ class LedgerWriter:
         interval: float = 1.0,
         on_tick: Callable[[], None] | None = None,
         tick_every: float = 2.0,
+        mode: str = "thread",
+        price_rows_list: tuple[Any, ...] = (),
     ):
         self.ledger = ledger
         self.spool_dir = spool_dir
@@ -44,8 +54,21 @@ class LedgerWriter:
         self._sizes: dict[str, int] = {}
         self.drained = 0
         self.last_error: str | None = None
+        self.mode = mode
+        self._extra_rows = price_rows_list
+        self._child: Any = None
+        self._child_stop: Any = None
 
     def start(self) -> None:
+        if self.mode == "process":
+            ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+            self._child_stop = ctx.Event()
+            self._child = ctx.Process(
+                target=_drain_forever, name="tokenops-ledger-writer", daemon=True,
+                args=(str(self.ledger.path), str(self.spool_dir), self.interval, self._extra_rows, self._child_stop,
+                      os.getpid()),
+            )  # fmt: skip
+            self._child.start()
         self._thread = threading.Thread(target=self._run, name="tokenops-ledger-writer", daemon=True)
         self._thread.start()
 
@@ -79,10 +102,11 @@ class LedgerWriter:
     def _run(self) -> None:
         last_tick = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
+            self._wake.wait(self.interval if self.mode == "thread" else min(self.interval, self.tick_every))
             self._wake.clear()
             try:
-                self.drain_once()
+                if self.mode == "thread":
+                    self.drain_once()
             except LedgerBusy:
                 pass  # another process has the file; the spool holds everything until next round
             except (LedgerError, OSError) as exc:  # the writer must outlive any one bad round
@@ -103,7 +127,35 @@ class LedgerWriter:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._child is not None:
+            self._child_stop.set()
+            self._child.join(final_timeout)
+            if self._child.is_alive():
+                self._child.kill()
+                self._child.join()
+            self._child = None
         try:
             self.drain_once(timeout=final_timeout, force=True)  # also removes this process's finished segment
         except LedgerError as exc:
             log.error("final drain failed (events stay in the spool for next start): %s", exc)
+
+
+def _drain_forever(ledger_path: str, spool_dir: str, interval: float, extra_rows: tuple[Any, ...], stop: Any,
+                   parent: int) -> None:  # fmt: skip
+    """The child process: drain every ``interval`` s until told to stop or orphaned."""
+    import signal
+
+    from tokenops.pricing.catalog import load_catalog
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the gateway, which then stops us in order
+    catalog = load_catalog(extra_rows)
+    writer = LedgerWriter(DuckDBLedger(Path(ledger_path)), Path(spool_dir), price_rows=catalog.get)
+    while not stop.wait(interval):
+        if os.getppid() != parent:
+            return  # the gateway died: a restarted one will drain
+        try:
+            writer.drain_once()
+        except LedgerBusy:
+            pass
+        except (LedgerError, OSError) as exc:
+            log.error("ledger writer: %s", exc)
