@@ -145,3 +145,25 @@ budgets:
     r = await h.client.post(CHAT, json=body("gpt-4o"), headers=h.auth())
     assert r.status_code == 429 and r.headers["retry-after"] == "1" and "in flight" in r.json()["error"]["message"]
     assert (await first).status_code == 200
+
+
+async def test_finished_periods_and_idle_buckets_are_forgotten(make_gateway) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    now = [datetime(2026, 11, 30, 23, 0, tzinfo=UTC)]
+    h = await make_gateway("""
+budgets:
+  - {name: daily, amount_usd: "10", period: day}
+limits:
+  - {name: per-user, per: user, requests_per_minute: 100}
+""", clock=lambda: now[0])  # fmt: skip
+    engine = h.gateway.engine
+    for user in ("a", "b", "c"):
+        await h.client.post(CHAT, json={**body(), "user": user}, headers=h.auth())
+    assert len(engine.limiter.state.buckets) == 3 and len(engine.state.counters) == 1
+    now[0] = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # a new day
+    await h.client.post(CHAT, json={**body(), "user": "d"}, headers=h.auth())
+    engine.limiter.state.clock = lambda: 1e12  # far in the future: every bucket has refilled
+    engine.prune()
+    assert len(engine.state.counters) == 1  # only today's counter is kept
+    assert engine.limiter.state.buckets == {}

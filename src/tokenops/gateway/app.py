@@ -175,6 +175,7 @@ class Gateway:
     def _tick(self) -> None:
         self.keys.reload()
         self.reload_policy()
+        self.engine.prune()
 
     async def start(self) -> None:
         if self.started:

@@ -365,6 +365,13 @@ class PolicyEngine:
         names = {limit.name for limit in self.config_limits}
         self.limiter.limits = self.config_limits + tuple(lim for lim in extra if lim.name not in names)
 
+    def prune(self) -> None:
+        """Drop counters of finished periods and idle rate buckets (called every few seconds by the writer)."""
+        now = self.clock()
+        current = {(b.name, self.window(b, now).key) for b in self.budgets.values()}
+        self.state.forget(lambda key: key in current)
+        self.limiter.state.prune()
+
     def seed_all(self, seed: Callable[[BudgetConfig, Window], Decimal]) -> None:
         now = self.clock()
         for b in self.budgets.values():

@@ -110,7 +110,7 @@ class InMemoryState:
         with self._lock:
             self.counters.setdefault(key, Counter()).spent = spent
 
-    def forget_before(self, keep: Callable[[CounterKey], bool]) -> None:
+    def forget(self, keep: Callable[[CounterKey], bool]) -> None:
         """Drop counters of finished periods (memory stays flat over months of uptime)."""
         with self._lock:
             for key in [k for k in self.counters if not keep(k)]:
@@ -171,6 +171,16 @@ class RateState:
             for (_, amount, _, _), b in zip(wants, buckets, strict=True):
                 b.level -= amount
             return True, 0.0, buckets
+
+    def prune(self) -> int:
+        """Forget buckets that have refilled completely: they hold no state (memory stays flat however many
+        users pass through a per-user limit)."""
+        now = self.clock()
+        with self._lock:
+            idle = [k for k, b in self.buckets.items() if now - b.updated >= b.period]
+            for k in idle:
+                del self.buckets[k]
+        return len(idle)
 
     def adjust(self, key: tuple[str, str, str], delta: Decimal) -> None:
         """Give back (positive) or take more (negative) once the real usage is known; may go below zero."""
