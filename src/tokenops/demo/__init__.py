@@ -8,6 +8,7 @@ cache, an unpriced model), prints a spend report and leaves the gateway running 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import time
 from datetime import UTC, datetime
@@ -167,6 +168,10 @@ In a second terminal:
   tokenops prices list --config {cfg_path} --unpriced
 """
     )
+    def stop_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops the demo as cleanly as Ctrl-C: the spool drained, the writer ended
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         if wait:
             console.print("Gateway running; press Ctrl-C to stop.")
