@@ -134,3 +134,27 @@ def test_admin_api_conforms_to_its_openapi_document(running: Running) -> None:
                                    excluded_checks=[schemathesis.checks.positive_data_acceptance])
 
         check()
+
+
+def test_budget_status_from_the_cli_is_live_when_the_gateway_answers(running: Running, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from tokenops.cli import app
+
+    text = (Path(running.config.source).read_text()
+            + f"\ngateway: {{port: {running.server.port}, writer: thread}}\n")  # fmt: skip
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text(text)
+    result = CliRunner().invoke(app, ["budgets", "status", "--config", str(cfg), "--format", "json"],
+                                catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    budgets = {b["name"]: b for b in json.loads(result.output)["budgets"]}
+    # only the gateway's live answer names each budget's source (the ledger fallback cannot know reservations)
+    assert budgets["from-config"]["source"] == "config" and "reserved" in budgets["from-config"]
+
+
+def test_readyz_checks_the_ledger(running: Running) -> None:
+    r = httpx.get(running.server.url + "/readyz")
+    assert r.status_code == 200 and r.json() == {"status": "ready", "problems": []}

@@ -117,20 +117,40 @@ def status(config: ConfigOption = None, fmt: FormatOption = Format.table) -> Non
     from tokenops.policy.periods import window
 
     cfg = load(config)
-    ledger = ledger_for(cfg)
-    drain(cfg, ledger)
-    store = GovernanceStore(ledger)
-    now = datetime.now(UTC)
-    rows = []
-    for b, _src in _all_budgets(cfg):
-        w = window(b.period, b.timezone, now, custom=b.custom_window())
-        spent = store.spent(b.scope, w.start, w.end, b.unit)
-        rows.append(budget_status(b, w, spent, Decimal(0), now))
+    rows = _live_status(cfg)
+    if rows is None:  # no gateway answering: this period's spend from the ledger (nothing is in flight then)
+        ledger = ledger_for(cfg)
+        drain(cfg, ledger)
+        store = GovernanceStore(ledger)
+        now = datetime.now(UTC)
+        rows = []
+        for b, _src in _all_budgets(cfg):
+            w = window(b.period, b.timezone, now, custom=b.custom_window())
+            spent = store.spent(b.scope, w.start, w.end, b.unit)
+            rows.append(budget_status(b, w, spent, Decimal(0), now))
     table_rows = [{**r, "thresholds": " ".join(f"{t['at']:g}:{t['action']}{'✓' if t['reached'] else ''}"
                                                for t in r["thresholds"])} for r in rows]  # fmt: skip
     emit(table_rows, fmt, title="Budget status (this period)", payload={"budgets": rows},
          columns=["name", "scope", "unit", "amount", "spent", "remaining", "forecast_at_period_end", "used_fraction",
                   "thresholds", "period_end"])  # fmt: skip
+
+
+def _live_status(cfg: Any) -> list[dict[str, Any]] | None:
+    """Live figures (reservations of calls in flight included) from the gateway this config runs, when it
+    answers on gateway.host:port and the config has the admin key; None otherwise."""
+    if cfg.admin_key is None:
+        return None
+    import httpx
+
+    host = "127.0.0.1" if cfg.gateway.host in ("0.0.0.0", "::") else cfg.gateway.host
+    try:
+        r = httpx.get(f"http://{host}:{cfg.gateway.port}/v1/admin/budgets", timeout=2,
+                      headers={"authorization": f"Bearer {cfg.admin_key.get_secret_value()}"})  # fmt: skip
+    except httpx.HTTPError:
+        return None
+    if r.status_code != 200:
+        return None
+    return list(r.json()["budgets"])
 
 
 @app.command("delete")

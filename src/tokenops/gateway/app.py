@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ import orjson
 
 from tokenops.alerts import AlertDispatcher, build_channels
 from tokenops.config import Config
-from tokenops.errors import GatewayError, LedgerError, UpstreamError
+from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import validate
 from tokenops.gateway.call import Call
 from tokenops.gateway.client import UpstreamClient, make_client
@@ -384,13 +385,27 @@ class Gateway:
         await send_json(send, 200, event.to_public())
 
     async def _readyz(self, send: Send) -> None:
+        """Ready when the spool can take events and the ledger can be opened (a ledger busy with another
+        process's turn is reachable: the spool holds events until it is free)."""
         problems = []
         if not self.started:
             problems.append("gateway not started")
         if self.writer is not None and self.writer.last_error:
             problems.append(f"ledger: {self.writer.last_error}")
+        if self.spool is not None and not os.access(self.spool_dir, os.W_OK):
+            problems.append(f"spool folder {self.spool_dir} is not writable")
+        try:
+            await asyncio.to_thread(self._probe_ledger)
+        except LedgerBusy:
+            pass
+        except LedgerError as exc:
+            problems.append(f"ledger: {exc}")
         body = {"status": "ready" if not problems else "unavailable", "problems": problems}
         await send_bytes(send, 200 if not problems else 503, orjson.dumps(body), {})
+
+    def _probe_ledger(self) -> None:
+        with self.ledger.connect(timeout=0.5) as conn:
+            conn.execute("SELECT 1").fetchone()
 
 
 def _log_delivery(alert: Any, channel: str, error: str | None) -> None:
