@@ -54,3 +54,49 @@ budgets:
     overshoot = max(Decimal(0), spent - BUDGET)
     print(f"\nrun {run}: {ok} admitted, {len(blocked)} blocked, spent {spent} of {BUDGET}, "
           f"overshoot {overshoot} / bound {one_call_max}")
+
+
+async def test_hard_budget_holds_through_real_sockets(tmp_path) -> None:  # noqa: ANN001
+    """The same bound with real concurrency: uvicorn on loopback, calls racing over separate connections."""
+    import httpx
+
+    from harness import PROVIDER_KEY, create_key, write_config
+    from tokenops.fakeprovider import create_fake_provider
+    from tokenops.gateway.app import create_app
+    from tokenops.servers import BackgroundServer
+
+    fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
+    cfg = write_config(tmp_path, f"""
+budgets:
+  - {{name: sock-hard, scope: {{team: s}}, amount_usd: "{BUDGET}", period: month, hard: true}}
+""", upstream=fake.url)  # fmt: skip
+    gw = create_app(cfg)
+    _, key = create_key(gw.ledger, tags={"team": "s"})
+    server = BackgroundServer(gw).start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                     limits=httpx.Limits(max_connections=200)) as client:  # fmt: skip
+
+            async def one(i: int) -> int:
+                body = {"model": "gpt-4o", "max_tokens": 40, "stream": i % 3 == 0,
+                        "messages": [{"role": "user", "content": f"socket call {i} " + "y" * (i % 40)}]}  # fmt: skip
+                r = await client.post("/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"})
+                return r.status_code
+
+            statuses: list[int] = []
+            for wave in range(30):
+                batch = await asyncio.gather(*(one(wave * 100 + i) for i in range(100)))
+                statuses += batch
+                if all(s == 429 for s in batch):
+                    break
+        assert set(statuses) == {200, 429}
+    finally:
+        server.stop()
+        fake.stop()
+    with gw.ledger.connect() as conn:
+        spent = conn.execute("SELECT sum(cost_usd) FROM events WHERE team = 's' AND status = 'ok'").fetchone()[0]
+    row = gw.catalog.lookup(("openai",), "gpt-4o", gw.clock())
+    bound = max_cost(row, 400, 40)
+    assert BUDGET <= spent <= BUDGET + bound, f"spent {spent}, budget {BUDGET}, one call's max {bound}"
+    print(f"\nsockets: {statuses.count(200)} admitted, spent {spent} of {BUDGET}, overshoot "
+          f"{max(Decimal(0), spent - BUDGET)} / bound {bound}")
