@@ -16,7 +16,6 @@ PostgreSQL for spend logs), so it does less work per call than in a typical depl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
