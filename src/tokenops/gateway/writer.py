@@ -53,20 +53,18 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._sizes: dict[str, int] = {}
         self.drained = 0
+        self.last_drain = 0.0
         self.last_error: str | None = None
         self.mode = mode
         self._extra_rows = price_rows_list
         self._child: Any = None
-        self._child_stop: Any = None
 
     def start(self) -> None:
         if self.mode == "process":
             ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
-            self._child_stop = ctx.Event()
             self._child = ctx.Process(
                 target=_drain_forever, name="tokenops-ledger-writer", daemon=True,
-                args=(str(self.ledger.path), str(self.spool_dir), self.interval, self._extra_rows, self._child_stop,
-                      os.getpid()),
+                args=(str(self.ledger.path), str(self.spool_dir), self.interval, self._extra_rows, os.getpid()),
             )  # fmt: skip
             self._child.start()
         self._thread = threading.Thread(target=self._run, name="tokenops-ledger-writer", daemon=True)
@@ -128,7 +126,9 @@ class LedgerWriter:
             self._thread.join()
             self._thread = None
         if self._child is not None:
-            self._child_stop.set()
+            # SIGTERM, not a shared Event: a child already killed with its process group would never acknowledge
+            # an Event's condition, and stopping would hang. A drain is one transaction: stopping mid-way is safe.
+            self._child.terminate()
             self._child.join(final_timeout)
             if self._child.is_alive():
                 self._child.kill()
@@ -140,22 +140,28 @@ class LedgerWriter:
             log.error("final drain failed (events stay in the spool for next start): %s", exc)
 
 
-def _drain_forever(ledger_path: str, spool_dir: str, interval: float, extra_rows: tuple[Any, ...], stop: Any,
+def _drain_forever(ledger_path: str, spool_dir: str, interval: float, extra_rows: tuple[Any, ...],
                    parent: int) -> None:  # fmt: skip
-    """The child process: drain every ``interval`` s until told to stop or orphaned."""
+    """The child process: drain every ``interval`` s until SIGTERM or orphaned."""
     import signal
 
     from tokenops.pricing.catalog import load_catalog
 
+    stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the gateway, which then stops us in order
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     catalog = load_catalog(extra_rows)
     writer = LedgerWriter(DuckDBLedger(Path(ledger_path)), Path(spool_dir), price_rows=catalog.get)
-    while not stop.wait(interval):
-        if os.getppid() != parent:
-            return  # the gateway died: a restarted one will drain
+    while not stopping.is_set():
+        stopping.wait(min(interval, 0.5))
+        if stopping.is_set() or os.getppid() != parent:
+            return  # stopped, or the gateway died (a restarted one will drain)
+        if time.monotonic() - writer.last_drain < interval:
+            continue
         try:
             writer.drain_once()
         except LedgerBusy:
             pass
         except (LedgerError, OSError) as exc:
             log.error("ledger writer: %s", exc)
+        writer.last_drain = time.monotonic()
