@@ -74,3 +74,33 @@ def test_report_in_a_second_process_includes_calls_just_answered(tmp_path: Path)
         proc.wait(timeout=20)
         fake.stop()
     assert DuckDBLedger(cfg.ledger_path()).count_events() == 6
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_gateway(tmp_path: Path) -> None:
+    """`timeout`, systemd and shells signal a whole process group: the writer child gets SIGTERM too."""
+    import os
+    import time
+
+    write_config(tmp_path, "")
+    # writer: process (the default): the drains run in a child process
+    (tmp_path / "tokenops.yaml").write_text((tmp_path / "tokenops.yaml").read_text().replace(", writer: thread", ""))
+    port = free_port()
+    with (tmp_path / "gw.log").open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tokenops", "serve", "--config", str(tmp_path / "tokenops.yaml"),
+                                 "--port", str(port), "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        time.sleep(1.0)  # the writer child is up
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) is not None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError("the gateway hung on SIGTERM to its process group")
