@@ -123,6 +123,8 @@ def test_alert_downgrade_approval_and_block_through_the_openai_sdk(stack: Stack)
     assert r.headers["x-tokenops-model"] == "gpt-4o-mini"
     assert r.headers["x-tokenops-downgraded-from"] == "gpt-4o"
     assert r.parse().model == "gpt-4o-mini"
+    downgraded = stack.gateway.meter.lookup_recent(r.headers["x-tokenops-request-id"])
+    assert (downgraded.model_requested, downgraded.model_used) == ("gpt-4o", "gpt-4o-mini")  # both kept
     r = stack.chat(usage={"input": 1_000_000, "output": 0})  # gpt-4o-mini at $0.15: +$0.15, now at 85%
 
     with pytest.raises(openai.PermissionDeniedError) as denied:

@@ -34,4 +34,5 @@ class Call:
     price_row: PriceRow | None = None
     body_bytes: int = 0  # size of the request body: an upper bound of its input tokens (a token is >= 1 byte)
     approval_id: str | None = None  # the approval grant that let this call through
+    downgraded_from: str | None = None  # the model the client asked for, when a budget downgraded the call
     reservation: Any = None  # the policy engine's claims on budgets and rate limits, settled by the meter

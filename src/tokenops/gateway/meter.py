@@ -72,7 +72,7 @@ class Meter:
             ts=call.ts,
             source=self.source,
             provider=call.provider_name,
-            model_requested=call.model_requested,
+            model_requested=call.downgraded_from or call.model_requested,  # what the client asked for
             model_used=model_used or "",
             route=call.route,
             stream=call.stream,

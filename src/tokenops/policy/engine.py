@@ -109,6 +109,7 @@ class PolicyEngine:
         if downgrade is not None and downgrade[1].model and self._cheaper(call, downgrade[1].model):
             call.response_headers["x-tokenops-downgraded-from"] = call.model_requested
             call.response_headers["x-tokenops-downgrade-reason"] = f"budget {downgrade[0].name}"
+            call.downgraded_from = call.model_requested
             call.model_requested = downgrade[1].model
             rules = self._rules_for(call, key_id)
             self._model_rules(call, rules)  # the cheaper model must be allowed too
