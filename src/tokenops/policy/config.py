@@ -51,6 +51,13 @@ def _money(value: Any, what: str) -> Decimal | None:
     return d
 
 
+def _positive_money(value: Any, what: str) -> Decimal | None:
+    d = _money(value, what)
+    if d is not None and d <= 0:
+        raise ValueError(f"{what} must be greater than 0")
+    return d
+
+
 def _scope(value: Any) -> Scope:
     if isinstance(value, Scope):
         return value
@@ -102,10 +109,7 @@ class BudgetConfig(_Model):
     @field_validator("amount_usd", mode="before")
     @classmethod
     def _amount(cls, v: Any) -> Decimal | None:
-        d = _money(v, "amount_usd")
-        if d is not None and d <= 0:
-            raise ValueError("amount_usd must be greater than 0")
-        return d
+        return _positive_money(v, "amount_usd")
 
     @field_validator("timezone")
     @classmethod
@@ -182,10 +186,7 @@ class LimitConfig(_Model):
     @field_validator("usd_per_hour", mode="before")
     @classmethod
     def _usd(cls, v: Any) -> Decimal | None:
-        d = _money(v, "usd_per_hour")
-        if d is not None and d <= 0:
-            raise ValueError("usd_per_hour must be greater than 0")
-        return d
+        return _positive_money(v, "usd_per_hour")
 
     @model_validator(mode="after")
     def _any(self) -> LimitConfig:
