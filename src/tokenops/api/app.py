@@ -8,7 +8,6 @@ refresh interval). Errors use the OpenAI error shape: ``{"error": {"type", "code
 from __future__ import annotations
 
 import getpass
-import hmac
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -65,14 +64,13 @@ def _admin(request: Request) -> None:
     """The admin key, compared in constant time; a client key is told it is the wrong kind of key."""
     gw: Gateway = request.app.state.gateway
     presented = presented_key({k.lower(): v for k, v in request.headers.items()})
-    configured = gw.config.admin_key.get_secret_value() if gw.config.admin_key else None
     if presented is None:
         raise AdminError(401, "missing_api_key", "the admin API needs the admin key (Authorization: Bearer …)")
-    if configured and hmac.compare_digest(presented.encode(), configured.encode()):
+    if gw.is_admin_key(presented):
         return
     if gw.keys.get(presented) is not None:
         raise AdminError(403, "admin_key_required", "a client key cannot use the admin API")
-    if not configured:
+    if gw.config.admin_key is None:
         raise AdminError(403, "admin_api_disabled", "the admin API is disabled: set admin_key in the config")
     raise AdminError(401, "invalid_api_key", "unknown key")
 
@@ -228,11 +226,11 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         _: Admin,
         status: Annotated[str | None, Query(pattern="^(pending|approved|denied|expired)$")] = None,
     ) -> dict[str, Any]:
-        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        gw.drain_now()
         return {"approvals": [a.to_public() for a in gw.governance.approvals(status)]}
 
     def decide(approval_id: str, approve: bool, body: ApproveIn | None) -> dict[str, Any]:
-        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        gw.drain_now()
         cap = None
         if body is not None and body.max_usd is not None:
             try:
@@ -263,7 +261,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.get(f"{PREFIX}/alerts", response_model=AlertList, tags=["alerts"])
     def list_alerts(_: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        gw.drain_now()
         return {"alerts": gw.governance.alerts(limit)}
 
     # --- spend -----------------------------------------------------------------------------------
@@ -285,7 +283,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         except TagError as exc:
             raise AdminError(400, "invalid_request", str(exc)) from None
         start, end = parse_time(since, what="since"), parse_time(until, what="until")
-        gw.ledger.drain(gw.spool_dir, gw.catalog.get)
+        gw.drain_now()
         with gw.ledger.connect() as conn:
             report = spend_report(conn, by=[b for b in by.split(",") if b.strip()], since=start, until=end,
                                   where=filters, timezone=timezone)  # fmt: skip

@@ -124,7 +124,7 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
     console.print(f"  sent {live} live calls through the gateway (JSON, streams, prompt cache, an unpriced model)")
     for note in notes:
         console.print(f"    [yellow]governance[/yellow] {note}")
-    ledger.drain(cfg.spool_path(), gateway.catalog.get)
+    gateway.drain_now()
     with ledger.connect() as conn:
         report = spend_report(conn, by=["team", "model"], since=None)
     payload = report.to_json()

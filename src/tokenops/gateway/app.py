@@ -42,7 +42,7 @@ from tokenops.gateway.stages.cache import CacheStage
 from tokenops.gateway.stages.policy import PolicyStage
 from tokenops.gateway.stages.router import RouterStage
 from tokenops.gateway.stages.tags import TagStage
-from tokenops.gateway.upstream import Upstream
+from tokenops.gateway.upstream import Upstream, call_headers
 from tokenops.gateway.writer import LedgerWriter
 from tokenops.ledger.duckdb import DuckDBLedger
 from tokenops.ledger.events import new_request_id
@@ -165,13 +165,21 @@ class Gateway:
 
     def _load_state(self) -> None:
         # What a previous process left in the spool counts towards budgets: drain it before seeding counters.
-        self.ledger.drain(self.spool_dir, self.catalog.get)
+        self.drain_now()
         self.keys.reload()
         self.reload_policy()
         self.engine.seed_all(self._seed)
         earliest = min((self.engine.window(b, self.clock()).start for b in self.engine.budgets.values()), default=None)
         if earliest is not None and self.engine.alerts is not None:
             self.engine.alerts.load(self.governance.fired_alerts(earliest))
+
+    def drain_now(self) -> int:
+        """Move the spool into the ledger now (so a read sees calls answered a moment ago); blocking."""
+        return self.ledger.drain(self.spool_dir, self.catalog.get)
+
+    def is_admin_key(self, key: str | None) -> bool:
+        admin = self.config.admin_key
+        return bool(key and admin and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()))
 
     def _tick(self) -> None:
         self.keys.reload()
@@ -333,21 +341,14 @@ class Gateway:
             status = "error" if isinstance(err, UpstreamError) or err.status >= 500 else "rejected"
             await self.meter.record(call, status=status, http_status=err.status, error_code=err.code)
         self.metrics.rejected.labels(err.code).inc()
-        headers = {
-            "x-tokenops-request-id": call.request_id,
-            "x-tokenops-model": call.upstream_model or call.model_requested or "",
-            "x-tokenops-cache": call.cache,
-            "x-tokenops-cost-usd": "0.00",
-            **call.response_headers,
-        }
+        headers = {**call_headers(call, None), "x-tokenops-cost-usd": "0.00"}  # a refused call costs nothing
         await self._send_error(send, err, call.flavor, headers)
 
     async def _authorize(self, scope: Scope, flavor: str, send: Send) -> str | None:
         """The caller's key id ("admin" for the admin key), or None after answering 401."""
         headers = header_dict(scope)
         key = presented_key(headers)
-        admin = self.config.admin_key
-        if key and admin and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()):
+        if self.is_admin_key(key):
             return "admin"
         record = await self.keys.lookup(key) if key else None
         if record is None or not record.active:

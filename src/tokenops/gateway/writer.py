@@ -73,26 +73,20 @@ class LedgerWriter:
     def wake(self) -> None:
         self._wake.set()
 
-    def _has_news(self) -> bool:
+    def _segment_sizes(self) -> dict[str, int]:
         sizes = {}
         for p in spoolmod.segments(self.spool_dir):
             try:
                 sizes[p.name] = p.stat().st_size
             except FileNotFoundError:
                 continue
-        news = sizes != self._sizes
-        return news
+        return sizes
 
     def drain_once(self, timeout: float | None = 0.0, *, force: bool = False) -> int:
-        if not force and not self._has_news():
-            return 0
+        if not force and self._segment_sizes() == self._sizes:
+            return 0  # nothing appended since the last round: do not open the ledger
         n = self.ledger.drain(self.spool_dir, self.price_rows, timeout=timeout)
-        self._sizes = {}
-        for p in spoolmod.segments(self.spool_dir):
-            try:
-                self._sizes[p.name] = p.stat().st_size
-            except FileNotFoundError:
-                continue
+        self._sizes = self._segment_sizes()
         self.drained += n
         self.last_error = None
         return n
