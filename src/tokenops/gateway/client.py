@@ -11,7 +11,6 @@ failures raise :class:`TransportFailure` (``timeout`` tells a 504 from a 502).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
@@ -157,4 +156,4 @@ def make_client(transport: Any = None) -> UpstreamClient:
     return HttpxClient(transport) if transport is not None else AiohttpClient()
 
 
-__all__ = ["AiohttpClient", "HttpxClient", "TransportFailure", "UpstreamClient", "asyncio", "make_client"]
+__all__ = ["AiohttpClient", "HttpxClient", "TransportFailure", "UpstreamClient", "make_client"]

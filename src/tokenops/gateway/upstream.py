@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from tokenops.errors import GatewayError, UpstreamError
+from tokenops.errors import UpstreamError
 from tokenops.gateway.call import Call
 from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
 from tokenops.gateway.http import Receive, Send, encode_headers
@@ -231,4 +231,4 @@ class Upstream:
         await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-__all__ = ["GatewayError", "Upstream", "call_headers"]
+__all__ = ["Upstream", "call_headers"]

@@ -82,13 +82,14 @@ class Spool:
             if self._fsync:
                 os.fdatasync(self._fd)
             self._size += len(data)
+            # counted here, under the lock and before any waiter is told: a caller never sees its line missing
+            self.appended += data.count(b"\n")
 
     def append_sync(self, events: Iterable[SpendEvent]) -> None:
         """Durably append events from synchronous code (imports, the demo's backfill, tests)."""
         data = b"".join(e.to_json() + b"\n" for e in events)
         if data:
             self._write_sync(data)
-            self.appended += data.count(b"\n")
 
     async def append(self, event: SpendEvent) -> None:
         await self.append_line(event.to_json())
@@ -130,8 +131,6 @@ class Spool:
                     loop.call_soon_threadsafe(_resolve, futs, error)
                 except RuntimeError:
                     pass  # that loop is closed: nobody waits for these any more
-            if error is None:
-                self.appended += len(batch)
 
     def close(self) -> None:
         with self._cond:

@@ -14,7 +14,6 @@ Per call, in order:
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import itertools
 import logging
@@ -408,4 +407,4 @@ def budget_status(b: BudgetConfig, w: Window, spent: Decimal, reserved: Decimal,
     }
 
 
-__all__ = ["PolicyEngine", "budget_status", "asyncio"]
+__all__ = ["PolicyEngine", "budget_status"]
