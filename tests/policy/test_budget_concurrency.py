@@ -75,7 +75,9 @@ budgets:
     server = BackgroundServer(gw).start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30,
-                                     limits=httpx.Limits(max_connections=200)) as client:  # fmt: skip
+                                     # under uvicorn's 5 s keep-alive, so no pooled connection is reused as
+                                     # the server closes it (a client-side race, not the gateway's)
+                                     limits=httpx.Limits(max_connections=200, keepalive_expiry=2)) as client:  # fmt: skip
 
             async def one(i: int) -> int:
                 body = {"model": "gpt-4o", "max_tokens": 40, "stream": i % 3 == 0,

@@ -82,7 +82,9 @@ class AiohttpClient:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, keepalive_timeout=30),
+                # Idle connections are dropped before servers drop them: uvicorn-based upstreams (vLLM and the
+                # like) close idle keep-alive connections after 5 s, and reusing one at that moment fails the call.
+                connector=aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, keepalive_timeout=4),
                 auto_decompress=False,  # we ask for identity encoding and relay bytes as they are
                 cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
