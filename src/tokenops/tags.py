@@ -19,7 +19,10 @@ STANDARD_TAGS = ("team", "project", "feature", "env", "owner", "workload", "cust
 UNTAGGED = "(untagged)"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
-_VALUE = re.compile(r"^[^,=\s][^,=]{0,199}$")
+# a value: up to 200 characters, no ',' or '=' (they delimit the k=v,k=v form), no control characters
+_VALUE = re.compile(r"^[^,=\s\x00-\x1f\x7f][^,=\x00-\x1f\x7f]{0,199}$")
+MAX_TAGS = 32  # tags on one call, the key's included
+MAX_HEADER_BYTES = 4096  # the X-TokenOps-Tags header
 
 
 class TagError(ValueError):
@@ -35,6 +38,10 @@ def check_name(name: str) -> str:
 def parse_tags(text: str, *, what: str = "tags") -> dict[str, str]:
     """Parse ``team=search,feature=summary``. Empty text is no tags; anything malformed raises TagError."""
     tags: dict[str, str] = {}
+    if len(text.encode()) > MAX_HEADER_BYTES:
+        raise TagError(f"malformed {what}: longer than {MAX_HEADER_BYTES} bytes")
+    if text.count(",") >= MAX_TAGS:
+        raise TagError(f"malformed {what}: more than {MAX_TAGS} tags")
     text = text.strip()
     if not text:
         return tags
@@ -54,6 +61,11 @@ def parse_tags(text: str, *, what: str = "tags") -> dict[str, str]:
             raise TagError(f"malformed {what}: tag {key!r} given twice")
         tags[key] = value
     return tags
+
+
+def check_count(tags: Mapping[str, str], what: str = "tags") -> None:
+    if len(tags) > MAX_TAGS:
+        raise TagError(f"too many {what}: {len(tags)}, at most {MAX_TAGS} on one call")
 
 
 def format_tags(tags: Mapping[str, str]) -> str:

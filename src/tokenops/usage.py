@@ -8,12 +8,62 @@ provider field names. Conventions (they differ between providers, so they are fi
   adds them.
 * ``output_tokens`` is the whole completion, reasoning included; ``reasoning_tokens`` is the part of it the
   provider reported as reasoning.
+
+A usage is validated when it is made: counts are whole numbers from 0 to :data:`MAX_CALL_TOKENS`, a hundred
+times the largest context window any model offers. A provider that reports more (``prompt_tokens: 10**19``) is
+wrong, not expensive: :class:`ImplausibleUsage` is raised, and the gateway records an estimate instead, flagged
+(``usage_estimated``), so one absurd answer neither prices a call at trillions of dollars nor overflows the
+ledger's integer columns. :func:`count` reads one count from a provider's payload: integers, integral floats
+and digit strings (``"12"``) are accepted, anything else is :class:`MalformedUsage`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+MAX_CALL_TOKENS = 1_000_000_000
+
+
+class MalformedUsage(ValueError):
+    """A provider's usage payload has a count that is not a whole non-negative number. ``code`` is what the
+    event of a call whose usage was estimated for this reason says in ``error_code``."""
+
+    code = "usage_malformed"
+
+
+class MissingUsage(MalformedUsage):
+    """The provider's answer has no usage at all."""
+
+    code = "usage_missing"
+
+
+class ImplausibleUsage(MalformedUsage):
+    """A count larger than any single call can be billed (over :data:`MAX_CALL_TOKENS`)."""
+
+    code = "usage_implausible"
+
+
+def count(value: Any, name: str = "count") -> int:
+    """One token count from a provider payload: missing/null is 0; ints, integral floats and digit strings are
+    taken as they are; anything else (negative, fractional, text, a bool) raises :class:`MalformedUsage`."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        raise MalformedUsage(f"usage {name} is a boolean")
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, float) and value.is_integer():
+        n = int(value)
+    elif isinstance(value, str) and value.strip().isdigit() and len(value) < 40:
+        n = int(value.strip())
+    else:
+        raise MalformedUsage(f"usage {name} is not a whole number: {str(value)[:40]!r}")
+    if n < 0:
+        raise MalformedUsage(f"usage {name} is negative: {n}")
+    if n > MAX_CALL_TOKENS:
+        raise ImplausibleUsage(f"usage {name} of {n} tokens is more than any call can use")
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,14 +79,16 @@ class Usage:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"usage {f.name} must be a non-negative integer, got {value!r}")
+                raise MalformedUsage(f"usage {f.name} must be a non-negative integer, got {value!r}")
+            if value > MAX_CALL_TOKENS:
+                raise ImplausibleUsage(f"usage {f.name} of {value} tokens is more than any call can use")
         if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
-            raise ValueError(
+            raise MalformedUsage(
                 "usage cache reads and writes exceed input_tokens "
                 f"({self.cache_read_tokens}+{self.cache_write_tokens} > {self.input_tokens})"
             )
         if self.reasoning_tokens > self.output_tokens:
-            raise ValueError(f"usage reasoning_tokens {self.reasoning_tokens} exceed output_tokens {self.output_tokens}")
+            raise MalformedUsage(f"usage reasoning_tokens {self.reasoning_tokens} exceed output_tokens {self.output_tokens}")
 
     @property
     def cache_write_tokens(self) -> int:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tokenops.errors import LedgerBusy
@@ -82,7 +83,7 @@ def test_async_appends_are_group_committed(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_torn_last_line_is_not_read_and_garbage_is_quarantined(tmp_path: Path) -> None:
+def test_torn_tail_of_a_dead_segment_is_kept_with_a_word_and_the_segment_removed(tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
     good = event(1)
@@ -91,9 +92,24 @@ def test_torn_last_line_is_not_read_and_garbage_is_quarantined(tmp_path: Path) -
     ledger = DuckDBLedger(tmp_path / "l.duckdb")
     assert ledger.drain(spool_dir) == 1
     assert ledger.get_event(good.request_id) is not None
-    rejected = (spool_dir / "rejected.log").read_text()
-    assert '{"not": "an event"}' in rejected
-    assert seg.exists(), "a segment with a torn tail keeps its bytes until they are complete or gone"
+    rejected = [orjson.loads(line) for line in (spool_dir / "rejected.log").read_bytes().splitlines()]
+    assert [r["line"] for r in rejected] == ['{"not": "an event"}', '{"request_id": "torn']
+    assert "torn last line" in rejected[1]["reason"] and all(r["segment"] == seg.name for r in rejected)
+    assert not seg.exists(), "a dead segment whose only leftover is a torn line is removed once that line is kept"
+    with ledger.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM spool_progress").fetchone()[0] == 0
+
+
+def test_a_live_segment_keeps_its_partial_last_line(tmp_path: Path) -> None:
+    """A live writer may be mid-line: its tail is not torn, only not yet complete."""
+    spool = Spool(tmp_path / "spool")
+    spool.append_sync([event(1)])
+    with open(spool.path, "ab") as fh:
+        fh.write(b'{"request_id": "half')
+    ledger = DuckDBLedger(tmp_path / "l.duckdb")
+    assert ledger.drain(spool.directory) == 1
+    assert spool.path.exists() and not (spool.directory / "rejected.log").exists()
+    spool.close()
 
 
 def test_reports_see_amounts_exactly(tmp_path: Path) -> None:

@@ -108,7 +108,10 @@ def list_(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None
 
 @app.command("status")
 def status(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None:
-    """Spent, remaining, forecast at period end and threshold states for each budget, this period."""
+    """Spent, remaining, forecast at period end and threshold states for each budget, this period.
+
+    Every budget of the config and the ledger is shown, from the ledger's figures; where this config's gateway
+    answers (and proves it serves this ledger), its live figures replace them (calls in flight included)."""
     from datetime import UTC, datetime
     from decimal import Decimal
 
@@ -117,40 +120,51 @@ def status(config: ConfigOption = None, fmt: FormatOption = Format.table) -> Non
     from tokenops.policy.periods import window
 
     cfg = load(config)
-    rows = _live_status(cfg)
-    if rows is None:  # no gateway answering: this period's spend from the ledger (nothing is in flight then)
-        ledger = ledger_for(cfg)
-        drain(cfg, ledger)
-        store = GovernanceStore(ledger)
-        now = datetime.now(UTC)
-        rows = []
-        for b, _src in _all_budgets(cfg):
-            w = window(b.period, b.timezone, now, custom=b.custom_window())
-            spent = store.spent(b.scope, w.start, w.end, b.unit)
-            rows.append(budget_status(b, w, spent, Decimal(0), now))
+    ledger = ledger_for(cfg)
+    drain(cfg, ledger)
+    store = GovernanceStore(ledger)
+    now = datetime.now(UTC)
+    rows: dict[str, dict[str, Any]] = {}
+    for b, _src in _all_budgets(cfg):
+        w = window(b.period, b.timezone, now, custom=b.custom_window())
+        rows[b.name] = budget_status(b, w, store.spent(b.scope, w.start, w.end, b.unit), Decimal(0), now)
+    rows.update(_live_status(cfg, ledger))
     table_rows = [{**r, "thresholds": " ".join(f"{t['at']:g}:{t['action']}{'✓' if t['reached'] else ''}"
-                                               for t in r["thresholds"])} for r in rows]  # fmt: skip
-    emit(table_rows, fmt, title="Budget status (this period)", payload={"budgets": rows},
+                                               for t in r["thresholds"])} for r in rows.values()]  # fmt: skip
+    emit(table_rows, fmt, title="Budget status (this period)", payload={"budgets": list(rows.values())},
          columns=["name", "scope", "unit", "amount", "spent", "remaining", "forecast_at_period_end", "used_fraction",
                   "thresholds", "period_end"])  # fmt: skip
 
 
-def _live_status(cfg: Any) -> list[dict[str, Any]] | None:
-    """Live figures (reservations of calls in flight included) from the gateway this config runs, when it
-    answers on gateway.host:port and the config has the admin key; None otherwise."""
+def _live_status(cfg: Any, ledger: Any) -> dict[str, dict[str, Any]]:
+    """Live figures (reservations of calls in flight included) from the gateway this config runs, when it answers
+    on gateway.host:port, proves it serves this ledger (see tokenops.ledger.identity), and the config has the admin
+    key. Nothing is sent to a listener that cannot prove it; its answers are never shown."""
     if cfg.admin_key is None:
-        return None
+        return {}
     import httpx
 
+    from tokenops.ledger.identity import new_challenge, verify
+
     host = "127.0.0.1" if cfg.gateway.host in ("0.0.0.0", "::") else cfg.gateway.host
+    base = f"http://{host}:{cfg.gateway.port}"
+    challenge = new_challenge()
     try:
-        r = httpx.get(f"http://{host}:{cfg.gateway.port}/v1/admin/budgets", timeout=2,
+        r = httpx.get(f"{base}/readyz", params={"challenge": challenge}, timeout=2)
+        proof = r.json().get("identity") if r.headers.get("content-type", "").startswith("application/json") else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return {}
+    if not verify(ledger.identity_secret(), challenge, proof):
+        typer.secho(f"warning: {base} answers but does not prove it serves {cfg.ledger}; the admin key was not sent "
+                    "to it and the figures below are the ledger's", err=True, fg="yellow")  # fmt: skip
+        return {}
+    try:
+        r = httpx.get(f"{base}/v1/admin/budgets", timeout=2,
                       headers={"authorization": f"Bearer {cfg.admin_key.get_secret_value()}"})  # fmt: skip
-    except httpx.HTTPError:
-        return None
-    if r.status_code != 200:
-        return None
-    return list(r.json()["budgets"])
+        budgets = r.json()["budgets"] if r.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return {}
+    return {b["name"]: b for b in budgets if isinstance(b, dict) and isinstance(b.get("name"), str)}
 
 
 @app.command("delete")

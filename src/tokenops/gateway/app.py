@@ -47,7 +47,9 @@ from tokenops.gateway.writer import LedgerWriter
 from tokenops.ledger.duckdb import DuckDBLedger
 from tokenops.ledger.events import new_request_id
 from tokenops.ledger.governance import GovernanceStore
-from tokenops.ledger.spool import Spool
+from tokenops.ledger.identity import identity_proof
+from tokenops.ledger.spool import REJECTED, Spool, SpoolUnavailable
+from tokenops.ledger.spool import describe as describe_spool
 from tokenops.policy.alerting import BudgetAlerts
 from tokenops.policy.approvals import Approvals
 from tokenops.policy.config import BudgetConfig, LimitConfig, RuleConfig
@@ -97,7 +99,8 @@ class Gateway:
         self.catalog = catalog or load_catalog(tuple(e.to_row(config.source) for e in config.prices))
         self.ledger = ledger or DuckDBLedger(config.ledger_path())
         self.spool_dir = config.spool_path()
-        self.metrics = GatewayMetrics()
+        known = {a.name for a in config.models} | {a.model for a in config.models} | {e.model for e in config.prices}
+        self.metrics = GatewayMetrics(known, lambda row_id: (row := self.catalog.get(row_id)) and row.model)
         self.keys = KeyCache(self.ledger.list_keys)
         self.router = RouterStage(config, self.catalog)
         self.governance = GovernanceStore(self.ledger)
@@ -199,7 +202,7 @@ class Gateway:
         self.engine.approvals.record = self.spool.append_record
         self.dispatcher.start()
         self.meter = Meter(self.spool, self.catalog, self.metrics)
-        self.meter.on_record = self.engine.settle
+        self.meter.listeners.append(self.engine.settle)
         self.upstream = Upstream(self.client, self.adapters, self._timeouts, self.meter)
         self.writer = LedgerWriter(
             self.ledger,
@@ -280,9 +283,26 @@ class Gateway:
         elif route.name == "healthz":
             await send_json(send, 200, {"status": "ok"})
         elif route.name == "readyz":
-            await self._readyz(send)
+            await self._readyz(scope, send)
         elif route.name == "metrics":
-            await send_bytes(send, 200, self.metrics.render(), {}, "text/plain; version=0.0.4; charset=utf-8")
+            await self._metrics(scope, send)
+
+    async def _metrics(self, scope: Scope, send: Send) -> None:
+        """Prometheus metrics; with ``gateway.metrics_key`` set, only for that key (or the admin key)."""
+        required = self.config.gateway.metrics_key
+        if required is not None:
+            key = presented_key(header_dict(scope))
+            if not (key and (hmac.compare_digest(key.encode(), required.get_secret_value().encode())
+                             or self.is_admin_key(key))):  # fmt: skip
+                err = GatewayError(401, "invalid_api_key", "/metrics needs the metrics key (Authorization: Bearer …)")
+                await self._send_error(send, err, "openai", {"www-authenticate": "Bearer"})
+                return
+        if self.spool is not None:
+            self.metrics.spool_healthy.set(1 if self.spool.healthy else 0)
+            self.metrics.spool_deferred.set(self.spool.deferred)
+        if self.writer is not None:
+            self.metrics.writer_restarts.set(self.writer.restarts)
+        await send_bytes(send, 200, self.metrics.render(), {}, "text/plain; version=0.0.4; charset=utf-8")
 
     @property
     def admin_api(self) -> Any:
@@ -337,11 +357,19 @@ class Gateway:
             self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
 
     async def _reject(self, call: Call, err: GatewayError, send: Send) -> None:
-        if call.key is not None and self.meter is not None:
+        """Answer a call with an error in its route's shape, recording it once (a call refused before any
+        provider saw it costs nothing; one that failed after carries the cost it was recorded with)."""
+        event = call.recorded
+        if event is None and call.key is not None and self.meter is not None and not isinstance(err, SpoolUnavailable):
             status = "error" if isinstance(err, UpstreamError) or err.status >= 500 else "rejected"
-            await self.meter.record(call, status=status, http_status=err.status, error_code=err.code)
+            try:
+                event = await self.meter.record(call, status=status, http_status=err.status, error_code=err.code)
+            except SpoolUnavailable:
+                event = call.recorded  # kept for the spool to write later; the client still gets this error
         self.metrics.rejected.labels(err.code).inc()
-        headers = {**call_headers(call, None), "x-tokenops-cost-usd": "0.00"}  # a refused call costs nothing
+        headers = call_headers(call, event)
+        if event is None:
+            headers["x-tokenops-cost-usd"] = "0.00"  # refused before any provider saw it
         await self._send_error(send, err, call.flavor, headers)
 
     async def _authorize(self, scope: Scope, flavor: str, send: Send) -> str | None:
@@ -385,28 +413,58 @@ class Gateway:
             return
         await send_json(send, 200, event.to_public())
 
-    async def _readyz(self, send: Send) -> None:
-        """Ready when the spool can take events and the ledger can be opened (a ledger busy with another
-        process's turn is reachable: the spool holds events until it is free)."""
-        problems = []
+    async def _readyz(self, scope: Scope, send: Send) -> None:
+        """Ready when every answered call can be recorded and will reach the ledger: the spool takes writes (and
+        owes none), the writer drains (its process alive, its last round successful and recent), and the ledger
+        opens (one busy with another process's turn is reachable: the spool holds events until it is free).
+
+        ``?challenge=NONCE`` adds ``identity``: an HMAC of the nonce under this ledger's secret, so that a CLI
+        that shares the ledger can check it talks to this ledger's gateway before it sends the admin key."""
+        problems: list[str] = []
+        warnings: list[str] = []
         if not self.started:
             problems.append("gateway not started")
-        if self.writer is not None and self.writer.last_error:
-            problems.append(f"ledger: {self.writer.last_error}")
-        if self.spool is not None and not os.access(self.spool_dir, os.W_OK):
-            problems.append(f"spool folder {self.spool_dir} is not writable")
+        if self.spool is not None:
+            problem = self.spool.problem()
+            if problem:
+                problems.append(problem)
+            if self.spool.deferred:
+                problems.append(f"{self.spool.deferred} answered calls wait for the spool's disk")
+        if not os.access(self.spool_dir, os.W_OK):
+            problems.append(f"spool folder {self.spool_dir} is missing or not writable")
+        if self.writer is not None:
+            problems += self.writer.problems()
+        rejected = self.spool_dir / REJECTED
+        if rejected.exists():
+            warnings.append(f"lines the ledger could not take are kept in {rejected}")
         try:
-            await asyncio.to_thread(self._probe_ledger)
+            await asyncio.to_thread(self.ledger.ping)
         except LedgerBusy:
             pass
         except LedgerError as exc:
             problems.append(f"ledger: {exc}")
-        body = {"status": "ready" if not problems else "unavailable", "problems": problems}
+        body: dict[str, Any] = {
+            "status": "ready" if not problems else "unavailable", "problems": problems, "warnings": warnings,
+            "spool": describe_spool(self.spool, self.spool_dir),
+            "writer": {"mode": self.config.gateway.writer, "restarts": self.writer.restarts if self.writer else 0},
+        }  # fmt: skip
+        challenge = _query(scope).get("challenge")
+        if challenge and len(challenge) <= 200:
+            try:
+                secret = await asyncio.to_thread(self.ledger.identity_secret)
+            except LedgerError:
+                secret = None
+            if secret is not None:
+                body["identity"] = identity_proof(secret, challenge)
         await send_bytes(send, 200 if not problems else 503, orjson.dumps(body), {})
 
-    def _probe_ledger(self) -> None:
-        with self.ledger.connect(timeout=0.5) as conn:
-            conn.execute("SELECT 1").fetchone()
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    raw = scope.get("query_string", b"")
+    return dict(parse_qsl(raw.decode("latin-1"))) if raw else {}
 
 
 def _log_delivery(alert: Any, channel: str, error: str | None) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tokenops.keys import KeyRecord
 from tokenops.pricing.model import PriceRow
+from tokenops.tokens import InputShape
+
+if TYPE_CHECKING:
+    from tokenops.ledger.events import SpendEvent
 
 
 @dataclass(slots=True)
@@ -19,7 +23,8 @@ class Call:
     ts: datetime  # wall-clock arrival, UTC
     headers: dict[str, str]  # lower-cased request headers
     body: dict[str, Any] = field(default_factory=dict)
-    prompt_chars: int = 0
+    shape: InputShape = InputShape()  # what the input is made of: text, images, parts the body does not bound
+    choices: int = 1  # answers the call asks for (n): its output is billed once per answer
     stream: bool = False
     key: KeyRecord | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -36,3 +41,5 @@ class Call:
     approval_id: str | None = None  # the approval grant that let this call through
     downgraded_from: str | None = None  # the model the client asked for, when a budget downgraded the call
     reservation: Any = None  # the policy engine's claims on budgets and rate limits, settled by the meter
+    output_limit: int | None = None  # an output limit the gateway sends upstream (a clamp, or a hard bound)
+    recorded: SpendEvent | None = None  # the one event this call was recorded as (a call is recorded once)

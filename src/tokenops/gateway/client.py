@@ -19,8 +19,12 @@ import httpx
 
 
 class TransportFailure(Exception):
-    def __init__(self, message: str, *, timeout: bool):
+    """The upstream could not be reached or broke off. ``timeout`` tells a 504 from a 502; ``sent`` is False only
+    when the request surely never reached the provider (no connection), so it cannot have been billed."""
+
+    def __init__(self, message: str, *, timeout: bool, sent: bool = True):
         self.timeout = timeout
+        self.sent = sent
         super().__init__(message)
 
 
@@ -97,8 +101,12 @@ class AiohttpClient:
         try:
             resp = await session.post(url, headers=headers, data=body, allow_redirects=False,
                                       timeout=aiohttp.ClientTimeout(sock_connect=connect, sock_read=read))  # fmt: skip
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise TransportFailure(str(exc) or "connect timed out", timeout=True, sent=False) from None
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TransportFailure(str(exc) or "timed out", timeout=True) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise TransportFailure(f"{type(exc).__name__}: {exc}", timeout=False, sent=False) from None
         except aiohttp.ClientError as exc:
             raise TransportFailure(f"{type(exc).__name__}: {exc}", timeout=False) from None
         return _AiohttpResponse(resp)
@@ -147,7 +155,8 @@ class HttpxClient:
         try:
             resp = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise TransportFailure(f"{type(exc).__name__}: {exc}", timeout=isinstance(exc, httpx.TimeoutException)) from None
+            raise TransportFailure(f"{type(exc).__name__}: {exc}", timeout=isinstance(exc, httpx.TimeoutException),
+                                   sent=not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)) from None  # fmt: skip
         return _HttpxResponse(resp)
 
     async def aclose(self) -> None:

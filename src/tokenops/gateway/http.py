@@ -1,9 +1,21 @@
-"""Small raw-ASGI helpers for the hot path (no framework objects per request)."""
+"""Small raw-ASGI helpers for the hot path (no framework objects per request).
+
+Header text crosses this module in both directions, and only here:
+
+* request header values are decoded as UTF-8 when they are valid UTF-8 (a tag value ``café`` sent by a client
+  is ``café``, as it would be in a JSON body), else as Latin-1, so no byte is ever refused;
+* response header values are encoded by :func:`header_value`, which can never fail: printable ASCII goes out as
+  is, anything else (non-Latin-1 text, CR, LF, NUL, other control characters, and ``%`` itself) is
+  percent-encoded as UTF-8. A model name chosen by a client or echoed by a provider can therefore neither break
+  the response nor inject a header.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -14,12 +26,39 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+# RFC 9110 token characters: what a header name may be made of.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# printable ASCII except "%", which is the escape character of the encoded form
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_text(raw: bytes) -> str:
+    """A request header value as text: UTF-8 if it is valid UTF-8 (ASCII is), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def header_dict(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    return {k.decode("latin-1").lower(): header_text(v) for k, v in scope["headers"]}
+
+
+def header_value(value: str) -> bytes:
+    """A response header value that can always be sent (see the module docstring)."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value.encode("ascii")
+    return quote(value, safe=_SAFE).encode("ascii")
+
+
+def is_plain_header_value(value: str) -> bool:
+    """True for values that can be passed on upstream unchanged (printable ASCII)."""
+    return value.isascii() and value.isprintable()
 
 
 def encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    """ASGI response headers; a name that is not a valid header token is dropped, never sent."""
+    return [(k.encode("ascii"), header_value(v)) for k, v in headers.items() if _TOKEN.match(k)]
 
 
 async def read_body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes:

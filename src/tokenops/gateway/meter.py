@@ -4,10 +4,23 @@ Pricing uses the row in force at the call's start, looked up under the model the
 (``gpt-4o-2024-08-06``), falling back to the name sent upstream. No price: the event is *unpriced* (cost
 ``None``), the response says ``X-TokenOps-Cost-USD: unpriced``. Calls that carried no usage (rejections,
 upstream errors) cost exactly 0.
+
+A call is recorded **once**: a second :meth:`Meter.record` for the same call (an error path after the call
+was recorded) returns the first event. Text that came from the provider (the model it says it used, its
+request id) is kept only when it is printable and of a sane length.
+
+When the spool cannot take the event (:class:`~tokenops.ledger.spool.SpoolUnavailable`), the call was
+already answered by the provider: its event is kept for the spool to write when the disk recovers, as what
+the client will see (a 503 in place of the answer), the listeners still settle its cost, and the error is
+raised for the route to answer with.
+
+Listeners (``Meter.listeners``: the policy engine's settlement, …) run after the event is durable; one that
+fails is logged and never fails the call it observes.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -16,14 +29,25 @@ from typing import Any
 
 from tokenops.gateway.call import Call
 from tokenops.gateway.metrics import GatewayMetrics
-from tokenops.ledger.events import SpendEvent
-from tokenops.ledger.spool import Spool
+from tokenops.ledger.events import SpendEvent, Status
+from tokenops.ledger.spool import Spool, SpoolUnavailable
 from tokenops.money import ZERO
 from tokenops.pricing.catalog import PriceCatalog
 from tokenops.pricing.model import price_usage
 from tokenops.usage import Usage
 
+log = logging.getLogger("tokenops.meter")
 RECENT = 20_000
+MAX_TEXT = 256
+
+Listener = Callable[[Call, SpendEvent], Awaitable[None]]
+
+
+def clean_text(value: str | None, limit: int = MAX_TEXT) -> str | None:
+    """Provider-supplied text fit for the ledger and headers: printable and at most ``limit`` characters."""
+    if value is None or len(value) > limit or not value.isprintable():
+        return None
+    return value
 
 
 class Meter:
@@ -32,7 +56,7 @@ class Meter:
         self.catalog = catalog
         self.metrics = metrics
         self.source = source
-        self.on_record: Callable[[Call, SpendEvent], Awaitable[None]] | None = None  # the policy engine's settle
+        self.listeners: list[Listener] = []
         # Events answered but perhaps not yet drained into the ledger, for GET /v1/tokenops/requests/{id}.
         self.recent: OrderedDict[str, SpendEvent] = OrderedDict()
 
@@ -51,11 +75,11 @@ class Meter:
         cost = price_usage(usage, row)
         return cost.total, cost.price_row_id
 
-    async def record(
+    def event(
         self,
         call: Call,
         *,
-        status: str,
+        status: Status,
         http_status: int,
         usage: Usage | None = None,
         model_used: str | None = None,
@@ -64,10 +88,11 @@ class Meter:
         ttft: float | None = None,
         upstream_request_id: str | None = None,
     ) -> SpendEvent:
-        model_used = model_used or call.upstream_model or call.model_requested or None
-        cost, row_id = self.price(call, model_used, usage)
+        """The priced event of a finished call (not yet recorded)."""
+        model_used = clean_text(model_used) or call.upstream_model or call.model_requested or None
+        cost, row_id = self.price(call, model_used or "", usage)
         latency = (time.perf_counter() - call.started) * 1000.0
-        event = SpendEvent(
+        return SpendEvent(
             request_id=call.request_id,
             ts=call.ts,
             source=self.source,
@@ -84,23 +109,44 @@ class Meter:
             end_user=call.end_user,
             tags=call.tags,
             missing_tags=call.missing_tags,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             http_status=http_status,
             error_code=error_code,
             latency_ms=round(latency, 3),
             ttft_ms=None if ttft is None else round((ttft - call.started) * 1000.0, 3),
             cache=call.cache,
-            upstream_request_id=upstream_request_id,
+            upstream_request_id=clean_text(upstream_request_id),
             approval_id=call.approval_id,
         )
-        await self.spool.append(event)
-        if self.on_record is not None:
-            await self.on_record(call, event)
+
+    async def record(self, call: Call, **fields: Any) -> SpendEvent:
+        """Price and durably record a finished call (see the module docstring); returns its event."""
+        if call.recorded is not None:
+            return call.recorded
+        event = self.event(call, **fields)
+        call.recorded = event
+        try:
+            await self.spool.append(event)
+        except SpoolUnavailable:
+            if event.status in ("ok", "upstream_error"):  # the client gets a 503 in place of that answer
+                event = event.with_(status="error", http_status=503, error_code="spool_unavailable")
+            call.recorded = event
+            self.spool.defer(event.to_json())
+            await self._observed(call, event)
+            raise
+        await self._observed(call, event)
+        return event
+
+    async def _observed(self, call: Call, event: SpendEvent) -> None:
+        for listener in self.listeners:
+            try:
+                await listener(call, event)
+            except Exception:  # a listener's bug must not fail a call that is already recorded
+                log.exception("listener %r failed on call %s", listener, call.request_id)
         self.recent[event.request_id] = event
         if len(self.recent) > RECENT:
             self.recent.popitem(last=False)
         self.metrics.observe(event)
-        return event
 
     def lookup_recent(self, request_id: str) -> SpendEvent | None:
         return self.recent.get(request_id)

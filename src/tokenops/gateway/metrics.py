@@ -1,14 +1,27 @@
-"""Prometheus metrics of one gateway (its own registry: no process-global state)."""
+"""Prometheus metrics of one gateway (its own registry: no process-global state).
+
+Label values must come from a bounded set, or a client could grow ``/metrics`` (and the gateway's memory)
+without end by sending made-up model names. So the ``model`` label is the catalog's name of the price row a
+call was priced with (``gpt-4o`` for ``gpt-4o-2024-08-06``), or a model the config names (an alias, its
+target, a ``prices:`` row); anything else is ``other``. Providers, routes, statuses and error codes are the
+gateway's own words.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tokenops.ledger.events import SpendEvent
 
+OTHER = "other"
+
 
 class GatewayMetrics:
-    def __init__(self) -> None:
+    def __init__(self, known_models: Iterable[str] = (), row_model: Callable[[str], str | None] | None = None) -> None:
+        self.known_models = frozenset(known_models)
+        self.row_model = row_model or (lambda row_id: None)  # price row id -> the catalog's model name
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tokenops_requests", "Gateway calls by outcome", ["route", "provider", "model", "status"],
@@ -31,9 +44,27 @@ class GatewayMetrics:
         )  # fmt: skip
         self.rejected = Counter("tokenops_rejected", "Calls refused before reaching a provider", ["code"],
                                 registry=self.registry)  # fmt: skip
+        self.estimated = Counter("tokenops_usage_estimated", "Calls whose usage was estimated, by reason",
+                                 ["reason"], registry=self.registry)  # fmt: skip
+        self.spool_healthy = Gauge("tokenops_spool_healthy", "1 while the spool can record calls, else 0",
+                                   registry=self.registry)  # fmt: skip
+        self.spool_deferred = Gauge("tokenops_spool_deferred", "Answered calls waiting for the spool's disk",
+                                    registry=self.registry)  # fmt: skip
+        self.writer_restarts = Gauge("tokenops_writer_restarts", "Times the ledger writer process was restarted",
+                                     registry=self.registry)  # fmt: skip
+
+    def model_label(self, e: SpendEvent) -> str:
+        if e.price_row_id:
+            model = self.row_model(e.price_row_id)
+            if model:
+                return model
+        return e.model_used if e.model_used in self.known_models else OTHER
 
     def observe(self, e: SpendEvent) -> None:
-        model = e.model_used or ""
+        model = self.model_label(e)
+        if e.usage_estimated:
+            self.estimated.labels(e.error_code if e.error_code and e.error_code.startswith("usage_") else
+                                  "incomplete").inc()  # fmt: skip
         self.requests.labels(e.route, e.provider, model, e.status).inc()
         if e.usage.total_tokens:
             self.tokens.labels(e.provider, model, "input").inc(e.usage.input_tokens)

@@ -6,8 +6,17 @@ ends the stream is held back until the call is recorded, so an answered stream i
 goes away mid-stream ends the upstream call, and the call is recorded as ``cancelled`` with the usage known
 so far (estimated where the provider had not said yet, and flagged so).
 
-Upstream failures: unreachable → 502, timed out → 504, garbage → 502, each in the route's error shape and
-recorded; upstream HTTP errors are relayed with their status and body.
+A provider's answer is read defensively: whatever it sends, every call that reached it is recorded once, and
+usage that is missing or cannot be trusted is estimated from what the request held (text and images,
+:mod:`tokenops.tokens`) and what came back, flagged ``usage_estimated`` with the reason in ``error_code``
+(``usage_missing``, ``usage_malformed``, ``usage_implausible``). Stream specifics: a final event seen twice is
+recorded once; usage that arrives after the final event is waited for briefly (:data:`TRAILING_WAIT`) when the
+final event came without it; a last event without its blank line still counts.
+
+Before a provider is called, the spool must be able to take the call's record (else 503
+``spool_unavailable``, and the provider is never called). Upstream failures: unreachable → 502, timed out →
+504, garbage → 502, each in the route's error shape and recorded (estimated when the provider may have billed
+the call); upstream HTTP errors are relayed with their status and body.
 """
 
 from __future__ import annotations
@@ -16,25 +25,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import AsyncIterator
 
 import orjson
 
-from tokenops.errors import UpstreamError
+from tokenops.errors import GatewayError, UpstreamError
 from tokenops.gateway.call import Call
 from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
 from tokenops.gateway.http import Receive, Send, encode_headers
 from tokenops.gateway.meter import Meter
-from tokenops.gateway.providers.base import Adapter
-from tokenops.gateway.sse import SSEBuffer
+from tokenops.gateway.providers.base import Adapter, StreamMeter
+from tokenops.gateway.sse import SSEBuffer, SSEEvent
 from tokenops.ledger.events import SpendEvent
+from tokenops.ledger.spool import SpoolUnavailable
 from tokenops.money import format_usd
+from tokenops.tokens import estimate_input
+from tokenops.usage import MalformedUsage, Usage
 
 log = logging.getLogger("tokenops.upstream")
 
 # Upstream response headers worth passing on: request ids and rate-limit state help clients and their SDKs.
 _RELAY_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-")
 _RELAY_NAMES = ("retry-after", "x-request-id", "request-id", "retry-after-ms")
+TRAILING_WAIT = 2.0  # seconds to wait for usage sent after the final event, when the final event had none
 
 
 def relayed_headers(resp: UpstreamResponse) -> dict[str, str]:
@@ -79,15 +92,21 @@ class Upstream:
         self.timeouts = timeouts
         self.meter = meter
 
+    def input_estimate(self, call: Call) -> int:
+        return estimate_input(call.shape, call.upstream_model or call.model_requested)
+
     async def forward(self, call: Call, receive: Receive, send: Send) -> None:
+        problem = self.meter.spool.problem()
+        if problem is not None:  # the answer could not be recorded: do not call the provider at all
+            raise SpoolUnavailable(f"TokenOps cannot record calls right now ({problem}); try again shortly")
         adapter = self.adapters[call.provider_name]
-        body, wants_usage = adapter.prepare(call.route, call.body, call.upstream_model)
+        body, wants_usage = adapter.prepare(call.route, call.body, call.upstream_model, call.output_limit)
         connect, read = self.timeouts[call.provider_name]
         try:
             resp = await self.client.send(adapter.url(call.route), adapter.headers(call.headers), orjson.dumps(body),
                                           connect=connect, read=read)  # fmt: skip
         except TransportFailure as exc:
-            raise _unreachable(call, exc, "is unreachable") from None
+            raise await self._failed(call, exc, "is unreachable") from None
         try:
             ctype = resp.headers.get("content-type", "")
             if resp.status >= 400:
@@ -99,11 +118,20 @@ class Upstream:
         finally:
             await resp.close()
 
+    async def _failed(self, call: Call, exc: TransportFailure, what: str) -> UpstreamError:
+        """Record a transport failure; returns the error to raise. When the request may have reached the provider
+        (it was sent), the provider may bill it: the input is estimated, flagged, rather than recorded as $0."""
+        err = _unreachable(call, exc, what)
+        usage = Usage(input_tokens=self.input_estimate(call)) if exc.sent else None
+        await self.meter.record(call, status="error", http_status=err.status, usage=usage,
+                                usage_estimated=usage is not None, error_code=err.code)  # fmt: skip
+        return err
+
     async def _read(self, call: Call, resp: UpstreamResponse) -> bytes:
         try:
             return await resp.read()
         except TransportFailure as exc:
-            raise _unreachable(call, exc, "broke off") from None
+            raise await self._failed(call, exc, "broke off") from None
 
     async def _relay_error(self, call: Call, resp: UpstreamResponse, send: Send) -> None:
         body = await self._read(call, resp)
@@ -122,25 +150,31 @@ class Upstream:
             if not isinstance(payload, dict):
                 raise ValueError("not a JSON object")
         except ValueError:
+            # a 200 the provider may have billed: record what was sent, estimated
+            await self.meter.record(call, status="error", http_status=502, usage_estimated=True,
+                                    usage=Usage(input_tokens=self.input_estimate(call)),
+                                    error_code="upstream_invalid_response")  # fmt: skip
             raise UpstreamError(
                 502, "upstream_invalid_response", f"provider {call.provider_name!r} answered with invalid JSON"
             ) from None
-        estimated = False
+        problem = None
         try:
             usage = adapter.usage(call.route, payload)
-        except ValueError:
-            # Some OpenAI-compatible servers omit usage: estimate it rather than record nothing, and say so.
-            from tokenops.usage import Usage
-
-            usage = Usage(input_tokens=(call.prompt_chars + 3) // 4, output_tokens=(len(body) + 3) // 16)
-            estimated = True
+        except MalformedUsage as exc:
+            # Some OpenAI-compatible servers omit usage, some report nonsense: estimate rather than record nothing
+            # (or trillions), and say so.
+            problem = exc.code
+            log.warning("call %s: provider %s usage not used (%s); estimated", call.request_id, call.provider_name,
+                        exc)  # fmt: skip
+            usage = Usage(input_tokens=self.input_estimate(call), output_tokens=(len(body) + 3) // 16)
         event = await self.meter.record(
             call,
             status="ok",
             http_status=resp.status,
             usage=usage,
             model_used=adapter.response_model(payload),
-            usage_estimated=estimated,
+            usage_estimated=problem is not None,
+            error_code=problem,
             upstream_request_id=adapter.upstream_request_id(payload),
         )
         headers = {"content-type": resp.headers.get("content-type", "application/json"),
@@ -151,8 +185,7 @@ class Upstream:
     async def _relay_stream(
         self, call: Call, adapter: Adapter, resp: UpstreamResponse, wants_usage: bool, receive: Receive, send: Send
     ) -> None:
-        meter = adapter.stream_meter(wants_usage)
-        sse = SSEBuffer()
+        relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage), adapter.flavor, send)
         headers = {"content-type": resp.headers.get("content-type", "text/event-stream"), "cache-control": "no-cache",
                    **relayed_headers(resp), **call_headers(call, None)}  # fmt: skip
         await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
@@ -170,41 +203,22 @@ class Upstream:
                     return
 
         watcher = asyncio.create_task(watch())
-        ttft: float | None = None
-        finished = False
         try:
-            async for chunk in resp.chunks():
-                for ev in sse.feed(chunk):
-                    if ttft is None:
-                        ttft = time.perf_counter()
-                    out = meter.relay(ev)
-                    if meter.is_final(ev):
-                        usage, estimated = meter.final_usage(call.prompt_chars)
-                        finished = True  # set first: a disconnect now must not record the call a second time
-                        await asyncio.shield(self.meter.record(
-                            call, status="ok", http_status=200, usage=usage, model_used=meter.model,
-                            usage_estimated=estimated, ttft=ttft, upstream_request_id=meter.upstream_id,
-                        ))  # fmt: skip
-                    if out:
-                        await send({"type": "http.response.body", "body": out, "more_body": True})
-            if not finished:
-                await self._stream_incomplete(call, adapter, meter, ttft, "upstream_stream_incomplete", send)
-                finished = True
+            await relay.run(resp.chunks())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not disconnected:
                 raise
-            if not finished:
-                usage, _ = meter.partial_usage(call.prompt_chars)
+            if not relay.recorded:
+                usage, _ = relay.meter.partial_usage(self.input_estimate(call))
                 await self.meter.record(
-                    call, status="cancelled", http_status=499, usage=usage, model_used=meter.model,
-                    usage_estimated=True, ttft=ttft, error_code="client_disconnected",
-                    upstream_request_id=meter.upstream_id,
+                    call, status="cancelled", http_status=499, usage=usage, model_used=relay.meter.model,
+                    usage_estimated=True, ttft=relay.ttft, error_code="client_disconnected",
+                    upstream_request_id=relay.meter.upstream_id,
                 )  # fmt: skip
         except TransportFailure as exc:
-            if not finished:
-                code = "upstream_timeout" if exc.timeout else "upstream_stream_broken"
-                await self._stream_incomplete(call, adapter, meter, ttft, code, send)
+            if not relay.recorded:
+                await relay.incomplete("upstream_timeout" if exc.timeout else "upstream_stream_broken")
             with contextlib.suppress(OSError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -212,23 +226,104 @@ class Upstream:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _stream_incomplete(
-        self, call: Call, adapter: Adapter, meter: Any, ttft: float | None, code: str, send: Send
-    ) -> None:
+
+class _StreamRelay:
+    """One stream's relay: events in, bytes out, the call recorded exactly once before its final event."""
+
+    def __init__(self, upstream: Upstream, call: Call, meter: StreamMeter, flavor: str, send: Send):
+        self.upstream = upstream
+        self.call = call
+        self.meter = meter
+        self.flavor = flavor
+        self.send = send
+        self.sse = SSEBuffer()
+        self.ttft: float | None = None
+        self.recorded = False
+        self.held: bytes | None = None  # the final event, held until the call is recorded
+        self.done = False  # the final event was sent (or replaced by an error): relay nothing more
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> None:
+        it = chunks.__aiter__()
+        deadline = 0.0
+        while True:
+            try:
+                if self.held is None:
+                    chunk = await it.__anext__()
+                else:  # the final event came without usage: usage may still follow it, briefly
+                    deadline = deadline or time.monotonic() + TRAILING_WAIT
+                    chunk = await asyncio.wait_for(it.__anext__(), max(0.0, deadline - time.monotonic()))
+            except (StopAsyncIteration, TimeoutError):
+                break
+            for ev in self.sse.feed(chunk):
+                await self.event(ev)
+        last = self.sse.flush()
+        if last is not None:
+            await self.event(last)
+        if self.held is not None:
+            await self.finish()
+        elif not self.recorded:
+            await self.incomplete("upstream_stream_incomplete")
+
+    async def event(self, ev: SSEEvent) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter()
+        try:
+            out = self.meter.relay(ev)
+            final = self.meter.is_final(ev)
+        except Exception:  # an adapter bug on a malformed event must not cut the client's stream
+            log.exception("call %s: provider event not understood; relayed as is", self.call.request_id)
+            self.meter.usage_problem = "usage_malformed"
+            out, final = ev.raw, False
+        if self.done or (final and (self.held is not None or self.recorded)):
+            return  # after the end, and a second final event: nothing more for the client, nothing recorded
+        if final:
+            self.held = out
+            if self.meter.usage is not None and self.meter.usage_problem is None:
+                await self.finish()  # the usual case: usage came before the final event
+            return
+        if out:
+            await self.send({"type": "http.response.body", "body": out, "more_body": True})
+
+    async def finish(self) -> None:
+        """Record the call, then send the held final event (or an in-band error if it cannot be recorded)."""
+        usage, estimated = self.meter.final_usage(self.upstream.input_estimate(self.call))
+        problem = (self.meter.usage_problem or "usage_missing") if estimated else None
+        self.recorded = True  # set first: a disconnect from here on must not record the call a second time
+        try:
+            await asyncio.shield(self.upstream.meter.record(
+                self.call, status="ok", http_status=200, usage=usage, model_used=self.meter.model,
+                usage_estimated=estimated, error_code=problem, ttft=self.ttft, upstream_request_id=self.meter.upstream_id,
+            ))  # fmt: skip
+        except SpoolUnavailable as exc:
+            await self.error_event(exc)
+        else:
+            if self.held:
+                await self.send({"type": "http.response.body", "body": self.held, "more_body": True})
+        self.held = None
+        self.done = True
+
+    async def incomplete(self, code: str) -> None:
         """The upstream stream ended without its final event: record what we know, tell the client in-band."""
-        usage, _ = meter.partial_usage(call.prompt_chars)
-        await self.meter.record(
-            call, status="error", http_status=502, usage=usage, model_used=meter.model, usage_estimated=True,
-            ttft=ttft, error_code=code, upstream_request_id=meter.upstream_id,
-        )  # fmt: skip
-        message = f"the provider's stream ended early ({code})"
-        if adapter.flavor == "anthropic":
+        usage, _ = self.meter.partial_usage(self.upstream.input_estimate(self.call))
+        self.recorded = True
+        try:
+            await self.upstream.meter.record(
+                self.call, status="error", http_status=502, usage=usage, model_used=self.meter.model,
+                usage_estimated=True, ttft=self.ttft, error_code=code, upstream_request_id=self.meter.upstream_id,
+            )  # fmt: skip
+        except SpoolUnavailable:
+            pass  # deferred by the meter; the client is told the stream ended early either way
+        await self.error_event(GatewayError(502, code, f"the provider's stream ended early ({code})"))
+        self.done = True
+
+    async def error_event(self, err: GatewayError) -> None:
+        if self.flavor == "anthropic":
             body = b"event: error\ndata: " + orjson.dumps(
-                {"type": "error", "error": {"type": "api_error", "message": message}}
+                {"type": "error", "error": {"type": "api_error", "message": err.message}}
             ) + b"\n\n"
         else:
-            body = b"data: " + orjson.dumps({"error": {"type": "api_error", "code": code, "message": message}}) + b"\n\n"
-        await send({"type": "http.response.body", "body": body, "more_body": True})
+            body = b"data: " + orjson.dumps({"error": {"type": "api_error", "code": err.code, "message": err.message}}) + b"\n\n"
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 __all__ = ["Upstream", "call_headers"]

@@ -1,6 +1,13 @@
 """Checks of the request body that the gateway relies on; everything else passes through untouched.
 
 A wrong body gets a 400 naming the field (``param``) in the route's error shape, before any upstream call.
+Besides the JSON shape, this is where the gateway learns what the input is made of (text, images, parts the
+body does not bound: :class:`~tokenops.tokens.InputShape`) and how many answers the call asks for (``n``,
+``best_of``), which its maximum cost depends on.
+
+Text that ends up in response headers and in the ledger is checked here too: a model name or end user must be
+printable text of a sane length (no CR, LF or NUL), and the body may not nest deeper than
+:data:`MAX_DEPTH` (the JSON encoder that re-sends it upstream has a recursion limit).
 """
 
 from __future__ import annotations
@@ -11,24 +18,56 @@ import orjson
 
 from tokenops.errors import GatewayError
 from tokenops.gateway.call import Call
+from tokenops.tokens import SERVER_TOOL_TURNS, InputShape
+
+MAX_DEPTH = 100
+MAX_NAME = 256  # characters of a model name or an end user
+MAX_CHOICES = 128  # OpenAI's own limit on n
 
 
 def _bad(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, "invalid_request", message, param=param)
 
 
-def _text_chars(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        n = 0
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                n += len(part["text"])
-            elif isinstance(part, str):
-                n += len(part)
-        return n
-    return 0
+class _Shape:
+    """Counts text, images and unbounded parts while walking message contents."""
+
+    __slots__ = ("chars", "images", "unbounded")
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.images = 0
+        self.unbounded = 0
+
+    def content(self, content: Any) -> None:
+        if isinstance(content, str):
+            self.chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, str):
+                    self.chars += len(part)
+                elif isinstance(part, dict):
+                    self.part(part)
+
+    def part(self, part: dict[str, Any]) -> None:
+        text = part.get("text")
+        if isinstance(text, str):
+            self.chars += len(text)
+        kind = part.get("type")
+        if kind in ("image_url", "input_image", "image"):
+            self.images += 1
+        elif kind in ("file", "input_file", "document", "container_upload", "video_url", "input_video"):
+            source = part.get("source")
+            if kind == "document" and isinstance(source, dict) and source.get("type") in ("text", "content"):
+                self.content(source.get("data") if source.get("type") == "text" else source.get("content"))
+            else:
+                self.unbounded += 1  # a PDF is billed per page (text and page images), a file id by its content
+        elif kind == "input_audio":
+            audio = part.get("input_audio")
+            if not (isinstance(audio, dict) and isinstance(audio.get("data"), str)):
+                self.unbounded += 1  # inline audio is bounded by its bytes; any other kind is not
+        elif kind in ("tool_result", "search_result") or "content" in part:
+            self.content(part.get("content"))
 
 
 def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> None:
@@ -38,57 +77,129 @@ def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wh
             raise _bad(f"'{name}' must be {what}", name)
 
 
-def _messages(body: dict[str, Any]) -> int:
+def _name(value: Any, param: str, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(f"'{param}' must be a non-empty string", param)
+    if len(value) > MAX_NAME or not value.isprintable():
+        raise _bad(f"'{param}' must be printable text of at most {MAX_NAME} characters ({what})", param)
+    return value
+
+
+def _count(body: dict[str, Any], name: str, limit: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return 1
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limit:
+        raise _bad(f"'{name}' must be an integer from 1 to {limit}", name)
+    return value
+
+
+def _messages(body: dict[str, Any], shape: _Shape) -> int:
     messages = body.get("messages")
     if messages is None:
         raise _bad("'messages' is required", "messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty array", "messages")
-    chars = 0
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise _bad(f"'messages[{i}]' must be an object", f"messages[{i}]")
         if not isinstance(m.get("role"), str):
             raise _bad(f"'messages[{i}].role' must be a string", f"messages[{i}].role")
-        chars += _text_chars(m.get("content"))
-    return chars
+        shape.content(m.get("content"))
+        if isinstance(m.get("audio"), dict):
+            shape.unbounded += 1  # an earlier answer's audio, sent back by id, is billed again as input
+    return len(messages)
+
+
+def _server_tools(body: dict[str, Any], flavor: str) -> tuple[int, int]:
+    """(unbounded parts, model turns) that server-side tools add: what they fetch becomes input, and a tool
+    loop re-reads the prompt each turn."""
+    if flavor == "anthropic":
+        tools = body.get("tools")
+        server = [t for t in tools if isinstance(t, dict) and isinstance(t.get("type"), str)
+                  and t["type"] != "custom"] if isinstance(tools, list) else []  # fmt: skip
+        if server or body.get("mcp_servers"):
+            return 1, SERVER_TOOL_TURNS
+        return 0, 1
+    if body.get("web_search_options") is not None:
+        return 1, 1
+    return 0, 1
+
+
+def _too_deep(raw: bytes, body: Any) -> bool:
+    # Fewer brackets than the limit cannot nest deeper than it (brackets inside strings only add to the count),
+    # which settles almost every body without a walk.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    return _depth(body) > MAX_DEPTH
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DEPTH:
+                break
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return deepest
 
 
 def request(call: Call, raw: bytes) -> None:
-    """Parse and check the JSON body; fill the call's model, stream flag and prompt size."""
+    """Parse and check the JSON body; fill the call's model, stream flag, input shape and answer count."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise _bad(f"the request body nests deeper than {MAX_DEPTH} levels") from None
         raise _bad(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
+    if _too_deep(raw, body):
+        raise _bad(f"the request body nests deeper than {MAX_DEPTH} levels")
     model = body.get("model")
     if model is None:
         raise _bad("'model' is required", "model")
-    if not isinstance(model, str) or not model.strip():
-        raise _bad("'model' must be a non-empty string", "model")
+    _name(model, "model", "a model name")
     _optional(body, "stream", bool, "a boolean")
     _optional(body, "user", str, "a string")
+    if body.get("user") is not None:
+        _name(body["user"], "user", "an end user id")
     _optional(body, "metadata", dict, "an object")
     _optional(body, "max_tokens", int, "an integer")
     _optional(body, "max_completion_tokens", int, "an integer")
+    shape = _Shape()
+    messages = 1
     if call.route == "chat.completions":
-        call.prompt_chars = _messages(body)
+        messages = _messages(body, shape)
         _optional(body, "stream_options", dict, "an object")
+        call.choices = _count(body, "n", MAX_CHOICES)
     elif call.route == "messages":
-        call.prompt_chars = _messages(body) + _text_chars(body.get("system"))
+        messages = _messages(body, shape)
+        shape.content(body.get("system"))
         if "max_tokens" not in body:
             raise _bad("'max_tokens' is required", "max_tokens")
+        meta = body.get("metadata")
+        if isinstance(meta, dict) and meta.get("user_id") is not None:
+            _name(meta["user_id"], "metadata.user_id", "an end user id")
     elif call.route == "embeddings":
         inp = body.get("input")
         if inp is None:
             raise _bad("'input' is required", "input")
         if isinstance(inp, str):
-            call.prompt_chars = len(inp)
+            shape.chars = len(inp)
         elif isinstance(inp, list) and inp:
-            call.prompt_chars = sum(len(x) if isinstance(x, str) else 4 for x in inp)
+            shape.chars = sum(len(x) if isinstance(x, str) else 4 for x in inp)
         else:
             raise _bad("'input' must be a string or a non-empty array", "input")
+    unbounded, turns = _server_tools(body, call.flavor)
+    call.shape = InputShape(chars=shape.chars, messages=messages, images=shape.images,
+                            unbounded=shape.unbounded + unbounded, turns=turns)  # fmt: skip
     call.body = body
     call.body_bytes = len(raw)
     call.model_requested = model

@@ -28,7 +28,7 @@ import orjson
 
 from tokenops.errors import LedgerBusy, LedgerError
 from tokenops.keys import KeyRecord
-from tokenops.ledger import migrations
+from tokenops.ledger import identity, migrations
 from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.events import SpendEvent
 from tokenops.pricing.model import PRICE_FIELDS, PriceRow
@@ -108,6 +108,50 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+_REFUSED = (duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputException)  # the data, not the ledger
+_RECORD_FIELDS = {
+    "alert": ("id", "kind", "budget", "period_start", "message", "fired_at"),
+    "approval": ("id", "reason", "requested_at"),
+}
+
+
+def _record_problem(r: dict[str, Any]) -> str | None:
+    """Why a spool record (alert fired, approval requested) cannot be applied, or None."""
+    kind = r.get("record")
+    required = _RECORD_FIELDS.get(kind) if isinstance(kind, str) else None
+    if required is None:
+        return f"unknown spool record {kind!r}"
+    for name in required:
+        if not isinstance(r.get(name), str):
+            return f"{kind} record without a text {name!r}"
+    for name in ("key_id", "model"):
+        if r.get(name) is not None and not isinstance(r[name], str):
+            return f"{kind} record with a {name!r} that is not text"
+    threshold = r.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+        return f"{kind} record with a threshold that is not a number"
+    for name in ("period_start", "fired_at", "requested_at"):
+        if name in r:
+            try:
+                _ts(r[name])
+            except (ValueError, TypeError):
+                return f"{kind} record with an invalid {name!r}"
+    return None
+
+
+def _quarantine(spool_dir: Path, segment: str, bad: list[tuple[bytes, str]]) -> None:
+    """Keep lines the ledger cannot take in ``rejected.log`` (one JSON object a line), and say so in the log."""
+    path = spool_dir / spoolmod.REJECTED
+    now = datetime.now(UTC).isoformat()
+    with open(path, "ab") as fh:
+        for line, reason in bad:
+            log.error("spool %s: a line the ledger cannot take is kept in %s: %s", segment, path, reason)
+            fh.write(orjson.dumps({"at": now, "segment": segment, "reason": reason,
+                                   "line": line.decode("utf-8", "backslashreplace")}) + b"\n")  # fmt: skip
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def price_row_json(row: PriceRow) -> str:
@@ -190,6 +234,19 @@ class DuckDBLedger:
             finally:
                 conn.close()
 
+    def ping(self, timeout: float = 0.5) -> None:
+        """Open the ledger and run a trivial query (raises LedgerError / LedgerBusy)."""
+        with self.connect(timeout=timeout) as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def identity_secret(self) -> str:
+        """This ledger's random secret (made on first use; see :mod:`tokenops.ledger.identity`)."""
+        with self.connect() as conn:
+            conn.execute("INSERT INTO ledger_meta VALUES ('identity_secret', ?) ON CONFLICT DO NOTHING",
+                         [identity.new_secret()])  # fmt: skip
+            row = conn.execute("SELECT value FROM ledger_meta WHERE name = 'identity_secret'").fetchone()
+        return str(row[0])
+
     def try_connect(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
         """Like connect() but gives up at once when another process holds the file."""
         return self.connect(timeout=0.0)
@@ -265,52 +322,126 @@ class DuckDBLedger:
         """Move everything in the spool into the ledger; returns the number of events inserted.
 
         ``price_rows`` is a callable id -> PriceRow | None (the catalog) so the rows used get recorded.
+        One bad line never stops the ledger: a line that is not an event, an event the ledger's columns cannot
+        hold, or one the database refuses is kept in ``<spool>/rejected.log`` with the reason (and logged), and
+        the rest is drained. A dead segment's torn last line (a call that was never answered) is kept there too
+        before the segment is removed.
         """
-        if not spoolmod.segments(spool_dir):
+        found = spoolmod.segments(spool_dir)
+        if not found:
             return 0
         inserted = 0
         with self.connect(timeout=timeout) as conn:
             progress = dict(conn.execute('SELECT segment, "offset" FROM spool_progress').fetchall())
             for seg in spoolmod.pending(spool_dir, progress):
                 if seg.lines:
-                    events, records, bad = [], [], []
-                    for line in seg.lines:
-                        try:
-                            obj = orjson.loads(line)
-                            if isinstance(obj, dict) and "record" in obj:
-                                records.append(obj)
-                            else:
-                                events.append(SpendEvent.from_dict(obj))
-                        except (ValueError, TypeError, KeyError) as exc:
-                            bad.append((line, exc))
-                    if bad and quarantine:
-                        self._quarantine(spool_dir, seg.name, bad)
-                    conn.execute("BEGIN TRANSACTION")
-                    try:
-                        used = {e.price_row_id for e in events if e.price_row_id}
-                        if price_rows is not None and used:
-                            known = {r[0] for r in conn.execute(
-                                "SELECT id FROM price_rows WHERE list_contains(?, id)", [list(used)]).fetchall()}
-                            self._record_price_rows(conn, filter(None, (price_rows(i) for i in used - known)))
-                        inserted += self._insert_events(conn, events)
-                        for record in records:
-                            try:
-                                self._apply_record(conn, record)
-                            except (KeyError, ValueError, TypeError) as exc:
-                                self._quarantine(spool_dir, seg.name, [(orjson.dumps(record), exc)])
-                        conn.execute(
-                            'INSERT OR REPLACE INTO spool_progress VALUES (?, ?, ?)',
-                            [seg.name, seg.end, datetime.now(UTC).replace(tzinfo=None)],
-                        )
-                        conn.execute("COMMIT")
-                    except BaseException:
-                        conn.execute("ROLLBACK")
-                        raise
-                if not seg.live and seg.end >= (spool_dir / seg.name).stat().st_size:
-                    # drained and no longer appended to: the ledger holds it all now
-                    (spool_dir / seg.name).unlink(missing_ok=True)
-                    conn.execute("DELETE FROM spool_progress WHERE segment = ?", [seg.name])
+                    inserted += self._drain_segment(conn, spool_dir, seg, price_rows, quarantine)
+                if not seg.live:
+                    self._retire(conn, spool_dir, seg, quarantine)
+            names = {p.name for p in found}
+            gone = [name for name in progress if name not in names]
+            if gone:  # segments deleted by hand, or rewritten by a spool that found its segment deleted
+                conn.execute("DELETE FROM spool_progress WHERE list_contains(?, segment)", [gone])
         return inserted
+
+    def _drain_segment(self, conn: duckdb.DuckDBPyConnection, spool_dir: Path, seg: spoolmod.SegmentRead,
+                       price_rows: Any, quarantine: bool) -> int:  # fmt: skip
+        events: list[SpendEvent] = []
+        lines: dict[str, bytes] = {}  # request id -> its line, to quarantine an event the database refuses
+        records: list[dict[str, Any]] = []
+        bad: list[tuple[bytes, str]] = []
+        for line in seg.lines:
+            try:
+                obj = orjson.loads(line)
+                if isinstance(obj, dict) and "record" in obj:
+                    problem = _record_problem(obj)
+                    if problem:
+                        raise ValueError(problem)
+                    records.append(obj)
+                    continue
+                if not isinstance(obj, dict):
+                    raise ValueError("not a JSON object")
+                event = SpendEvent.from_dict(obj)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                bad.append((line, f"unreadable: {exc}"))
+                continue
+            problems = event.problems()
+            if problems:
+                bad.append((line, "; ".join(problems)))
+                continue
+            events.append(event)
+            lines[event.request_id] = line
+        try:
+            return self._commit_segment(conn, seg, events, records, price_rows, bad, spool_dir, quarantine)
+        except _REFUSED as exc:
+            # Which events does the database refuse? Try each alone (rolled back), then commit the rest.
+            log.error("spool %s: the ledger refused a batch (%s); looking for the events it refuses", seg.name, exc)
+        good, good_records = [], []
+        for event in events:
+            if self._refuses(conn, lambda e=event: self._insert_events(conn, [e]), lines[event.request_id], bad):
+                continue
+            good.append(event)
+        for record in records:
+            if not self._refuses(conn, lambda r=record: self._apply_record(conn, r), orjson.dumps(record), bad):
+                good_records.append(record)
+        return self._commit_segment(conn, seg, good, good_records, price_rows, bad, spool_dir, quarantine)
+
+    @staticmethod
+    def _refuses(conn: duckdb.DuckDBPyConnection, write: Any, line: bytes, bad: list[tuple[bytes, str]]) -> bool:
+        """Try one write in a transaction that is rolled back; a refusal is noted in ``bad``."""
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            write()
+        except _REFUSED as refused:
+            bad.append((line, f"refused by the ledger: {refused}"))
+            return True
+        finally:
+            conn.execute("ROLLBACK")
+        return False
+
+    def _commit_segment(self, conn: duckdb.DuckDBPyConnection, seg: spoolmod.SegmentRead, events: list[SpendEvent],
+                        records: list[dict[str, Any]], price_rows: Any, bad: list[tuple[bytes, str]],
+                        spool_dir: Path, quarantine: bool) -> int:  # fmt: skip
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            used = {e.price_row_id for e in events if e.price_row_id}
+            if price_rows is not None and used:
+                known = {r[0] for r in conn.execute(
+                    "SELECT id FROM price_rows WHERE list_contains(?, id)", [list(used)]).fetchall()}  # fmt: skip
+                self._record_price_rows(conn, filter(None, (price_rows(i) for i in used - known)))
+            n = self._insert_events(conn, events)
+            for record in records:
+                self._apply_record(conn, record)
+            conn.execute(
+                "INSERT OR REPLACE INTO spool_progress VALUES (?, ?, ?)",
+                [seg.name, seg.end, datetime.now(UTC).replace(tzinfo=None)],
+            )
+            if bad and quarantine:
+                # before the commit that moves past them: a crash in between keeps them twice, never zero times
+                _quarantine(spool_dir, seg.name, bad)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n
+
+    @staticmethod
+    def _retire(conn: duckdb.DuckDBPyConnection, spool_dir: Path, seg: spoolmod.SegmentRead, quarantine: bool) -> None:
+        """Remove a segment no process appends to any more, once the ledger holds all of it."""
+        path = spool_dir / seg.name
+        try:
+            tail = spoolmod.read_tail(path, seg.end)
+        except FileNotFoundError:
+            return
+        if b"\n" in tail:
+            return  # more complete lines than one pass reads: the next drain takes them
+        if tail:
+            log.warning("spool %s: its writer died mid-line; the %d-byte torn line (a call never answered) is kept "
+                        "in %s", seg.name, len(tail), spool_dir / spoolmod.REJECTED)  # fmt: skip
+            if quarantine:
+                _quarantine(spool_dir, seg.name, [(tail, "torn last line of a dead segment: its call was never answered")])
+        path.unlink(missing_ok=True)
+        conn.execute("DELETE FROM spool_progress WHERE segment = ?", [seg.name])
 
     @staticmethod
     def _apply_record(conn: duckdb.DuckDBPyConnection, r: dict[str, Any]) -> None:
@@ -329,14 +460,6 @@ class DuckDBLedger:
             )
         else:
             raise ValueError(f"unknown spool record {kind!r}")
-
-    @staticmethod
-    def _quarantine(spool_dir: Path, segment: str, bad: list[tuple[bytes, Exception]]) -> None:
-        path = spool_dir / "rejected.log"
-        with open(path, "ab") as fh:
-            for line, exc in bad:
-                log.error("spool %s: unreadable event kept in %s: %s", segment, path, exc)
-                fh.write(segment.encode() + b"\t" + line + b"\n")
 
     # --- reading events -------------------------------------------------------------------------
     def get_event(self, request_id: str) -> SpendEvent | None:

@@ -8,6 +8,7 @@ price row used (the row itself is stored in ``price_rows``), and the attribution
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import uuid
 from dataclasses import dataclass, field, fields, replace
@@ -23,6 +24,7 @@ from tokenops.usage import Usage
 
 Status = Literal["ok", "upstream_error", "rejected", "cancelled", "error"]
 STATUSES = ("ok", "upstream_error", "rejected", "cancelled", "error")
+MAX_MONEY = Decimal(10) ** 26  # DECIMAL(38,12) holds 26 digits before the point
 
 
 class _RequestIds:
@@ -74,6 +76,31 @@ class SpendEvent:
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:
             raise ValueError("SpendEvent.ts must be timezone-aware")
+
+    def problems(self) -> list[str]:
+        """Why the ledger's columns could not hold this event (empty when they can): every backend stores
+        token counts as 64-bit integers, money as DECIMAL(38,12), statuses as 32-bit integers."""
+        out = []
+        if not isinstance(self.request_id, str) or not self.request_id:
+            out.append("request_id is not a non-empty string")
+        if self.cost_usd is not None and (not self.cost_usd.is_finite() or abs(self.cost_usd) >= MAX_MONEY):
+            out.append(f"cost_usd {self.cost_usd} does not fit DECIMAL(38,12)")
+        if not isinstance(self.http_status, int) or not 0 <= self.http_status < 2**31:
+            out.append(f"http_status {self.http_status!r} is not a status")
+        for name in ("latency_ms", "ttft_ms"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int | float) or not math.isfinite(value)
+                                      or abs(value) > 1e15):  # fmt: skip
+                out.append(f"{name} {value!r} is not a finite duration")
+        if self.status not in STATUSES:
+            out.append(f"status {self.status!r} is not one of {', '.join(STATUSES)}")
+        texts = [self.source, self.provider, self.model_requested, self.model_used, self.route]
+        texts += [k for k in self.tags] + list(self.tags.values()) + list(self.missing_tags)
+        texts += [v for v in (self.key_id, self.end_user, self.error_code, self.upstream_request_id,
+                              self.price_row_id, self.approval_id, self.cache) if v is not None]  # fmt: skip
+        if any(not isinstance(t, str) for t in texts):
+            out.append("a text field is not a string")
+        return out
 
     @property
     def priced(self) -> bool:

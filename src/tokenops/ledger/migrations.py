@@ -135,6 +135,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        "0007_ledger_meta",
+        """
+        CREATE TABLE ledger_meta (
+            name VARCHAR PRIMARY KEY,          -- identity_secret: proves a gateway serves this ledger
+            value VARCHAR NOT NULL
+        )
+        """,
+    ),
 ]
 
 

@@ -8,12 +8,14 @@ failing channel never fails or slows a call.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from tokenops.alerts import Alert, new_alert_id
+from tokenops.ledger.spool import SpoolUnavailable
 from tokenops.money import format_usd
 from tokenops.policy.config import BudgetConfig
 from tokenops.policy.periods import Window, zone
@@ -21,6 +23,9 @@ from tokenops.policy.state import Counter
 
 FORECAST_MIN_ELAPSED = 0.1  # no run-rate projection from the first tenth of a period: too noisy
 FORECAST_EVERY = 60.0  # seconds between projections of one budget
+
+
+log = logging.getLogger("tokenops.alerts")
 
 
 def _amount(b: BudgetConfig, value: Decimal) -> str:
@@ -51,10 +56,13 @@ class BudgetAlerts:
             amount_usd=b.amount if b.unit == "usd" else None, message=message, fired_at=now,
             details={"unit": b.unit, "spent": format(spent, "f"), "amount": format(b.amount, "f"), **(details or {})},
         )  # fmt: skip
-        if self.record is not None:
-            await self.record({"record": "alert", **alert.to_json()})
         if self.submit is not None:
             self.submit(alert)
+        if self.record is not None:
+            try:
+                await self.record({"record": "alert", **alert.to_json()})
+            except SpoolUnavailable as exc:  # delivered, not recorded: after a restart it may be sent once more
+                log.warning("alert %s was sent but could not be recorded: %s", alert.id, exc)
 
     async def after_settle(self, b: BudgetConfig, w: Window, counter: Counter, now: datetime) -> None:
         spent = counter.spent

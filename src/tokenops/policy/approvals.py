@@ -5,6 +5,11 @@ request is recorded (through the spool) so ``tokenops approvals list`` shows it.
 ``tokenops approvals approve ID [--until DATE] [--max-usd X]``: time-boxed, spend-capped access for that key
 and reason. The gateway reloads decisions every few seconds; a denied request answers the next call with the
 denial, and a fresh call after that asks again.
+
+A grant's spend cap holds like a hard budget: its spend lives in the policy state as a counter
+(:func:`grant_counter`), and each call under the grant reserves its maximum cost there before it is made
+(the policy engine does it with the call's budgets, all or nothing), so concurrent calls cannot spend the cap
+several times over: a grant ends at most one call's maximum cost over its cap.
 """
 
 from __future__ import annotations
@@ -18,40 +23,54 @@ from typing import Any
 from tokenops.errors import GatewayError
 from tokenops.gateway.call import Call
 from tokenops.ledger.governance import Approval, new_approval_id
-from tokenops.money import ZERO, format_usd
+from tokenops.money import format_usd
+from tokenops.policy.state import CounterKey, InMemoryState
+
+
+def grant_counter(approval_id: str) -> CounterKey:
+    """The policy-state counter of a grant's spend."""
+    return ("grant:" + approval_id, "")
 
 
 class Approvals:
-    def __init__(self, record: Callable[[dict[str, Any]], Awaitable[None]] | None = None):
+    def __init__(self, record: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+                 state: InMemoryState | None = None):  # fmt: skip
         self.record = record  # durably records a new request (the spool)
+        self.state = state or InMemoryState()  # grant spend counters (the policy engine passes its own)
         self._by_id: dict[str, Approval] = {}
-        self._spent: dict[str, Decimal] = {}
         self._pending: dict[tuple[str | None, str], str] = {}  # (key id, reason) -> open request id
         self._lock = threading.Lock()
 
     def load(self, approvals: Iterable[Approval], spent: dict[str, Decimal]) -> None:
+        """Grants from the ledger, with what the ledger holds of their spend (which lags what this process has
+        settled: a counter only ever moves up to the ledger's figure, never down)."""
         with self._lock:
             self._by_id = {a.id: a for a in approvals}
-            for aid, amount in spent.items():
-                self._spent[aid] = max(self._spent.get(aid, ZERO), amount)
+        for aid, amount in spent.items():
+            if aid in self._by_id and self.state.counter(grant_counter(aid)).spent < amount:
+                self.state.seed(grant_counter(aid), amount)
 
-    def spend(self, approval_id: str, amount: Decimal) -> None:
-        with self._lock:
-            self._spent[approval_id] = self._spent.get(approval_id, ZERO) + amount
+    def spent(self, approval_id: str) -> Decimal:
+        return self.state.counter(grant_counter(approval_id)).spent
 
     def grant_for(self, key_id: str | None, reason: str, now: datetime) -> Approval | None:
         for a in self._by_id.values():
             if a.key_id == key_id and a.reason == reason and a.active(now):
-                if a.max_usd is None or self._spent.get(a.id, ZERO) < a.max_usd:
+                if a.max_usd is None or self.spent(a.id) < a.max_usd:
                     return a
         return None
 
-    async def require(self, call: Call, reason: str, now: datetime) -> None:
+    def grant_ids(self) -> list[str]:
+        """Grants whose spend counters must be kept (approved ones, current or not yet pruned from the ledger)."""
+        return [a.id for a in self._by_id.values() if a.status == "approved"]
+
+    async def require(self, call: Call, reason: str, now: datetime) -> Approval:
+        """The grant that lets this call through for ``reason``; else records a request and raises 403."""
         key_id = call.key.id if call.key else None
         grant = self.grant_for(key_id, reason, now)
         if grant is not None:
             call.approval_id = grant.id
-            return
+            return grant
         open_id = self._pending.get((key_id, reason))
         known = self._by_id.get(open_id) if open_id else None
         if known is not None and known.status == "denied":

@@ -27,9 +27,16 @@ from tokenops.errors import GatewayError
 from tokenops.gateway.call import Call
 from tokenops.ledger.events import SpendEvent
 from tokenops.money import ZERO, format_usd
-from tokenops.policy.approvals import Approvals
+from tokenops.policy.approvals import Approvals, grant_counter
 from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
-from tokenops.policy.estimate import input_bound, max_cost, requested_output, typical_input
+from tokenops.policy.estimate import (
+    input_bound,
+    max_cost,
+    needs_output_bound,
+    output_bound,
+    requested_output,
+    typical_input,
+)
 from tokenops.policy.limits import RateClaim, RateLimiter
 from tokenops.policy.periods import Window, window
 from tokenops.policy.scopes import ScopeIndex
@@ -46,6 +53,7 @@ class Held:
     budgets: list[tuple[BudgetConfig, Window]]
     claims: list[Claim]
     rate_claims: list[RateClaim] = field(default_factory=list)
+    grants: list[str] = field(default_factory=list)  # approval grants with a spend cap this call reserved on
     settled: bool = False
 
 
@@ -76,6 +84,7 @@ class PolicyEngine:
         self.resolve = resolve or (lambda call, model: None)  # the upstream name of a model (alias, provider/...)
         self.state = state or InMemoryState()
         self.approvals = approvals or Approvals()
+        self.approvals.state = self.state  # grant spend is reserved and settled with the budgets
         self.alerts = alerts  # tokenops.policy.alerting.BudgetAlerts, or None
         self.clock = clock or (lambda: datetime.now(UTC))
         self._windows: dict[str, tuple[BudgetConfig, Window]] = {}
@@ -114,29 +123,45 @@ class PolicyEngine:
             self._model_rules(call, rules)  # the cheaper model must be allowed too
         needs = [f"rule:{r.name}" for r in rules if r.require_approval]
         needs += [f"budget:{b.name}" for b in approval_budgets]
-        for reason in needs:
-            await self.approvals.require(call, reason, now)
+        grants = [await self.approvals.require(call, reason, now) for reason in needs]
+        capped = [g for g in grants if g.max_usd is not None]
 
-        out = self._caps(call, rules)
+        out = self._caps(call, rules)  # the output limit of one answer
+        model = self.resolve(call, call.model_requested) or call.model_requested
         row = self.price_of(call, call.model_requested)
-        bound = input_bound(call)
-        cost = max_cost(row, bound, out)
+        bound = input_bound(call, model, row)
         cap = min((r.max_cost_per_call_usd for r in rules if r.max_cost_per_call_usd is not None), default=None)
+        hard = [f"budget {b.name}" for b, _w in budgets if self._limits.get(b.name) is not None]
+        hard += [f"approval {g.id}" for g in capped] + (["a cost cap"] if cap is not None else [])
+        if hard and needs_output_bound(call):
+            # Only a limit the provider enforces makes the reservation a true upper bound (a reasoning model can
+            # answer far more than any default): send the ceiling upstream, and say so.
+            self._set_output(call, out)
+            call.response_headers["x-tokenops-clamped"] = f"max_tokens={out} (set by TokenOps: {hard[0]} is a hard limit)"
+        cost = max_cost(row, bound, output_bound(call, out))
         if cap is not None and cost is not None and cost > cap:
             self._cost_cap(call, rules, row, bound, out, cost, cap)
             out = requested_output(call) or out
-            cost = max_cost(row, bound, out)
+            cost = max_cost(row, bound, output_bound(call, out))
 
-        held = Held(str(next(self._ids)), budgets, [])
+        held = Held(str(next(self._ids)), budgets, [], grants=[g.id for g in capped])
         for b, w in budgets:
-            amount = (cost or ZERO) if b.unit == "usd" else Decimal(bound + out)
+            amount = (cost or ZERO) if b.unit == "usd" else Decimal(bound + output_bound(call, out))
             held.claims.append(Claim((b.name, w.key), amount, self._limits.get(b.name)))
+        for g in capped:
+            held.claims.append(Claim(grant_counter(g.id), cost or ZERO, g.max_usd))
         full = self.state.reserve(held.id, held.claims)
         if full is not None:
+            if full[0].startswith("grant:"):
+                raise GatewayError(
+                    429, "budget_exceeded", f"approval {full[0][6:]} is fully reserved by calls in flight under its "
+                    "spend cap; retry shortly", kind="rate_limit_error", headers={"retry-after": "1"},
+                )  # fmt: skip
             blocked = next(b for b, w in budgets if (b.name, w.key) == full)
             await self._blocked(call, blocked, budgets)
         try:
-            held.rate_claims = self.limiter.take(call, call.model_requested, typical_input(call) + out, cost)
+            held.rate_claims = self.limiter.take(call, call.model_requested,
+                                                 typical_input(call, model) + out * call.choices, cost)  # fmt: skip
         except GatewayError:
             self.state.settle(held.id, {})
             raise
@@ -151,15 +176,13 @@ class PolicyEngine:
         held.settled = True
         tokens = event.usage.input_tokens + event.usage.output_tokens
         actual: dict[CounterKey, Decimal] = {}
+        cost = event.cost_usd if event.cost_usd is not None else ZERO
         for b, w in held.budgets:
-            if b.unit == "usd":
-                actual[(b.name, w.key)] = event.cost_usd if event.cost_usd is not None else ZERO
-            else:
-                actual[(b.name, w.key)] = Decimal(tokens)
+            actual[(b.name, w.key)] = cost if b.unit == "usd" else Decimal(tokens)
+        for grant in held.grants:
+            actual[grant_counter(grant)] = cost
         self.state.settle(held.id, actual)
         self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
-        if call.approval_id and event.cost_usd:
-            self.approvals.spend(call.approval_id, event.cost_usd)
         self._remaining_header(call, held.budgets)
         if self.alerts is not None:
             for b, w in held.budgets:
@@ -173,8 +196,9 @@ class PolicyEngine:
         here, there = self.price_of(call, call.model_requested), self.price_of(call, target)
         if here is None or there is None:
             return False
-        out = requested_output(call) or self.defaults.default_max_output_tokens
-        bound = input_bound(call)
+        out = output_bound(call, requested_output(call) or self.defaults.default_max_output_tokens)
+        model = self.resolve(call, call.model_requested) or call.model_requested
+        bound = input_bound(call, model, here)
         mine, theirs = max_cost(here, bound, out), max_cost(there, bound, out)
         return mine is not None and theirs is not None and theirs < mine
 
@@ -257,7 +281,7 @@ class PolicyEngine:
 
     def _caps(self, call: Call, rules: list[RuleConfig]) -> int:
         """Apply input/output token caps; returns the output ceiling used for reservations."""
-        est_in = typical_input(call)
+        est_in = typical_input(call, self.resolve(call, call.model_requested) or call.model_requested)
         if call.route == "embeddings":  # no output tokens: only the input cap applies
             for r in rules:
                 if r.max_input_tokens is not None and est_in > r.max_input_tokens:
@@ -288,8 +312,7 @@ class PolicyEngine:
 
     @staticmethod
     def _set_output(call: Call, value: int) -> None:
-        field_name = next((n for n in ("max_completion_tokens", "max_tokens") if n in call.body), "max_tokens")
-        call.body = {**call.body, field_name: value}
+        call.output_limit = value  # the adapter writes it into the field its API reads (max_completion_tokens, …)
 
     def _cost_cap(self, call: Call, rules: list[RuleConfig], row: Any, bound: int, out: int, cost: Decimal,
                   cap: Decimal) -> None:  # fmt: skip
@@ -298,12 +321,12 @@ class PolicyEngine:
             lo, hi = 1, out
             while lo < hi:  # the largest max_tokens whose maximum cost fits under the cap
                 mid = (lo + hi + 1) // 2
-                c = max_cost(row, bound, mid)
+                c = max_cost(row, bound, output_bound(call, mid))
                 if c is not None and c <= cap:
                     lo = mid
                 else:
                     hi = mid - 1
-            fits = max_cost(row, bound, lo)
+            fits = max_cost(row, bound, output_bound(call, lo))
             if fits is not None and fits <= cap:
                 self._set_output(call, lo)
                 call.response_headers["x-tokenops-clamped"] = f"max_tokens={lo} (max cost per call ${cap})"
@@ -369,6 +392,7 @@ class PolicyEngine:
         """Drop counters of finished periods and idle rate buckets (called every few seconds by the writer)."""
         now = self.clock()
         current = {(b.name, self.window(b, now).key) for b in self.budgets.values()}
+        current |= {grant_counter(a) for a in self.approvals.grant_ids()}
         self.state.forget(lambda key: key in current)
         self.limiter.state.prune()
 

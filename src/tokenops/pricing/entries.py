@@ -115,6 +115,7 @@ class PriceEntry(BaseModel):
     reasoning_per_mtok: Price | None = None
     per_request: Price | None = None
     tiers: tuple[TierEntry, ...] = ()
+    context_window: int | None = Field(None, gt=0, le=1_000_000_000)
 
     @model_validator(mode="after")
     def _distinct_tiers(self) -> PriceEntry:
@@ -130,6 +131,7 @@ class PriceEntry(BaseModel):
             model=self.model,
             effective_from=self.effective_from,
             source=source,
+            context_window=self.context_window,
             per_request=self.per_request,
             tiers=tuple(
                 LongContextTier(

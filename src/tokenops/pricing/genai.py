@@ -124,6 +124,7 @@ def rows_for_model(provider_id: str, model: ModelInfo, source: str) -> list[Pric
                 effective_from=start,
                 effective_to=end,
                 source=source,
+                context_window=model.context_window if isinstance(model.context_window, int) else None,
                 **prices,
             )
         )

@@ -58,6 +58,9 @@ class PriceRow:
     tiers: tuple[LongContextTier, ...] = ()
     effective_to: datetime | None = None
     id: str = field(default="", compare=False)
+    # The model's context window in tokens, when the source says it: what bounds the input of a call whose body
+    # does not (a PDF, a file by id). Not a price: it is not part of the row's id or equality.
+    context_window: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.effective_from.tzinfo is None:
@@ -78,9 +81,13 @@ class PriceRow:
 
     def prices_for(self, usage: Usage) -> dict[str, Decimal | None]:
         """The per-MTok prices that apply to this usage (the highest tier whose threshold it passes)."""
+        return self.prices_at(usage.input_tokens)
+
+    def prices_at(self, input_tokens: int) -> dict[str, Decimal | None]:
+        """The per-MTok prices that apply to a call with this many input tokens."""
         prices = {name: getattr(self, name) for name in PRICE_FIELDS}
         for tier in sorted(self.tiers, key=lambda t: t.above_input_tokens):
-            if usage.input_tokens > tier.above_input_tokens:
+            if input_tokens > tier.above_input_tokens:
                 for name in PRICE_FIELDS:
                     value = getattr(tier, name)
                     if value is not None:

@@ -13,24 +13,26 @@ from typing import Any
 
 import orjson
 
-from tokenops.gateway.providers.base import Adapter, StreamMeter, _int
+from tokenops.gateway.http import is_plain_header_value
+from tokenops.gateway.providers.base import Adapter, StreamMeter, obj
 from tokenops.gateway.sse import SSEEvent
-from tokenops.usage import Usage
+from tokenops.usage import MissingUsage, Usage, count
 
 DEFAULT_VERSION = "2023-06-01"
 _FORWARD = ("anthropic-version", "anthropic-beta")
 
 
 def usage_from_anthropic(u: Any) -> Usage | None:
+    """The usage object of a message or stream event; None if there is none; raises MalformedUsage if a count
+    cannot be trusted."""
     if not isinstance(u, dict):
         return None
-    plain = _int(u.get("input_tokens"))
-    read = _int(u.get("cache_read_input_tokens"))
-    created = _int(u.get("cache_creation_input_tokens"))
-    split = u.get("cache_creation")
-    w5 = w1h = 0
-    if isinstance(split, dict):
-        w5, w1h = _int(split.get("ephemeral_5m_input_tokens")), _int(split.get("ephemeral_1h_input_tokens"))
+    plain = count(u.get("input_tokens"), "input_tokens")
+    read = count(u.get("cache_read_input_tokens"), "cache_read_input_tokens")
+    created = count(u.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+    split = obj(u.get("cache_creation"))
+    w5 = count(split.get("ephemeral_5m_input_tokens"), "ephemeral_5m_input_tokens")
+    w1h = count(split.get("ephemeral_1h_input_tokens"), "ephemeral_1h_input_tokens")
     if w5 + w1h != created:
         w5, w1h = created - min(w1h, created), min(w1h, created)
     return Usage(
@@ -38,7 +40,7 @@ def usage_from_anthropic(u: Any) -> Usage | None:
         cache_read_tokens=read,
         cache_write_5m_tokens=w5,
         cache_write_1h_tokens=w1h,
-        output_tokens=_int(u.get("output_tokens")),
+        output_tokens=count(u.get("output_tokens"), "output_tokens"),
     )
 
 
@@ -52,42 +54,41 @@ class AnthropicStreamMeter(StreamMeter):
         name = event.event
         if name in ("message_start", "message_delta") and event.data:
             try:
-                payload = orjson.loads(event.data)
+                payload = obj(orjson.loads(event.data))
             except orjson.JSONDecodeError:
                 return event.raw
             if name == "message_start":
-                msg = payload.get("message") or {}
+                msg = obj(payload.get("message"))
                 self.model = msg.get("model") if isinstance(msg.get("model"), str) else None
                 self.upstream_id = msg.get("id") if isinstance(msg.get("id"), str) else None
-                usage = msg.get("usage") or {}
+                usage = obj(msg.get("usage"))
             else:
-                usage = payload.get("usage") or {}
-            if isinstance(usage, dict):
-                for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"):
-                    if usage.get(k) is not None:
-                        self._input[k] = usage[k]
-                if usage.get("output_tokens") is not None:  # cumulative: the latest count is the count
-                    self._output = _int(usage.get("output_tokens"))
-            self.usage = usage_from_anthropic({**self._input, "output_tokens": self._output})
+                usage = obj(payload.get("usage"))
+            for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"):
+                if usage.get(k) is not None:
+                    self._input[k] = usage[k]
+            if usage.get("output_tokens") is not None:  # cumulative: the latest count is the count
+                self._output = usage["output_tokens"]
+            self.take_usage(usage_from_anthropic, {**self._input, "output_tokens": self._output})
         elif name == "content_block_delta" and event.data:
             self.chunks += 1
             try:
-                delta = orjson.loads(event.data).get("delta") or {}
-            except (orjson.JSONDecodeError, AttributeError):
+                delta = obj(obj(orjson.loads(event.data)).get("delta"))
+            except orjson.JSONDecodeError:
                 return event.raw
-            text = delta.get("text") if isinstance(delta, dict) else None
-            if isinstance(text, str):
-                self.text_chars += len(text)
+            for key in ("text", "thinking", "partial_json"):
+                if isinstance(delta.get(key), str):
+                    self.text_chars += len(delta[key])
         return event.raw
 
     def is_final(self, event: SSEEvent) -> bool:
         return event.event == "message_stop"
 
-    def partial_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
+    def partial_usage(self, input_estimate: int) -> tuple[Usage, bool]:
         # message_start said the input side; the output count so far is only final in message_delta, so a stream
         # cut before it is estimated from the text relayed.
-        if self.usage is None:
-            return super().partial_usage(prompt_chars)
+        if self.usage is None or self.usage_problem is not None:
+            return super().partial_usage(input_estimate)
         estimated_output = (self.text_chars + 3) // 4
         if self.usage.output_tokens >= estimated_output:
             return self.usage, False
@@ -112,23 +113,26 @@ class AnthropicAdapter(Adapter):
     def headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         h = {"content-type": "application/json", "accept-encoding": "identity"}
         for name in _FORWARD:
-            if name in client_headers:
-                h[name] = client_headers[name]
+            value = client_headers.get(name)
+            if value is not None and is_plain_header_value(value):
+                h[name] = value
         h.setdefault("anthropic-version", DEFAULT_VERSION)
         if self.api_key:
             h["x-api-key"] = self.api_key
         h.update(self.extra_headers)
         return h
 
-    def prepare(self, route: str, body: dict[str, Any], upstream_model: str) -> tuple[dict[str, Any], bool]:
+    def prepare(self, route: str, body: dict[str, Any], upstream_model: str,
+                output_limit: int | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
         out = dict(body)
         out["model"] = upstream_model
+        self.limit_output(out, route, upstream_model, output_limit)
         return out, True
 
     def usage(self, route: str, payload: Any) -> Usage:
-        u = usage_from_anthropic(payload.get("usage") if isinstance(payload, dict) else None)
+        u = usage_from_anthropic(obj(payload).get("usage"))
         if u is None:
-            raise ValueError("the response has no usage object")
+            raise MissingUsage("the response has no usage object")
         return u
 
     def stream_meter(self, client_wants_usage: bool) -> StreamMeter:

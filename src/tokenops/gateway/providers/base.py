@@ -1,11 +1,21 @@
-"""The adapter interface every provider implements."""
+"""The adapter interface every provider implements.
+
+Adapters read payloads that come from outside, so they read them defensively: a field of the wrong type is
+treated as missing, never dereferenced. A usage that cannot be trusted (a count that is not a whole number, or
+more than any call can use: see :mod:`tokenops.usage`) is not used: the call is recorded with an estimate,
+flagged ``usage_estimated``, and the reason is kept in :attr:`StreamMeter.usage_problem`.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 from tokenops.gateway.sse import SSEEvent
-from tokenops.usage import Usage
+from tokenops.usage import MalformedUsage, Usage
+
+log = logging.getLogger("tokenops.providers")
+OUTPUT_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 class StreamMeter:
@@ -18,6 +28,7 @@ class StreamMeter:
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        self.usage_problem: str | None = None  # why the reported usage was not used: a MalformedUsage code
         self.model: str | None = None
         self.upstream_id: str | None = None
         self.text_chars = 0  # streamed output so far, for estimating usage when a stream is cut short
@@ -29,19 +40,31 @@ class StreamMeter:
     def is_final(self, event: SSEEvent) -> bool:
         raise NotImplementedError
 
-    def final_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
+    def take_usage(self, parse: Any, payload: Any) -> None:
+        """Parse a usage object; a malformed one is remembered as the reason to estimate, never raised."""
+        try:
+            usage = parse(payload)
+        except MalformedUsage as exc:
+            log.warning("stream usage not used (%s); the call's usage will be estimated", exc)
+            self.usage_problem = exc.code
+            return
+        if usage is not None:
+            self.usage = usage
+
+    def final_usage(self, input_estimate: int) -> tuple[Usage, bool]:
         """Usage to record for a stream that ended normally: what the provider reported, else an estimate."""
-        if self.usage is not None:
+        if self.usage is not None and self.usage_problem is None:
             return self.usage, False
-        return self.estimate(prompt_chars), True
+        return self.estimate(input_estimate), True
 
-    def partial_usage(self, prompt_chars: int) -> tuple[Usage, bool]:
+    def partial_usage(self, input_estimate: int) -> tuple[Usage, bool]:
         """Usage to record for a stream that ended early: what the provider reported so far, else an estimate."""
-        return self.final_usage(prompt_chars)
+        return self.final_usage(input_estimate)
 
-    def estimate(self, prompt_chars: int) -> Usage:
-        """About four characters a token: only used, and flagged, when the provider said nothing."""
-        return Usage(input_tokens=(prompt_chars + 3) // 4, output_tokens=(self.text_chars + 3) // 4)
+    def estimate(self, input_estimate: int) -> Usage:
+        """What the request held (text, images: :func:`tokenops.tokens.estimate_input`) and about four
+        characters a token of the output relayed: only used, and flagged, when the provider said nothing usable."""
+        return Usage(input_tokens=input_estimate, output_tokens=(self.text_chars + 3) // 4)
 
 
 class Adapter:
@@ -61,11 +84,27 @@ class Adapter:
     def headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         raise NotImplementedError
 
-    def prepare(self, route: str, body: dict[str, Any], upstream_model: str) -> tuple[dict[str, Any], bool]:
-        """The upstream body and whether the client asked for usage in its stream."""
+    def prepare(self, route: str, body: dict[str, Any], upstream_model: str,
+                output_limit: int | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
+        """The upstream body and whether the client asked for usage in its stream. ``output_limit``: an output
+        limit the gateway sets (a clamp, or the ceiling of a call under a hard limit)."""
         raise NotImplementedError
 
+    def output_limit_field(self, route: str, model: str) -> str:
+        """The request field that caps the output, for when the gateway must set it (a hard budget applies)."""
+        return "max_tokens"
+
+    def limit_output(self, out: dict[str, Any], route: str, model: str, limit: int | None) -> None:
+        """Write the gateway's output limit into every limit field the client sent, else into this API's own."""
+        if limit is None:
+            return
+        sent = [name for name in OUTPUT_LIMIT_FIELDS if name in out and out[name] is not None]
+        for name in sent or [self.output_limit_field(route, model)]:
+            out[name] = limit
+
     def usage(self, route: str, payload: Any) -> Usage:
+        """The usage of a JSON answer; raises :class:`~tokenops.usage.MalformedUsage` (a ValueError) when it is
+        missing or cannot be trusted."""
         raise NotImplementedError
 
     def stream_meter(self, client_wants_usage: bool) -> StreamMeter:
@@ -84,5 +123,6 @@ class Adapter:
         return None
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+def obj(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: a payload field of the wrong type counts as absent."""
+    return value if isinstance(value, dict) else {}

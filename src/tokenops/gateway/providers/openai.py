@@ -2,7 +2,8 @@
 
 Usage: ``prompt_tokens`` already includes cached tokens (``prompt_tokens_details.cached_tokens``);
 ``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``. OpenAI does not report
-cache writes. A stream reports usage only with ``stream_options.include_usage``: the gateway always asks for
+cache writes. Counts are read with :func:`tokenops.usage.count` (digit strings, as some compatible servers send,
+are taken; garbage makes the usage untrusted and the call estimated). A stream reports usage only with ``stream_options.include_usage``: the gateway always asks for
 it, and when the client did not, removes the usage chunk and the ``"usage": null`` fields so the client gets
 exactly the stream it asked for.
 """
@@ -10,26 +11,33 @@ exactly the stream it asked for.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-from tokenops.gateway.providers.base import Adapter, StreamMeter, _int
+from tokenops.gateway.providers.base import Adapter, StreamMeter, obj
 from tokenops.gateway.sse import SSEEvent
-from tokenops.usage import Usage
+from tokenops.usage import MissingUsage, Usage, count
 
 PATHS = {"chat.completions": "/chat/completions", "embeddings": "/embeddings", "models": "/models"}
 
 
 def usage_from_openai(u: Any) -> Usage | None:
+    """The usage object of a chat/embeddings answer or stream chunk; None if there is none; raises
+    MalformedUsage if a count cannot be trusted."""
     if not isinstance(u, dict):
         return None
-    prompt = _int(u.get("prompt_tokens", u.get("input_tokens")))
-    completion = _int(u.get("completion_tokens", u.get("output_tokens")))
-    pd = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
-    cd = u.get("completion_tokens_details") or u.get("output_tokens_details") or {}
-    cached = min(_int(pd.get("cached_tokens")) if isinstance(pd, dict) else 0, prompt)
-    reasoning = min(_int(cd.get("reasoning_tokens")) if isinstance(cd, dict) else 0, completion)
+    prompt = count(u.get("prompt_tokens", u.get("input_tokens")), "prompt_tokens")
+    completion = count(u.get("completion_tokens", u.get("output_tokens")), "completion_tokens")
+    pd = obj(u.get("prompt_tokens_details") or u.get("input_tokens_details"))
+    cd = obj(u.get("completion_tokens_details") or u.get("output_tokens_details"))
+    cached = min(count(pd.get("cached_tokens"), "cached_tokens"), prompt)
+    reasoning = min(count(cd.get("reasoning_tokens"), "reasoning_tokens"), completion)
     return Usage(input_tokens=prompt, cache_read_tokens=cached, output_tokens=completion, reasoning_tokens=reasoning)
+
+
+def _is_done(data: bytes | None) -> bool:
+    return data is not None and data.strip() == b"[DONE]"
 
 
 class OpenAIStreamMeter(StreamMeter):
@@ -39,7 +47,7 @@ class OpenAIStreamMeter(StreamMeter):
 
     def relay(self, event: SSEEvent) -> bytes:
         data = event.data
-        if data is None or data == b"[DONE]":
+        if data is None or _is_done(data):
             return event.raw
         try:
             chunk = orjson.loads(data)
@@ -51,22 +59,24 @@ class OpenAIStreamMeter(StreamMeter):
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
             self.upstream_id = chunk.get("id") if isinstance(chunk.get("id"), str) else None
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") if isinstance(choice, dict) else None
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                self.text_chars += len(delta["content"])
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            delta = obj(obj(choice).get("delta"))
+            for name in ("content", "reasoning_content", "refusal"):
+                if isinstance(delta.get(name), str):
+                    self.text_chars += len(delta[name])
         usage = chunk.get("usage")
         if usage is not None:
-            self.usage = usage_from_openai(usage) or self.usage
+            self.take_usage(usage_from_openai, usage)
         if not self.strip_usage or "usage" not in chunk:
             return event.raw
-        if usage is not None and not chunk.get("choices"):
+        if usage is not None and not choices:
             return b""  # the usage-only chunk the client did not ask for
         del chunk["usage"]
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def is_final(self, event: SSEEvent) -> bool:
-        return event.data == b"[DONE]"
+        return _is_done(event.data)
 
 
 class OpenAIAdapter(Adapter):
@@ -76,6 +86,13 @@ class OpenAIAdapter(Adapter):
     def url(self, route: str) -> str:
         return self.base_url + PATHS[route]
 
+    def output_limit_field(self, route: str, model: str) -> str:
+        # OpenAI's own API refuses max_tokens on reasoning models; compatible servers (vLLM, Ollama, llama.cpp)
+        # know max_tokens everywhere but not always max_completion_tokens.
+        host = urlsplit(self.base_url).hostname or ""
+        official = host == "api.openai.com" or host.endswith(".openai.azure.com")
+        return "max_completion_tokens" if official else "max_tokens"
+
     def headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         h = {"content-type": "application/json", "accept-encoding": "identity"}
         if self.api_key:
@@ -83,9 +100,11 @@ class OpenAIAdapter(Adapter):
         h.update(self.extra_headers)
         return h
 
-    def prepare(self, route: str, body: dict[str, Any], upstream_model: str) -> tuple[dict[str, Any], bool]:
+    def prepare(self, route: str, body: dict[str, Any], upstream_model: str,
+                output_limit: int | None = None) -> tuple[dict[str, Any], bool]:  # fmt: skip
         out = dict(body)
         out["model"] = upstream_model
+        self.limit_output(out, route, upstream_model, output_limit)
         wants_usage = False
         if route == "chat.completions" and body.get("stream") is True:
             opts = body.get("stream_options")
@@ -96,9 +115,9 @@ class OpenAIAdapter(Adapter):
         return out, wants_usage
 
     def usage(self, route: str, payload: Any) -> Usage:
-        u = usage_from_openai(payload.get("usage") if isinstance(payload, dict) else None)
+        u = usage_from_openai(obj(payload).get("usage"))
         if u is None:
-            raise ValueError("the response has no usage object")
+            raise MissingUsage("the response has no usage object")
         return u
 
     def stream_meter(self, client_wants_usage: bool) -> StreamMeter:
