@@ -41,7 +41,7 @@ def parse_tags(text: str, *, what: str = "tags") -> dict[str, str]:
     if len(text.encode()) > MAX_HEADER_BYTES:
         raise TagError(f"malformed {what}: longer than {MAX_HEADER_BYTES} bytes")
     if text.count(",") >= MAX_TAGS:
-        raise TagError(f"malformed {what}: more than {MAX_TAGS} tags")
+        raise TagError(f"malformed {what}: more than {MAX_TAGS} tags (at most {MAX_TAGS} on one call)")
     text = text.strip()
     if not text:
         return tags

@@ -60,9 +60,10 @@ def count(value: Any, name: str = "count") -> int:
     else:
         raise MalformedUsage(f"usage {name} is not a whole number: {str(value)[:40]!r}")
     if n < 0:
-        raise MalformedUsage(f"usage {name} is negative: {n}")
+        raise MalformedUsage(f"usage {name} is negative")
     if n > MAX_CALL_TOKENS:
-        raise ImplausibleUsage(f"usage {name} of {n} tokens is more than any call can use")
+        shown = str(n) if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+        raise ImplausibleUsage(f"usage {name} of {shown} tokens is more than any call can use")
     return n
 
 

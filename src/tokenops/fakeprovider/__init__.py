@@ -12,7 +12,8 @@ token), fast (it is the upstream in a latency benchmark) and steerable (failures
 
 Routes: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``), ``POST /v1/embeddings``,
 ``POST /v1/messages`` (JSON or SSE), ``GET /v1/models`` (Anthropic's shape when ``anthropic-version`` is sent).
-Any model name is accepted and echoed back. Only one choice is returned (``n`` is ignored); tools are accepted
+Any model name is accepted and echoed back. ``n`` answers are billed (the prompt once, the output ``n`` times)
+and returned as ``n`` identical choices in JSON (a stream carries the first choice only); tools are accepted
 but never called; Anthropic's ``max_tokens`` and ``anthropic-version`` header are optional.
 
 Token accounting
@@ -56,6 +57,9 @@ In the request body as ``"fake": {...}`` or as ``x-fake-<name>`` headers (``_`` 
   this many bytes of the body (with a content-length promising all of it) then drop the connection.
 * ``chunks``: split the streamed text into exactly this many content deltas (default: one per word).
 * ``model``: the model name to report in the answer (default: the one requested).
+* ``think``: hidden reasoning tokens spent before answering (a reasoning model on a hard problem), counted in
+  the output and its reasoning tokens; they come out of ``max_tokens`` / ``max_completion_tokens`` first, as
+  on the real APIs, so a cap below them leaves no visible answer (``finish_reason: "length"``).
 * ``usage``: ``{"input", "cached", "cache_write_5m", "cache_write_1h", "output", "reasoning"}``, each optional,
   reported exactly: ``input`` is the whole prompt. OpenAI reports ``prompt_tokens = input``,
   ``cached_tokens = cached`` (cache writes are not reported by OpenAI), ``completion_tokens = output``;

@@ -99,21 +99,26 @@ class Completion:
         return [self.text[i * n // chunks : (i + 1) * n // chunks] for i in range(chunks)]
 
 
-def make_completion(seed: bytes, model: str, cap: int | None, *, max_words: int | None = None) -> Completion:
+def make_completion(seed: bytes, model: str, cap: int | None, *, max_words: int | None = None,
+                    think: int = 0) -> Completion:  # fmt: skip
     """Derive the answer from the prompt's fingerprint, so the same prompt always gets the same answer.
 
     ``cap`` (max_tokens) bounds visible + reasoning tokens; ``max_words`` trims the text without marking it
-    truncated (used when the usage is overridden and the text only needs to look plausible).
+    truncated (used when the usage is overridden and the text only needs to look plausible). ``think``: hidden
+    reasoning tokens spent before the answer, as a reasoning model on a hard problem does; they come out of the
+    cap first (a cap smaller than the thinking leaves no visible answer, like the real APIs).
     """
     digest = hashlib.blake2b(seed, digest_size=64).digest()
     natural = MIN_WORDS + digest[0] % (MAX_WORDS - MIN_WORDS + 1)
     per_word = 1 + REASONING_PER_WORD if is_reasoning_model(model) else 1
-    count = natural if cap is None else max(0, min(natural, cap // per_word))
+    extra = think if cap is None else min(think, cap)
+    left = None if cap is None else cap - extra
+    count = natural if left is None else max(0, min(natural, left // per_word))
     truncated = count < natural
     if max_words is not None:
         count = min(count, max_words)
     words = [WORDS[b & 63] for b in digest[1 : 1 + count]]
-    return Completion(" ".join(words), words, count * (per_word - 1), truncated)
+    return Completion(" ".join(words), words, count * (per_word - 1) + extra, truncated)
 
 
 class PrefixMemory:

@@ -62,7 +62,7 @@ async def messages(request: Request) -> ASGIApp:
     max_words = None
     if override is not None and override.output is not None:
         max_words = override.output - (override.reasoning or 0)
-    completion = make_completion(prompt.seed, model, cap, max_words=max_words)
+    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think)
     usage = resolve_usage(prompt.tokens, prompt.read, prompt.write_5m, prompt.write_1h, completion, override)
     message = {
         "id": "msg_01" + ex.headers[ANTHROPIC.request_id_header][8:30],

@@ -40,6 +40,7 @@ class Controls:
     chunks: int | None = None
     model: str | None = None
     usage: UsageOverride | None = None
+    think: int = 0
 
 
 NO_CONTROLS = Controls()
@@ -54,6 +55,7 @@ _FIELDS: dict[str, str] = {
     "disconnect_after": "int",
     "chunks": "int",
     "model": "str",
+    "think": "int",
 }
 
 

@@ -69,6 +69,9 @@ async def chat_completions(request: Request) -> ASGIApp:
     cap = _cap(body)
     if isinstance(cap, str):
         return error_response(OPENAI, 400, f"Invalid '{cap}': expected an integer >= 1.", param=cap)
+    n = body.get("n", 1) if body.get("n") is not None else 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
+        return error_response(OPENAI, 400, "Invalid 'n': expected an integer from 1 to 128.", param="n")
     controls = ex.controls
     override = controls.usage
     state = request.app.state
@@ -76,8 +79,11 @@ async def chat_completions(request: Request) -> ASGIApp:
     max_words = None
     if override is not None and override.output is not None:
         max_words = override.output - (override.reasoning or 0)
-    completion = make_completion(prompt.seed, model, cap, max_words=max_words)
+    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think)
     usage = resolve_usage(prompt.tokens, prompt.cached, 0, 0, completion, override)
+    if n > 1:  # every answer is billed; the prompt once
+        usage = Reported(usage.input, usage.cached, usage.write_5m, usage.write_1h, usage.output * n,
+                         usage.reasoning * n)  # fmt: skip
     finish = "length" if completion.truncated else "stop"
     head = {
         "id": "chatcmpl-" + ex.headers[OPENAI.request_id_header][4:33],
@@ -94,7 +100,7 @@ async def chat_completions(request: Request) -> ASGIApp:
     message = {"role": "assistant", "content": completion.text, "refusal": None, "annotations": []}
     payload = {
         **head,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)],
         "usage": _usage(usage),
     }
     if controls.disconnect_after is not None:

@@ -185,6 +185,8 @@ class Gateway:
         return bool(key and admin and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()))
 
     def _tick(self) -> None:
+        if self.spool is not None:
+            self.spool.heal()  # a deleted spool folder is made again within a tick, traffic or not
         self.keys.reload()
         self.reload_policy()
         self.engine.prune()
@@ -425,6 +427,7 @@ class Gateway:
         if not self.started:
             problems.append("gateway not started")
         if self.spool is not None:
+            await asyncio.to_thread(self.spool.heal)
             problem = self.spool.problem()
             if problem:
                 problems.append(problem)

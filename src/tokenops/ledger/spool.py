@@ -20,8 +20,9 @@ What goes wrong on disk, and what the spool does (docs/concepts.md, "When the di
 * **Unhealthy**: after a failed write, and while the spool's file system has less than ``reserve_bytes``
   free, :attr:`Spool.healthy` is False, so the gateway refuses new calls *before* calling a provider whose
   answer it could not record. Records that must not be lost although their write failed (a call the provider
-  already answered) are :meth:`Spool.defer`\\ red: kept in memory and written, oldest first, as soon as a write
-  succeeds (retried every second); health returns with the first successful write.
+  already answered) are deferred (:meth:`Spool.defer`): kept in memory and written, oldest first, as soon as a
+  write succeeds (retried every second; with nothing owed, a blank line is written to test the disk); health returns
+  with the first successful write.
 * **The folder or the live segment deleted** while running: writes to an unlinked file would vanish at the
   next restart. Every write checks the segment's link count; when it is gone, the folder is made again and
   the whole old segment (still readable through the open descriptor) is copied into a new one. The ledger
@@ -54,6 +55,7 @@ MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 RESERVE_BYTES = 1024 * 1024  # below this much free space the spool calls itself unhealthy
 MAX_DEFERRED = 100_000  # records held in memory while the disk refuses them (~80 MB of events)
 RETRY_EVERY = 1.0
+PROBE = b"\n"  # a blank line: written to test a disk that failed, skipped by every reader
 
 
 class SpoolUnavailable(GatewayError):
@@ -138,7 +140,7 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{int(time.time() * 1000):013d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         path = self.directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)  # readable: see _recover_deleted
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             _sync_dir(self.directory)  # the new file's name must be durable too, or a crash could lose it
@@ -185,24 +187,31 @@ class Spool:
 
     def _write_sync(self, data: bytes) -> None:
         with self._io_lock:
-            self._check_segment()
-            payload = self._carry + data if self._carry else data
-            if self._size + len(payload) > self._max and self._size > 0:
-                self.path = self._open_segment()
             try:
-                self._write_all(payload)
-                if self._fsync:
-                    self._ops.fdatasync(self._fd)
+                self._check_segment()
+                payload = self._carry + data if self._carry else data
+                if self._size + len(payload) > self._max and self._size > 0:
+                    self.path = self._open_segment()
+                try:
+                    self._write_all(payload)
+                    if self._fsync:
+                        self._ops.fdatasync(self._fd)
+                except OSError:
+                    self._repair()
+                    raise
             except OSError as exc:
-                self._repair()
                 self.failures += 1
                 self.last_error = f"{exc.strerror or exc} ({self.path.name})"
+                with self._cond:
+                    self._start_flusher()  # it probes the disk every second until a write succeeds
                 raise
             self._size += len(payload)
             self._carry = b""
-            self.last_error = None
+            if payload:  # an empty write proves nothing about the disk
+                self.last_error = None
             # counted here, under the lock and before any waiter is told: a caller never sees its line missing
-            self.appended += data.count(b"\n")
+            if data != PROBE:
+                self.appended += data.count(b"\n")
 
     def _repair(self) -> None:
         """Cut a failed write off, back to the last complete line, before anything else is written."""
@@ -214,6 +223,22 @@ class Spool:
             self._torn = True  # the tail may hold a partial line: the next write starts a new segment
             log.error("spool segment %s could not be repaired after a failed write (%s); the next write starts "
                       "a new segment", self.path, exc)  # fmt: skip
+
+    def heal(self) -> None:
+        """Recover now from a deleted live segment or an unrepaired failure, rather than at the next call (the
+        writer's periodic tick and /readyz call it); a failure is logged and left to the next try."""
+        with self._io_lock:
+            if self._fd < 0:
+                return
+            try:
+                broken = self._torn or os.fstat(self._fd).st_nlink == 0 or bool(self._carry)
+            except OSError:
+                broken = True
+        if broken:
+            try:
+                self._write_sync(b"")
+            except OSError as exc:
+                log.error("spool: could not recover yet: %s", exc)
 
     # --- appending ------------------------------------------------------------------------------
     def append_sync(self, events: Iterable[SpendEvent]) -> None:
@@ -262,7 +287,7 @@ class Spool:
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
-                    if self._deferred:
+                    if self._deferred or self.last_error is not None:
                         self._cond.wait(RETRY_EVERY)
                         break
                     self._cond.wait()
@@ -271,16 +296,19 @@ class Spool:
                 batch, self._pending = self._pending, []
                 deferred = self._deferred
                 self._deferred = []
+            data = b"".join(deferred) + b"".join(line for line, _ in batch)
             error: OSError | None = None
             try:
-                self._write_sync(b"".join(deferred) + b"".join(line for line, _ in batch))
+                # nothing owed after a failure: a blank line (readers skip it) tells whether the disk is back
+                self._write_sync(data or PROBE)
             except OSError as exc:
                 log.error("spool write failed: %s", exc)
                 error = exc
                 with self._cond:
                     self._deferred[:0] = deferred  # still owed, still first
                 if self._closing and not batch:
-                    log.critical("spool closing with %d records the disk refused (lost)", len(deferred))
+                    if deferred:
+                        log.critical("spool closing with %d records the disk refused (lost)", len(deferred))
                     return
             _resolve_all(batch, error)
 

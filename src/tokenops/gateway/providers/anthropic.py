@@ -9,6 +9,8 @@ cumulative output (newer API versions repeat the input side there too).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any
 
 import orjson
@@ -16,8 +18,9 @@ import orjson
 from tokenops.gateway.http import is_plain_header_value
 from tokenops.gateway.providers.base import Adapter, StreamMeter, obj
 from tokenops.gateway.sse import SSEEvent
-from tokenops.usage import MissingUsage, Usage, count
+from tokenops.usage import MalformedUsage, MissingUsage, Usage, count
 
+log = logging.getLogger("tokenops.providers")
 DEFAULT_VERSION = "2023-06-01"
 _FORWARD = ("anthropic-version", "anthropic-beta")
 
@@ -68,7 +71,11 @@ class AnthropicStreamMeter(StreamMeter):
                 if usage.get(k) is not None:
                     self._input[k] = usage[k]
             if usage.get("output_tokens") is not None:  # cumulative: the latest count is the count
-                self._output = usage["output_tokens"]
+                try:
+                    self._output = count(usage["output_tokens"], "output_tokens")
+                except MalformedUsage as exc:
+                    log.warning("stream output count not used (%s); the output will be estimated", exc)
+                    self.usage_problem = exc.code
             self.take_usage(usage_from_anthropic, {**self._input, "output_tokens": self._output})
         elif name == "content_block_delta" and event.data:
             self.chunks += 1
@@ -84,11 +91,18 @@ class AnthropicStreamMeter(StreamMeter):
     def is_final(self, event: SSEEvent) -> bool:
         return event.event == "message_stop"
 
+    def final_usage(self, input_estimate: int) -> tuple[Usage, bool]:
+        if self.usage is not None and self.usage_problem is not None:
+            # what parsed is kept (the input side of message_start); the output is estimated from the text relayed
+            output = max(self.usage.output_tokens, (self.text_chars + 3) // 4)
+            return dataclasses.replace(self.usage, output_tokens=output, reasoning_tokens=0), True
+        return super().final_usage(input_estimate)
+
     def partial_usage(self, input_estimate: int) -> tuple[Usage, bool]:
         # message_start said the input side; the output count so far is only final in message_delta, so a stream
         # cut before it is estimated from the text relayed.
         if self.usage is None or self.usage_problem is not None:
-            return super().partial_usage(input_estimate)
+            return self.final_usage(input_estimate)
         estimated_output = (self.text_chars + 3) // 4
         if self.usage.output_tokens >= estimated_output:
             return self.usage, False

@@ -1,0 +1,203 @@
+"""Nothing answered is lost, whatever happens to the disk, the spool folder or the writer process, and /readyz
+tells the truth about each."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faults import FaultyDisk
+from harness import GatewayHarness
+
+CHAT = "/v1/chat/completions"
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB file system, to fill up."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"this machine does not let the tests mount a tmpfs ({done.stderr.strip()}); the same paths are "
+                    "covered with injected faults in tests/ledger/test_spool_failures.py")  # fmt: skip
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(path: Path, leave: int = 0) -> None:
+    """Write ``path`` until the file system has at most ``leave`` bytes free."""
+    with open(path, "wb") as fh:
+        try:
+            while True:
+                st = os.statvfs(path.parent)
+                free = st.f_bavail * st.f_frsize
+                if free <= leave:
+                    break
+                fh.write(b"\0" * min(65536, max(1, free - leave)))
+                fh.flush()
+        except OSError:
+            pass
+
+
+async def wait_for(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_disk_full_refuses_calls_before_the_provider_and_keeps_what_it_answered(
+    make_gateway: Any, fake_app: Any, small_disk: Path
+) -> None:
+    h: GatewayHarness = await make_gateway(f"gateway: {{writer: thread, writer_interval: 0.2, "
+                                           f"spool_dir: {small_disk}/spool}}")  # fmt: skip
+    assert (await h.client.post(CHAT, json=BODY, headers=h.auth())).status_code == 200
+    filler = small_disk / "filler"
+
+    # 1. The disk nearly full (under the spool's reserve): refused before any provider is called.
+    fill(filler, leave=200_000)
+    await asyncio.sleep(1.1)  # free space is looked at once a second
+    seen = len(fake_app.state.received)
+    r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+    assert r.status_code == 503 and r.json()["error"]["code"] == "spool_unavailable" and "retry-after" in r.headers
+    assert len(fake_app.state.received) == seen, "the provider was called for a call that could not be recorded"
+    assert (await h.client.get("/readyz")).status_code == 503
+
+    # 2. Completely full, and the reserve gone: the provider answers, the record cannot be written. The client
+    #    gets a 503 in the route's shape, never the answer; the record is kept and written when space returns.
+    h.gateway.spool._reserve = 0  # type: ignore[union-attr]
+    h.gateway.spool._space_checked = 0.0  # type: ignore[union-attr]
+    fill(small_disk / "filler2", leave=0)
+    answered = []
+    for _ in range(50):  # the segment's last page may still hold a line or two
+        seen = len(fake_app.state.received)
+        r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+        if r.status_code != 200:
+            break
+        answered.append(r.headers["x-tokenops-request-id"])
+    assert r.status_code == 503 and r.json()["error"]["code"] == "spool_unavailable"
+    assert len(fake_app.state.received) == seen + 1
+    failed_id = r.headers["x-tokenops-request-id"]
+    ready = await h.client.get("/readyz")
+    assert ready.status_code == 503 and any("wait for the spool's disk" in p for p in ready.json()["problems"])
+
+    filler.unlink()
+    (small_disk / "filler2").unlink()
+    await wait_for(lambda: h.gateway.spool.deferred == 0 and h.gateway.spool.healthy)  # type: ignore[union-attr]
+    assert (await h.client.get("/readyz")).status_code == 200
+    r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+    assert r.status_code == 200
+    ev = h.event(failed_id)
+    assert ev.status == "error" and ev.http_status == 503 and ev.error_code == "spool_unavailable"
+    assert ev.cost_usd is not None and ev.cost_usd > 0, "what the provider billed is in the ledger"
+    for rid in [*answered, r.headers["x-tokenops-request-id"]]:
+        h.event(rid)
+    assert not (small_disk / "spool" / "rejected.log").exists(), "no torn line was appended to"
+
+
+async def test_a_stream_whose_record_fails_ends_with_an_error_not_its_final_event(make_gateway: Any) -> None:
+    h = await make_gateway()
+    disk = FaultyDisk()
+    h.gateway.spool._ops = disk  # type: ignore[union-attr]
+    disk.fail_writes = 1
+    r = await h.client.post(CHAT, json={**BODY, "stream": True}, headers=h.auth())
+    assert r.status_code == 200 and "[DONE]" not in r.text and "spool_unavailable" in r.text
+    rid = r.headers["x-tokenops-request-id"]
+    await wait_for(lambda: h.gateway.spool.deferred == 0)  # type: ignore[union-attr]
+    ev = h.event(rid)
+    assert ev.status == "error" and ev.error_code == "spool_unavailable" and ev.usage.output_tokens > 0
+
+
+async def test_a_deleted_spool_folder_loses_no_answered_call_across_a_restart(make_gateway: Any) -> None:
+    h = await make_gateway()
+    ids = []
+    for _ in range(3):
+        ids.append((await h.client.post(CHAT, json=BODY, headers=h.auth())).headers["x-tokenops-request-id"])
+    h.flush()
+    for _ in range(2):
+        ids.append((await h.client.post(CHAT, json=BODY, headers=h.auth())).headers["x-tokenops-request-id"])
+    shutil.rmtree(h.gateway.spool_dir)  # an operator's cleanup script, while the gateway runs
+    for _ in range(3):
+        r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+        assert r.status_code == 200
+        ids.append(r.headers["x-tokenops-request-id"])
+    assert (await h.client.get("/readyz")).status_code == 200
+    await h.gateway.close()
+    restarted = await make_gateway()  # a new process on the same ledger and spool
+    with restarted.ledger.connect() as conn:
+        counts = dict(conn.execute("SELECT request_id, count(*) FROM events GROUP BY 1").fetchall())
+    assert all(counts.get(rid) == 1 for rid in ids), {rid: counts.get(rid) for rid in ids}
+
+
+async def test_readyz_says_when_the_spool_folder_cannot_be_made_again(make_gateway: Any) -> None:
+    h = await make_gateway()
+    shutil.rmtree(h.gateway.spool_dir)
+    h.gateway.spool_dir.write_text("a file where the spool folder was")  # so it cannot be made again
+    r = await h.client.get("/readyz")
+    assert r.status_code == 503 and any("spool" in p for p in r.json()["problems"])
+    r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+    assert r.status_code == 503 and r.json()["error"]["code"] == "spool_unavailable"
+    h.gateway.spool_dir.unlink()
+    await wait_for(lambda: h.gateway.spool.healthy)  # type: ignore[union-attr]
+    assert (await h.client.get("/readyz")).status_code == 200
+
+
+async def test_a_killed_writer_process_is_reported_and_restarted(make_gateway: Any,
+                                                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    h = await make_gateway("gateway: {writer: process, writer_interval: 0.2}")
+    writer = h.gateway.writer
+    assert writer is not None and writer._child is not None
+    first = writer._child.pid
+    os.kill(first, signal.SIGKILL)
+    await asyncio.to_thread(writer._child.join, 5)
+    with caplog.at_level(logging.ERROR, logger="tokenops.writer"):
+        await wait_for(lambda: writer.restarts >= 1)  # the writer thread's supervisor noticed
+    assert any("died" in r.getMessage() for r in caplog.records)
+    await wait_for(lambda: writer._child is not None and writer._child.pid != first and writer._child.is_alive())
+    r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+    rid = r.headers["x-tokenops-request-id"]
+    await wait_for(lambda: h.ledger.get_event(rid) is not None, timeout=30)  # drained by the new child, not by us
+    await wait_for(lambda: not writer.problems())
+    assert (await h.client.get("/readyz")).json()["writer"]["restarts"] == 1
+
+
+async def test_readyz_is_unavailable_while_the_writer_is_dead(make_gateway: Any) -> None:
+    h = await make_gateway("gateway: {writer: process, writer_interval: 0.2}")
+    writer = h.gateway.writer
+    assert writer is not None
+    writer._stop.set()  # the supervisor thread stands still; this test plays it by hand
+    await asyncio.to_thread(writer._thread.join)  # type: ignore[union-attr]
+    writer._stop.clear()
+    os.kill(writer._child.pid, signal.SIGKILL)
+    await asyncio.to_thread(writer._child.join, 5)
+    writer._supervise()  # notices the death, schedules a restart after a pause
+    r = await h.client.get("/readyz")
+    assert r.status_code == 503 and any("died" in p for p in r.json()["problems"])
+    writer._next_start = 0.0
+    writer._supervise()
+    assert writer._child.is_alive() and not any("died" in p for p in writer.problems())
+
+
+async def test_readyz_is_unavailable_when_drains_fail(make_gateway: Any) -> None:
+    h = await make_gateway()
+    writer = h.gateway.writer
+    assert writer is not None
+    writer.health.fail("ledger /x is not writable")
+    r = await h.client.get("/readyz")
+    assert r.status_code == 503 and any("last drain failed" in p for p in r.json()["problems"])
+    writer.health.beat()
+    assert (await h.client.get("/readyz")).status_code == 200
