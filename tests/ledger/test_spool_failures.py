@@ -92,7 +92,8 @@ async def test_an_unrepairable_torn_append_moves_to_a_new_segment(tmp_path: Path
     assert ledger.drain(spool.directory) == 2
     assert set(ledger_ids(ledger)) == {first.request_id, third.request_id}
     rejected = lines_of(spool.directory / "rejected.log")
-    assert len(rejected) == 1 and "torn last line" in rejected[0]["reason"]
+    assert len(rejected) == 1 and "a write that failed" in rejected[0]["reason"]
+    assert ".cut" in old.name or not old.exists(), "the segment says where its valid part ends"
     assert not segments(spool.directory)
 
 

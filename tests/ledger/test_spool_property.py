@@ -1,7 +1,13 @@
 """A property test of the spool and the drain (hypothesis): random sequences of appends, torn and failed writes,
 failed syncs, crashes mid-write, restarts, drains that die mid-transaction and a deleted spool folder. After
 the last drain, the ledger holds every answered call exactly once, and no call whose append failed or was
-torn by a crash."""
+torn by a crash.
+
+One loss is allowed, and only one: a deleted spool folder takes with it the segments no process holds open any
+more (a dead process's, or this process's previous one after a rotation) that were not drained yet. The live
+segment is always recovered (its process still holds it open); a gateway drains dead segments at start and
+every ``gateway.writer_interval`` seconds, so the window is that short.
+"""
 
 from __future__ import annotations
 
@@ -53,16 +59,29 @@ ops = st.lists(st.one_of(
     st.tuples(st.just("drain"), st.just(0)),
     st.tuples(st.just("drain_crash"), st.just(0)),
     st.tuples(st.just("delete_folder"), st.integers(1, 3)),
-), max_size=14)  # fmt: skip
+), max_size=18)  # fmt: skip
 
 
-async def play(root: Path, script: list[tuple[str, Any]]) -> tuple[set[str], set[str], DuckDBLedger, Path]:
+def _ids(path: Path) -> set[str]:
+    import orjson
+
+    out = set()
+    for line in path.read_bytes().split(b"\n") if path.exists() else []:
+        try:
+            out.add(orjson.loads(line)["request_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
+
+
+async def play(root: Path, script: list[tuple[str, Any]]) -> tuple[set[str], set[str], set[str], DuckDBLedger, Path]:
     spool_dir = root / "spool"
     ledger = CrashingLedger(root / "l.duckdb")
     disk = FaultyDisk()
     spool = Spool(spool_dir, fsync=False, ops=disk)
     answered: set[str] = set()
     lost: set[str] = set()  # appends that failed or were torn: never answered
+    at_risk: set[str] = set()  # answered, undrained, in a segment no process held when the folder was deleted
 
     async def append(n: int) -> None:
         events = [event() for _ in range(n)]
@@ -101,26 +120,29 @@ async def play(root: Path, script: list[tuple[str, Any]]) -> tuple[set[str], set
             ledger.crash_next = False
         elif op == "delete_folder":
             disk.fail_writes = disk.fail_syncs = disk.fail_truncates = 0
+            with ledger.connect() as conn:
+                drained = {r[0] for r in conn.execute("SELECT request_id FROM events").fetchall()}
+            at_risk |= answered - drained - _ids(spool.path)
             shutil.rmtree(spool_dir, ignore_errors=True)
             await append(n)  # the next write finds its segment gone and writes it again
     spool.close()
-    return answered, lost, ledger, spool_dir
+    return answered, lost, at_risk, ledger, spool_dir
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(script=ops)
 def test_every_answered_call_is_drained_exactly_once_whatever_happens(script: list[tuple[Any, Any]]) -> None:
     root = Path(tempfile.mkdtemp(prefix="spool-prop-"))
     try:
-        answered, lost, ledger, spool_dir = asyncio.run(play(root, script))
+        answered, lost, at_risk, ledger, spool_dir = asyncio.run(play(root, script))
         ledger.drain(spool_dir)
         ledger.drain(spool_dir)
         with ledger.connect() as conn:
             counts = dict(conn.execute("SELECT request_id, count(*) FROM events GROUP BY 1").fetchall())
         assert all(c == 1 for c in counts.values()), "a call was recorded twice"
-        missing = answered - set(counts)
-        assert not missing, f"{len(missing)} answered calls lost"
-        assert not (lost & set(counts)), "a call whose append failed or was torn was recorded"
-        assert set(counts) == answered
+        missing = answered - set(counts) - at_risk
+        assert not missing, f"{len(missing)} answered calls lost in {script}"
+        assert not (lost & set(counts)), f"a call whose append failed or was torn was recorded in {script}"
+        assert set(counts) <= answered
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -433,8 +433,17 @@ class DuckDBLedger:
             tail = spoolmod.read_tail(path, seg.end)
         except FileNotFoundError:
             return
-        if b"\n" in tail:
+        valid_rest = tail if seg.valid is None else tail[: max(0, seg.valid - seg.end)]
+        if b"\n" in valid_rest:
             return  # more complete lines than one pass reads: the next drain takes them
+        if seg.valid is not None and len(tail) > len(valid_rest):
+            void = tail[len(valid_rest):]
+            log.warning("spool %s: %d bytes past its valid part were written by a write that failed (their calls "
+                        "were answered 503); kept in %s", seg.name, len(void), spool_dir / spoolmod.REJECTED)  # fmt: skip
+            if quarantine:
+                _quarantine(spool_dir, seg.name, [(void, "written by a write that failed: its calls were answered "
+                                                         "503 and are recorded from the spool's retry")])  # fmt: skip
+            tail = valid_rest
         if tail:
             log.warning("spool %s: its writer died mid-line; the %d-byte torn line (a call never answered) is kept "
                         "in %s", seg.name, len(tail), spool_dir / spoolmod.REJECTED)  # fmt: skip

@@ -51,6 +51,7 @@ from tokenops.ledger.events import SpendEvent
 log = logging.getLogger("tokenops.spool")
 SEGMENT_SUFFIX = ".jsonl"
 REJECTED = "rejected.log"  # lines the ledger could not take, with the reason (one JSON object a line)
+CUT = ".cut"  # <name>.cut<N>.jsonl: only the first N bytes of the segment are valid (a failed write was not cut)
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 RESERVE_BYTES = 1024 * 1024  # below this much free space the spool calls itself unhealthy
 MAX_DEFERRED = 100_000  # records held in memory while the disk refuses them (~80 MB of events)
@@ -220,9 +221,21 @@ class Spool:
             if self._fsync:
                 self._ops.fdatasync(self._fd)
         except OSError as exc:
-            self._torn = True  # the tail may hold a partial line: the next write starts a new segment
-            log.error("spool segment %s could not be repaired after a failed write (%s); the next write starts "
-                      "a new segment", self.path, exc)  # fmt: skip
+            # The tail may hold a partial line, and whole lines of calls that were answered 503: the segment is
+            # renamed to say where its valid part ends (drainers read no further), and the next write starts a
+            # new segment.
+            self._torn = True
+            cut = self.path.with_name(f"{self.path.name[: -len(SEGMENT_SUFFIX)]}{CUT}{self._size}{SEGMENT_SUFFIX}")
+            try:
+                os.rename(self.path, cut)
+                _sync_dir(self.directory)
+                self.path = cut
+            except OSError as rename_failed:
+                log.critical("spool segment %s could not be cut back after a failed write (%s, then %s): lines "
+                             "past offset %d are of calls answered 503", self.path, exc, rename_failed, self._size)  # fmt: skip
+                return
+            log.error("spool segment %s could not be truncated after a failed write (%s); its valid part ends at "
+                      "%d (%s); the next write starts a new segment", self.path, exc, self._size, cut.name)  # fmt: skip
 
     def heal(self) -> None:
         """Recover now from a deleted live segment or an unrepaired failure, rather than at the next call (the
@@ -361,6 +374,14 @@ class SegmentRead:
     lines: list[bytes]
     live: bool
     size: int = 0  # the segment's size when read
+    valid: int | None = None  # where the segment's valid part ends, for a segment cut after a failed write
+
+
+def valid_length(name: str) -> int | None:
+    """``<name>.cut<N>.jsonl`` → N: the bytes past N were written by a write that failed."""
+    stem = name[: -len(SEGMENT_SUFFIX)]
+    head, sep, number = stem.rpartition(CUT)
+    return int(number) if sep and number.isdigit() else None
 
 
 def segments(directory: Path) -> list[Path]:
@@ -404,19 +425,21 @@ def read_tail(path: Path, offset: int) -> bytes:
 
 
 def pending(directory: Path, progress: dict[str, int]) -> Iterator[SegmentRead]:
-    """What each segment holds past its committed offset."""
+    """What each segment holds past its committed offset (up to its valid length, for a cut segment)."""
     for path in segments(directory):
         start = progress.get(path.name, 0)
         live = is_live(path)
+        valid = valid_length(path.name)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
             continue
-        if size <= start:
-            yield SegmentRead(path.name, start, start, [], live, size)
+        readable = size if valid is None else min(size, valid)
+        if readable <= start:
+            yield SegmentRead(path.name, start, start, [], live, size, valid)
             continue
-        end, lines = read_from(path, start)
-        yield SegmentRead(path.name, start, end, lines, live, size)
+        end, lines = read_from(path, start, min(32 * 1024 * 1024, readable - start))
+        yield SegmentRead(path.name, start, end, lines, live, size, valid)
 
 
 def describe(spool: Spool | None, directory: Path) -> dict[str, Any]:
