@@ -201,3 +201,28 @@ async def test_readyz_is_unavailable_when_drains_fail(make_gateway: Any) -> None
     assert r.status_code == 503 and any("last drain failed" in p for p in r.json()["problems"])
     writer.health.beat()
     assert (await h.client.get("/readyz")).status_code == 200
+
+
+async def test_an_absurd_spooled_event_neither_stops_a_restart_nor_reports(make_gateway: Any, tmp_path: Path) -> None:
+    """What an older gateway spooled (prompt_tokens 10^19) is quarantined; the gateway starts and reports work."""
+    import json
+    import sys
+
+    from harness import write_config
+
+    write_config(tmp_path)
+    spool = tmp_path / "ledger.duckdb.spool"
+    spool.mkdir()
+    good = {"request_id": "req_good", "ts": "2026-11-01T00:00:00+00:00", "source": "gateway", "provider": "openai",
+            "model_requested": "gpt-4o", "model_used": "gpt-4o", "usage": {"input_tokens": 10, "output_tokens": 2},
+            "cost_usd": "0.000045", "status": "ok"}  # fmt: skip
+    bad = {**good, "request_id": "req_bad", "usage": {"input_tokens": 10**19, "output_tokens": 2},
+           "cost_usd": "25000000000000.00"}  # fmt: skip
+    (spool / "0000000000001-1-abcdef01.jsonl").write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+    h = await make_gateway()  # starting drains what the spool holds
+    assert (await h.client.get("/readyz")).status_code == 200
+    assert h.ledger.get_event("req_good") is not None and h.ledger.get_event("req_bad") is None
+    done = subprocess.run([sys.executable, "-m", "tokenops", "report", "spend", "--config",
+                           str(tmp_path / "tokenops.yaml"), "--format", "json"], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "req_bad" in (spool / "rejected.log").read_text()

@@ -154,3 +154,25 @@ async def test_upstream_request_keeps_working_over_a_real_socket_with_odd_models
             async with httpx.AsyncClient(base_url=server.url) as client:
                 r = await client.post(CHAT, json=body("模型", fake={"model": "gpt\u2028\u00e9"}), headers=h.auth())
                 assert r.status_code == 200 and r.headers["x-tokenops-model"].isascii()
+
+
+async def test_a_failure_after_the_call_was_recorded_records_nothing_more(gw: GatewayHarness,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Whatever fails between recording a call and answering it, the request id is recorded once."""
+    import tokenops.gateway.upstream as upstream
+
+    real = upstream.encode_headers
+    calls = {"n": 0}
+
+    def fails_once(headers: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug after the call was recorded")
+        return real(headers)
+
+    monkeypatch.setattr(upstream, "encode_headers", fails_once)
+    r = await gw.client.post(CHAT, json=body(), headers=gw.auth())
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"
+    rid = r.headers["x-tokenops-request-id"]
+    assert times_recorded(gw, rid) == 1
+    assert r.headers["x-tokenops-cost-usd"] != "0.00", "the error says what the recorded call cost"

@@ -214,3 +214,23 @@ def test_upstream_stream_cut_short_is_recorded_as_error(stack: Stack) -> None:
     assert '"error"' in r.text.strip().splitlines()[-1]
     ev = stack.event(r.headers["x-tokenops-request-id"])
     assert ev.status == "error" and ev.usage_estimated and ev.usage.input_tokens > 0
+
+
+def test_a_cancelled_stream_counts_the_images_that_were_sent(stack: Stack) -> None:
+    """The provider bills every image of a call the client abandons: the estimate counts them too."""
+    parts = [{"type": "text", "text": "describe"}] + [
+        {"type": "image_url", "image_url": {"url": f"https://img.example/{i}.png"}} for i in range(20)]
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": parts}],
+            "fake": {"chunk_delay_ms": 50, "chunks": 40}}  # fmt: skip
+    with httpx.Client(base_url=stack.url, timeout=10) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body,
+                           headers={"authorization": f"Bearer {stack.key}"}) as r:  # fmt: skip
+            rid = r.headers["x-tokenops-request-id"]
+            it = r.iter_raw()
+            next(it)
+    deadline = time.monotonic() + 10
+    while stack.gateway.meter.lookup_recent(rid) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ev = stack.event(rid)
+    assert ev.status == "cancelled" and ev.usage_estimated
+    assert ev.usage.input_tokens >= 20 * 1000, f"{ev.usage.input_tokens} input tokens for 20 images"
