@@ -3,7 +3,10 @@
 This is the only module that reads the environment: ``${VAR}`` (or ``${VAR:-default}``) in the file is
 replaced from it, and a missing variable is an error naming it. Every error names the file, the line, the
 key path and what was expected, e.g. ``tokenops.yaml:7: providers.openai.timeout.read: expected a number``.
-Secrets (provider keys, the admin key) are pydantic ``SecretStr``: they print as ``**********``.
+Secrets (provider keys, the admin and metrics keys) are pydantic ``SecretStr``: they print as ``**********``,
+and an error never echoes the input of a key that holds one (see :func:`_holds_secret_at`). The YAML is checked
+before it is built into values: at most 64 levels deep and 100,000 nodes once aliases are expanded, so alias
+loops and "billion laughs" bombs are errors, not a hang or a RecursionError.
 
 Example::
 
@@ -17,12 +20,23 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from tokenops.alerts.config import AlertsConfig
 from tokenops.errors import ConfigError
@@ -33,6 +47,27 @@ from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
 CONFIG_ENV = "TOKENOPS_CONFIG"
 KNOWN_KINDS = ("openai", "anthropic")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MAX_DEPTH = 64  # levels of nesting; a real config has about five
+MAX_NODES = 100_000  # values once aliases are expanded; a real config has a few hundred
+MIN_KEY_LENGTH = 16  # of the admin and metrics keys: a short key is guessed
+
+
+class _HideInput:
+    """Marks a field (``Annotated[..., HIDE_INPUT]``) whose input may be a credential although its type is not
+    SecretStr, e.g. upstream headers (``Authorization: Bearer …``): errors never echo it."""
+
+
+HIDE_INPUT = _HideInput()
+
+
+def _long_key(value: SecretStr, info: ValidationInfo) -> SecretStr:
+    if len(value.get_secret_value()) < MIN_KEY_LENGTH:
+        raise ValueError(f"{info.field_name} must be at least {MIN_KEY_LENGTH} characters: use a long random value, "
+                         "e.g. from `openssl rand -hex 32`")  # fmt: skip
+    return value
+
+
+AccessKey = Annotated[SecretStr, AfterValidator(_long_key)]
 
 
 class _Model(BaseModel):
@@ -50,7 +85,7 @@ class ProviderConfig(_Model):
     kind: Literal["openai", "anthropic"] | None = None
     catalog: str | None = None  # which price-catalog provider this one speaks for (default: name, then kind)
     timeout: Timeouts = Timeouts()
-    headers: dict[str, str] = {}
+    headers: Annotated[dict[str, str], HIDE_INPUT] = {}
 
     @field_validator("base_url")
     @classmethod
@@ -101,6 +136,7 @@ class GatewayConfig(_Model):
     writer_interval: float = Field(2.0, gt=0)  # seconds between drains of the spool into the ledger
     writer: Literal["process", "thread"] = "process"  # where the drains run (process: off the gateway's GIL)
     key_refresh: float = Field(2.0, gt=0)  # seconds between reloads of keys (revocations by other processes)
+    metrics_key: AccessKey | None = None  # when set, GET /metrics needs it (or the admin key) as a bearer key
 
 
 class Config(_Model):
@@ -116,7 +152,7 @@ class Config(_Model):
     rules: list[RuleConfig] = []
     policy: PolicyDefaults = PolicyDefaults()
     alerts: AlertsConfig = AlertsConfig()
-    admin_key: SecretStr | None = None
+    admin_key: AccessKey | None = None
     source: str = Field("<defaults>", exclude=True)
     base_dir: str = Field(".", exclude=True)
 
@@ -285,7 +321,117 @@ def _expected(err: Any) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    return f"{msg} (got {err.get('input')!r})" if kind != "value_error" else msg
+    if kind == "value_error":
+        return msg
+    if _holds_secret_at(tuple(err["loc"])):
+        return f"{msg} (the value is not shown: it may hold a secret)"
+    return f"{msg} (got {err.get('input')!r})"
+
+
+def _holds_secret_at(loc: tuple[Any, ...]) -> bool:
+    """Whether the value at a validation error's location may hold a secret, found by following ``loc`` through
+    the Config model's types: a SecretStr, a field marked HIDE_INPUT, a model that hides its inputs (the alert
+    channels), or anything that contains one (a whole ``providers`` entry). Where a step cannot be followed the
+    type reached so far decides, which errs on the side of hiding."""
+    tp: Any = Config
+    for part in loc:
+        if _is_secret(tp):
+            return True
+        tp = _step(tp, part)
+    return _holds_secret(tp, set())
+
+
+def _unwrap(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """``Annotated[X, m…] | None`` → (X, (m…)); other types unchanged."""
+    metadata: tuple[Any, ...] = ()
+    while True:
+        origin = typing.get_origin(tp)
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if origin is Annotated:
+            tp, metadata = args[0], metadata + tuple(args[1:])
+        elif origin in (typing.Union, types.UnionType) and len(args) == 1:
+            tp = args[0]
+        else:
+            return tp, metadata
+
+
+def _is_secret(tp: Any) -> bool:
+    tp, metadata = _unwrap(tp)
+    if HIDE_INPUT in metadata or tp is SecretStr:
+        return True
+    return isinstance(tp, type) and issubclass(tp, BaseModel) and bool(tp.model_config.get("hide_input_in_errors"))
+
+
+def _step(tp: Any, part: Any) -> Any:
+    tp, _ = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return tp
+        return Annotated[(field.annotation, HIDE_INPUT)] if HIDE_INPUT in field.metadata else field.annotation
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin in (list, tuple) and args and isinstance(part, int):
+        return args[0]
+    return tp  # a union member's tag, a dict key's "[key]", …: stay on the type reached
+
+
+def _holds_secret(tp: Any, seen: set[type]) -> bool:
+    if _is_secret(tp):
+        return True
+    tp, _ = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if tp in seen:
+            return False
+        seen.add(tp)
+        return any(HIDE_INPUT in f.metadata or _holds_secret(f.annotation, seen) for f in tp.model_fields.values())
+    return any(_holds_secret(arg, seen) for arg in typing.get_args(tp) if arg is not type(None))
+
+
+def _load_yaml(text: str, file: str) -> tuple[yaml.Node | None, Any]:
+    """Compose the YAML, check its shape, then build its values.
+
+    PyYAML composes nested collections by recursion, so the depth is checked first on the (flat) event stream;
+    the composed graph is then walked as the values would be built, aliases expanded, so a self-containing
+    alias or an alias bomb stops at MAX_DEPTH or MAX_NODES instead of looping or filling memory."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"nested more than {MAX_DEPTH} levels deep", file=file,
+                                  line=event.start_mark.line + 1)  # fmt: skip
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _check_expansion(root, file)
+        return root, loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    count, stack = 1, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"nested more than {MAX_DEPTH} levels deep once aliases are expanded (does an alias "
+                              "contain itself?)", file=file, line=node.start_mark.line + 1)  # fmt: skip
+        count += len(children)
+        if count > MAX_NODES:
+            raise ConfigError(f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)", file=file)
+        stack.extend((child, depth + 1) for child in children)
 
 
 def parse_config(text: str, *, file: str = "tokenops.yaml", env: Mapping[str, str] | None = None) -> Config:
@@ -293,13 +439,14 @@ def parse_config(text: str, *, file: str = "tokenops.yaml", env: Mapping[str, st
     env = os.environ if env is None else env
     text, found = _protect(text)
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        root, data = _load_yaml(text, file)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(
             f"not valid YAML: {getattr(exc, 'problem', exc)}", file=file, line=mark.line + 1 if mark else None
         ) from None
+    except ValueError as exc:  # a scalar YAML cannot build: an integer of 5,000 digits, a date 2025-13-45
+        raise ConfigError(f"a value cannot be read: {str(exc).split(';')[0]}", file=file) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -39,6 +39,33 @@ def to_decimal(value: object, *, what: str = "amount") -> Decimal:
     return result
 
 
+# The most a person may set as a budget, rate or cap: a quadrillion dollars is beyond any real spend and far
+# inside DECIMAL(38,12) (26 digits before the point).
+MAX_USD = Decimal(10) ** 15
+
+
+def usd_setting(value: object, *, what: str, allow_zero: bool = False) -> Decimal:
+    """A USD amount a person sets (a budget, a rate limit, a cap, an approval's spend cap), checked the same way
+    on every face (config file, CLI, admin API): a decimal string or integer (a float is inexact), finite, not
+    negative (``-0`` included), greater than 0 unless ``allow_zero``, at most :data:`MAX_USD`, and with at most
+    :data:`PLACES` decimal places besides trailing zeros (the ledger's resolution: more would be rounded
+    silently). Raises ValueError naming ``what``."""
+    if isinstance(value, float):
+        raise ValueError(f'{what} must be a quoted decimal string like "250.00" (a YAML float is inexact)')
+    amount = to_decimal(value, what=what)
+    if amount.is_signed():
+        raise ValueError(f"{what} must not be negative")
+    if amount == 0 and not allow_zero:
+        raise ValueError(f"{what} must be greater than 0")
+    if amount > MAX_USD:
+        raise ValueError(f"{what} must be at most {MAX_USD:f} (10^15) USD")
+    _, digits, exponent = amount.as_tuple()
+    trailing_zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if amount != 0 and isinstance(exponent, int) and exponent + trailing_zeros < -PLACES:
+        raise ValueError(f"{what} has more than {PLACES} decimal places (the ledger's resolution is ${PICO:f})")
+    return amount
+
+
 def quantize(value: Decimal) -> Decimal:
     """Round to pico-dollars (half-even), the ledger's resolution."""
     return value.quantize(PICO, context=_CONTEXT)

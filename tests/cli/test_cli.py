@@ -127,6 +127,18 @@ def test_report_csv_and_table(cfg: Path) -> None:
         (["keys", "revoke", "key_nope"], "no key with id"),
         (["keys", "create", "--name", "x", "--tags", "a=1", "--lock", "b"], "--lock names b"),
         (["prices", "show", "no-such-model-xyz"], "no price known"),
+        (["report", "spend", "--since", "99999999d"], "--since"),
+        (["report", "spend", "--until", "99999999d"], "--until"),
+        (["report", "spend", "--since", "9" * 5000 + "m"], "--since"),
+        (["report", "spend", "--since", "0001-01-01T00:00:00+14:00"], "--since"),
+        (["report", "spend", "--until", "9999-12-31T23:00:00-14:00"], "--until"),
+        (["approvals", "approve", "apr_nope", "--until", "99999999d"], "--until"),
+        (["approvals", "approve", "apr_nope", "--max-usd", "1e400"], "--max-usd"),
+        (["approvals", "approve", "apr_nope", "--max-usd", "0.0000000000001"], "--max-usd"),
+        (["budgets", "set", "--name", "b", "--amount-usd", "1e400"], "amount_usd"),
+        (["budgets", "set", "--name", "b", "--amount-usd", "-0"], "amount_usd"),
+        (["budgets", "set", "--name", "b", "--amount-tokens", str(2**64)], "amount_tokens"),
+        (["budgets", "set", "--name", "b", "--amount-usd", "1", "-t", "NaN"], "at"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(cfg: Path, args: list[str], fragment: str) -> None:

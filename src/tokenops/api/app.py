@@ -1,17 +1,26 @@
 """The admin REST API, mounted in the gateway under ``/v1/admin`` (OpenAPI document at ``/openapi.json``).
 
-It needs the config's ``admin_key`` (``Authorization: Bearer …`` or ``x-api-key``); a client key gets 403,
-no key 401. Changes take effect in this gateway at once (other gateways on the same ledger within their
-refresh interval). Errors use the OpenAI error shape: ``{"error": {"type", "code", "message"}}``.
+It needs the config's ``admin_key`` (``Authorization: Bearer …`` or ``x-api-key``); an active client key gets
+403, no key or any other key 401. An address that fails to log in 10 times within 60 seconds gets 429 until
+that window has passed (:class:`LoginThrottle`). Changes take effect in this gateway at once (other gateways
+on the same ledger within their refresh interval). Errors use the OpenAI error shape:
+``{"error": {"type", "code", "message"}}``.
 """
 
 from __future__ import annotations
 
 import getpass
+import math
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from tokenops import keys as keymod
@@ -34,8 +43,9 @@ from tokenops.api.models import (
 )
 from tokenops.errors import LedgerBusy, LedgerError, TokenOpsError, UsageError
 from tokenops.gateway.stages.auth import presented_key
-from tokenops.money import to_decimal
+from tokenops.money import usd_setting
 from tokenops.tags import TagError, check_name, parse_tags
+from tokenops.timespec import parse_time
 
 if TYPE_CHECKING:
     from tokenops.gateway.app import Gateway
@@ -44,31 +54,94 @@ PREFIX = "/v1/admin"
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text}
     for status, text in ((400, "Bad input"), (401, "No or unknown key"), (403, "Not the admin key"),
-                         (404, "Not found"), (409, "Conflicts with the config file"), (503, "Ledger busy"))
+                         (404, "Not found"), (409, "Conflicts with the config file"),
+                         (429, "Too many failed logins from this address"), (503, "Ledger busy"))
 }  # fmt: skip
 
 
 class AdminError(TokenOpsError):
-    def __init__(self, status: int, code: str, message: str):
-        self.status, self.code = status, code
+    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None):
+        self.status, self.code, self.headers = status, code, headers
         super().__init__(message)
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-            404: "not_found_error", 409: "conflict_error"}.get(status, "api_error")  # fmt: skip
-    return JSONResponse({"error": {"type": kind, "code": code, "message": message}}, status_code=status)
+            404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error"}.get(status, "api_error")  # fmt: skip
+    return JSONResponse({"error": {"type": kind, "code": code, "message": message}}, status_code=status,
+                        headers=headers)  # fmt: skip
+
+
+class LoginThrottle:
+    """Failed admin logins per client address, so that the admin key cannot be guessed at speed.
+
+    After ``limit`` failures within ``window`` seconds an address is refused (even with the right key) until
+    the oldest of them is ``window`` seconds old; refused attempts are not counted, so a blocked address is
+    free again after at most ``window`` seconds. Memory is bounded: each address keeps its last ``limit``
+    failure times, and past ``max_addresses`` addresses the least recently failing ones are forgotten (an
+    attacker with that many addresses gets ``limit`` tries from each of them, no more per address at a time).
+    ``clock`` gives seconds. Thread-safe: FastAPI runs the auth dependency in its thread pool.
+
+        >>> t = LoginThrottle(limit=2, window=60, clock=lambda: 0.0)
+        >>> t.failed("10.0.0.1"); t.failed("10.0.0.1"); t.retry_after("10.0.0.1")
+        60.0
+    """
+
+    def __init__(self, *, limit: int = 10, window: float = 60.0, max_addresses: int = 10_000,
+                 clock: Callable[[], float]):  # fmt: skip
+        self.limit, self.window, self.max_addresses, self.clock = limit, window, max_addresses, clock
+        self._failures: OrderedDict[str | None, deque[float]] = OrderedDict()  # least recently failing first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def retry_after(self, address: str | None) -> float | None:
+        """Seconds until ``address`` may try again, or None when it is not held."""
+        with self._lock:
+            times = self._failures.get(address)
+            if times is None or len(times) < self.limit:
+                return None
+            wait = times[0] + self.window - self.clock()
+            return wait if wait > 0 else None
+
+    def failed(self, address: str | None) -> None:
+        now = self.clock()
+        with self._lock:
+            times = self._failures.pop(address, None) or deque(maxlen=self.limit)
+            times.append(now)
+            self._failures[address] = times
+            for stale, stale_times in list(self._failures.items()):  # oldest first: stop at the first recent one
+                if stale_times[-1] > now - self.window:
+                    break
+                del self._failures[stale]
+            while len(self._failures) > self.max_addresses:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, address: str | None) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
 
 
 def _admin(request: Request) -> None:
-    """The admin key, compared in constant time; a client key is told it is the wrong kind of key."""
+    """The admin key, compared in constant time; an active client key is told it is the wrong kind of key, a
+    revoked one gets the answer of an unknown key (so it reveals nothing). Failures are counted per address."""
     gw: Gateway = request.app.state.gateway
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else None
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        raise AdminError(429, "too_many_failed_logins", f"too many failed admin logins from this address: try "
+                         f"again in {math.ceil(wait)} s", headers={"Retry-After": str(math.ceil(wait))})  # fmt: skip
     presented = presented_key({k.lower(): v for k, v in request.headers.items()})
+    if presented is not None and gw.is_admin_key(presented):
+        throttle.succeeded(address)
+        return
+    throttle.failed(address)
     if presented is None:
         raise AdminError(401, "missing_api_key", "the admin API needs the admin key (Authorization: Bearer …)")
-    if gw.is_admin_key(presented):
-        return
-    if gw.keys.get(presented) is not None:
+    record = gw.keys.get(presented)
+    if record is not None and record.active:
         raise AdminError(403, "admin_key_required", "a client key cannot use the admin API")
     if gw.config.admin_key is None:
         raise AdminError(403, "admin_api_disabled", "the admin API is disabled: set admin_key in the config")
@@ -88,10 +161,17 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         redoc_url=None,
     )
     api.state.gateway = gw
+    api.state.login_throttle = LoginThrottle(clock=lambda: gw.clock().timestamp())
 
     @api.exception_handler(AdminError)
     async def _admin_error(request: Request, exc: AdminError) -> JSONResponse:
-        return _error(exc.status, exc.code, str(exc))
+        return _error(exc.status, exc.code, str(exc), exc.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422, but Python's JSON parser reads NaN, Infinity and 1e400 (as inf), which the errors
+        # echo as their input and JSON cannot carry: they are written as strings instead.
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @api.exception_handler(UsageError)
     async def _usage_error(request: Request, exc: UsageError) -> JSONResponse:
@@ -234,14 +314,15 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         cap = None
         if body is not None and body.max_usd is not None:
             try:
-                cap = to_decimal(body.max_usd, what="max_usd")
+                cap = usd_setting(body.max_usd, what="max_usd")
             except ValueError as exc:
                 raise AdminError(400, "invalid_request", str(exc)) from None
-            if cap <= 0:
-                raise AdminError(400, "invalid_request", "max_usd must be greater than 0")
         until = body.until if body is not None else None
-        if until is not None and until.tzinfo is None:
-            until = until.replace(tzinfo=UTC)
+        if until is not None:
+            try:
+                until = (until if until.tzinfo else until.replace(tzinfo=UTC)).astimezone(UTC)
+            except OverflowError:  # 9999-12-31T23:00-14:00 is after the year 9999 in UTC
+                raise AdminError(400, "invalid_request", "until is outside the years 1 to 9999 in UTC") from None
         try:
             decided = gw.governance.decide(approval_id, approve=approve, by=f"admin-api ({getpass.getuser()})",
                                            until=until, max_usd=cap)  # fmt: skip
@@ -276,7 +357,6 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         timezone: Annotated[str, Query(max_length=64)] = "UTC",
     ) -> dict[str, Any]:
         from tokenops.analytics.breakdown import spend_report
-        from tokenops.cli.common import parse_time
 
         try:
             filters = parse_tags(where, what="where")
@@ -304,8 +384,19 @@ def _validated(model: Any, definition: dict[str, Any], what: str) -> Any:
         raise AdminError(400, f"invalid_{what}", f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _public(model: Any) -> dict[str, Any]:
     data = model.model_dump(mode="json")
+    data.update({name: format(value, "f") for name, value in model if isinstance(value, Decimal)})  # not 1E-12
     if "scope" in data:
         data["scope"] = model.scope.as_dict()
     return data

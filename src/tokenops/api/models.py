@@ -7,6 +7,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tokenops.money import MAX_USD, PLACES
+from tokenops.policy.config import MAX_REQUESTS_PER_MINUTE, MAX_TOKENS
+
+# Money travels as decimal strings; the rule (tokenops.money.usd_setting) is checked past the schema, with a 400.
+_MONEY = f"a decimal string, at most {MAX_USD:f} (10^15) and at most {PLACES} decimal places"
+_MONEY_LENGTH = 64
+
 
 class ErrorDetail(BaseModel):
     type: str
@@ -45,7 +52,7 @@ class KeyCreated(BaseModel):
 
 class ThresholdIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    at: float = Field(gt=0, le=10)
+    at: float = Field(gt=0, le=10, allow_inf_nan=False)
     action: Literal["alert", "downgrade", "require_approval", "block"] = "alert"
     model: str | None = None
 
@@ -53,8 +60,8 @@ class ThresholdIn(BaseModel):
 class BudgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scope: dict[str, str] = {}
-    amount_usd: str | None = Field(None, description='Decimal string, e.g. "250.00".')
-    amount_tokens: int | None = Field(None, gt=0)
+    amount_usd: str | None = Field(None, max_length=_MONEY_LENGTH, description=f'USD, > 0: {_MONEY}, e.g. "250.00".')
+    amount_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
     period: Literal["day", "week", "month", "quarter", "custom"] = "month"
     timezone: str = "UTC"
     start: datetime | None = None
@@ -96,7 +103,9 @@ class BudgetList(BaseModel):
 class ApproveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     until: datetime | None = Field(None, description="The grant ends then (ISO 8601).")
-    max_usd: str | None = Field(None, description="Spend cap of the grant, a decimal string.")
+    max_usd: str | None = Field(
+        None, max_length=_MONEY_LENGTH, description=f"Spend cap of the grant in USD, > 0: {_MONEY}."
+    )
 
 
 class ApprovalOut(BaseModel):
@@ -146,9 +155,9 @@ class LimitIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     scope: dict[str, str] = {}
     per: Literal["key", "user", "scope"] = "key"
-    requests_per_minute: int | None = Field(None, gt=0)
-    tokens_per_minute: int | None = Field(None, gt=0)
-    usd_per_hour: str | None = Field(None, description="Decimal string.")
+    requests_per_minute: int | None = Field(None, gt=0, le=MAX_REQUESTS_PER_MINUTE)
+    tokens_per_minute: int | None = Field(None, gt=0, le=MAX_TOKENS)
+    usd_per_hour: str | None = Field(None, max_length=_MONEY_LENGTH, description=f"USD per hour, > 0: {_MONEY}.")
 
 
 class RuleIn(BaseModel):
@@ -157,8 +166,8 @@ class RuleIn(BaseModel):
     models: list[str] = []
     allow_models: list[str] = []
     deny_models: list[str] = []
-    max_input_tokens: int | None = Field(None, gt=0)
-    max_output_tokens: int | None = Field(None, gt=0)
+    max_input_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
+    max_output_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
     on_exceed: Literal["reject", "clamp"] = "reject"
-    max_cost_per_call_usd: str | None = Field(None, description="Decimal string.")
+    max_cost_per_call_usd: str | None = Field(None, max_length=_MONEY_LENGTH, description=f"USD, ≥ 0: {_MONEY}.")
     require_approval: bool = False

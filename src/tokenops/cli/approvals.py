@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, parse_time
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
 from tokenops.errors import UsageError
+from tokenops.timespec import parse_time
 
 app = typer.Typer(help="Approve or deny calls that need a person's yes.", no_args_is_help=True)
 
@@ -36,7 +37,7 @@ def _decide(approval_id: str, approve: bool, until: str | None, max_usd: str | N
     import getpass
 
     from tokenops.ledger.governance import GovernanceStore
-    from tokenops.money import to_decimal
+    from tokenops.money import usd_setting
 
     cfg = load(config)
     ledger = ledger_for(cfg)
@@ -44,11 +45,9 @@ def _decide(approval_id: str, approve: bool, until: str | None, max_usd: str | N
     cap = None
     if max_usd is not None:
         try:
-            cap = to_decimal(max_usd, what="--max-usd")
+            cap = usd_setting(max_usd, what="--max-usd")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if cap <= 0:
-            raise UsageError("--max-usd must be greater than 0")
     decided = GovernanceStore(ledger).decide(approval_id, approve=approve, by=getpass.getuser(),
                                              until=parse_time(until, what="--until", future=True), max_usd=cap)  # fmt: skip
     if fmt is Format.json:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -59,28 +57,6 @@ def drain(cfg: Any, ledger: Any) -> None:
         return catalog[0].get(row_id)
 
     ledger.drain(cfg.spool_path(), price_row)
-
-
-_REL = re.compile(r"^(\d+)([dhm])$")
-
-
-def parse_time(value: str | None, *, what: str, now: datetime | None = None, future: bool = False) -> datetime | None:
-    """ISO date (midnight UTC), ISO datetime (UTC unless it has an offset) or relative: 30d, 12h, 90m ago
-    (or from now, with ``future``)."""
-    if value is None:
-        return None
-    value = value.strip()
-    now = now or datetime.now(UTC)
-    m = _REL.match(value)
-    if m:
-        n, unit = int(m.group(1)), m.group(2)
-        delta = {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
-        return now + delta if future else now - delta
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{what}: {value!r} is not a date (2026-11-01), a time (2026-11-01T12:00) or 30d/12h") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def emit(rows: Sequence[dict[str, Any]], fmt: Format, *, title: str | None = None, payload: Any = None,

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, parse_time
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
 from tokenops.errors import UsageError
+from tokenops.timespec import parse_time
 
 app = typer.Typer(help="Spend reports.", no_args_is_help=True)
 

@@ -28,12 +28,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from tokenops.money import to_decimal
+from tokenops.money import usd_setting
 from tokenops.policy.periods import zone
 from tokenops.policy.scopes import Scope
 
 ACTIONS = ("alert", "downgrade", "require_approval", "block")
 SEVERITY = {a: i for i, a in enumerate(ACTIONS)}
+# Upper bounds of what a person may set: far beyond any real use, far inside the 64-bit integers the ledger and
+# the rate limiter compute with (money's bound is money.MAX_USD).
+MAX_TOKENS = 10**15  # token amounts, token rates and token caps
+MAX_REQUESTS_PER_MINUTE = 10**9
+# A custom period lies between these (in UTC): period arithmetic near the years 1 and 9999 would overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class _Model(BaseModel):
@@ -41,21 +48,11 @@ class _Model(BaseModel):
 
 
 def _money(value: Any, what: str) -> Decimal | None:
-    if value is None:
-        return None
-    if isinstance(value, float):
-        raise ValueError(f"{what} must be a quoted decimal string like \"250.00\" (a YAML float is inexact)")
-    d = to_decimal(value, what=what)
-    if d < 0:
-        raise ValueError(f"{what} must not be negative")
-    return d
+    return None if value is None else usd_setting(value, what=what, allow_zero=True)
 
 
 def _positive_money(value: Any, what: str) -> Decimal | None:
-    d = _money(value, what)
-    if d is not None and d <= 0:
-        raise ValueError(f"{what} must be greater than 0")
-    return d
+    return None if value is None else usd_setting(value, what=what)
 
 
 def _scope(value: Any) -> Scope:
@@ -74,7 +71,7 @@ ScopeField = Annotated[Scope, BeforeValidator(_scope)]
 
 
 class ThresholdConfig(_Model):
-    at: Decimal = Field(gt=0, le=10)
+    at: Decimal = Field(gt=0, le=10)  # pydantic refuses a NaN or infinite Decimal
     action: Literal["alert", "downgrade", "require_approval", "block"] = "alert"
     model: str | None = None
 
@@ -96,7 +93,7 @@ class BudgetConfig(_Model):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.\-]+$")
     scope: ScopeField = Scope()
     amount_usd: Decimal | None = None
-    amount_tokens: int | None = Field(None, gt=0)
+    amount_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
     period: Literal["day", "week", "month", "quarter", "custom"] = "month"
     timezone: str = "UTC"
     start: datetime | None = None
@@ -122,6 +119,17 @@ class BudgetConfig(_Model):
     def _dates(cls, v: Any) -> Any:
         if isinstance(v, date) and not isinstance(v, datetime):
             return _aware(v)
+        return v
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_range(cls, v: datetime | None) -> datetime | None:
+        try:
+            in_range = v is None or EARLIEST <= _aware(v).astimezone(UTC) <= LATEST
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before the year 1 in UTC
+            in_range = False
+        if not in_range:
+            raise ValueError(f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
         return v
 
     @model_validator(mode="after")
@@ -177,8 +185,8 @@ class LimitConfig(_Model):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     scope: ScopeField = Scope()
     per: Literal["key", "user", "scope"] = "key"  # one bucket per key, per end user, or one for the whole scope
-    requests_per_minute: int | None = Field(None, gt=0)
-    tokens_per_minute: int | None = Field(None, gt=0)
+    requests_per_minute: int | None = Field(None, gt=0, le=MAX_REQUESTS_PER_MINUTE)
+    tokens_per_minute: int | None = Field(None, gt=0, le=MAX_TOKENS)
     usd_per_hour: Decimal | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -201,8 +209,8 @@ class RuleConfig(_Model):
     models: tuple[str, ...] = ()  # the rule applies only to these model globs (default: every model)
     allow_models: tuple[str, ...] = ()
     deny_models: tuple[str, ...] = ()
-    max_input_tokens: int | None = Field(None, gt=0)
-    max_output_tokens: int | None = Field(None, gt=0)
+    max_input_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
+    max_output_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
     on_exceed: Literal["reject", "clamp"] = "reject"
     max_cost_per_call_usd: Decimal | None = None
     require_approval: bool = False
@@ -226,7 +234,8 @@ class RuleConfig(_Model):
 
 
 class PolicyDefaults(_Model):
-    default_max_output_tokens: int = Field(16384, gt=0)  # reservation ceiling when a call sets no max_tokens
+    # the reservation's output ceiling when a call sets no max_tokens
+    default_max_output_tokens: int = Field(16384, gt=0, le=MAX_TOKENS)
 
 
 def contradictions(rules: tuple[RuleConfig, ...] | list[RuleConfig]) -> list[str]:

@@ -17,6 +17,21 @@ from tokenops.tags import STANDARD_TAGS, TagError, check_name, parse_tags
 SPECIAL = ("key", "user", "model")
 
 
+def _value(name: str, value: str) -> str:
+    """A value given in a mapping obeys the rule of the text form (tags' values): it must survive being written
+    as ``name=value`` in ``k=v,…`` and read back unchanged (no ',' or '=', no leading or trailing space, 1 to
+    200 characters), or a scope would print as one thing and mean another."""
+    try:
+        same = parse_tags(f"{name}={value}", what="scope") == {name: value}
+    except TagError:
+        same = False
+    if not same:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(f"scope {name!r}: invalid value {shown!r}: use 1 to 200 characters, without ',' or '=' "
+                         "and without leading or trailing spaces")  # fmt: skip
+    return value
+
+
 @dataclass(frozen=True)
 class Scope:
     conditions: tuple[tuple[str, str], ...] = ()
@@ -40,7 +55,7 @@ class Scope:
                     check_name(k)
                 except TagError as exc:
                     raise ValueError(f"scope: {exc}") from None
-                items[k] = str(v)
+                items[k] = _value(k, str(v))
         else:
             raise ValueError(f"scope: expected 'k=v,…' or a mapping, got {type(value).__name__}")
         return cls(tuple(sorted(items.items())))
