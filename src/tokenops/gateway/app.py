@@ -100,7 +100,7 @@ class Gateway:
         self.ledger = ledger or DuckDBLedger(config.ledger_path())
         self.spool_dir = config.spool_path()
         known = {a.name for a in config.models} | {a.model for a in config.models} | {e.model for e in config.prices}
-        self.metrics = GatewayMetrics(known, lambda row_id: (row := self.catalog.get(row_id)) and row.model)
+        self.metrics = GatewayMetrics(known, self._row_model)
         self.keys = KeyCache(self.ledger.list_keys)
         self.router = RouterStage(config, self.catalog)
         self.governance = GovernanceStore(self.ledger)
@@ -127,6 +127,10 @@ class Gateway:
         self.started = False
 
     # --- lifecycle ------------------------------------------------------------------------------
+    def _row_model(self, row_id: str) -> str | None:
+        row = self.catalog.get(row_id)
+        return row.model if row is not None else None
+
     def _price_of(self, call: Call, model: str) -> Any:
         """The price row a call to ``model`` would be priced with now (None: unknown or unroutable)."""
         try:
@@ -353,8 +357,8 @@ class Gateway:
         except Exception:  # a bug: log it with its traceback, answer 500 in the route's shape, never a traceback
             log.exception("internal error in call %s", call.request_id)
             if not response_started:
-                err = GatewayError(500, "internal_error", f"internal gateway error (request {call.request_id})")
-                await self._reject(call, err, send)
+                bug = GatewayError(500, "internal_error", f"internal gateway error (request {call.request_id})")
+                await self._reject(call, bug, send)
         finally:
             self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
 

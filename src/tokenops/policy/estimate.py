@@ -66,8 +66,8 @@ def max_cost(row: PriceRow | None, input_tokens: int, output_tokens: int) -> Dec
     if row is None:
         return None
     p = row.prices_at(input_tokens)
-    input_rates = [p[n] for n in ("input_per_mtok", "cache_write_5m_per_mtok", "cache_write_1h_per_mtok") if p[n]]
-    output_rates = [p[n] for n in ("output_per_mtok", "reasoning_per_mtok") if p[n]]
+    input_rates = [r for n in ("input_per_mtok", "cache_write_5m_per_mtok", "cache_write_1h_per_mtok") if (r := p[n])]
+    output_rates = [r for n in ("output_per_mtok", "reasoning_per_mtok") if (r := p[n])]
     worst = money.add(
         money.per_mtok(max(input_rates, default=money.ZERO), input_tokens),
         money.per_mtok(max(output_rates, default=money.ZERO), output_tokens),
