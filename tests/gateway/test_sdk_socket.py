@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -185,23 +186,25 @@ def test_anthropic_sdk_typed_errors(claude: anthropic.Anthropic) -> None:
                                extra_body={"fake": {"status": 429}})  # fmt: skip
 
 
-def test_client_disconnect_mid_stream_is_recorded_as_cancelled(stack: Stack) -> None:
-    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "long answer"}],
-            "fake": {"chunk_delay_ms": 50, "chunks": 40}}  # fmt: skip
+def abandon_stream(stack: Stack, body: dict[str, Any], reads: int) -> SpendEvent:
+    """Read ``reads`` pieces of a stream, hang up, and return the call's event once the gateway recorded it."""
     with httpx.Client(base_url=stack.url, timeout=10) as client:
         with client.stream("POST", "/v1/chat/completions", json=body,
                            headers={"authorization": f"Bearer {stack.key}"}) as r:  # fmt: skip
             rid = r.headers["x-tokenops-request-id"]
             it = r.iter_raw()
-            next(it)
-            next(it)
+            for _ in range(reads):
+                next(it)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ev = stack.gateway.meter.lookup_recent(rid)
-        if ev is not None:
-            break
+    while stack.gateway.meter.lookup_recent(rid) is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    ev = stack.event(rid)
+    return stack.event(rid)
+
+
+def test_client_disconnect_mid_stream_is_recorded_as_cancelled(stack: Stack) -> None:
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "long answer"}],
+            "fake": {"chunk_delay_ms": 50, "chunks": 40}}  # fmt: skip
+    ev = abandon_stream(stack, body, 2)
     assert ev.status == "cancelled" and ev.error_code == "client_disconnected" and ev.usage_estimated
     assert ev.usage.input_tokens > 0 and ev.cost_usd is not None and ev.cost_usd > 0
 
@@ -222,15 +225,6 @@ def test_a_cancelled_stream_counts_the_images_that_were_sent(stack: Stack) -> No
         {"type": "image_url", "image_url": {"url": f"https://img.example/{i}.png"}} for i in range(20)]
     body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": parts}],
             "fake": {"chunk_delay_ms": 50, "chunks": 40}}  # fmt: skip
-    with httpx.Client(base_url=stack.url, timeout=10) as client:
-        with client.stream("POST", "/v1/chat/completions", json=body,
-                           headers={"authorization": f"Bearer {stack.key}"}) as r:  # fmt: skip
-            rid = r.headers["x-tokenops-request-id"]
-            it = r.iter_raw()
-            next(it)
-    deadline = time.monotonic() + 10
-    while stack.gateway.meter.lookup_recent(rid) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    ev = stack.event(rid)
+    ev = abandon_stream(stack, body, 1)
     assert ev.status == "cancelled" and ev.usage_estimated
     assert ev.usage.input_tokens >= 20 * 1000, f"{ev.usage.input_tokens} input tokens for 20 images"
