@@ -73,8 +73,8 @@ def serve(role: str, home: Path, cpu: int | None, profile: str | None) -> None:
 
         app: Any = create_fake_provider(api_key=UPSTREAM_KEY)
     else:
+        from tokenops.app import create_app
         from tokenops.config import load_config
-        from tokenops.gateway.app import create_app
 
         app = create_app(load_config(home / "tokenops.yaml"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -22,8 +22,8 @@ import httpx
 import orjson
 
 from tokenops import keys as keymod
+from tokenops.app import create_app
 from tokenops.config import parse_config
-from tokenops.gateway.app import create_app
 
 ANSWER = orjson.dumps({
     "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from harness import FAKE_URL, PROVIDER_KEY, GatewayHarness, create_key, write_config
+from tokenops.app import create_app
 from tokenops.fakeprovider import create_fake_provider
-from tokenops.gateway.app import Gateway, create_app
+from tokenops.gateway.app import Gateway
 from tokenops.ledger.duckdb import DuckDBLedger
 
 

@@ -141,7 +141,7 @@ def is_write(argv: list[str]) -> bool:
 def seed(ledger_path: Path, approvals: int = 0) -> list[str]:
     """A few calls in the ledger, so that the report examples have rows to group (one of them unpriced), and
     ``approvals`` pending approval requests as the gateway records them; returns the requests' ids."""
-    from tokenops.ledger.governance import new_approval_id
+    from tokenops.ledger.records import new_approval_id
 
     now = datetime.now(UTC)
     rows = [("search", "gpt-4o-mini", "openai", Decimal("0.000123456789"), "alice"),
@@ -288,9 +288,9 @@ class DemoStack:
     loopback sockets."""
 
     def __init__(self, tmp: Path, policy: str = ""):
+        from tokenops.app import create_app
         from tokenops.demo import CONFIG, PROVIDER_KEY
         from tokenops.fakeprovider import create_fake_provider
-        from tokenops.gateway.app import create_app
         from tokenops.servers import BackgroundServer
 
         self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()

@@ -224,21 +224,20 @@ class Config(_Model):
 
     def ledger_path(self) -> Path:
         """The DuckDB file, relative paths resolved against the config file's folder."""
+        from tokenops.ledger import duckdb_path
+
         if not self.ledger.startswith("duckdb://"):
             raise ConfigError("the ledger is not a DuckDB file", file=self.source, path="ledger")
-        raw = self.ledger[len("duckdb://") :]
-        raw = raw[1:] if raw.startswith("/") and not raw.startswith("//") else raw
-        # duckdb:///./x.duckdb -> ./x.duckdb ; duckdb:////abs/x.duckdb -> /abs/x.duckdb
-        if raw.startswith("/"):
-            path = Path(raw[1:] if raw.startswith("//") else raw)
-        else:
-            path = Path(raw)
-        return path if path.is_absolute() else Path(self.base_dir) / path
+        return duckdb_path(self.ledger, self.base_dir)
 
     def spool_path(self) -> Path:
+        """``gateway.spool_dir``, else ``<ledger file>.spool`` beside a DuckDB ledger, else ``tokenops.spool`` in
+        the config file's folder (a server ledger has no file to sit beside)."""
         if self.gateway.spool_dir:
             p = Path(self.gateway.spool_dir)
             return p if p.is_absolute() else Path(self.base_dir) / p
+        if not self.ledger.startswith("duckdb://"):
+            return Path(self.base_dir) / "tokenops.spool"
         ledger = self.ledger_path()
         return ledger.with_name(ledger.name + ".spool")
 

@@ -2,7 +2,9 @@
 
     TokenOpsError
     ├── ConfigError            the config file or environment is wrong (file, key path, what was expected)
-    ├── UsageError             a CLI argument or API input is wrong (message names the argument)
+    ├── UsageError             a CLI argument or API input is wrong (message names the argument); ``code``
+    │   ├── NotFoundError      what it names does not exist (the API answers 404)
+    │   └── ConflictError      it conflicts with the config file (the API answers 409)
     ├── LedgerError            the ledger cannot be opened, migrated or written
     │   └── LedgerBusy         another process holds the DuckDB file's write lock longer than we waited
     └── GatewayError           an error a gateway call answers with (status, code, message), rendered in the
@@ -33,7 +35,22 @@ class ConfigError(TokenOpsError):
 
 
 class UsageError(TokenOpsError):
-    """Bad input from a user of the CLI or API; the message is shown as is."""
+    """Bad input from a user of the CLI or API; the message is shown as is. ``code`` is the machine-readable
+    reason the admin API answers with (``invalid_request`` unless a service says more)."""
+
+    default_code = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        self.code = code or self.default_code
+        super().__init__(message)
+
+
+class NotFoundError(UsageError):
+    default_code = "not_found"
+
+
+class ConflictError(UsageError):
+    default_code = "defined_in_config"
 
 
 class LedgerError(TokenOpsError):

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from harness import PROVIDER_KEY, write_config
+from tokenops.app import create_app
 from tokenops.fakeprovider import create_fake_provider
-from tokenops.gateway.app import create_app
 from tokenops.servers import BackgroundServer
 
 ADMIN = "admin-secret-key-for-status"
@@ -76,13 +76,13 @@ ledger: duckdb:///{cfg.ledger_path()}
 admin_key: {ADMIN}
 gateway: {{port: {server.port}}}
 budgets:
-  - {{name: on-the-gateway, amount_usd: "10", period: month}}
+  - {{name: on-the-gateway, amount_usd: "99", period: month}}
   - {{name: only-in-this-config, amount_usd: "5", period: week}}
 """)
             done = status(tmp_path / "cli.yaml")
     assert done.returncode == 0, done.stderr
     budgets = {b["name"]: b for b in orjson.loads(done.stdout)["budgets"]}
     assert set(budgets) == {"on-the-gateway", "only-in-this-config"}
-    assert budgets["on-the-gateway"].get("source") == "config", "the gateway's live answer was used"
-    assert "source" not in budgets["only-in-this-config"] and budgets["only-in-this-config"]["amount"] == "5"
+    assert budgets["on-the-gateway"]["amount"] == "10", "the gateway's live answer was used"
+    assert budgets["only-in-this-config"]["amount"] == "5"
     assert "does not prove" not in done.stderr

@@ -125,7 +125,7 @@ def test_report_csv_and_table(cfg: Path) -> None:
         (["report", "spend", "--where", "team"], "--where"),
         (["report", "spend", "--tz", "Mars/Base"], "time zone"),
         (["keys", "revoke", "key_nope"], "no key with id"),
-        (["keys", "create", "--name", "x", "--tags", "a=1", "--lock", "b"], "--lock names b"),
+        (["keys", "create", "--name", "x", "--tags", "a=1", "--lock", "b"], "lock names b"),
         (["prices", "show", "no-such-model-xyz"], "no price known"),
         (["report", "spend", "--since", "99999999d"], "--since"),
         (["report", "spend", "--until", "99999999d"], "--until"),

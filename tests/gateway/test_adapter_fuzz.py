@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from harness import create_key, write_config
 from hostile import HostileUpstream, anthropic_stream, openai_chunk, openai_json, sse
-from tokenops.gateway.app import Gateway, create_app
+from tokenops.app import create_app
+from tokenops.gateway.app import Gateway
 from tokenops.usage import MAX_CALL_TOKENS
 
 json_values = st.recursive(

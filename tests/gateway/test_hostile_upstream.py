@@ -11,8 +11,8 @@ import pytest
 
 from harness import GatewayHarness
 from hostile import HostileUpstream, anthropic_stream, openai_chunk, openai_json, openai_usage, sse
-from tokenops.analytics.breakdown import spend_report
 from tokenops.servers import BackgroundServer
+from tokenops.services.reports import spend_report
 
 CHAT = "/v1/chat/completions"
 MSG = "/v1/messages"
@@ -60,8 +60,7 @@ async def test_absurd_usage_is_estimated_and_flagged_and_the_ledger_keeps_draini
     after = await post(hgw, chat({"json": openai_json()}))
     later = hgw.event(after.headers["x-tokenops-request-id"])  # the drain after it still works
     assert later.usage.input_tokens == 10 and not later.usage_estimated
-    with hgw.ledger.connect() as conn:
-        report = spend_report(conn, by=["team"])
+    report = spend_report(hgw.ledger, by=["team"])
     assert report.total_cost_usd < Decimal("0.01")
 
 

@@ -18,8 +18,8 @@ import openai
 import pytest
 
 from harness import PROVIDER_KEY, create_key, write_config
+from tokenops.app import create_app
 from tokenops.fakeprovider import create_fake_provider
-from tokenops.gateway.app import create_app
 from tokenops.ledger.events import SpendEvent
 from tokenops.servers import BackgroundServer
 

@@ -45,7 +45,7 @@ def test_migrations_are_named_ordered_and_recorded_once(tmp_path: Path) -> None:
     ledger = DuckDBLedger(tmp_path / "l.duckdb")
     with ledger.connect() as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()]
-        assert names == [n for n, _ in migrations.MIGRATIONS]
+        assert names == [n for n, _ in migrations.DUCKDB]
         assert migrations.apply(conn) == []  # nothing left to do
 
 
@@ -113,13 +113,12 @@ def test_a_live_segment_keeps_its_partial_last_line(tmp_path: Path) -> None:
 
 
 def test_reports_see_amounts_exactly(tmp_path: Path) -> None:
-    from tokenops.analytics.breakdown import spend_report
+    from tokenops.services.reports import spend_report
 
     ledger = DuckDBLedger(tmp_path / "l.duckdb")
     costs = [Decimal("0.000000037500"), Decimal("0.1"), Decimal("0.2"), Decimal("12345.678901234567")]
     ledger.append([event(i, cost_usd=c, tags={"team": t}) for i, (c, t) in enumerate(zip(costs, "abab", strict=True))])
-    with ledger.connect() as conn:
-        report = spend_report(conn, by=["team"])
+    report = spend_report(ledger, by=["team"])
     assert report.total_cost_usd == sum(costs)
     assert sum(r.cost_usd for r in report.rows) == report.total_cost_usd
     assert {r.keys["team"]: r.cost_usd for r in report.rows} == {"a": costs[0] + costs[2], "b": costs[1] + costs[3]}

@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faults import FaultyDisk
-from tokenops.ledger.duckdb import DuckDBLedger
+from tokenops.ledger import duckdb as duckdb_ledger
+from tokenops.ledger.duckdb import DuckDBLedger, _Session
 from tokenops.ledger.events import SpendEvent, new_request_id
 from tokenops.ledger.spool import Spool, SpoolUnavailable
 from tokenops.usage import Usage
@@ -34,15 +35,27 @@ class SimulatedCrash(BaseException):
     """The drain's process dies mid-transaction."""
 
 
-class CrashingLedger(DuckDBLedger):
+class CrashingSession(_Session):
     crash_next = False
 
-    def _insert_events(self, conn: Any, events: Any) -> int:
-        n = super()._insert_events(conn, events)
-        if self.crash_next and events:
-            self.crash_next = False
+    def insert_events(self, events: Any) -> int:
+        n = super().insert_events(events)
+        if CrashingSession.crash_next and events:
+            CrashingSession.crash_next = False
             raise SimulatedCrash()
         return n
+
+
+class CrashingLedger(DuckDBLedger):
+    """A DuckDB ledger whose next drain can be made to die mid-transaction, after it inserted events."""
+
+    @property
+    def crash_next(self) -> bool:
+        return CrashingSession.crash_next
+
+    @crash_next.setter
+    def crash_next(self, value: bool) -> None:
+        CrashingSession.crash_next = value
 
 
 def event() -> SpendEvent:
@@ -77,6 +90,7 @@ def _ids(path: Path) -> set[str]:
 async def play(root: Path, script: list[tuple[str, Any]]) -> tuple[set[str], set[str], set[str], DuckDBLedger, Path]:
     spool_dir = root / "spool"
     ledger = CrashingLedger(root / "l.duckdb")
+    duckdb_ledger._Session = CrashingSession  # type: ignore[misc]  # restored by the test
     disk = FaultyDisk()
     spool = Spool(spool_dir, fsync=False, ops=disk)
     answered: set[str] = set()
@@ -145,4 +159,5 @@ def test_every_answered_call_is_drained_exactly_once_whatever_happens(script: li
         assert not (lost & set(counts)), f"a call whose append failed or was torn was recorded in {script}"
         assert set(counts) <= answered
     finally:
+        duckdb_ledger._Session = _Session  # type: ignore[misc]
         shutil.rmtree(root, ignore_errors=True)

@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from harness import PROVIDER_KEY, create_key, write_config
 from tokenops.alerts import verify_signature
+from tokenops.app import create_app
 from tokenops.fakeprovider import create_fake_provider
-from tokenops.gateway.app import create_app
 from tokenops.servers import BackgroundServer
 
 SECRET = "whsec-test"

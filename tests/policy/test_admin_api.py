@@ -12,8 +12,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from harness import PROVIDER_KEY, create_key, write_config
+from tokenops.app import create_app
 from tokenops.fakeprovider import create_fake_provider
-from tokenops.gateway.app import create_app
 from tokenops.servers import BackgroundServer
 
 ADMIN = "admin-secret-key"

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from harness import GatewayHarness
 from tokenops.ledger.events import SpendEvent
 from tokenops.policy.estimate import max_cost
+from tokenops.services.approvals import decide
 
 CHAT = "/v1/chat/completions"
 MSG = "/v1/messages"
@@ -115,7 +116,7 @@ async def test_an_approval_grant_cap_holds_under_concurrency(make_gateway: Any) 
     assert r.status_code == 403
     approval = r.headers["x-tokenops-approval-id"]
     h.flush()
-    h.gateway.governance.decide(approval, approve=True, by="test", max_usd=Decimal("0.01"))
+    decide(h.ledger, approval, approve=True, by="test", max_usd=Decimal("0.01"))
     h.gateway.reload_policy()
     rs = await burst(h, body, 30)
     assert sum(r.status_code == 200 for r in rs) >= 1
@@ -173,7 +174,7 @@ requests = st.fixed_dictionaries({
 
 def test_for_random_requests_the_real_cost_never_exceeds_the_reservation(make_gateway: Any, tmp_path: Any) -> None:
     from harness import create_key, write_config
-    from tokenops.gateway.app import create_app
+    from tokenops.app import create_app
 
     loop = asyncio.new_event_loop()
     cfg = write_config(tmp_path, hard_budget("1000000") + "models:\n  - {name: claude-sonnet-4-5, provider: anthropic, "

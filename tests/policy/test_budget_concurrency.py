@@ -61,8 +61,8 @@ async def test_hard_budget_holds_through_real_sockets(tmp_path) -> None:  # noqa
     import httpx
 
     from harness import PROVIDER_KEY, create_key, write_config
+    from tokenops.app import create_app
     from tokenops.fakeprovider import create_fake_provider
-    from tokenops.gateway.app import create_app
     from tokenops.servers import BackgroundServer
 
     fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()

@@ -9,7 +9,6 @@ from decimal import Decimal
 import pytest
 
 from harness import GatewayHarness
-from tokenops.ledger.governance import GovernanceStore
 
 CHAT = "/v1/chat/completions"
 
@@ -75,8 +74,8 @@ budgets:
 
 async def test_budget_change_racing_with_traffic_loses_no_count(make_gateway) -> None:  # noqa: ANN001
     h = await make_gateway(key_tags={"team": "search"})
-    store = GovernanceStore(h.ledger)
-    store.put_budget("live", {"name": "live", "scope": {"team": "search"}, "amount_usd": "100", "period": "month"})
+    defs = h.gateway.definitions
+    defs.put("budget", "live", {"scope": {"team": "search"}, "amount_usd": "100", "period": "month"}, by="test")
     await asyncio.to_thread(h.gateway.reload_policy)
 
     async def traffic() -> None:
@@ -85,8 +84,8 @@ async def test_budget_change_racing_with_traffic_loses_no_count(make_gateway) ->
 
     async def changes() -> None:
         for amount in ("90", "80", "70", "60"):
-            store.put_budget("live", {"name": "live", "scope": {"team": "search"}, "amount_usd": amount,
-                                      "period": "month"})  # fmt: skip
+            defs.put("budget", "live", {"scope": {"team": "search"}, "amount_usd": amount, "period": "month"},
+                     by="test")  # fmt: skip
             await asyncio.to_thread(h.gateway.reload_policy)
             await asyncio.sleep(0)
 
@@ -97,7 +96,7 @@ async def test_budget_change_racing_with_traffic_loses_no_count(make_gateway) ->
     counter = engine.state.counter(("live", engine.window(b, h.gateway.clock()).key))
     h.flush()
     assert counter.reserved == 0
-    assert counter.spent == store.spent(b.scope, *_window(engine, b, h), "usd")
+    assert counter.spent == h.ledger.spent(b.scope, *_window(engine, b, h), "usd")
     assert counter.spent == Decimal(150) * (Decimal(1000) * Decimal("0.15") + Decimal(100) * Decimal("0.6")) / 1_000_000
 
 

@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 
 from harness import GatewayHarness
-from tokenops.policy.scopes import Scope, ScopeIndex
+from tokenops.scopes import Scope, ScopeIndex
 
 CHAT = "/v1/chat/completions"
 
@@ -43,11 +43,9 @@ budgets:
 async def test_key_user_and_token_budgets(make_gateway) -> None:  # noqa: ANN001
     h = await make_gateway(key_tags={"team": "t"})
     key_id = h.key_record.id
-    from tokenops.ledger.governance import GovernanceStore
-
-    store = GovernanceStore(h.ledger)
-    store.put_budget("per-key", {"name": "per-key", "scope": {"key": key_id}, "amount_tokens": 1000, "hard": True})
-    store.put_budget("alice", {"name": "alice", "scope": {"user": "alice"}, "amount_usd": "0.0001", "hard": True})
+    defs = h.gateway.definitions
+    defs.put("budget", "per-key", {"scope": {"key": key_id}, "amount_tokens": 1000, "hard": True}, by="test")
+    defs.put("budget", "alice", {"scope": {"user": "alice"}, "amount_usd": "0.0001", "hard": True}, by="test")
     h.gateway.reload_policy()
     r = await h.client.post(CHAT, json={**body(input=300, output=50), "user": "alice"}, headers=h.auth())
     assert r.status_code == 200  # alice: $0.000075; key: 350 tokens
@@ -97,24 +95,22 @@ def test_expired_and_unknown_approval_requests_are_refused(ledger) -> None:  # n
     import pytest
 
     from tokenops.errors import UsageError
-    from tokenops.ledger.governance import GovernanceStore
-
-    store = GovernanceStore(ledger)
+    from tokenops.services.approvals import decide, list_approvals
     with ledger.connect() as conn:
         conn.execute("INSERT INTO approvals (id, status, key_id, reason, requested_at) VALUES "
                      "('apr_old', 'pending', 'k', 'rule:x', ?), ('apr_new', 'pending', 'k', 'rule:x', ?)",
                      [(datetime.now(UTC) - timedelta(days=8)).replace(tzinfo=None),
                       datetime.now(UTC).replace(tzinfo=None)])  # fmt: skip
     with pytest.raises(UsageError, match="expired"):
-        store.decide("apr_old", approve=True, by="me")
+        decide(ledger, "apr_old", approve=True, by="me")
     with pytest.raises(UsageError, match="no approval request"):
-        store.decide("apr_missing", approve=True, by="me")
+        decide(ledger, "apr_missing", approve=True, by="me")
     with pytest.raises(UsageError, match="in the future"):
-        store.decide("apr_new", approve=True, by="me", until=datetime.now(UTC) - timedelta(hours=1))
-    granted = store.decide("apr_new", approve=True, by="me", until=datetime.now(UTC) + timedelta(hours=1),
+        decide(ledger, "apr_new", approve=True, by="me", until=datetime.now(UTC) - timedelta(hours=1))
+    granted = decide(ledger, "apr_new", approve=True, by="me", until=datetime.now(UTC) + timedelta(hours=1),
                            max_usd=Decimal("2.5"))  # fmt: skip
     assert granted.status == "approved" and granted.max_usd == Decimal("2.5") and granted.decided_by == "me"
-    assert [a.id for a in store.approvals("expired")] == ["apr_old"]
+    assert [a.id for a in list_approvals(ledger, "expired")] == ["apr_old"]
 
 
 async def test_model_rules_cannot_be_bypassed_with_an_alias_or_a_provider_prefix(make_gateway) -> None:  # noqa: ANN001

@@ -14,7 +14,6 @@ import math
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,7 +22,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from tokenops import keys as keymod
 from tokenops.api.models import (
     AlertList,
     ApprovalList,
@@ -41,10 +39,12 @@ from tokenops.api.models import (
     RuleIn,
     SpendReportOut,
 )
-from tokenops.errors import LedgerBusy, LedgerError, TokenOpsError, UsageError
+from tokenops.errors import ConflictError, LedgerBusy, LedgerError, NotFoundError, TokenOpsError, UsageError
 from tokenops.gateway.stages.auth import presented_key
 from tokenops.money import usd_setting
-from tokenops.tags import TagError, check_name, parse_tags
+from tokenops.policy.definitions import Kind
+from tokenops.services import approvals, keys, reports
+from tokenops.tags import TagError, parse_tags
 from tokenops.timespec import parse_time
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.exception_handler(UsageError)
     async def _usage_error(request: Request, exc: UsageError) -> JSONResponse:
-        return _error(400, "invalid_request", str(exc))
+        status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else 400
+        return _error(status, exc.code, str(exc))
 
     @api.exception_handler(LedgerError)
     async def _ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
@@ -188,35 +189,34 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.post(f"{PREFIX}/keys", response_model=KeyCreated, status_code=201, tags=["keys"])
     def create_key(body: KeyIn, _: Admin) -> dict[str, Any]:
-        try:
-            tags = {check_name(k): v for k, v in body.tags.items()}
-            parse_tags(",".join(f"{k}={v}" for k, v in tags.items()), what="tags")
-            locked = tuple(check_name(n) for n in body.lock)
-        except TagError as exc:
-            raise AdminError(400, "invalid_tags", str(exc)) from None
-        if not body.name.strip():
-            raise AdminError(400, "invalid_request", "name must not be blank")
-        if any(n not in tags for n in locked):
-            raise AdminError(400, "invalid_request", "lock names a tag that tags does not set")
-        key = keymod.generate()
-        rec = keymod.KeyRecord(id=keymod.new_key_id(), name=body.name.strip(), key_hash=keymod.hash_key(key),
-                               key_prefix=key[:10], tags=tags, locked_tags=locked,
-                               created_at=datetime.now(UTC))  # fmt: skip
-        gw.ledger.insert_key(rec)
+        rec, key = keys.create_key(gw.ledger, body.name, body.tags, body.lock)
         gw.keys.put(rec)
-        return {"id": rec.id, "key": key, "name": rec.name, "tags": tags}
+        return {"id": rec.id, "key": key, "name": rec.name, "tags": rec.tags}
 
     @api.post(f"{PREFIX}/keys/{{key_id}}/revoke", response_model=KeyOut, tags=["keys"])
     def revoke_key(key_id: str, _: Admin) -> dict[str, Any]:
-        if not gw.ledger.revoke_key(key_id):
-            raise AdminError(404, "not_found", f"no key {key_id!r}")
+        rec = keys.revoke_key(gw.ledger, key_id)
         gw.keys.reload()
-        return next(k.public() for k in gw.ledger.list_keys() if k.id == key_id)
+        return rec.public()
 
-    # --- budgets ---------------------------------------------------------------------------------
+    # --- budgets, limits and rules ------------------------------------------------------------------
     def statuses() -> list[dict[str, Any]]:
         config_names = set(gw.engine.config_budgets)
         return [{**s, "source": "config" if s["name"] in config_names else "api"} for s in gw.engine.status()]
+
+    def listed(kind: Kind) -> list[dict[str, Any]]:
+        config = {r.name for r in gw.definitions.configured(kind)}
+        items = gw.engine.rules if kind == "rule" else gw.engine.limiter.limits
+        return [{**_public(i), "source": "config" if i.name in config else "api"} for i in items]
+
+    def put(kind: Kind, name: str, body: dict[str, Any]) -> None:
+        gw.definitions.put(kind, name, body, by="admin-api")
+        gw.reload_policy()
+
+    def delete(kind: Kind, name: str) -> Response:
+        gw.definitions.delete(kind, name)
+        gw.reload_policy()
+        return Response(status_code=204)
 
     @api.get(f"{PREFIX}/budgets", response_model=BudgetList, tags=["budgets"])
     def list_budgets(_: Admin) -> dict[str, Any]:
@@ -224,57 +224,12 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.put(f"{PREFIX}/budgets/{{name}}", response_model=BudgetStatus, tags=["budgets"])
     def put_budget(name: str, body: BudgetIn, _: Admin) -> dict[str, Any]:
-        from tokenops.policy.config import BudgetConfig
-
-        if name in gw.engine.config_budgets:
-            raise AdminError(409, "defined_in_config", f"budget {name!r} is defined in the config file")
-        definition = {"name": name, **body.model_dump(exclude_none=True, mode="json")}
-        _validated(BudgetConfig, definition, "budget")
-        gw.governance.put_budget(name, definition, by="admin-api")
-        gw.reload_policy()
+        put("budget", name, body.model_dump(exclude_none=True, mode="json"))
         return next(s for s in statuses() if s["name"] == name)
 
     @api.delete(f"{PREFIX}/budgets/{{name}}", status_code=204, response_class=Response, tags=["budgets"])
     def delete_budget(name: str, _: Admin) -> Response:
-        if name in gw.engine.config_budgets:
-            raise AdminError(409, "defined_in_config", f"budget {name!r} is defined in the config file")
-        if not gw.governance.delete_budget(name):
-            raise AdminError(404, "not_found", f"no budget {name!r}")
-        gw.reload_policy()
-        return Response(status_code=204)
-
-    # --- limits and rules -------------------------------------------------------------------------
-    def listed(kind: str) -> list[dict[str, Any]]:
-        config = {r.name for r in (gw.config.rules if kind == "rule" else gw.config.limits)}
-        items = gw.engine.rules if kind == "rule" else gw.engine.limiter.limits
-        return [{**_public(i), "source": "config" if i.name in config else "api"} for i in items]
-
-    def put_policy(kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        from tokenops.policy.config import LimitConfig, RuleConfig, contradictions
-
-        model = RuleConfig if kind == "rule" else LimitConfig
-        configured = gw.config.rules if kind == "rule" else gw.config.limits
-        if any(i.name == name for i in configured):
-            raise AdminError(409, "defined_in_config", f"{kind} {name!r} is defined in the config file")
-        definition = {**body, "name": name}
-        item = _validated(model, definition, kind)
-        if kind == "rule":
-            others = [r for r in gw.engine.rules if r.name != name]
-            problems = contradictions([*others, item])
-            if problems:
-                raise AdminError(400, "invalid_rule", "; ".join(problems))
-        gw.governance.put_policy(kind, name, definition, by="admin-api")
-        gw.reload_policy()
-        return next(i for i in listed(kind) if i["name"] == name)
-
-    def delete_policy(kind: str, name: str) -> Response:
-        configured = gw.config.rules if kind == "rule" else gw.config.limits
-        if any(i.name == name for i in configured):
-            raise AdminError(409, "defined_in_config", f"{kind} {name!r} is defined in the config file")
-        if not gw.governance.delete_policy(kind, name):
-            raise AdminError(404, "not_found", f"no {kind} {name!r}")
-        gw.reload_policy()
-        return Response(status_code=204)
+        return delete("budget", name)
 
     @api.get(f"{PREFIX}/limits", response_model=PolicyList, tags=["policy"])
     def list_limits(_: Admin) -> dict[str, Any]:
@@ -282,11 +237,12 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.put(f"{PREFIX}/limits/{{name}}", response_model=dict[str, Any], tags=["policy"])
     def put_limit(name: str, body: LimitIn, _: Admin) -> dict[str, Any]:
-        return put_policy("limit", name, body.model_dump(exclude_none=True, mode="json"))
+        put("limit", name, body.model_dump(exclude_none=True, mode="json"))
+        return next(i for i in listed("limit") if i["name"] == name)
 
     @api.delete(f"{PREFIX}/limits/{{name}}", status_code=204, response_class=Response, tags=["policy"])
     def delete_limit(name: str, _: Admin) -> Response:
-        return delete_policy("limit", name)
+        return delete("limit", name)
 
     @api.get(f"{PREFIX}/rules", response_model=PolicyList, tags=["policy"])
     def list_rules(_: Admin) -> dict[str, Any]:
@@ -294,11 +250,12 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.put(f"{PREFIX}/rules/{{name}}", response_model=dict[str, Any], tags=["policy"])
     def put_rule(name: str, body: RuleIn, _: Admin) -> dict[str, Any]:
-        return put_policy("rule", name, body.model_dump(exclude_none=True, mode="json"))
+        put("rule", name, body.model_dump(exclude_none=True, mode="json"))
+        return next(i for i in listed("rule") if i["name"] == name)
 
     @api.delete(f"{PREFIX}/rules/{{name}}", status_code=204, response_class=Response, tags=["policy"])
     def delete_rule(name: str, _: Admin) -> Response:
-        return delete_policy("rule", name)
+        return delete("rule", name)
 
     # --- approvals and alerts --------------------------------------------------------------------
     @api.get(f"{PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"])
@@ -307,7 +264,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         status: Annotated[str | None, Query(pattern="^(pending|approved|denied|expired)$")] = None,
     ) -> dict[str, Any]:
         gw.drain_now()
-        return {"approvals": [a.to_public() for a in gw.governance.approvals(status)]}
+        return {"approvals": [a.to_public() for a in approvals.list_approvals(gw.ledger, status)]}
 
     def decide(approval_id: str, approve: bool, body: ApproveIn | None) -> dict[str, Any]:
         gw.drain_now()
@@ -316,19 +273,9 @@ def create_admin_api(gw: Gateway) -> FastAPI:
             try:
                 cap = usd_setting(body.max_usd, what="max_usd")
             except ValueError as exc:
-                raise AdminError(400, "invalid_request", str(exc)) from None
-        until = body.until if body is not None else None
-        if until is not None:
-            try:
-                until = (until if until.tzinfo else until.replace(tzinfo=UTC)).astimezone(UTC)
-            except OverflowError:  # 9999-12-31T23:00-14:00 is after the year 9999 in UTC
-                raise AdminError(400, "invalid_request", "until is outside the years 1 to 9999 in UTC") from None
-        try:
-            decided = gw.governance.decide(approval_id, approve=approve, by=f"admin-api ({getpass.getuser()})",
-                                           until=until, max_usd=cap)  # fmt: skip
-        except UsageError as exc:
-            status = 404 if "no approval request" in str(exc) else 400
-            raise AdminError(status, "not_found" if status == 404 else "invalid_request", str(exc)) from None
+                raise UsageError(str(exc)) from None
+        decided = approvals.decide(gw.ledger, approval_id, approve=approve, by=f"admin-api ({getpass.getuser()})",
+                                   until=body.until if body is not None else None, max_usd=cap)  # fmt: skip
         gw.reload_policy()
         return decided.to_public()
 
@@ -343,7 +290,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
     @api.get(f"{PREFIX}/alerts", response_model=AlertList, tags=["alerts"])
     def list_alerts(_: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
         gw.drain_now()
-        return {"alerts": gw.governance.alerts(limit)}
+        return {"alerts": gw.ledger.alerts(limit)}
 
     # --- spend -----------------------------------------------------------------------------------
     @api.get(f"{PREFIX}/reports/spend", response_model=SpendReportOut, tags=["reports"])
@@ -356,32 +303,17 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         where: Annotated[str, Query(max_length=1000)] = "",
         timezone: Annotated[str, Query(max_length=64)] = "UTC",
     ) -> dict[str, Any]:
-        from tokenops.analytics.breakdown import spend_report
-
         try:
             filters = parse_tags(where, what="where")
         except TagError as exc:
-            raise AdminError(400, "invalid_request", str(exc)) from None
+            raise UsageError(str(exc)) from None
         start, end = parse_time(since, what="since"), parse_time(until, what="until")
         gw.drain_now()
-        with gw.ledger.connect() as conn:
-            report = spend_report(conn, by=[b for b in by.split(",") if b.strip()], since=start, until=end,
-                                  where=filters, timezone=timezone)  # fmt: skip
+        report = reports.spend_report(gw.ledger, by=by.split(","), since=start, until=end, where=filters,
+                                      timezone=timezone)  # fmt: skip
         return report.to_json()
 
     return api
-
-
-def _validated(model: Any, definition: dict[str, Any], what: str) -> Any:
-    """Validate a definition against its config model; a problem is a 400 naming the field."""
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(definition)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or what
-        raise AdminError(400, f"invalid_{what}", f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _json_safe(value: Any) -> Any:

@@ -20,14 +20,14 @@ def list_(
     fmt: FormatOption = Format.table,
 ) -> None:
     """List approval requests, newest first."""
-    from tokenops.ledger.governance import GovernanceStore
+    from tokenops.services.approvals import list_approvals
 
     if status is not None and status not in ("pending", "approved", "denied", "expired"):
         raise UsageError("--status must be pending, approved, denied or expired")
     cfg = load(config)
     ledger = ledger_for(cfg)
     drain(cfg, ledger)  # requests the gateway made a moment ago
-    rows = [a.to_public() for a in GovernanceStore(ledger).approvals(status)]
+    rows = [a.to_public() for a in list_approvals(ledger, status)]
     emit(rows, fmt, title="Approvals", payload={"approvals": rows},
          columns=["id", "status", "reason", "model", "key_id", "requested_at", "decided_by", "until", "max_usd"])  # fmt: skip
 
@@ -36,8 +36,8 @@ def _decide(approval_id: str, approve: bool, until: str | None, max_usd: str | N
             fmt: Format) -> None:  # fmt: skip
     import getpass
 
-    from tokenops.ledger.governance import GovernanceStore
     from tokenops.money import usd_setting
+    from tokenops.services.approvals import decide
 
     cfg = load(config)
     ledger = ledger_for(cfg)
@@ -48,8 +48,8 @@ def _decide(approval_id: str, approve: bool, until: str | None, max_usd: str | N
             cap = usd_setting(max_usd, what="--max-usd")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    decided = GovernanceStore(ledger).decide(approval_id, approve=approve, by=getpass.getuser(),
-                                             until=parse_time(until, what="--until", future=True), max_usd=cap)  # fmt: skip
+    decided = decide(ledger, approval_id, approve=approve, by=getpass.getuser(),
+                     until=parse_time(until, what="--until", future=True), max_usd=cap)  # fmt: skip
     if fmt is Format.json:
         emit([], fmt, payload=decided.to_public())
     else:

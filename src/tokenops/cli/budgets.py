@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import typer
 
 from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
-from tokenops.errors import UsageError
 
 app = typer.Typer(help="Budgets: money or tokens per scope and period, with thresholds and actions.",
                   no_args_is_help=True)  # fmt: skip
@@ -22,18 +21,10 @@ def _threshold(text: str) -> dict[str, Any]:
     return out
 
 
-def _all_budgets(cfg: Any) -> list[Any]:
-    from tokenops.ledger.governance import GovernanceStore
-    from tokenops.policy.config import BudgetConfig
+def _definitions(cfg: Any) -> Any:
+    from tokenops.policy.definitions import Definitions
 
-    ledger = ledger_for(cfg)
-    budgets = {b.name: (b, "config") for b in cfg.budgets}
-    for d in GovernanceStore(ledger).budgets():
-        try:
-            budgets.setdefault(d["name"], (BudgetConfig.model_validate(d), "cli/api"))
-        except ValueError as exc:
-            typer.secho(f"warning: budget {d.get('name')} in the ledger is invalid: {exc}", err=True, fg="yellow")
-    return list(budgets.values())
+    return Definitions.of(ledger_for(cfg), cfg)
 
 
 @app.command("set")
@@ -55,37 +46,20 @@ def set_(
     """Create or replace a budget. A running gateway picks it up within a few seconds."""
     import getpass
 
-    from pydantic import ValidationError
-
-    from tokenops.ledger.governance import GovernanceStore
-    from tokenops.policy.config import BudgetConfig
-
     cfg = load(config)
-    if any(b.name == name for b in cfg.budgets):
-        raise UsageError(f"budget {name!r} is defined in {cfg.source}; change it there")
-    definition: dict[str, Any] = {"name": name, "scope": scope, "period": period, "timezone": timezone,
-                                  "hard": hard, "thresholds": [_threshold(t) for t in threshold or []]}  # fmt: skip
-    if amount_usd is not None:
-        definition["amount_usd"] = amount_usd
-    if amount_tokens is not None:
-        definition["amount_tokens"] = amount_tokens
-    if start is not None:
-        definition["start"] = start
-    if end is not None:
-        definition["end"] = end
-    try:
-        budget = BudgetConfig.model_validate(definition)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "budget"
-        msg = err["msg"].removeprefix("Value error, ")
-        raise UsageError(f"invalid budget ({where}): {msg}") from None
+    definition: dict[str, Any] = {"scope": scope, "period": period, "timezone": timezone, "hard": hard,
+                                  "thresholds": [_threshold(t) for t in threshold or []]}  # fmt: skip
+    for key, value in (("amount_usd", amount_usd), ("amount_tokens", amount_tokens), ("start", start), ("end", end)):
+        if value is not None:
+            definition[key] = value
+    definitions = _definitions(cfg)
+    budget = definitions.validate("budget", name, definition)
     public = budget.to_public()
     stored = {**public, "scope": budget.scope.as_dict(), "amount_usd": amount_usd, "amount_tokens": amount_tokens}
-    stored = {k: v for k, v in stored.items() if k not in ("unit", "amount") and v is not None}
+    stored = {k: v for k, v in stored.items() if k not in ("unit", "amount", "name") and v is not None}
     if budget.custom_window():
         stored["start"], stored["end"] = (d.isoformat() for d in budget.custom_window())  # type: ignore[union-attr]
-    GovernanceStore(ledger_for(cfg)).put_budget(name, stored, by=getpass.getuser())
+    definitions.put("budget", name, stored, by=getpass.getuser())
     if fmt is Format.json:
         emit([], fmt, payload=public)
     else:
@@ -98,7 +72,7 @@ def set_(
 def list_(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None:
     """List budgets from the config file and those set with the CLI/API."""
     cfg = load(config)
-    rows = [{**b.to_public(), "source": src} for b, src in _all_budgets(cfg)]
+    rows = [{**b.to_public(), "source": src} for b, src in _definitions(cfg).all("budget")]
     shown = rows if fmt is Format.json else [
         {**r, "thresholds": " ".join(f"{t['at']:g}:{t['action']}{':' + t['model'] if t.get('model') else ''}"
                                      for t in r["thresholds"])} for r in rows]  # fmt: skip
@@ -112,22 +86,12 @@ def status(config: ConfigOption = None, fmt: FormatOption = Format.table) -> Non
 
     Every budget of the config and the ledger is shown, from the ledger's figures; where this config's gateway
     answers (and proves it serves this ledger), its live figures replace them (calls in flight included)."""
-    from datetime import UTC, datetime
-    from decimal import Decimal
-
-    from tokenops.ledger.governance import GovernanceStore
-    from tokenops.policy.engine import budget_status
-    from tokenops.policy.periods import window
+    from tokenops.services.reports import budget_statuses
 
     cfg = load(config)
     ledger = ledger_for(cfg)
     drain(cfg, ledger)
-    store = GovernanceStore(ledger)
-    now = datetime.now(UTC)
-    rows: dict[str, dict[str, Any]] = {}
-    for b, _src in _all_budgets(cfg):
-        w = window(b.period, b.timezone, now, custom=b.custom_window())
-        rows[b.name] = budget_status(b, w, store.spent(b.scope, w.start, w.end, b.unit), Decimal(0), now)
+    rows = {r["name"]: r for r in budget_statuses(ledger, cfg)}
     rows.update(_live_status(cfg, ledger))
     table_rows = [{**r, "thresholds": " ".join(f"{t['at']:g}:{t['action']}{'✓' if t['reached'] else ''}"
                                                for t in r["thresholds"])} for r in rows.values()]  # fmt: skip
@@ -170,11 +134,5 @@ def _live_status(cfg: Any, ledger: Any) -> dict[str, dict[str, Any]]:
 @app.command("delete")
 def delete(name: Annotated[str, typer.Argument(help="Budget name.")], config: ConfigOption = None) -> None:
     """Delete a budget set with the CLI/API (config-file budgets are changed in the file)."""
-    from tokenops.ledger.governance import GovernanceStore
-
-    cfg = load(config)
-    if any(b.name == name for b in cfg.budgets):
-        raise UsageError(f"budget {name!r} is defined in {cfg.source}; remove it there")
-    if not GovernanceStore(ledger_for(cfg)).delete_budget(name):
-        raise UsageError(f"no budget named {name!r} (see: tokenops budgets list)")
+    _definitions(load(config)).delete("budget", name)
     typer.echo(f"Deleted budget {name}.")

@@ -12,8 +12,6 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from tokenops.errors import UsageError
-
 ConfigOption = Annotated[
     str | None,
     typer.Option("--config", "-c", help="Config file (default: $TOKENOPS_CONFIG, else ./tokenops.yaml).",
@@ -37,11 +35,10 @@ def load(config: str | None) -> Any:
 
 
 def ledger_for(cfg: Any) -> Any:
-    if not cfg.ledger.startswith("duckdb://"):
-        raise UsageError("only the DuckDB ledger is supported in this version (ledger: duckdb:///path)")
-    from tokenops.ledger.duckdb import DuckDBLedger
+    """The ledger the config names (``tokenops.ledger.base.Ledger``)."""
+    from tokenops.ledger import open_ledger
 
-    return DuckDBLedger(cfg.ledger_path())
+    return open_ledger(cfg.ledger, cfg.base_dir)
 
 
 def drain(cfg: Any, ledger: Any) -> None:

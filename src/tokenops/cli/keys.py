@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from tokenops.cli.common import ConfigOption, Format, FormatOption, emit, ledger_for, load
-from tokenops.errors import UsageError
 
 app = typer.Typer(help="Create, list and revoke virtual keys.", no_args_is_help=True)
 
@@ -22,26 +20,11 @@ def create(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Create a key. The key is printed once and stored only as a hash."""
-    from tokenops import keys as keymod
-    from tokenops.tags import TagError, check_name, parse_tags
+    from tokenops.services.keys import create_key
 
-    if not name.strip():
-        raise UsageError("--name must not be empty")
-    try:
-        tag_map = parse_tags(tags, what="--tags")
-        locked = tuple(check_name(n.strip()) for n in lock.split(",") if n.strip())
-    except TagError as exc:
-        raise UsageError(str(exc)) from None
-    missing = [n for n in locked if n not in tag_map]
-    if missing:
-        raise UsageError(f"--lock names {', '.join(missing)}, which --tags does not set")
     cfg = load(config)
-    key = keymod.generate()
-    rec = keymod.KeyRecord(
-        id=keymod.new_key_id(), name=name.strip(), key_hash=keymod.hash_key(key), key_prefix=key[:10],
-        tags=tag_map, locked_tags=locked, created_at=datetime.now(UTC),
-    )  # fmt: skip
-    ledger_for(cfg).insert_key(rec)
+    rec, key = create_key(ledger_for(cfg), name, tags, lock.split(","))
+    tag_map = rec.tags
     if fmt is Format.json:
         emit([], fmt, payload={"id": rec.id, "key": key, "name": rec.name, "tags": tag_map})
     elif fmt is Format.csv:
@@ -61,7 +44,7 @@ def list_(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None
 @app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…)")], config: ConfigOption = None) -> None:
     """Revoke a key: its calls get 401 (a running gateway notices within a few seconds)."""
-    cfg = load(config)
-    if not ledger_for(cfg).revoke_key(key_id):
-        raise UsageError(f"no key with id {key_id!r} (see: tokenops keys list)")
+    from tokenops.services.keys import revoke_key
+
+    revoke_key(ledger_for(load(config)), key_id)
     typer.echo(f"Revoked {key_id}.")

@@ -49,13 +49,9 @@ def list_(
     if unpriced:
         ledger = ledger_for(cfg)
         drain(cfg, ledger)
-        with ledger.connect() as conn:
-            found = conn.execute(
-                "SELECT provider, model_used, count(*), min(ts), max(ts), sum(input_tokens), sum(output_tokens) "
-                "FROM events WHERE cost_usd IS NULL GROUP BY ALL ORDER BY 3 DESC, 1, 2"
-            ).fetchall()
-        rows = [{"provider": p, "model": m, "requests": n, "first_seen": str(a), "last_seen": str(b),
-                 "input_tokens": int(i), "output_tokens": int(o)} for p, m, n, a, b, i, o in found]  # fmt: skip
+        rows = [{"provider": u.provider, "model": u.model, "requests": u.requests,
+                 "first_seen": str(u.first_seen.replace(tzinfo=None)), "last_seen": str(u.last_seen.replace(tzinfo=None)),
+                 "input_tokens": u.input_tokens, "output_tokens": u.output_tokens} for u in ledger.unpriced_models()]  # fmt: skip
         hint = "add a row under prices: in the config for each (see docs/configuration.md)" if rows else None
         emit(rows, fmt, title="Unpriced models", payload={"models": rows},
              columns=["provider", "model", "requests", "input_tokens", "output_tokens", "first_seen", "last_seen"],

@@ -26,7 +26,7 @@ def spend(
     fmt: FormatOption = Format.table,
 ) -> None:
     """Spend grouped by any mix of tags and dimensions, including calls answered a moment ago."""
-    from tokenops.analytics.breakdown import spend_report
+    from tokenops.services.reports import spend_report
     from tokenops.tags import TagError, parse_tags
 
     cfg = load(config)
@@ -39,9 +39,8 @@ def spend(
         raise UsageError("--since must be before --until")
     ledger = ledger_for(cfg)
     drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
-    with ledger.connect() as conn:
-        report = spend_report(conn, by=by.split(",") if by else [], since=start, until=end, where=filters,
-                              timezone=timezone, limit=limit)  # fmt: skip
+    report = spend_report(ledger, by=by.split(",") if by else [], since=start, until=end, where=filters,
+                          timezone=timezone, limit=limit)  # fmt: skip
     payload = report.to_json()
     columns = [*report.by, "requests", "input_tokens", "output_tokens", "cost_usd"]
     footer = f"total: ${payload['total_cost_usd']}"

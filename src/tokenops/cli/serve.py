@@ -20,7 +20,7 @@ def serve(
     """Run the metering gateway (OpenAI and Anthropic compatible) until interrupted."""
     import uvicorn
 
-    from tokenops.gateway.app import create_app
+    from tokenops.app import create_app
 
     cfg = load(config)  # config errors are reported here, before anything starts
     if not cfg.providers:
@@ -39,6 +39,6 @@ def serve(
     if workers > 1:
         if config:
             os.environ["TOKENOPS_CONFIG"] = os.path.abspath(config)
-        uvicorn.run("tokenops.gateway.asgi:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        uvicorn.run("tokenops.app:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(cfg), **common)  # type: ignore[arg-type]

@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from tokenops import keys as keymod
 from tokenops.config import load_config
 from tokenops.errors import UsageError
 
@@ -72,12 +71,13 @@ def _free_port(preferred: int) -> int:
 
 
 def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) -> None:
-    from tokenops.analytics.breakdown import spend_report
+    from tokenops.app import create_app
     from tokenops.demo.traffic import generate
     from tokenops.fakeprovider import create_fake_provider
-    from tokenops.gateway.app import create_app
-    from tokenops.ledger.duckdb import DuckDBLedger
+    from tokenops.ledger import open_ledger
     from tokenops.servers import BackgroundServer
+    from tokenops.services.keys import create_key
+    from tokenops.services.reports import spend_report
 
     console = Console()
     t0 = time.perf_counter()
@@ -95,18 +95,13 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
     cfg_path = home / "tokenops.yaml"
     cfg_path.write_text(CONFIG.format(fake=fake.url, key=PROVIDER_KEY, port=gw_port))
     cfg = load_config(cfg_path)
-    ledger = DuckDBLedger(cfg.ledger_path())
+    ledger = open_ledger(cfg.ledger, cfg.base_dir)
     console.print(f"[bold]TokenOps demo[/bold] in {home}")
     console.print(f"  fake provider (OpenAI + Anthropic wire formats) on {fake.url}")
 
     team_keys: dict[str, tuple[str, str]] = {}
     for team, env in TEAMS.items():
-        key = keymod.generate()
-        rec = keymod.KeyRecord(
-            id=keymod.new_key_id(), name=f"{team}-app", key_hash=keymod.hash_key(key), key_prefix=key[:10],
-            tags={"team": team, "env": env}, locked_tags=("team",), created_at=datetime.now(UTC),
-        )  # fmt: skip
-        ledger.insert_key(rec)
+        rec, key = create_key(ledger, f"{team}-app", {"team": team, "env": env}, ["team"])
         team_keys[team] = (rec.id, key)
     console.print(f"  created keys for teams: {', '.join(team_keys)}")
 
@@ -125,8 +120,7 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
     for note in notes:
         console.print(f"    [yellow]governance[/yellow] {note}")
     gateway.drain_now()
-    with ledger.connect() as conn:
-        report = spend_report(conn, by=["team", "model"], since=None)
+    report = spend_report(ledger, by=["team", "model"])
     payload = report.to_json()
     from rich.table import Table
 

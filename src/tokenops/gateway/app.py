@@ -3,9 +3,10 @@
     request ─► route ─► body (size limit) ─► key ─► JSON checks ─► tags ─► policy ─► cache ─► router
             ─► upstream (relay JSON or stream) ─► meter (price, spool fsync) ─► response
 
-:func:`create_app` takes a :class:`~tokenops.config.Config` and optional injected parts (an httpx transport
-for a fake upstream, a price catalog, a ledger), so tests build exactly the gateway they need in-process.
-Call :meth:`Gateway.start` / :meth:`Gateway.close` (the ASGI lifespan does it under uvicorn).
+:class:`Gateway` takes a :class:`~tokenops.config.Config` and optional injected parts (an httpx transport
+for a fake upstream, a price catalog, a ledger, the admin API's factory), so tests build exactly the gateway
+they need in-process; :func:`tokenops.app.create_app` builds the whole served app (the gateway with its admin
+API). Call :meth:`Gateway.start` / :meth:`Gateway.close` (the ASGI lifespan does it under uvicorn).
 """
 
 from __future__ import annotations
@@ -26,13 +27,23 @@ import httpx
 import orjson
 
 from tokenops.alerts import AlertDispatcher, build_channels
+from tokenops.call import Call
 from tokenops.config import Config
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import validate
-from tokenops.gateway.call import Call
 from tokenops.gateway.client import UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
-from tokenops.gateway.http import Receive, Scope, Send, encode_headers, header_dict, read_body, send_bytes, send_json
+from tokenops.gateway.http import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    encode_headers,
+    header_dict,
+    read_body,
+    send_bytes,
+    send_json,
+)
 from tokenops.gateway.keycache import KeyCache
 from tokenops.gateway.meter import Meter
 from tokenops.gateway.metrics import GatewayMetrics
@@ -44,15 +55,16 @@ from tokenops.gateway.stages.router import RouterStage
 from tokenops.gateway.stages.tags import TagStage
 from tokenops.gateway.upstream import Upstream, call_headers
 from tokenops.gateway.writer import LedgerWriter
-from tokenops.ledger.duckdb import DuckDBLedger
+from tokenops.ledger import open_ledger
+from tokenops.ledger.base import Ledger
 from tokenops.ledger.events import new_request_id
-from tokenops.ledger.governance import GovernanceStore
 from tokenops.ledger.identity import identity_proof
 from tokenops.ledger.spool import REJECTED, Spool, SpoolUnavailable
 from tokenops.ledger.spool import describe as describe_spool
 from tokenops.policy.alerting import BudgetAlerts
 from tokenops.policy.approvals import Approvals
-from tokenops.policy.config import BudgetConfig, LimitConfig, RuleConfig
+from tokenops.policy.config import BudgetConfig
+from tokenops.policy.definitions import Definitions
 from tokenops.policy.engine import PolicyEngine
 from tokenops.policy.periods import Window
 from tokenops.pricing.catalog import PriceCatalog, load_catalog
@@ -90,27 +102,29 @@ class Gateway:
         config: Config,
         *,
         catalog: PriceCatalog | None = None,
-        ledger: DuckDBLedger | None = None,
+        ledger: Ledger | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] | None = None,
+        admin: Callable[[Gateway], ASGIApp] | None = None,
     ):
         self.config = config
         self.clock = clock or (lambda: datetime.now(UTC))
         self.catalog = catalog or load_catalog(tuple(e.to_row(config.source) for e in config.prices))
-        self.ledger = ledger or DuckDBLedger(config.ledger_path())
+        self.ledger = ledger or open_ledger(config.ledger, config.base_dir)
+        self.definitions = Definitions.of(self.ledger, config)
         self.spool_dir = config.spool_path()
         known = {a.name for a in config.models} | {a.model for a in config.models} | {e.model for e in config.prices}
         self.metrics = GatewayMetrics(known, self._row_model)
         self.keys = KeyCache(self.ledger.list_keys)
         self.router = RouterStage(config, self.catalog)
-        self.governance = GovernanceStore(self.ledger)
         self.engine = PolicyEngine(
             budgets=config.budgets, limits=config.limits, rules=config.rules, defaults=config.policy,
             price_of=self._price_of, resolve=self._resolve, approvals=Approvals(), clock=self.clock,
         )  # fmt: skip
         self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
         self.dispatcher: AlertDispatcher | None = None
-        self._admin: Any = None  # the admin API, built on first use (FastAPI is slow to import)
+        self._admin_factory = admin
+        self._admin: ASGIApp | None = None  # the admin API, built on first use (FastAPI is slow to import)
         self.adapters: dict[str, Adapter] = {}
         timeouts: dict[str, tuple[float, float]] = {}
         for name, p in config.providers.items():
@@ -146,29 +160,15 @@ class Gateway:
             return None
 
     def _seed(self, budget: BudgetConfig, w: Window) -> Decimal:
-        return self.governance.spent(budget.scope, w.start, w.end, budget.unit)
+        return self.ledger.spent(budget.scope, w.start, w.end, budget.unit)
 
     def reload_policy(self) -> None:
-        """Budgets defined at run time and approval decisions, from the ledger (writer thread, every few s)."""
-        extra = []
-        for definition in self.governance.budgets():
-            try:
-                extra.append(BudgetConfig.model_validate(definition))
-            except ValueError as exc:
-                log.error("ignoring invalid budget %s in the ledger: %s", definition.get("name"), exc)
-        self.engine.set_budgets(extra, self._seed)
-        self.engine.set_rules(self._policies("rule", RuleConfig))
-        self.engine.set_limits(self._policies("limit", LimitConfig))
-        self.engine.approvals.load(self.governance.approvals(), self.governance.approval_spend())
-
-    def _policies(self, kind: str, model: Any) -> list[Any]:
-        out = []
-        for definition in self.governance.policies(kind):
-            try:
-                out.append(model.model_validate(definition))
-            except ValueError as exc:
-                log.error("ignoring invalid %s %s in the ledger: %s", kind, definition.get("name"), exc)
-        return out
+        """Budgets, limits and rules defined at run time and approval decisions, from the ledger (writer thread,
+        every few s; at once after a change through this gateway's admin API)."""
+        self.engine.set_budgets(self.definitions.stored("budget"), self._seed)
+        self.engine.set_rules(self.definitions.stored("rule"))
+        self.engine.set_limits(self.definitions.stored("limit"))
+        self.engine.approvals.load(self.ledger.approvals(), self.ledger.approval_spend())
 
     def _load_state(self) -> None:
         # What a previous process left in the spool counts towards budgets: drain it before seeding counters.
@@ -178,7 +178,7 @@ class Gateway:
         self.engine.seed_all(self._seed)
         earliest = min((self.engine.window(b, self.clock()).start for b in self.engine.budgets.values()), default=None)
         if earliest is not None and self.engine.alerts is not None:
-            self.engine.alerts.load(self.governance.fired_alerts(earliest))
+            self.engine.alerts.load(self.ledger.fired_alerts(earliest))
 
     def drain_now(self) -> int:
         """Move the spool into the ledger now (so a read sees calls answered a moment ago); blocking."""
@@ -310,13 +310,14 @@ class Gateway:
             self.metrics.writer_restarts.set(self.writer.restarts)
         await send_bytes(send, 200, self.metrics.render(), {}, "text/plain; version=0.0.4; charset=utf-8")
 
-    @property
-    def admin_api(self) -> Any:
+    async def admin_api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The admin API under /v1/admin (and its /openapi.json), when this gateway was given one."""
+        if self._admin is None and self._admin_factory is not None:
+            self._admin = self._admin_factory(self)
         if self._admin is None:
-            from tokenops.api.app import create_admin_api
-
-            self._admin = create_admin_api(self)
-        return self._admin
+            await self._send_error(send, GatewayError(404, "not_found", f"no route {scope['path']}"), "openai")
+            return
+        await self._admin(scope, receive, send)
 
     async def _send_error(
         self, send: Send, err: GatewayError, flavor: str, headers: dict[str, str] | None = None
@@ -479,8 +480,4 @@ def _log_delivery(alert: Any, channel: str, error: str | None) -> None:
         log.warning("alert %s (%s) not delivered to %s: %s", alert.id, alert.budget, channel, error)
 
 
-def create_app(config: Config, **parts: Any) -> Gateway:
-    return Gateway(config, **parts)
-
-
-__all__ = ["Gateway", "create_app", "encode_headers"]
+__all__ = ["Gateway", "encode_headers"]

@@ -24,6 +24,7 @@ from tokenops.errors import GatewayError
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 # RFC 9110 token characters: what a header name may be made of.

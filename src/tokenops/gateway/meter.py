@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
-from tokenops.gateway.call import Call
+from tokenops.call import Call
 from tokenops.gateway.metrics import GatewayMetrics
 from tokenops.ledger.events import SpendEvent, Status
 from tokenops.ledger.spool import Spool, SpoolUnavailable

@@ -29,8 +29,8 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from tokenops.call import Call
 from tokenops.errors import GatewayError, UpstreamError
-from tokenops.gateway.call import Call
 from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
 from tokenops.gateway.http import Receive, Send, encode_headers
 from tokenops.gateway.meter import Meter

@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
+from tokenops.call import Call
 from tokenops.errors import GatewayError
-from tokenops.gateway.call import Call
 from tokenops.tokens import SERVER_TOOL_TURNS, InputShape
 
 MAX_DEPTH = 100

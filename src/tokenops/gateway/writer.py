@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from tokenops.errors import LedgerBusy, LedgerError
+from tokenops.ledger import open_ledger
 from tokenops.ledger import spool as spoolmod
-from tokenops.ledger.duckdb import DuckDBLedger
+from tokenops.ledger.base import Ledger, PriceRows
 
 log = logging.getLogger("tokenops.writer")
 STALL_AFTER = 30.0  # seconds without a completed round before the writer counts as stalled
@@ -77,10 +78,10 @@ class _Cell:
 class LedgerWriter:
     def __init__(
         self,
-        ledger: DuckDBLedger,
+        ledger: Ledger,
         spool_dir: Path,
         *,
-        price_rows: Callable[[str], object] | None = None,
+        price_rows: PriceRows | None = None,
         interval: float = 1.0,
         on_tick: Callable[[], None] | None = None,
         tick_every: float = 2.0,
@@ -121,8 +122,7 @@ class LedgerWriter:
     def _start_child(self) -> None:
         self._child = self._ctx.Process(
             target=_drain_forever, name="tokenops-ledger-writer", daemon=True,
-            args=(str(self.ledger.path), str(self.spool_dir), self.interval, self._extra_rows, os.getpid(),
-                  self.health),
+            args=(self.ledger.url, str(self.spool_dir), self.interval, self._extra_rows, os.getpid(), self.health),
         )  # fmt: skip
         self._child.start()
 
@@ -227,7 +227,7 @@ class LedgerWriter:
             log.error("final drain failed (events stay in the spool for next start): %s", exc)
 
 
-def _drain_forever(ledger_path: str, spool_dir: str, interval: float, extra_rows: tuple[Any, ...], parent: int,
+def _drain_forever(ledger_url: str, spool_dir: str, interval: float, extra_rows: tuple[Any, ...], parent: int,
                    health: _Health) -> None:  # fmt: skip
     """The child process: drain every ``interval`` s until SIGTERM or orphaned."""
     import signal
@@ -238,7 +238,7 @@ def _drain_forever(ledger_path: str, spool_dir: str, interval: float, extra_rows
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the gateway, which then stops us in order
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     catalog = load_catalog(extra_rows)
-    writer = LedgerWriter(DuckDBLedger(Path(ledger_path)), Path(spool_dir), price_rows=catalog.get)
+    writer = LedgerWriter(open_ledger(ledger_url), Path(spool_dir), price_rows=catalog.get)
     writer.health = health
     while not stopping.is_set():
         stopping.wait(min(interval, 0.5))

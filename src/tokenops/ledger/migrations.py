@@ -1,14 +1,17 @@
 """Named, ordered schema migrations, recorded in ``schema_migrations``.
 
-A migration is applied once, in order, inside a transaction with its record. Names never change once
-released; a new schema change is a new entry at the end. The PostgreSQL ledger uses the same names.
+A migration is applied once, in order, inside a transaction with its record, so one interrupted half-way is
+rolled back and applied whole on the next start. Names never change once released; a new schema change is a
+new entry at the end of every dialect's list: each backend has the same names (a test checks it), written in
+its own SQL. :data:`DUCKDB` is the embedded ledger's; the PostgreSQL ledger's list lives with its backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-MIGRATIONS: list[tuple[str, str]] = [
+DUCKDB: list[tuple[str, str]] = [
     (
         "0001_events",
         """
@@ -147,20 +150,24 @@ MIGRATIONS: list[tuple[str, str]] = [
 ]
 
 
-def apply(conn: Any, *, now_sql: str = "now()") -> list[str]:
-    """Apply pending migrations on a DB-API-like connection; returns the names applied."""
+NAMES = tuple(name for name, _ in DUCKDB)
+
+
+def apply(conn: Any, migrations: Sequence[tuple[str, str]] = DUCKDB, *, param: str = "?") -> list[str]:
+    """Apply pending migrations on a DB-API-like connection (``execute`` returning a cursor, transactions by
+    statement); returns the names applied."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations").fetchall()}
     applied = []
-    for name, sql in MIGRATIONS:
+    for name, sql in migrations:
         if name in done:
             continue
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(sql)
-            conn.execute(f"INSERT INTO schema_migrations VALUES (?, {now_sql})", [name])
+            conn.execute(f"INSERT INTO schema_migrations VALUES ({param}, now())", [name])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

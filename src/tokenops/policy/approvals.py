@@ -20,9 +20,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenops.call import Call
 from tokenops.errors import GatewayError
-from tokenops.gateway.call import Call
-from tokenops.ledger.governance import Approval, new_approval_id
+from tokenops.ledger.records import Approval, new_approval_id
 from tokenops.money import format_usd
 from tokenops.policy.state import CounterKey, InMemoryState
 

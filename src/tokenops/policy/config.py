@@ -30,7 +30,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from tokenops.money import usd_setting
 from tokenops.policy.periods import zone
-from tokenops.policy.scopes import Scope
+from tokenops.scopes import Scope
 
 ACTIONS = ("alert", "downgrade", "require_approval", "block")
 SEVERITY = {a: i for i, a in enumerate(ACTIONS)}

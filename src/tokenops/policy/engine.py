@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from tokenops.call import Call
 from tokenops.errors import GatewayError
-from tokenops.gateway.call import Call
 from tokenops.ledger.events import SpendEvent
 from tokenops.money import ZERO, format_usd
 from tokenops.policy.approvals import Approvals, grant_counter
@@ -39,8 +39,8 @@ from tokenops.policy.estimate import (
 )
 from tokenops.policy.limits import RateClaim, RateLimiter
 from tokenops.policy.periods import Window, window
-from tokenops.policy.scopes import ScopeIndex
 from tokenops.policy.state import Claim, CounterKey, InMemoryState
+from tokenops.scopes import ScopeIndex
 
 log = logging.getLogger("tokenops.policy")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from tokenops import money
-from tokenops.gateway.call import Call
+from tokenops.call import Call
 from tokenops.pricing.model import PriceRow
 from tokenops.tokens import estimate_input
 from tokenops.tokens import input_bound as _input_bound

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from tokenops.call import Call
 from tokenops.errors import GatewayError
-from tokenops.gateway.call import Call
 from tokenops.policy.config import LimitConfig
 from tokenops.policy.state import Bucket, RateState
 

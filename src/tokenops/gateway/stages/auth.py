@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tokenops.call import Call
 from tokenops.errors import GatewayError
-from tokenops.gateway.call import Call
 from tokenops.gateway.keycache import KeyCache
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokenops.gateway.call import Call
+from tokenops.call import Call
 
 
 class CacheStage:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from tokenops.gateway.call import Call
+from tokenops.call import Call
 
 
 class Policy(Protocol):

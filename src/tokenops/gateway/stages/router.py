@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from tokenops.call import Call
 from tokenops.config import Config
 from tokenops.errors import GatewayError
-from tokenops.gateway.call import Call
 from tokenops.pricing.catalog import PriceCatalog
 
 

@@ -6,8 +6,8 @@ Bounds: the header is at most 4 KiB and a call carries at most 32 tags (the key'
 
 from __future__ import annotations
 
+from tokenops.call import Call
 from tokenops.errors import GatewayError
-from tokenops.gateway.call import Call
 from tokenops.tags import TagError, TaggingPolicy, check_count, parse_tags, tags_from_metadata
 
 TAGS_HEADER = "x-tokenops-tags"

@@ -1,0 +1,336 @@
+"""The ledger's interface, and what every backend shares: the spool drain, event rows, record checks.
+
+    Ledger (one object per ledger URL; thread-safe; opened with :func:`tokenops.ledger.open_ledger`)
+    ├── writes: append, drain (the spool), keys, budgets/limits/rules defined at run time, approval decisions
+    ├── reads:  events, spend reports, unpriced models, budget sums, approvals, alerts
+    └── meta:   ping, identity_secret, url
+
+Two backends implement it: :mod:`tokenops.ledger.duckdb` (one embedded file, the default) and
+:mod:`tokenops.ledger.postgres` (a PostgreSQL server, for several gateways). Every SQL statement and every
+database driver import of TokenOps lives in those modules; everything above the ledger asks this interface.
+
+**The drain** (:func:`drain_spool`) is the same algorithm on every backend, written once here over a small
+:class:`Session` (one database transaction's worth of primitives): read each segment past its committed
+offset; keep what cannot be an event aside (``rejected.log``, with the reason); insert the rest and move the
+segment's offset in one transaction (a crash at any moment loses nothing and doubles nothing: inserts skip
+request ids the ledger holds); when the database refuses a batch for its data, find the events it refuses
+(each tried alone, rolled back) and commit the others; remove a segment no process appends to once it is all
+in the ledger.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from tokenops.keys import KeyRecord
+from tokenops.ledger import spool as spoolmod
+from tokenops.ledger.events import SpendEvent
+from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
+from tokenops.ledger.reports import ReportQuery, SpendReport, UnpricedModel
+from tokenops.pricing.model import PRICE_FIELDS, PriceRow
+from tokenops.scopes import Scope
+from tokenops.tags import STANDARD_TAGS
+
+log = logging.getLogger("tokenops.ledger")
+
+EVENT_COLUMNS = (
+    "request_id", "ts", "source", "provider", "model_requested", "model_used", "route", "stream",
+    "input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "output_tokens",
+    "reasoning_tokens", "usage_estimated", "cost_usd", "price_row_id", "key_id", "end_user",
+    *STANDARD_TAGS, "tags", "missing_tags", "status", "http_status", "error_code", "latency_ms", "ttft_ms",
+    "cache", "upstream_request_id", "approval_id", "recorded_at",
+)  # fmt: skip
+USAGE_COLUMNS = ("input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+                 "output_tokens", "reasoning_tokens")  # fmt: skip
+PriceRows = Callable[[str], PriceRow | None]
+
+
+class Ledger(Protocol):
+    """What TokenOps asks of a ledger. Times are timezone-aware; money is Decimal."""
+
+    url: str
+
+    # --- writes ---
+    def append(self, events: Sequence[SpendEvent], price_rows: Iterable[PriceRow] = ()) -> int: ...
+    def drain(self, spool_dir: Path, price_rows: PriceRows | None = None, *, timeout: float | None = None,
+              quarantine: bool = True) -> int: ...  # fmt: skip
+    def insert_key(self, rec: KeyRecord) -> None: ...
+    def revoke_key(self, key_id: str) -> bool: ...
+    def put_definition(self, kind: str, name: str, definition: Mapping[str, Any], by: str | None) -> None: ...
+    def delete_definition(self, kind: str, name: str) -> bool: ...
+    def decide_approval(self, approval_id: str, status: ApprovalStatus, *, by: str, at: datetime,
+                        until: datetime | None, max_usd: Decimal | None) -> None: ...  # fmt: skip
+
+    # --- reads ---
+    def list_keys(self) -> list[KeyRecord]: ...
+    def definitions(self, kind: str) -> list[dict[str, Any]]: ...
+    def get_event(self, request_id: str) -> SpendEvent | None: ...
+    def count_events(self) -> int: ...
+    def spend_report(self, query: ReportQuery) -> SpendReport: ...
+    def unpriced_models(self) -> list[UnpricedModel]: ...
+    def spent(self, scope: Scope, start: datetime, end: datetime, unit: str) -> Decimal: ...
+    def approval_spend(self) -> dict[str, Decimal]: ...
+    def approvals(self) -> list[Approval]: ...
+    def fired_alerts(self, since: datetime) -> set[AlertKey]: ...
+    def alerts(self, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    # --- meta ---
+    def ping(self, timeout: float = 0.5) -> None: ...
+    def identity_secret(self) -> str: ...
+
+
+DEFINITION_KINDS = ("budget", "limit", "rule")  # what put_definition stores: validated by the policy layer
+
+
+# --- rows -------------------------------------------------------------------------------------------------
+def naive_utc(dt: datetime | None) -> datetime | None:
+    return None if dt is None else dt.astimezone(UTC).replace(tzinfo=None)
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """A naive UTC timestamp from the database as an aware one (aware ones are taken as they are)."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def parse_ts(value: Any) -> datetime | None:
+    """An ISO string or datetime from a spool record, as naive UTC for a TIMESTAMP column."""
+    if value is None:
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return naive_utc(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
+
+
+def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
+    """One event as column -> value (naive UTC times, tags as a dict, missing tags as a list)."""
+    u = e.usage
+    values = (
+        e.request_id, naive_utc(e.ts), e.source, e.provider, e.model_requested, e.model_used, e.route, e.stream,
+        u.input_tokens, u.cache_read_tokens, u.cache_write_5m_tokens, u.cache_write_1h_tokens, u.output_tokens,
+        u.reasoning_tokens, e.usage_estimated, e.cost_usd, e.price_row_id, e.key_id, e.end_user,
+        *(e.tags.get(t) for t in STANDARD_TAGS), dict(e.tags), list(e.missing_tags), e.status, e.http_status,
+        e.error_code, e.latency_ms, e.ttft_ms, e.cache, e.upstream_request_id, e.approval_id, recorded_at,
+    )  # fmt: skip
+    return dict(zip(EVENT_COLUMNS, values, strict=True))
+
+
+def row_event(row: Sequence[Any]) -> SpendEvent:
+    """A row of EVENT_COLUMNS back into an event."""
+    d = dict(zip(EVENT_COLUMNS, row, strict=True))
+    usage = {k: d.pop(k) for k in USAGE_COLUMNS}
+    for t in STANDARD_TAGS:
+        d.pop(t)
+    d.pop("recorded_at")
+    d["usage"] = usage
+    d["ts"] = aware(d["ts"])
+    tags = d["tags"]
+    d["tags"] = dict(orjson.loads(tags) if isinstance(tags, str | bytes) else tags or {})
+    d["cost_usd"] = None if d["cost_usd"] is None else format(d["cost_usd"], "f")
+    return SpendEvent.from_dict(d)
+
+
+def price_row_json(row: PriceRow) -> str:
+    prices: dict[str, Any] = {n: (None if getattr(row, n) is None else str(getattr(row, n))) for n in PRICE_FIELDS}
+    prices["per_request"] = None if row.per_request is None else str(row.per_request)
+    prices["tiers"] = [
+        {"above_input_tokens": t.above_input_tokens, **{n: (None if getattr(t, n) is None else str(getattr(t, n)))
+                                                         for n in PRICE_FIELDS}}
+        for t in row.tiers
+    ]
+    return orjson.dumps(prices).decode()
+
+
+# --- spool records (alert fired, approval requested) -----------------------------------------------------
+_RECORD_FIELDS = {
+    "alert": ("id", "kind", "budget", "period_start", "message", "fired_at"),
+    "approval": ("id", "reason", "requested_at"),
+}
+
+
+def record_problem(r: dict[str, Any]) -> str | None:
+    """Why a spool record cannot be applied, or None."""
+    kind = r.get("record")
+    required = _RECORD_FIELDS.get(kind) if isinstance(kind, str) else None
+    if required is None:
+        return f"unknown spool record {kind!r}"
+    for name in required:
+        if not isinstance(r.get(name), str):
+            return f"{kind} record without a text {name!r}"
+    for name in ("key_id", "model"):
+        if r.get(name) is not None and not isinstance(r[name], str):
+            return f"{kind} record with a {name!r} that is not text"
+    threshold = r.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+        return f"{kind} record with a threshold that is not a number"
+    for name in ("period_start", "fired_at", "requested_at"):
+        if name in r:
+            try:
+                parse_ts(r[name])
+            except (ValueError, TypeError):
+                return f"{kind} record with an invalid {name!r}"
+    return None
+
+
+def quarantine(spool_dir: Path, segment: str, bad: list[tuple[bytes, str]]) -> None:
+    """Keep lines the ledger cannot take in ``rejected.log`` (one JSON object a line), and say so in the log."""
+    path = spool_dir / spoolmod.REJECTED
+    now = datetime.now(UTC).isoformat()
+    with open(path, "ab") as fh:
+        for line, reason in bad:
+            log.error("spool %s: a line the ledger cannot take is kept in %s: %s", segment, path, reason)
+            fh.write(orjson.dumps({"at": now, "segment": segment, "reason": reason,
+                                   "line": line.decode("utf-8", "backslashreplace")}) + b"\n")  # fmt: skip
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# --- the drain --------------------------------------------------------------------------------------------
+class Session(Protocol):
+    """One open database connection's primitives for the drain (see :func:`drain_spool`)."""
+
+    def progress(self) -> dict[str, int]: ...
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def probe(self) -> contextlib.AbstractContextManager[None]: ...  # a transaction that is always rolled back
+    def known_price_rows(self, ids: list[str]) -> set[str]: ...
+    def record_price_rows(self, rows: Iterable[PriceRow]) -> None: ...
+    def insert_events(self, events: Sequence[SpendEvent]) -> int: ...
+    def apply_record(self, record: dict[str, Any]) -> None: ...
+    def set_progress(self, segment: str, offset: int) -> None: ...
+    def forget_progress(self, segments: list[str]) -> None: ...
+
+
+def drain_spool(session: Session, spool_dir: Path, price_rows: PriceRows | None, refused: tuple[type[BaseException], ...],
+                quarantine_bad: bool = True) -> int:  # fmt: skip
+    """Move everything in the spool into the ledger through ``session``; returns the events inserted.
+
+    ``refused``: the backend's exceptions that mean "the database will not take this data" (as opposed to
+    "the database is not working"), which send the events of a batch to be tried one by one.
+    """
+    found = spoolmod.segments(spool_dir)
+    if not found:
+        return 0
+    inserted = 0
+    progress = session.progress()
+    for seg in spoolmod.pending(spool_dir, progress):
+        if seg.lines:
+            inserted += _drain_segment(session, spool_dir, seg, price_rows, refused, quarantine_bad)
+        if not seg.live:
+            _retire(session, spool_dir, seg, quarantine_bad)
+    names = {p.name for p in found}
+    gone = [name for name in progress if name not in names]
+    if gone:  # segments deleted by hand, or rewritten by a spool that found its segment deleted
+        session.forget_progress(gone)
+    return inserted
+
+
+def _drain_segment(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead, price_rows: PriceRows | None,
+                   refused: tuple[type[BaseException], ...], quarantine_bad: bool) -> int:  # fmt: skip
+    events: list[SpendEvent] = []
+    lines: dict[str, bytes] = {}  # request id -> its line, to quarantine an event the database refuses
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[bytes, str]] = []
+    for line in seg.lines:
+        try:
+            obj = orjson.loads(line)
+            if isinstance(obj, dict) and "record" in obj:
+                problem = record_problem(obj)
+                if problem:
+                    raise ValueError(problem)
+                records.append(obj)
+                continue
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            event = SpendEvent.from_dict(obj)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            bad.append((line, f"unreadable: {exc}"))
+            continue
+        problems = event.problems()
+        if problems:
+            bad.append((line, "; ".join(problems)))
+            continue
+        events.append(event)
+        lines[event.request_id] = line
+    try:
+        return _commit(session, spool_dir, seg, events, records, price_rows, bad, quarantine_bad)
+    except refused as exc:
+        log.error("spool %s: the ledger refused a batch (%s); looking for the events it refuses", seg.name, exc)
+    good, good_records = [], []
+    for event in events:
+        if not _refuses(session, lambda e=event: session.insert_events([e]), lines[event.request_id], bad, refused):
+            good.append(event)
+    for record in records:
+        if not _refuses(session, lambda r=record: session.apply_record(r), orjson.dumps(record), bad, refused):
+            good_records.append(record)
+    return _commit(session, spool_dir, seg, good, good_records, price_rows, bad, quarantine_bad)
+
+
+def _refuses(session: Session, write: Callable[[], object], line: bytes, bad: list[tuple[bytes, str]],
+             refused: tuple[type[BaseException], ...]) -> bool:  # fmt: skip
+    """Try one write in a transaction that is rolled back; a refusal is noted in ``bad``."""
+    try:
+        with session.probe():
+            write()
+    except refused as exc:
+        bad.append((line, f"refused by the ledger: {exc}"))
+        return True
+    return False
+
+
+def _commit(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead, events: list[SpendEvent],
+            records: list[dict[str, Any]], price_rows: PriceRows | None, bad: list[tuple[bytes, str]],
+            quarantine_bad: bool) -> int:  # fmt: skip
+    with session.transaction():
+        used = sorted({e.price_row_id for e in events if e.price_row_id})
+        if price_rows is not None and used:
+            missing = set(used) - session.known_price_rows(used)
+            session.record_price_rows(r for r in (price_rows(i) for i in sorted(missing)) if r is not None)
+        n = session.insert_events(events)
+        for record in records:
+            session.apply_record(record)
+        session.set_progress(seg.name, seg.end)
+        if bad and quarantine_bad:
+            # before the commit that moves past them: a crash in between keeps them twice, never zero times
+            quarantine(spool_dir, seg.name, bad)
+    return n
+
+
+def _retire(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead, quarantine_bad: bool) -> None:
+    """Remove a segment no process appends to any more, once the ledger holds all of it."""
+    path = spool_dir / seg.name
+    try:
+        tail = spoolmod.read_tail(path, seg.end)
+    except FileNotFoundError:
+        return
+    valid_rest = tail if seg.valid is None else tail[: max(0, seg.valid - seg.end)]
+    if b"\n" in valid_rest:
+        return  # more complete lines than one pass reads: the next drain takes them
+    if seg.valid is not None and len(tail) > len(valid_rest):
+        void = tail[len(valid_rest):]
+        log.warning("spool %s: %d bytes past its valid part were written by a write that failed (their calls "
+                    "were answered 503); kept in %s", seg.name, len(void), spool_dir / spoolmod.REJECTED)  # fmt: skip
+        if quarantine_bad:
+            quarantine(spool_dir, seg.name, [(void, "written by a write that failed: its calls were answered 503 "
+                                                    "and are recorded from the spool's retry")])  # fmt: skip
+        tail = valid_rest
+    if tail:
+        log.warning("spool %s: its writer died mid-line; the %d-byte torn line (a call never answered) is kept in "
+                    "%s", seg.name, len(tail), spool_dir / spoolmod.REJECTED)  # fmt: skip
+        if quarantine_bad:
+            quarantine(spool_dir, seg.name, [(tail, "torn last line of a dead segment: its call was never answered")])
+    path.unlink(missing_ok=True)
+    session.forget_progress([seg.name])
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    yield
