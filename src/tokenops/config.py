@@ -139,9 +139,19 @@ class GatewayConfig(_Model):
     metrics_key: AccessKey | None = None  # when set, GET /metrics needs it (or the admin key) as a bearer key
 
 
+class StateOptions(_Model):
+    """How the gateways share live state through ``state: redis://…`` (ignored with ``state: memory``)."""
+
+    prefix: str = Field("tokenops", pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")  # every Redis key starts with it
+    when_unavailable: Literal["fail_closed", "fail_open"] = "fail_closed"
+    reservation_ttl: float = Field(3600.0, gt=0, le=7 * 86400)  # a reservation never settled lapses after this
+    timeout: float = Field(1.0, gt=0, le=60)  # seconds for one state operation before it counts as unavailable
+
+
 class Config(_Model):
     ledger: str = "duckdb:///./tokenops.duckdb"
     state: str = "memory"
+    state_options: StateOptions = StateOptions()
     providers: dict[str, ProviderConfig] = {}
     models: list[ModelAlias] = []
     prices: list[PriceEntry] = []

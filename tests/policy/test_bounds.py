@@ -117,7 +117,7 @@ async def test_an_approval_grant_cap_holds_under_concurrency(make_gateway: Any) 
     approval = r.headers["x-tokenops-approval-id"]
     h.flush()
     decide(h.ledger, approval, approve=True, by="test", max_usd=Decimal("0.01"))
-    h.gateway.reload_policy()
+    await h.gateway.reload_policy()
     rs = await burst(h, body, 30)
     assert sum(r.status_code == 200 for r in rs) >= 1
     assert {r.json()["error"]["code"] for r in rs if r.status_code != 200} <= {"budget_exceeded", "approval_required"}

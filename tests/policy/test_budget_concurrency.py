@@ -48,8 +48,7 @@ budgets:
     one_call_max = max_cost(row, 400, 40)
     assert spent <= BUDGET + one_call_max, f"overshoot {spent - BUDGET} > one call's max {one_call_max}"
     assert spent >= BUDGET, "a hard budget refuses calls only once it is used up"
-    counter = h.gateway.engine.state.counter(("search-hard", h.gateway.engine.window(
-        h.gateway.engine.budgets["search-hard"], h.gateway.clock()).key))  # fmt: skip
+    counter = await h.gateway.engine.counter("search-hard")
     assert counter.reserved == 0 and counter.spent == spent  # every reservation settled, no count lost
     overshoot = max(Decimal(0), spent - BUDGET)
     print(f"\nrun {run}: {ok} admitted, {len(blocked)} blocked, spent {spent} of {BUDGET}, "

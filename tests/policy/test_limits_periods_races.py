@@ -68,7 +68,7 @@ budgets:
     now[0] = datetime(2026, 3, 28, 23, 0, 0, tzinfo=UTC)  # 00:00 Berlin: a new day (23 hours long)
     r = await h.client.post(CHAT, json=body("gpt-4o", input=100, output=10), headers=h.auth())
     assert r.status_code == 200
-    status = {s["name"]: s for s in h.gateway.engine.status(now[0])}["daily"]
+    status = {s["name"]: s for s in await h.gateway.engine.status(now[0])}["daily"]
     assert status["period_end"] == "2026-03-29T22:00:00+00:00"  # 00:00 CEST after the switch
 
 
@@ -76,7 +76,7 @@ async def test_budget_change_racing_with_traffic_loses_no_count(make_gateway) ->
     h = await make_gateway(key_tags={"team": "search"})
     defs = h.gateway.definitions
     defs.put("budget", "live", {"scope": {"team": "search"}, "amount_usd": "100", "period": "month"}, by="test")
-    await asyncio.to_thread(h.gateway.reload_policy)
+    await h.gateway.reload_policy()
 
     async def traffic() -> None:
         await asyncio.gather(*(h.client.post(CHAT, json=body(input=1000, output=100), headers=h.auth())
@@ -86,14 +86,14 @@ async def test_budget_change_racing_with_traffic_loses_no_count(make_gateway) ->
         for amount in ("90", "80", "70", "60"):
             defs.put("budget", "live", {"scope": {"team": "search"}, "amount_usd": amount, "period": "month"},
                      by="test")  # fmt: skip
-            await asyncio.to_thread(h.gateway.reload_policy)
+            await h.gateway.reload_policy()
             await asyncio.sleep(0)
 
     await asyncio.gather(traffic(), changes())
     engine = h.gateway.engine
     b = engine.budgets["live"]
     assert b.amount == Decimal("60")
-    counter = engine.state.counter(("live", engine.window(b, h.gateway.clock()).key))
+    counter = await engine.counter("live")
     h.flush()
     assert counter.reserved == 0
     assert counter.spent == h.ledger.spent(b.scope, *_window(engine, b, h), "usd")

@@ -9,6 +9,7 @@ on the same ledger within their refresh interval). Errors use the OpenAI error s
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import math
 import threading
@@ -200,62 +201,62 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         return rec.public()
 
     # --- budgets, limits and rules ------------------------------------------------------------------
-    def statuses() -> list[dict[str, Any]]:
+    async def statuses() -> list[dict[str, Any]]:
         config_names = set(gw.engine.config_budgets)
-        return [{**s, "source": "config" if s["name"] in config_names else "api"} for s in gw.engine.status()]
+        return [{**s, "source": "config" if s["name"] in config_names else "api"} for s in await gw.engine.status()]
 
     def listed(kind: Kind) -> list[dict[str, Any]]:
         config = {r.name for r in gw.definitions.configured(kind)}
         items = gw.engine.rules if kind == "rule" else gw.engine.limiter.limits
         return [{**_public(i), "source": "config" if i.name in config else "api"} for i in items]
 
-    def put(kind: Kind, name: str, body: dict[str, Any]) -> None:
-        gw.definitions.put(kind, name, body, by="admin-api")
-        gw.reload_policy()
+    async def put(kind: Kind, name: str, body: dict[str, Any]) -> None:
+        await asyncio.to_thread(gw.definitions.put, kind, name, body, "admin-api")
+        await gw.reload_policy()
 
-    def delete(kind: Kind, name: str) -> Response:
-        gw.definitions.delete(kind, name)
-        gw.reload_policy()
+    async def delete(kind: Kind, name: str) -> Response:
+        await asyncio.to_thread(gw.definitions.delete, kind, name)
+        await gw.reload_policy()
         return Response(status_code=204)
 
     @api.get(f"{PREFIX}/budgets", response_model=BudgetList, tags=["budgets"])
-    def list_budgets(_: Admin) -> dict[str, Any]:
-        return {"budgets": statuses()}
+    async def list_budgets(_: Admin) -> dict[str, Any]:
+        return {"budgets": await statuses()}
 
     @api.put(f"{PREFIX}/budgets/{{name}}", response_model=BudgetStatus, tags=["budgets"])
-    def put_budget(name: str, body: BudgetIn, _: Admin) -> dict[str, Any]:
-        put("budget", name, body.model_dump(exclude_none=True, mode="json"))
-        return next(s for s in statuses() if s["name"] == name)
+    async def put_budget(name: str, body: BudgetIn, _: Admin) -> dict[str, Any]:
+        await put("budget", name, body.model_dump(exclude_none=True, mode="json"))
+        return next(s for s in await statuses() if s["name"] == name)
 
     @api.delete(f"{PREFIX}/budgets/{{name}}", status_code=204, response_class=Response, tags=["budgets"])
-    def delete_budget(name: str, _: Admin) -> Response:
-        return delete("budget", name)
+    async def delete_budget(name: str, _: Admin) -> Response:
+        return await delete("budget", name)
 
     @api.get(f"{PREFIX}/limits", response_model=PolicyList, tags=["policy"])
     def list_limits(_: Admin) -> dict[str, Any]:
         return {"items": listed("limit")}
 
     @api.put(f"{PREFIX}/limits/{{name}}", response_model=dict[str, Any], tags=["policy"])
-    def put_limit(name: str, body: LimitIn, _: Admin) -> dict[str, Any]:
-        put("limit", name, body.model_dump(exclude_none=True, mode="json"))
+    async def put_limit(name: str, body: LimitIn, _: Admin) -> dict[str, Any]:
+        await put("limit", name, body.model_dump(exclude_none=True, mode="json"))
         return next(i for i in listed("limit") if i["name"] == name)
 
     @api.delete(f"{PREFIX}/limits/{{name}}", status_code=204, response_class=Response, tags=["policy"])
-    def delete_limit(name: str, _: Admin) -> Response:
-        return delete("limit", name)
+    async def delete_limit(name: str, _: Admin) -> Response:
+        return await delete("limit", name)
 
     @api.get(f"{PREFIX}/rules", response_model=PolicyList, tags=["policy"])
     def list_rules(_: Admin) -> dict[str, Any]:
         return {"items": listed("rule")}
 
     @api.put(f"{PREFIX}/rules/{{name}}", response_model=dict[str, Any], tags=["policy"])
-    def put_rule(name: str, body: RuleIn, _: Admin) -> dict[str, Any]:
-        put("rule", name, body.model_dump(exclude_none=True, mode="json"))
+    async def put_rule(name: str, body: RuleIn, _: Admin) -> dict[str, Any]:
+        await put("rule", name, body.model_dump(exclude_none=True, mode="json"))
         return next(i for i in listed("rule") if i["name"] == name)
 
     @api.delete(f"{PREFIX}/rules/{{name}}", status_code=204, response_class=Response, tags=["policy"])
-    def delete_rule(name: str, _: Admin) -> Response:
-        return delete("rule", name)
+    async def delete_rule(name: str, _: Admin) -> Response:
+        return await delete("rule", name)
 
     # --- approvals and alerts --------------------------------------------------------------------
     @api.get(f"{PREFIX}/approvals", response_model=ApprovalList, tags=["approvals"])
@@ -266,26 +267,27 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         gw.drain_now()
         return {"approvals": [a.to_public() for a in approvals.list_approvals(gw.ledger, status)]}
 
-    def decide(approval_id: str, approve: bool, body: ApproveIn | None) -> dict[str, Any]:
-        gw.drain_now()
+    async def decide(approval_id: str, approve: bool, body: ApproveIn | None) -> dict[str, Any]:
+        await asyncio.to_thread(gw.drain_now)
         cap = None
         if body is not None and body.max_usd is not None:
             try:
                 cap = usd_setting(body.max_usd, what="max_usd")
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
-        decided = approvals.decide(gw.ledger, approval_id, approve=approve, by=f"admin-api ({getpass.getuser()})",
-                                   until=body.until if body is not None else None, max_usd=cap)  # fmt: skip
-        gw.reload_policy()
+        decided = await asyncio.to_thread(
+            approvals.decide, gw.ledger, approval_id, approve=approve, by=f"admin-api ({getpass.getuser()})",
+            until=body.until if body is not None else None, max_usd=cap)  # fmt: skip
+        await gw.reload_policy()
         return decided.to_public()
 
     @api.post(f"{PREFIX}/approvals/{{approval_id}}/approve", response_model=ApprovalOut, tags=["approvals"])
-    def approve(approval_id: str, _: Admin, body: ApproveIn | None = None) -> dict[str, Any]:
-        return decide(approval_id, True, body)
+    async def approve(approval_id: str, _: Admin, body: ApproveIn | None = None) -> dict[str, Any]:
+        return await decide(approval_id, True, body)
 
     @api.post(f"{PREFIX}/approvals/{{approval_id}}/deny", response_model=ApprovalOut, tags=["approvals"])
-    def deny(approval_id: str, _: Admin) -> dict[str, Any]:
-        return decide(approval_id, False, None)
+    async def deny(approval_id: str, _: Admin) -> dict[str, Any]:
+        return await decide(approval_id, False, None)
 
     @api.get(f"{PREFIX}/alerts", response_model=AlertList, tags=["alerts"])
     def list_alerts(_: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:

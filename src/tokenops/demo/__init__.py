@@ -7,6 +7,7 @@ cache, an unpriced model), prints a spend report and leaves the gateway running 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import socket
@@ -136,7 +137,7 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
     budgets = Table(title="Budgets this month (live, from the gateway)")
     for col in ("budget", "spent", "remaining", "forecast at month end", "thresholds reached"):
         budgets.add_column(col, justify="left" if col in ("budget", "thresholds reached") else "right")
-    for st in gateway.engine.status():
+    for st in asyncio.run(gateway.engine.status()):  # memory state: no loop of its own needed
         reached = ", ".join(f"{t['at']:g} {t['action']}" for t in st["thresholds"] if t["reached"]) or "-"
         budgets.add_row(st["name"], f"${st['spent']}", f"${st['remaining']}", f"${st['forecast_at_period_end']}", reached)
     console.print(budgets)

@@ -12,6 +12,7 @@ API). Call :meth:`Gateway.start` / :meth:`Gateway.close` (the ASGI lifespan does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -67,6 +68,7 @@ from tokenops.policy.config import BudgetConfig
 from tokenops.policy.definitions import Definitions
 from tokenops.policy.engine import PolicyEngine
 from tokenops.policy.periods import Window
+from tokenops.policy.state import PolicyState, StateUnavailable, open_state
 from tokenops.pricing.catalog import PriceCatalog, load_catalog
 
 log = logging.getLogger("tokenops.gateway")
@@ -106,6 +108,7 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] | None = None,
         admin: Callable[[Gateway], ASGIApp] | None = None,
+        state: PolicyState | None = None,
     ):
         self.config = config
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -117,10 +120,13 @@ class Gateway:
         self.metrics = GatewayMetrics(known, self._row_model)
         self.keys = KeyCache(self.ledger.list_keys)
         self.router = RouterStage(config, self.catalog)
+        self.state = state or open_state(config.state, config.state_options)
         self.engine = PolicyEngine(
             budgets=config.budgets, limits=config.limits, rules=config.rules, defaults=config.policy,
-            price_of=self._price_of, resolve=self._resolve, approvals=Approvals(), clock=self.clock,
+            price_of=self._price_of, resolve=self._resolve, approvals=Approvals(state=self.state), clock=self.clock,
+            state=self.state, reservation_ttl=config.state_options.reservation_ttl,
         )  # fmt: skip
+        self._ticker: asyncio.Task[None] | None = None
         self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
         self.dispatcher: AlertDispatcher | None = None
         self._admin_factory = admin
@@ -159,26 +165,32 @@ class Gateway:
         except GatewayError:
             return None
 
-    def _seed(self, budget: BudgetConfig, w: Window) -> Decimal:
-        return self.ledger.spent(budget.scope, w.start, w.end, budget.unit)
+    async def _seed(self, budget: BudgetConfig, w: Window) -> Decimal:
+        return await asyncio.to_thread(self.ledger.spent, budget.scope, w.start, w.end, budget.unit)
 
-    def reload_policy(self) -> None:
-        """Budgets, limits and rules defined at run time and approval decisions, from the ledger (writer thread,
-        every few s; at once after a change through this gateway's admin API)."""
-        self.engine.set_budgets(self.definitions.stored("budget"), self._seed)
-        self.engine.set_rules(self.definitions.stored("rule"))
-        self.engine.set_limits(self.definitions.stored("limit"))
-        self.engine.approvals.load(self.ledger.approvals(), self.ledger.approval_spend())
+    def _read_policy(self) -> tuple[Any, ...]:
+        d = self.definitions
+        return d.stored("budget"), d.stored("rule"), d.stored("limit"), self.ledger.approvals(), \
+            self.ledger.approval_spend()  # fmt: skip
 
-    def _load_state(self) -> None:
+    async def reload_policy(self) -> None:
+        """Budgets, limits and rules defined at run time and approval decisions, from the ledger (every
+        ``gateway.key_refresh`` s; at once after a change through this gateway's admin API)."""
+        budgets, rules, limits, approvals, spend = await asyncio.to_thread(self._read_policy)
+        await self.engine.set_budgets(budgets, self._seed)
+        self.engine.set_rules(rules)
+        self.engine.set_limits(limits)
+        await self.engine.approvals.load(approvals, spend)
+
+    async def _load_state(self) -> None:
         # What a previous process left in the spool counts towards budgets: drain it before seeding counters.
-        self.drain_now()
-        self.keys.reload()
-        self.reload_policy()
-        self.engine.seed_all(self._seed)
+        await asyncio.to_thread(self.drain_now)
+        await asyncio.to_thread(self.keys.reload)
+        await self.reload_policy()
+        await self.engine.seed_all(self._seed)
         earliest = min((self.engine.window(b, self.clock()).start for b in self.engine.budgets.values()), default=None)
         if earliest is not None and self.engine.alerts is not None:
-            self.engine.alerts.load(self.ledger.fired_alerts(earliest))
+            self.engine.alerts.load(await asyncio.to_thread(self.ledger.fired_alerts, earliest))
 
     def drain_now(self) -> int:
         """Move the spool into the ledger now (so a read sees calls answered a moment ago); blocking."""
@@ -188,20 +200,31 @@ class Gateway:
         admin = self.config.admin_key
         return bool(key and admin and hmac.compare_digest(key.encode(), admin.get_secret_value().encode()))
 
-    def _tick(self) -> None:
+    def _tick_io(self) -> None:
         if self.spool is not None:
             self.spool.heal()  # a deleted spool folder is made again within a tick, traffic or not
         self.keys.reload()
-        self.reload_policy()
-        self.engine.prune()
+
+    async def _tick_forever(self) -> None:
+        """Every ``gateway.key_refresh`` s: heal the spool, reload keys and policy, prune memory."""
+        while True:
+            await asyncio.sleep(self.config.gateway.key_refresh)
+            try:
+                await asyncio.to_thread(self._tick_io)
+                await self.reload_policy()
+                self.engine.prune()
+            except LedgerBusy:
+                pass  # another process has the ledger; next tick
+            except (LedgerError, StateUnavailable) as exc:
+                log.warning("gateway tick: %s", exc)
 
     async def start(self) -> None:
         if self.started:
             return
         self.dispatcher = AlertDispatcher(build_channels(self.config.alerts), recorder=_log_delivery,
                                           queue_size=self.config.alerts.queue_size)  # fmt: skip
-        self.engine.alerts = BudgetAlerts(self.dispatcher.submit, None)
-        await asyncio.to_thread(self._load_state)
+        self.engine.alerts = BudgetAlerts(self.dispatcher.submit, None, self.state)
+        await self._load_state()
         self.client = make_client(self._transport)  # aiohttp, unless a test injected an httpx transport
         self.spool = Spool(self.spool_dir)
         self.engine.alerts.record = self.spool.append_record
@@ -215,12 +238,11 @@ class Gateway:
             self.spool_dir,
             price_rows=self.catalog.get,
             interval=self.config.gateway.writer_interval,
-            on_tick=self._tick,
-            tick_every=self.config.gateway.key_refresh,
             mode=self.config.gateway.writer,
             price_rows_list=tuple(e.to_row(self.config.source) for e in self.config.prices),
         )
         self.writer.start()
+        self._ticker = asyncio.create_task(self._tick_forever())
         self.started = True
 
     async def close(self) -> None:
@@ -228,11 +250,20 @@ class Gateway:
             return
         self.started = False
         assert self.client and self.spool and self.writer
+        if self._ticker is not None:
+            ticker, self._ticker = self._ticker, None
+            if ticker.get_loop() is asyncio.get_running_loop():
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            else:  # started in another loop (a test that starts the gateway, then serves it with uvicorn)
+                ticker.get_loop().call_soon_threadsafe(ticker.cancel)
         await self.client.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.close()
         self.spool.close()  # first, so the final drain sees the segment as finished and can remove it
         await asyncio.to_thread(self.writer.stop)
+        await self.state.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -361,7 +392,7 @@ class Gateway:
                 bug = GatewayError(500, "internal_error", f"internal gateway error (request {call.request_id})")
                 await self._reject(call, bug, send)
         finally:
-            self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
+            await self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
 
     async def _reject(self, call: Call, err: GatewayError, send: Send) -> None:
         """Answer a call with an error in its route's shape, recording it once (a call refused before any

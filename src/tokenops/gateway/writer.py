@@ -2,8 +2,7 @@
 
 It only opens the ledger when there is something to do, gives up at once when another process holds the file
 (it tries again next round: the spool keeps everything meanwhile) and closes it after each round, so that a
-``tokenops report`` in another terminal gets its turn. A thread also reloads keys and policy now and then, so
-changes made by another process take effect.
+``tokenops report`` in another terminal gets its turn.
 
 By default (``gateway.writer: process``) the drains run in a child process: turning a batch of spool lines
 into ledger rows is Python work that would otherwise hold the gateway's GIL for tens of milliseconds every
@@ -24,7 +23,6 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +81,6 @@ class LedgerWriter:
         *,
         price_rows: PriceRows | None = None,
         interval: float = 1.0,
-        on_tick: Callable[[], None] | None = None,
-        tick_every: float = 2.0,
         mode: str = "thread",
         price_rows_list: tuple[Any, ...] = (),
     ):
@@ -92,8 +88,6 @@ class LedgerWriter:
         self.spool_dir = spool_dir
         self.price_rows = price_rows
         self.interval = interval
-        self.on_tick = on_tick
-        self.tick_every = tick_every
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -189,22 +183,13 @@ class LedgerWriter:
         self.health.beat()
 
     def _run(self) -> None:
-        last_tick = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(self.interval if self.mode == "thread" else min(self.interval, self.tick_every, 1.0))
+            self._wake.wait(self.interval if self.mode == "thread" else min(self.interval, 1.0))
             self._wake.clear()
             if self.mode == "thread":
                 self.round()
             else:
                 self._supervise()
-            if self.on_tick and time.monotonic() - last_tick >= self.tick_every:
-                last_tick = time.monotonic()
-                try:
-                    self.on_tick()
-                except LedgerBusy:
-                    pass
-                except LedgerError as exc:
-                    log.warning("ledger writer tick: %s", exc)
 
     def stop(self, *, final_timeout: float = 10.0) -> None:
         self._stop.set()

@@ -19,7 +19,7 @@ from tokenops.ledger.spool import SpoolUnavailable
 from tokenops.money import format_usd
 from tokenops.policy.config import BudgetConfig
 from tokenops.policy.periods import Window, zone
-from tokenops.policy.state import Counter
+from tokenops.policy.state import Counter, InMemoryState, PolicyState
 
 FORECAST_MIN_ELAPSED = 0.1  # no run-rate projection from the first tenth of a period: too noisy
 FORECAST_EVERY = 60.0  # seconds between projections of one budget
@@ -33,10 +33,16 @@ def _amount(b: BudgetConfig, value: Decimal) -> str:
 
 
 class BudgetAlerts:
+    """Fires each alert once per budget, period and threshold, across every gateway that shares the state:
+    ``fired`` (loaded from the ledger, and what this process fired) answers fast; the state's once-only claim
+    decides when two gateways cross the same threshold at once."""
+
     def __init__(self, submit: Callable[[Alert], None] | None,
-                 record: Callable[[dict[str, Any]], Awaitable[None]] | None):  # fmt: skip
+                 record: Callable[[dict[str, Any]], Awaitable[None]] | None,
+                 state: PolicyState | None = None):  # fmt: skip
         self.submit = submit
         self.record = record
+        self.state: PolicyState = state or InMemoryState()
         self.fired: set[tuple[str, str, str, float | None]] = set()
         self._projected: dict[tuple[str, str], datetime] = {}
 
@@ -49,9 +55,13 @@ class BudgetAlerts:
         if key in self.fired:
             return
         self.fired.add(key)
+        me = new_alert_id()
+        ttl = max(60.0, (w.end - now).total_seconds() + 86_400)
+        if await self.state.claim("alert:" + "|".join(map(str, key)), me, ttl) != me:
+            return  # another gateway fired it
         tz = zone(b.timezone)  # the period as the budget's owner reads it (a Berlin month, not a UTC one)
         alert = Alert(
-            id=new_alert_id(), kind=kind, budget=b.name, scope=b.scope.as_dict(),  # type: ignore[arg-type]
+            id=me, kind=kind, budget=b.name, scope=b.scope.as_dict(),  # type: ignore[arg-type]
             period_start=w.start.astimezone(tz), period_end=w.end.astimezone(tz), threshold=threshold, spent_usd=spent if b.unit == "usd" else None,
             amount_usd=b.amount if b.unit == "usd" else None, message=message, fired_at=now,
             details={"unit": b.unit, "spent": format(spent, "f"), "amount": format(b.amount, "f"), **(details or {})},

@@ -24,7 +24,9 @@ from tokenops.call import Call
 from tokenops.errors import GatewayError
 from tokenops.ledger.records import Approval, new_approval_id
 from tokenops.money import format_usd
-from tokenops.policy.state import CounterKey, InMemoryState
+from tokenops.policy.state import CounterKey, InMemoryState, PolicyState
+
+PENDING_TTL = 7 * 86_400.0  # a pending request is reused for a week, like its expiry in the ledger
 
 
 def grant_counter(approval_id: str) -> CounterKey:
@@ -36,27 +38,28 @@ class Approvals:
     def __init__(self, record: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
                  state: InMemoryState | None = None):  # fmt: skip
         self.record = record  # durably records a new request (the spool)
-        self.state = state or InMemoryState()  # grant spend counters (the policy engine passes its own)
+        # grant spend counters and open requests (the policy engine passes its own, shared with other gateways)
+        self.state: PolicyState = state or InMemoryState()
         self._by_id: dict[str, Approval] = {}
-        self._pending: dict[tuple[str | None, str], str] = {}  # (key id, reason) -> open request id
         self._lock = threading.Lock()
 
-    def load(self, approvals: Iterable[Approval], spent: dict[str, Decimal]) -> None:
-        """Grants from the ledger, with what the ledger holds of their spend (which lags what this process has
+    async def load(self, approvals: Iterable[Approval], spent: dict[str, Decimal]) -> None:
+        """Grants from the ledger, with what the ledger holds of their spend (which lags what the gateways have
         settled: a counter only ever moves up to the ledger's figure, never down)."""
         with self._lock:
             self._by_id = {a.id: a for a in approvals}
         for aid, amount in spent.items():
-            if aid in self._by_id and self.state.counter(grant_counter(aid)).spent < amount:
-                self.state.seed(grant_counter(aid), amount)
+            if aid in self._by_id:
+                await self.state.raise_spent(grant_counter(aid), amount)
 
-    def spent(self, approval_id: str) -> Decimal:
-        return self.state.counter(grant_counter(approval_id)).spent
+    async def spent(self, approval_id: str) -> Decimal:
+        (counter,) = await self.state.counters([grant_counter(approval_id)])
+        return counter.spent
 
-    def grant_for(self, key_id: str | None, reason: str, now: datetime) -> Approval | None:
-        for a in self._by_id.values():
+    async def grant_for(self, key_id: str | None, reason: str, now: datetime) -> Approval | None:
+        for a in list(self._by_id.values()):
             if a.key_id == key_id and a.reason == reason and a.active(now):
-                if a.max_usd is None or self.spent(a.id) < a.max_usd:
+                if a.max_usd is None or await self.spent(a.id) < a.max_usd:
                     return a
         return None
 
@@ -65,28 +68,35 @@ class Approvals:
         return [a.id for a in self._by_id.values() if a.status == "approved"]
 
     async def require(self, call: Call, reason: str, now: datetime) -> Approval:
-        """The grant that lets this call through for ``reason``; else records a request and raises 403."""
+        """The grant that lets this call through for ``reason``; else records a request (one open request per key
+        and reason, shared by every gateway) and raises 403."""
         key_id = call.key.id if call.key else None
-        grant = self.grant_for(key_id, reason, now)
+        grant = await self.grant_for(key_id, reason, now)
         if grant is not None:
             call.approval_id = grant.id
             return grant
-        open_id = self._pending.get((key_id, reason))
-        known = self._by_id.get(open_id) if open_id else None
+        name = f"pending:{key_id}:{reason}"
+        fresh = new_approval_id()
+        open_id = await self.state.claim(name, fresh, PENDING_TTL)
+        known = self._by_id.get(open_id)
         if known is not None and known.status == "denied":
-            self._pending.pop((key_id, reason), None)
+            await self.state.release(name)  # the next call asks again
             raise GatewayError(403, "approval_required",
                                f"approval request {known.id} for {reason} was denied by {known.decided_by}",
                                headers={"x-tokenops-approval-id": known.id})  # fmt: skip
-        if open_id is None or (known is not None and known.status in ("approved", "expired")):
-            open_id = new_approval_id()
-            self._pending[(key_id, reason)] = open_id
-            if self.record is not None:
+        if known is not None and known.status in ("approved", "expired"):
+            await self.state.release(name)  # that grant is used up or over: a new request
+            open_id = await self.state.claim(name, fresh, PENDING_TTL)
+        if open_id == fresh and self.record is not None:
+            try:
                 await self.record({
                     "record": "approval", "id": open_id, "key_id": key_id, "reason": reason,
                     "model": call.model_requested, "requested_at": now.isoformat(),
                     "message": f"{call.key.name if call.key else 'a caller'} asks to use {call.model_requested} ({reason})",
                 })  # fmt: skip
+            except BaseException:
+                await self.state.release(name)  # not recorded: the next call asks again
+                raise
         spent_note = ""
         if known is not None and known.status == "approved" and known.max_usd is not None:
             spent_note = f" (grant {known.id} used its ${format_usd(known.max_usd)})"

@@ -15,9 +15,10 @@ Per call, in order:
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -39,10 +40,12 @@ from tokenops.policy.estimate import (
 )
 from tokenops.policy.limits import RateClaim, RateLimiter
 from tokenops.policy.periods import Window, window
-from tokenops.policy.state import Claim, CounterKey, InMemoryState
+from tokenops.policy.state import Claim, Counter, CounterKey, InMemoryState, PolicyState
 from tokenops.scopes import ScopeIndex
 
 log = logging.getLogger("tokenops.policy")
+RESERVATION_TTL = 3600.0  # seconds after which a reservation that was never settled (its process died) lapses
+Seed = Callable[[BudgetConfig, Window], Awaitable[Decimal]]  # a budget's spend so far this period, from the ledger
 
 
 @dataclass
@@ -67,10 +70,11 @@ class PolicyEngine:
         defaults: PolicyDefaults | None = None,
         price_of: Callable[[Call, str], Any] | None = None,
         resolve: Callable[[Call, str], str | None] | None = None,
-        state: InMemoryState | None = None,
+        state: PolicyState | None = None,
         approvals: Approvals | None = None,
         alerts: Any = None,
         clock: Callable[[], datetime] | None = None,
+        reservation_ttl: float = RESERVATION_TTL,
     ):
         self.config_budgets = {b.name: b for b in budgets}
         self.budgets: dict[str, BudgetConfig] = {}
@@ -78,11 +82,12 @@ class PolicyEngine:
         self.config_rules = tuple(rules)
         self.config_limits = tuple(limits)
         self.set_rules(())
-        self.limiter = RateLimiter(limits)
+        self.state: PolicyState = state or InMemoryState()
+        self.limiter = RateLimiter(limits, self.state)
         self.defaults = defaults or PolicyDefaults()
         self.price_of = price_of or (lambda call, model: None)
         self.resolve = resolve or (lambda call, model: None)  # the upstream name of a model (alias, provider/...)
-        self.state = state or InMemoryState()
+        self.reservation_ttl = reservation_ttl
         self.approvals = approvals or Approvals()
         self.approvals.state = self.state  # grant spend is reserved and settled with the budgets
         self.alerts = alerts  # tokenops.policy.alerting.BudgetAlerts, or None
@@ -111,7 +116,7 @@ class PolicyEngine:
         for name in self._names(call):
             found.update((id(b), b) for b in self._budget_index.find(call.tags, key_id, call.end_user, name))
         budgets = [(b, self.window(b, now)) for b in found.values()]
-        blocking, approval_budgets, downgrade = self._actions(budgets)
+        blocking, approval_budgets, downgrade = await self._actions(budgets)
         if blocking is not None:
             await self._blocked(call, blocking, budgets)
         if downgrade is not None and downgrade[1].model and self._cheaper(call, downgrade[1].model):
@@ -147,26 +152,26 @@ class PolicyEngine:
         held = Held(str(next(self._ids)), budgets, [], grants=[g.id for g in capped])
         for b, w in budgets:
             amount = (cost or ZERO) if b.unit == "usd" else Decimal(bound + output_bound(call, out))
-            held.claims.append(Claim((b.name, w.key), amount, self._limits.get(b.name)))
+            held.claims.append(Claim(counter_key(b, w), amount, self._limits.get(b.name)))
         for g in capped:
             held.claims.append(Claim(grant_counter(g.id), cost or ZERO, g.max_usd))
-        full = self.state.reserve(held.id, held.claims)
+        full = await self.state.reserve(held.id, held.claims, self.reservation_ttl)
         if full is not None:
             if full[0].startswith("grant:"):
                 raise GatewayError(
                     429, "budget_exceeded", f"approval {full[0][6:]} is fully reserved by calls in flight under its "
                     "spend cap; retry shortly", kind="rate_limit_error", headers={"retry-after": "1"},
                 )  # fmt: skip
-            blocked = next(b for b, w in budgets if (b.name, w.key) == full)
+            blocked = next(b for b, w in budgets if counter_key(b, w) == full)
             await self._blocked(call, blocked, budgets)
         try:
-            held.rate_claims = self.limiter.take(call, call.model_requested,
-                                                 typical_input(call, model) + out * call.choices, cost)  # fmt: skip
+            held.rate_claims = await self.limiter.take(call, call.model_requested,
+                                                       typical_input(call, model) + out * call.choices, cost)  # fmt: skip
         except GatewayError:
-            self.state.settle(held.id, {})
+            await self.state.settle(held.id, {})
             raise
         call.reservation = held
-        self._remaining_header(call, budgets)
+        await self._remaining_header(call, budgets)
 
     # --- settle (the meter's hook) ---------------------------------------------------------------
     async def settle(self, call: Call, event: SpendEvent) -> None:
@@ -178,15 +183,15 @@ class PolicyEngine:
         actual: dict[CounterKey, Decimal] = {}
         cost = event.cost_usd if event.cost_usd is not None else ZERO
         for b, w in held.budgets:
-            actual[(b.name, w.key)] = cost if b.unit == "usd" else Decimal(tokens)
+            actual[counter_key(b, w)] = cost if b.unit == "usd" else Decimal(tokens)
         for grant in held.grants:
             actual[grant_counter(grant)] = cost
-        self.state.settle(held.id, actual)
-        self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
-        self._remaining_header(call, held.budgets)
+        await self.state.settle(held.id, actual)
+        await self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
+        counters = await self._remaining_header(call, held.budgets)
         if self.alerts is not None:
-            for b, w in held.budgets:
-                await self.alerts.after_settle(b, w, self.state.counter((b.name, w.key)), self.clock())
+            for (b, w), counter in zip(held.budgets, counters, strict=True):
+                await self.alerts.after_settle(b, w, counter, self.clock())
 
     def _cheaper(self, call: Call, target: str) -> bool:
         """Downgrade only to a model that really costs less for this call (never "down" to a dearer one, and not
@@ -202,13 +207,13 @@ class PolicyEngine:
         mine, theirs = max_cost(here, bound, out), max_cost(there, bound, out)
         return mine is not None and theirs is not None and theirs < mine
 
-    def release(self, call: Call) -> None:
+    async def release(self, call: Call) -> None:
         """Give back a reservation the meter never settled (a call that died before it was recorded)."""
         held: Held | None = call.reservation
         if held is not None and not held.settled:
             held.settled = True
-            self.state.settle(held.id, {})
-            self.limiter.settle(held.rate_claims, 0, ZERO)
+            await self.state.settle(held.id, {})
+            await self.limiter.settle(held.rate_claims, 0, ZERO)
 
     # --- pieces ---------------------------------------------------------------------------------
     def window(self, b: BudgetConfig, at: datetime) -> Window:
@@ -227,7 +232,7 @@ class PolicyEngine:
             blocks.append(Decimal(1))
         return b.amount * min(blocks) if blocks else None
 
-    def _actions(self, budgets: list[tuple[BudgetConfig, Window]]) -> tuple[
+    async def _actions(self, budgets: list[tuple[BudgetConfig, Window]]) -> tuple[
             BudgetConfig | None, list[BudgetConfig], tuple[BudgetConfig, ThresholdConfig] | None]:  # fmt: skip
         """Actions reached, cumulatively: (a budget that blocks, budgets needing approval, the downgrade).
 
@@ -236,7 +241,7 @@ class PolicyEngine:
         """
         approvals: list[BudgetConfig] = []
         downgrade: tuple[BudgetConfig, ThresholdConfig] | None = None
-        counters = self.state.snapshot([(b.name, w.key) for b, w in budgets])
+        counters = await self.state.counters([counter_key(b, w) for b, w in budgets])
         for (b, _w), counter in zip(budgets, counters, strict=True):
             committed = counter.committed
             limit = self._limits.get(b.name)
@@ -337,7 +342,7 @@ class PolicyEngine:
 
     async def _blocked(self, call: Call, budget: BudgetConfig, budgets: list[tuple[BudgetConfig, Window]]) -> None:
         w = self.window(budget, call.ts)
-        counter = self.state.counter((budget.name, w.key))
+        (counter,) = await self.state.counters([counter_key(budget, w)])
         limit = self._limits.get(budget.name)
         if limit is not None and counter.spent < limit:
             # Not spent yet, only held by calls in flight: they settle in seconds, usually for less.
@@ -355,16 +360,19 @@ class PolicyEngine:
             kind="rate_limit_error", headers={"retry-after": str(retry)},
         )  # fmt: skip
 
-    def _remaining_header(self, call: Call, budgets: list[tuple[BudgetConfig, Window]]) -> None:
-        usd = [(b, w) for b, w in budgets if b.unit == "usd"]
-        counters = self.state.snapshot([(b.name, w.key) for b, w in usd])
-        remaining = [b.amount - c.committed for (b, _w), c in zip(usd, counters, strict=True)]
+    async def _remaining_header(self, call: Call, budgets: list[tuple[BudgetConfig, Window]]) -> list[Counter]:
+        """Set the remaining-budget header; returns the counters of ``budgets`` (read once, for the alerts too)."""
+        counters = await self.state.counters([counter_key(b, w) for b, w in budgets]) if budgets else []
+        remaining = [b.amount - c.committed for (b, _w), c in zip(budgets, counters, strict=True) if b.unit == "usd"]
         if remaining:
             call.response_headers["x-tokenops-budget-remaining-usd"] = format_usd(max(ZERO, min(remaining)))
+        return counters
 
     # --- definitions and seeding -----------------------------------------------------------------
-    def set_budgets(self, extra: Sequence[BudgetConfig], seed: Callable[[BudgetConfig, Window], Decimal]) -> None:
-        """Install run-time budgets beside the config's; counters survive a changed amount or thresholds."""
+    async def set_budgets(self, extra: Sequence[BudgetConfig], seed: Seed) -> None:
+        """Install run-time budgets beside the config's; a new budget's counter is seeded from the ledger (if no
+        other gateway made it first). A changed scope, unit, period or time zone is a new counter (its key says
+        so); a changed amount or thresholds keeps the counter."""
         merged = dict(self.config_budgets)
         for b in extra:
             if b.name not in merged:
@@ -372,10 +380,9 @@ class PolicyEngine:
         now = self.clock()
         for name, b in merged.items():
             old = self.budgets.get(name)
-            if old is None or old.scope != b.scope or old.unit != b.unit or old.period != b.period \
-                    or old.timezone != b.timezone:  # fmt: skip
+            if old is None or counter_name(old) != counter_name(b):
                 w = self.window(b, now)
-                self.state.seed((b.name, w.key), seed(b, w))
+                await self.state.seed(counter_key(b, w), await seed(b, w), expires_at=_expiry(w))
         self._install(merged)
 
     def set_rules(self, extra: Sequence[RuleConfig]) -> None:
@@ -389,27 +396,45 @@ class PolicyEngine:
         self.limiter.limits = self.config_limits + tuple(lim for lim in extra if lim.name not in names)
 
     def prune(self) -> None:
-        """Drop counters of finished periods and idle rate buckets (called every few seconds by the writer)."""
+        """Drop counters of finished periods and idle rate buckets (every few seconds; memory state only)."""
         now = self.clock()
-        current = {(b.name, self.window(b, now).key) for b in self.budgets.values()}
+        current = {counter_key(b, self.window(b, now)) for b in self.budgets.values()}
         current |= {grant_counter(a) for a in self.approvals.grant_ids()}
-        self.state.forget(lambda key: key in current)
-        self.limiter.state.prune()
+        self.state.prune(lambda key: key in current)
 
-    def seed_all(self, seed: Callable[[BudgetConfig, Window], Decimal]) -> None:
+    async def seed_all(self, seed: Seed) -> None:
         now = self.clock()
         for b in self.budgets.values():
             w = self.window(b, now)
-            self.state.seed((b.name, w.key), seed(b, w))
+            await self.state.seed(counter_key(b, w), await seed(b, w), expires_at=_expiry(w))
 
-    def status(self, at: datetime | None = None) -> list[dict[str, Any]]:
+    async def counter(self, budget: str, at: datetime | None = None) -> Counter:
+        """A budget's counter for the period holding ``at`` (now)."""
+        b = self.budgets[budget]
+        (c,) = await self.state.counters([counter_key(b, self.window(b, at or self.clock()))])
+        return c
+
+    async def status(self, at: datetime | None = None) -> list[dict[str, Any]]:
         at = at or self.clock()
-        out = []
-        for b in self.budgets.values():
-            w = self.window(b, at)
-            c = self.state.counter((b.name, w.key))
-            out.append(budget_status(b, w, c.spent, c.reserved, at))
-        return out
+        pairs = [(b, self.window(b, at)) for b in self.budgets.values()]
+        counters = await self.state.counters([counter_key(b, w) for b, w in pairs])
+        return [budget_status(b, w, c.spent, c.reserved, at) for (b, w), c in zip(pairs, counters, strict=True)]
+
+
+def counter_name(b: BudgetConfig) -> str:
+    """The name of a budget's counters: its name and what it counts (scope, unit, period, zone), so a changed
+    definition starts a new counter while a changed amount keeps it."""
+    what = f"{b.scope}|{b.unit}|{b.period}|{b.timezone}|{b.custom_window()}"
+    return f"{b.name}@{hashlib.sha256(what.encode()).hexdigest()[:10]}"
+
+
+def counter_key(b: BudgetConfig, w: Window) -> CounterKey:
+    return (counter_name(b), w.key)
+
+
+def _expiry(w: Window) -> float:
+    """When a period's counter may be forgotten: a day after the period ends."""
+    return w.end.timestamp() + 86_400
 
 
 def budget_status(b: BudgetConfig, w: Window, spent: Decimal, reserved: Decimal, at: datetime) -> dict[str, Any]:

@@ -16,9 +16,7 @@ from decimal import Decimal
 from tokenops.call import Call
 from tokenops.errors import GatewayError
 from tokenops.policy.config import LimitConfig
-from tokenops.policy.state import Bucket, RateState
-
-BucketKey = tuple[str, str, str]  # (limit name, subject, measure)
+from tokenops.policy.state import BucketKey, BucketView, BucketWant, InMemoryState, PolicyState
 
 
 @dataclass
@@ -37,9 +35,9 @@ def _duration(seconds: float) -> str:
 
 
 class RateLimiter:
-    def __init__(self, limits: Sequence[LimitConfig], state: RateState | None = None):
+    def __init__(self, limits: Sequence[LimitConfig], state: PolicyState | None = None):
         self.limits = tuple(limits)
-        self.state = state or RateState()
+        self.state: PolicyState = state or InMemoryState()
 
     def subject(self, limit: LimitConfig, call: Call) -> str | None:
         if limit.per == "key":
@@ -48,10 +46,10 @@ class RateLimiter:
             return call.end_user
         return "*"
 
-    def take(self, call: Call, model: str, tokens: int, cost: Decimal | None) -> list[RateClaim]:
+    async def take(self, call: Call, model: str, tokens: int, cost: Decimal | None) -> list[RateClaim]:
         """Take from every applicable bucket or raise 429; sets the x-ratelimit-* headers on the call."""
         key_id = call.key.id if call.key else None
-        wants: list[tuple[BucketKey, Decimal, Decimal, float]] = []
+        wants: list[BucketWant] = []
         for limit in self.limits:
             if not limit.scope.matches(call.tags, key_id, call.end_user, model):
                 continue
@@ -59,14 +57,16 @@ class RateLimiter:
             if subject is None:
                 continue
             if limit.requests_per_minute:
-                wants.append(((limit.name, subject, "requests"), Decimal(1), Decimal(limit.requests_per_minute), 60.0))
+                wants.append(BucketWant((limit.name, subject, "requests"), Decimal(1),
+                                        Decimal(limit.requests_per_minute), 60.0))  # fmt: skip
             if limit.tokens_per_minute:
-                wants.append(((limit.name, subject, "tokens"), Decimal(tokens), Decimal(limit.tokens_per_minute), 60.0))
+                wants.append(BucketWant((limit.name, subject, "tokens"), Decimal(tokens),
+                                        Decimal(limit.tokens_per_minute), 60.0))  # fmt: skip
             if limit.usd_per_hour is not None and cost is not None:
-                wants.append(((limit.name, subject, "usd"), cost, limit.usd_per_hour, 3600.0))
+                wants.append(BucketWant((limit.name, subject, "usd"), cost, limit.usd_per_hour, 3600.0))
         if not wants:
             return []
-        admitted, wait, buckets = self.state.take(wants)
+        admitted, wait, buckets = await self.state.take(wants)
         self._headers(call, wants, buckets)
         if not admitted:
             retry = max(1, math.ceil(wait))
@@ -74,14 +74,14 @@ class RateLimiter:
                 429, "rate_limited", f"rate limit reached; retry in {retry}s", kind="rate_limit_error",
                 headers={"retry-after": str(retry)},
             )  # fmt: skip
-        return [RateClaim(k, amount) for k, amount, _, _ in wants]
+        return [RateClaim(w.key, w.amount) for w in wants]
 
     @staticmethod
-    def _headers(call: Call, wants: list[tuple[BucketKey, Decimal, Decimal, float]], buckets: list[Bucket]) -> None:
+    def _headers(call: Call, wants: list[BucketWant], buckets: list[BucketView]) -> None:
         # The tightest bucket of each measure is the one a client should pace itself by.
-        tightest: dict[str, Bucket] = {}
-        for (key, _, _, _), b in zip(wants, buckets, strict=True):
-            measure = key[2]
+        tightest: dict[str, BucketView] = {}
+        for w, b in zip(wants, buckets, strict=True):
+            measure = w.key[2]
             if measure in ("requests", "tokens") and (measure not in tightest or b.level < tightest[measure].level):
                 tightest[measure] = b
         for measure, b in tightest.items():
@@ -89,10 +89,10 @@ class RateLimiter:
             call.response_headers[f"x-ratelimit-remaining-{measure}"] = str(max(0, int(b.level)))
             call.response_headers[f"x-ratelimit-reset-{measure}"] = _duration(b.seconds_until(b.capacity))
 
-    def settle(self, claims: Sequence[RateClaim], actual_tokens: int, actual_cost: Decimal | None) -> None:
+    async def settle(self, claims: Sequence[RateClaim], actual_tokens: int, actual_cost: Decimal | None) -> None:
         for c in claims:
             measure = c.key[2]
             if measure == "tokens":
-                self.state.adjust(c.key, c.amount - Decimal(actual_tokens))
+                await self.state.adjust(c.key, c.amount - Decimal(actual_tokens))
             elif measure == "usd":
-                self.state.adjust(c.key, c.amount - (actual_cost if actual_cost is not None else c.amount))
+                await self.state.adjust(c.key, c.amount - (actual_cost if actual_cost is not None else c.amount))
