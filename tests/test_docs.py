@@ -356,3 +356,12 @@ def test_http_tags_example_records_what_the_doc_says(demo_stack: DemoStack) -> N
     assert event is not None and event.end_user == "alice"
     assert event.tags == {"team": "search", "env": "prod", "project": "q3-review", "feature": "summary"}
     namespace["client"].close()
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = [code.strip() for _, code in blocks(ROOT / "README.md", "bash")]
+    assert len(commands) >= 2 and "pytest" in commands[1], commands
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci.splitlines(), "`.ci/run` must run the README's second command, exactly"
+    assert readme.index(commands[0]) < readme.index(commands[1])

@@ -45,6 +45,7 @@ from tokenops.pricing.entries import PriceEntry
 from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
 
 CONFIG_ENV = "TOKENOPS_CONFIG"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `serve --workers N`: the workers' metrics in one answer
 KNOWN_KINDS = ("openai", "anthropic")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MAX_DEPTH = 64  # levels of nesting; a real config has about five
@@ -471,6 +472,11 @@ def parse_config(text: str, *, file: str = "tokenops.yaml", env: Mapping[str, st
         raise ConfigError(
             _expected(err) + more, file=file, path=_format_loc(loc) or None, line=_line_of(root, loc)
         ) from None
+
+
+def metrics_dir(env: Mapping[str, str] | None = None) -> str | None:
+    """Where worker processes share their Prometheus metrics (prometheus_client's multiprocess mode), if set."""
+    return (os.environ if env is None else env).get(METRICS_DIR_ENV) or None
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:

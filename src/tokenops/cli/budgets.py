@@ -58,7 +58,7 @@ def set_(
     stored = {**public, "scope": budget.scope.as_dict(), "amount_usd": amount_usd, "amount_tokens": amount_tokens}
     stored = {k: v for k, v in stored.items() if k not in ("unit", "amount", "name") and v is not None}
     if budget.custom_window():
-        stored["start"], stored["end"] = (d.isoformat() for d in budget.custom_window())  # type: ignore[union-attr]
+        stored["start"], stored["end"] = (d.isoformat() for d in budget.custom_window())
     definitions.put("budget", name, stored, by=getpass.getuser())
     if fmt is Format.json:
         emit([], fmt, payload=public)

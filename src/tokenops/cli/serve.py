@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Annotated
 
 import typer
 
 from tokenops.cli.common import ConfigOption, load
+from tokenops.config import METRICS_DIR_ENV
+from tokenops.errors import UsageError
 
 
 def serve(
@@ -25,13 +28,11 @@ def serve(
     cfg = load(config)  # config errors are reported here, before anything starts
     if not cfg.providers:
         typer.secho("warning: no providers configured; every call will be refused", err=True, fg="yellow")
-    if cfg.state != "memory":
-        typer.secho(f"warning: state {cfg.state} is not supported yet; budget counters and rate limits live in "
-                    "this process", err=True, fg="yellow")  # fmt: skip
-    if workers > 1 and (cfg.budgets or cfg.limits):
-        typer.secho(f"warning: with --workers {workers} each worker keeps its own budget counters and rate limits "
-                    f"(up to {workers}x a hard budget); run one worker until state: redis is supported",
-                    err=True, fg="yellow")  # fmt: skip
+    if workers > 1 and cfg.state == "memory":
+        raise UsageError(f"--workers {workers} needs shared state: with state: memory each worker would keep its own "
+                         f"budget counters and rate limits (a hard budget could be spent {workers} times). Set "
+                         "state: redis://host:port/db in the config (see docs/configuration.md#state), or run one "
+                         "worker.")  # fmt: skip
     host = host or cfg.gateway.host
     port = cfg.gateway.port if port is None else port
     common = dict(host=host, port=port, log_level=log_level, loop="auto", http="auto", lifespan="on",
@@ -39,6 +40,8 @@ def serve(
     if workers > 1:
         if config:
             os.environ["TOKENOPS_CONFIG"] = os.path.abspath(config)
+        # every worker's counters in one /metrics answer, whichever worker serves it
+        os.environ.setdefault(METRICS_DIR_ENV, tempfile.mkdtemp(prefix="tokenops-metrics-"))
         uvicorn.run("tokenops.app:app_factory", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         uvicorn.run(create_app(cfg), **common)  # type: ignore[arg-type]

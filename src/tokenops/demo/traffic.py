@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from tokenops.ledger.events import SpendEvent
 from tokenops.money import ZERO
@@ -118,9 +119,8 @@ def _event(rng: random.Random, w: Workload, ts: datetime, catalog: PriceCatalog,
         output_tokens=output, reasoning_tokens=reasoning,
     ) if status == "ok" else Usage()  # fmt: skip
     row = catalog.lookup(price_ids[w.provider], w.model, ts) if status == "ok" else None
-    if status != "ok":
-        cost = ZERO  # a call that failed upstream costs exactly nothing
-    else:
+    cost: Decimal | None = ZERO  # a call that failed upstream costs exactly nothing
+    if status == "ok":
         cost = price_usage(usage, row).total if row else None
     route = "messages" if w.provider == "anthropic" else ("embeddings" if "embedding" in w.model else "chat.completions")
     latency = 120 + (output * rng.uniform(8, 25)) + prompt * 0.02

@@ -79,7 +79,7 @@ async def messages(request: Request) -> ASGIApp:
     if controls.garbage:
         return Response(GARBAGE_JSON, headers=ex.headers, media_type=JSON)
     if controls.disconnect_after is not None:
-        return TruncatedResponse(json_response(message, ex.headers).body, ex.headers, controls.disconnect_after)
+        return TruncatedResponse(bytes(json_response(message, ex.headers).body), ex.headers, controls.disconnect_after)
     return json_response(message, ex.headers)
 
 

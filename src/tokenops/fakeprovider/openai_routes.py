@@ -97,14 +97,14 @@ async def chat_completions(request: Request) -> ASGIApp:
         return _stream(ex, body, head, completion, usage, finish)
     if controls.garbage:
         return Response(GARBAGE_JSON, headers=ex.headers, media_type=JSON)
-    message = {"role": "assistant", "content": completion.text, "refusal": None, "annotations": []}
-    payload = {
+    message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None, "annotations": []}
+    payload: dict[str, Any] = {
         **head,
         "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)],
         "usage": _usage(usage),
     }
     if controls.disconnect_after is not None:
-        return TruncatedResponse(json_response(payload, ex.headers).body, ex.headers, controls.disconnect_after)
+        return TruncatedResponse(bytes(json_response(payload, ex.headers).body), ex.headers, controls.disconnect_after)
     return json_response(payload, ex.headers)
 
 
@@ -171,10 +171,11 @@ async def embeddings(request: Request) -> ASGIApp:
         tokens = ex.controls.usage.input
     if ex.controls.garbage:
         return Response(GARBAGE_JSON, headers=ex.headers, media_type=JSON)
-    payload = {"object": "list", "data": data, "model": ex.controls.model or model}
+    payload: dict[str, Any] = {"object": "list", "data": data, "model": ex.controls.model or model}
     payload["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
     if ex.controls.disconnect_after is not None:
-        return TruncatedResponse(json_response(payload, ex.headers).body, ex.headers, ex.controls.disconnect_after)
+        return TruncatedResponse(bytes(json_response(payload, ex.headers).body), ex.headers,
+                                 ex.controls.disconnect_after)
     return json_response(payload, ex.headers)
 
 

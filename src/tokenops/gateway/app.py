@@ -29,7 +29,7 @@ import orjson
 
 from tokenops.alerts import AlertDispatcher, build_channels
 from tokenops.call import Call
-from tokenops.config import Config
+from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import validate
 from tokenops.gateway.client import UpstreamClient, make_client
@@ -117,7 +117,7 @@ class Gateway:
         self.definitions = Definitions.of(self.ledger, config)
         self.spool_dir = config.spool_path()
         known = {a.name for a in config.models} | {a.model for a in config.models} | {e.model for e in config.prices}
-        self.metrics = GatewayMetrics(known, self._row_model)
+        self.metrics = GatewayMetrics(known, self._row_model, metrics_dir())
         self.keys = KeyCache(self.ledger.list_keys)
         self.router = RouterStage(config, self.catalog)
         self.state = state or open_state(config.state, config.state_options)
@@ -381,6 +381,11 @@ class Gateway:
             await self.upstream.forward(call, receive, tracking_send)
         except ConnectionAbortedError:
             return
+        except StateUnavailable as exc:  # the shared state (Redis) is down and this call needs it (fail_closed)
+            down = GatewayError(503, "state_unavailable", f"TokenOps cannot check this call's budgets and limits "
+                                f"right now ({exc}); try again shortly", headers={"retry-after": "5"})  # fmt: skip
+            if not response_started:
+                await self._reject(call, down, send)
         except GatewayError as err:
             if response_started:
                 log.error("call %s failed after its response started: %s", call.request_id, err)
@@ -392,7 +397,10 @@ class Gateway:
                 bug = GatewayError(500, "internal_error", f"internal gateway error (request {call.request_id})")
                 await self._reject(call, bug, send)
         finally:
-            await self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
+            try:
+                await self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
+            except StateUnavailable as exc:  # the reservation lapses by itself (state_options.reservation_ttl)
+                log.warning("call %s: reservation not released: %s", call.request_id, exc)
 
     async def _reject(self, call: Call, err: GatewayError, send: Send) -> None:
         """Answer a call with an error in its route's shape, recording it once (a call refused before any
@@ -469,6 +477,10 @@ class Gateway:
                 problems.append(problem)
             if self.spool.deferred:
                 problems.append(f"{self.spool.deferred} answered calls wait for the spool's disk")
+        try:
+            await self.state.ping()
+        except StateUnavailable as exc:
+            problems.append(f"state: {exc}")
         if not os.access(self.spool_dir, os.W_OK):
             problems.append(f"spool folder {self.spool_dir} is missing or not writable")
         if self.writer is not None:

@@ -19,7 +19,12 @@ OTHER = "other"
 
 
 class GatewayMetrics:
-    def __init__(self, known_models: Iterable[str] = (), row_model: Callable[[str], str | None] | None = None) -> None:
+    """``multiprocess_dir``: with several worker processes (``serve --workers N``), each writes its values there
+    (prometheus_client's multiprocess mode) and ``/metrics`` answers with all of them, whichever worker serves it."""
+
+    def __init__(self, known_models: Iterable[str] = (), row_model: Callable[[str], str | None] | None = None,
+                 multiprocess_dir: str | None = None) -> None:  # fmt: skip
+        self.multiprocess_dir = multiprocess_dir
         self.known_models = frozenset(known_models)
         self.row_model = row_model or (lambda row_id: None)  # price row id -> the catalog's model name
         self.registry = CollectorRegistry()
@@ -47,11 +52,11 @@ class GatewayMetrics:
         self.estimated = Counter("tokenops_usage_estimated", "Calls whose usage was estimated, by reason",
                                  ["reason"], registry=self.registry)  # fmt: skip
         self.spool_healthy = Gauge("tokenops_spool_healthy", "1 while the spool can record calls, else 0",
-                                   registry=self.registry)  # fmt: skip
+                                   registry=self.registry, multiprocess_mode="min")  # fmt: skip
         self.spool_deferred = Gauge("tokenops_spool_deferred", "Answered calls waiting for the spool's disk",
-                                    registry=self.registry)  # fmt: skip
+                                    registry=self.registry, multiprocess_mode="livesum")  # fmt: skip
         self.writer_restarts = Gauge("tokenops_writer_restarts", "Times the ledger writer process was restarted",
-                                     registry=self.registry)  # fmt: skip
+                                     registry=self.registry, multiprocess_mode="livesum")  # fmt: skip
 
     def model_label(self, e: SpendEvent) -> str:
         if e.price_row_id:
@@ -79,4 +84,10 @@ class GatewayMetrics:
             self.latency.labels(e.route).observe(e.latency_ms / 1000.0)
 
     def render(self) -> bytes:
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            return generate_latest(registry)
         return generate_latest(self.registry)

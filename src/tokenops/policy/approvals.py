@@ -36,7 +36,7 @@ def grant_counter(approval_id: str) -> CounterKey:
 
 class Approvals:
     def __init__(self, record: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-                 state: InMemoryState | None = None):  # fmt: skip
+                 state: PolicyState | None = None):  # fmt: skip
         self.record = record  # durably records a new request (the spool)
         # grant spend counters and open requests (the policy engine passes its own, shared with other gateways)
         self.state: PolicyState = state or InMemoryState()
