@@ -226,3 +226,32 @@ async def test_an_absurd_spooled_event_neither_stops_a_restart_nor_reports(make_
                            str(tmp_path / "tokenops.yaml"), "--format", "json"], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "req_bad" in (spool / "rejected.log").read_text()
+
+
+async def test_a_part_going_down_and_coming_back_sends_one_system_alert_each(make_gateway: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from tokenops.alerts import describe, subject
+    from tokenops.errors import LedgerError
+
+    h = await make_gateway("gateway: {writer: thread, writer_interval: 0.2, key_refresh: 0.1}")
+    sent: list[Any] = []
+    assert h.gateway.watch is not None
+    monkeypatch.setattr(h.gateway.watch, "submit", sent.append)  # what the dispatcher delivers to the channels
+
+    def unreachable(timeout: float = 0.5) -> None:
+        raise LedgerError("could not connect to the ledger database")
+
+    real_ping = h.gateway.ledger.ping
+    monkeypatch.setattr(h.gateway.ledger, "ping", unreachable)
+    await wait_for(lambda: any(a.details["status"] == "down" for a in sent), timeout=5)
+    assert (await h.client.get("/readyz")).status_code == 503
+    r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+    assert r.status_code == 200, "calls keep flowing while the ledger is down: the spool holds them"
+    await asyncio.sleep(0.5)  # further ticks while it stays down send nothing more
+    down = [a for a in sent if a.details["status"] == "down"]
+    assert len(down) == 1 and down[0].kind == "system" and down[0].budget == "ledger"
+    assert "could not connect" in down[0].message
+    assert "TokenOps ledger" in describe(down[0]) and subject(down[0]) == "[TokenOps] ledger down"
+    monkeypatch.setattr(h.gateway.ledger, "ping", real_ping)
+    await wait_for(lambda: any(a.details["status"] == "recovered" for a in sent), timeout=5)
+    assert (await h.client.get("/readyz")).status_code == 200

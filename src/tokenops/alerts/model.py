@@ -1,7 +1,8 @@
 """The alert value type, the channel interface and the words every channel uses to describe an alert.
 
 The policy engine builds an :class:`Alert` when a budget crosses a threshold, is forecast to run out before its
-period ends, or blocks a call. An alert is a plain frozen value: it is serialised once (:meth:`Alert.to_json`)
+period ends, or blocks a call; the gateway builds a ``system`` alert when one of its parts goes down or comes back
+(``budget`` then names the part: ``ledger``, ``state``, ``spool``; ``details.status`` is ``down`` or ``recovered``). An alert is a plain frozen value: it is serialised once (:meth:`Alert.to_json`)
 for machines (webhooks) and described once (:func:`describe`, :func:`subject`) for people (Slack, email), so
 every channel says the same thing the same way.
 
@@ -28,8 +29,8 @@ from zoneinfo import ZoneInfo
 
 from tokenops.errors import TokenOpsError
 
-AlertKind = Literal["threshold", "forecast", "blocked"]
-KINDS: tuple[str, ...] = ("threshold", "forecast", "blocked")
+AlertKind = Literal["threshold", "forecast", "blocked", "system"]
+KINDS: tuple[str, ...] = ("threshold", "forecast", "blocked", "system")
 
 
 class AlertDeliveryError(TokenOpsError):
@@ -143,7 +144,8 @@ def _jsonable(value: Any) -> Any:
 
 # --- words for people ---------------------------------------------------------------------------------------
 
-_EMOJI = {"threshold": ":warning:", "forecast": ":chart_with_upwards_trend:", "blocked": ":no_entry:"}
+_EMOJI = {"threshold": ":warning:", "forecast": ":chart_with_upwards_trend:", "blocked": ":no_entry:",
+          "system": ":rotating_light:"}
 
 
 def format_usd(value: Decimal) -> str:
@@ -222,6 +224,8 @@ def describe(alert: Alert, *, bold: Callable[[str], str] = str, emoji: bool = Fa
     ``TokenOps budget alpha-monthly (team=alpha) passed 80% — $200.00 of $250.00 spent (Nov 2026, Europe/Berlin).``
     Slack passes ``bold`` (``*name*``) and ``emoji``; email uses the plain line.
     """
+    if alert.kind == "system":  # about TokenOps itself (a part down or back), not a budget
+        return " ".join([*([_EMOJI["system"]] if emoji else []), "TokenOps", bold(alert.budget) + ":", alert.message])
     scope = scope_label(alert.scope)
     parts = [_EMOJI[alert.kind]] if emoji else []
     parts += ["TokenOps budget", bold(alert.budget)]
@@ -239,6 +243,8 @@ def describe(alert: Alert, *, bold: Callable[[str], str] = str, emoji: bool = Fa
 def subject(alert: Alert) -> str:
     """An email subject: ``[TokenOps] Budget alpha-monthly at 80%``."""
     budget = " ".join(alert.budget.split())  # no CR/LF may reach a mail header
+    if alert.kind == "system":
+        return f"[TokenOps] {budget} {alert.details.get('status', 'problem')}"
     if alert.kind == "threshold":
         at = format_percent(alert.threshold) if alert.threshold is not None else "threshold"
         return f"[TokenOps] Budget {budget} at {at}"

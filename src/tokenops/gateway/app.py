@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -31,9 +30,10 @@ from tokenops.alerts import AlertDispatcher, build_channels
 from tokenops.call import Call
 from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
-from tokenops.gateway import validate
+from tokenops.gateway import health, validate
 from tokenops.gateway.client import UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
+from tokenops.gateway.health import HealthWatch
 from tokenops.gateway.http import (
     ASGIApp,
     Receive,
@@ -60,7 +60,7 @@ from tokenops.ledger import open_ledger
 from tokenops.ledger.base import Ledger
 from tokenops.ledger.events import new_request_id
 from tokenops.ledger.identity import identity_proof
-from tokenops.ledger.spool import REJECTED, Spool, SpoolUnavailable
+from tokenops.ledger.spool import Spool, SpoolUnavailable
 from tokenops.ledger.spool import describe as describe_spool
 from tokenops.policy.alerting import BudgetAlerts
 from tokenops.policy.approvals import Approvals
@@ -127,6 +127,7 @@ class Gateway:
             state=self.state, reservation_ttl=config.state_options.reservation_ttl,
         )  # fmt: skip
         self._ticker: asyncio.Task[None] | None = None
+        self.watch: HealthWatch | None = None
         self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
         self.dispatcher: AlertDispatcher | None = None
         self._admin_factory = admin
@@ -206,7 +207,7 @@ class Gateway:
         self.keys.reload()
 
     async def _tick_forever(self) -> None:
-        """Every ``gateway.key_refresh`` s: heal the spool, reload keys and policy, prune memory."""
+        """Every ``gateway.key_refresh`` s: heal the spool, reload keys and policy, prune memory, watch health."""
         while True:
             await asyncio.sleep(self.config.gateway.key_refresh)
             try:
@@ -217,6 +218,9 @@ class Gateway:
                 pass  # another process has the ledger; next tick
             except (LedgerError, StateUnavailable) as exc:
                 log.warning("gateway tick: %s", exc)
+            if self.watch is not None:
+                await self.watch.update(await health.check(self.spool, self.spool_dir, self.state, self.writer,
+                                                           self.ledger))  # fmt: skip
 
     async def start(self) -> None:
         if self.started:
@@ -224,6 +228,7 @@ class Gateway:
         self.dispatcher = AlertDispatcher(build_channels(self.config.alerts), recorder=_log_delivery,
                                           queue_size=self.config.alerts.queue_size)  # fmt: skip
         self.engine.alerts = BudgetAlerts(self.dispatcher.submit, None, self.state)
+        self.watch = HealthWatch(self.dispatcher.submit, self.state, self.clock)
         await self._load_state()
         self.client = make_client(self._transport)  # aiohttp, unless a test injected an httpx transport
         self.spool = Spool(self.spool_dir)
@@ -466,34 +471,9 @@ class Gateway:
 
         ``?challenge=NONCE`` adds ``identity``: an HMAC of the nonce under this ledger's secret, so that a CLI
         that shares the ledger can check it talks to this ledger's gateway before it sends the admin key."""
-        problems: list[str] = []
-        warnings: list[str] = []
-        if not self.started:
-            problems.append("gateway not started")
-        if self.spool is not None:
-            await asyncio.to_thread(self.spool.heal)
-            problem = self.spool.problem()
-            if problem:
-                problems.append(problem)
-            if self.spool.deferred:
-                problems.append(f"{self.spool.deferred} answered calls wait for the spool's disk")
-        try:
-            await self.state.ping()
-        except StateUnavailable as exc:
-            problems.append(f"state: {exc}")
-        if not os.access(self.spool_dir, os.W_OK):
-            problems.append(f"spool folder {self.spool_dir} is missing or not writable")
-        if self.writer is not None:
-            problems += self.writer.problems()
-        rejected = self.spool_dir / REJECTED
-        if rejected.exists():
-            warnings.append(f"lines the ledger could not take are kept in {rejected}")
-        try:
-            await asyncio.to_thread(self.ledger.ping)
-        except LedgerBusy:
-            pass
-        except LedgerError as exc:
-            problems.append(f"ledger: {exc}")
+        report = await health.check(self.spool, self.spool_dir, self.state, self.writer, self.ledger)
+        problems = (["gateway not started"] if not self.started else []) + report.flat()
+        warnings = report.warnings
         body: dict[str, Any] = {
             "status": "ready" if not problems else "unavailable", "problems": problems, "warnings": warnings,
             "spool": describe_spool(self.spool, self.spool_dir),
