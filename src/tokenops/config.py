@@ -138,6 +138,9 @@ class GatewayConfig(_Model):
     writer: Literal["process", "thread"] = "process"  # where the drains run (process: off the gateway's GIL)
     key_refresh: float = Field(2.0, gt=0)  # seconds between reloads of keys (revocations by other processes)
     metrics_key: AccessKey | None = None  # when set, GET /metrics needs it (or the admin key) as a bearer key
+    # fsync: an answered call survives a power loss (each append waits for fdatasync, group-committed);
+    # write: it survives the process being killed, not the machine losing power (the kernel holds it)
+    durability: Literal["fsync", "write"] = "fsync"
 
 
 class StateOptions(_Model):

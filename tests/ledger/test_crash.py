@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from harness import PROVIDER_KEY, create_key, free_port, start_gateway, write_config
 from tokenops.fakeprovider import create_fake_provider
@@ -42,11 +43,13 @@ async def burst(url: str, key: str, n: int, kill_after: int, proc: subprocess.Po
     return answered
 
 
-def test_sigkill_mid_burst_loses_no_answered_call_and_doubles_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["fsync", "write"])
+def test_sigkill_mid_burst_loses_no_answered_call_and_doubles_none(tmp_path: Path, durability: str) -> None:
+    """Both durability settings survive the process being killed (only fsync also survives a power loss)."""
     fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
     try:
         # a slow writer: most answered calls are still only in the spool when the process dies
-        cfg = write_config(tmp_path, "gateway: {writer_interval: 0.3}", upstream=fake.url)
+        cfg = write_config(tmp_path, f"gateway: {{writer_interval: 0.3, durability: {durability}}}", upstream=fake.url)
         ledger = DuckDBLedger(cfg.ledger_path())
         _, key = create_key(ledger, tags={"team": "crash"})
         port = free_port()

@@ -231,7 +231,7 @@ class Gateway:
         self.watch = HealthWatch(self.dispatcher.submit, self.state, self.clock)
         await self._load_state()
         self.client = make_client(self._transport)  # aiohttp, unless a test injected an httpx transport
-        self.spool = Spool(self.spool_dir)
+        self.spool = Spool(self.spool_dir, fsync=self.config.gateway.durability == "fsync")
         self.engine.alerts.record = self.spool.append_record
         self.engine.approvals.record = self.spool.append_record
         self.dispatcher.start()
