@@ -56,7 +56,7 @@ CONFIG = """\
 ledger: duckdb:///{home}/bench.duckdb
 providers:
   openai: {{base_url: "http://127.0.0.1:{port}/v1", api_key: {key}}}
-gateway: {{writer_interval: 1.0}}
+gateway: {{writer_interval: 1.0, durability: {durability}}}
 """
 
 
@@ -177,19 +177,17 @@ def start_child(role: str, home: Path, cpu: int | None, profile: str | None = No
             time.sleep(0.05)
 
 
-def make_ledger(home: Path, fake_port: int) -> tuple[str, Any]:
+def make_ledger(home: Path, fake_port: int, durability: str = "fsync") -> tuple[str, Any]:
     """Write the gateway config and create one virtual key in a fresh ledger; returns the key and the ledger."""
-    from tokenops import keys
     from tokenops.config import load_config
-    from tokenops.ledger.duckdb import DuckDBLedger
+    from tokenops.ledger import open_ledger
+    from tokenops.services.keys import create_key
 
-    (home / "tokenops.yaml").write_text(CONFIG.format(home=home, port=fake_port, key=UPSTREAM_KEY))
-    ledger = DuckDBLedger(load_config(home / "tokenops.yaml").ledger_path())
-    key = keys.generate()
-    ledger.insert_key(keys.KeyRecord(
-        id=keys.new_key_id(), name="bench", key_hash=keys.hash_key(key), key_prefix=key[:10],
-        tags={"team": "bench", "env": "dev"}, created_at=datetime.now(UTC),
-    ))  # fmt: skip
+    (home / "tokenops.yaml").write_text(CONFIG.format(home=home, port=fake_port, key=UPSTREAM_KEY,
+                                                      durability=durability))  # fmt: skip
+    cfg = load_config(home / "tokenops.yaml")
+    ledger = open_ledger(cfg.ledger, cfg.base_dir)
+    _, key = create_key(ledger, "bench", {"team": "bench", "env": "dev"})
     return key, ledger
 
 
@@ -422,7 +420,7 @@ def bench(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
         fake = start_child("fake", home, shared)
-        key, ledger = make_ledger(home, fake.port)
+        key, ledger = make_ledger(home, fake.port, args.durability)
         gateway = start_child("gateway", home, own, args.profile and os.path.abspath(args.profile))
         if pin:
             os.sched_setaffinity(0, {shared})
@@ -515,6 +513,8 @@ def main() -> int:
     p.add_argument("--workdir", help="directory for the ledger and spool (default: the system temp directory)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (ledger, spool, server logs)")
     p.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile and write its stats here")
+    p.add_argument("--durability", choices=("fsync", "write"), default="fsync",
+                   help="the gateway's gateway.durability (default fsync: survives a power loss)")
     p.add_argument("--serve", choices=("fake", "gateway"), help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
