@@ -180,8 +180,8 @@ class Config(_Model):
     @field_validator("state")
     @classmethod
     def _state(cls, v: str) -> str:
-        if v != "memory" and not v.startswith("redis://"):
-            raise ValueError("expected 'memory' or redis://host:port/db")
+        if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected 'memory' or redis://host:port/db (also rediss:// or unix://)")
         return v
 
     @field_validator("providers")

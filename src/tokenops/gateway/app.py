@@ -68,7 +68,7 @@ from tokenops.policy.config import BudgetConfig
 from tokenops.policy.definitions import Definitions
 from tokenops.policy.engine import PolicyEngine
 from tokenops.policy.periods import Window
-from tokenops.policy.state import PolicyState, StateUnavailable, open_state
+from tokenops.policy.state import PolicyState, StateSchemaMismatch, StateUnavailable, open_state
 from tokenops.pricing.catalog import PriceCatalog, load_catalog
 
 log = logging.getLogger("tokenops.gateway")
@@ -124,7 +124,8 @@ class Gateway:
         self.engine = PolicyEngine(
             budgets=config.budgets, limits=config.limits, rules=config.rules, defaults=config.policy,
             price_of=self._price_of, resolve=self._resolve, approvals=Approvals(state=self.state), clock=self.clock,
-            state=self.state, reservation_ttl=config.state_options.reservation_ttl,
+            state=self.state, reservation_ttl=config.state_options.reservation_ttl, seed=self._seed,
+            grant_spend=self._grant_spend,
         )  # fmt: skip
         self._ticker: asyncio.Task[None] | None = None
         self.watch: HealthWatch | None = None
@@ -169,6 +170,9 @@ class Gateway:
     async def _seed(self, budget: BudgetConfig, w: Window) -> Decimal:
         return await asyncio.to_thread(self.ledger.spent, budget.scope, w.start, w.end, budget.unit)
 
+    async def _grant_spend(self, approval_id: str) -> Decimal:
+        return (await asyncio.to_thread(self.ledger.approval_spend)).get(approval_id, Decimal(0))
+
     def _read_policy(self) -> tuple[Any, ...]:
         d = self.definitions
         return d.stored("budget"), d.stored("rule"), d.stored("limit"), self.ledger.approvals(), \
@@ -187,8 +191,13 @@ class Gateway:
         # What a previous process left in the spool counts towards budgets: drain it before seeding counters.
         await asyncio.to_thread(self.drain_now)
         await asyncio.to_thread(self.keys.reload)
-        await self.reload_policy()
-        await self.engine.seed_all(self._seed)
+        try:
+            await self.reload_policy()
+            await self.engine.seed_all(self._seed)
+        except StateSchemaMismatch:
+            raise  # another version's keys under this prefix: never serve on them
+        except StateUnavailable as exc:  # the first calls that need them seed the counters
+            log.warning("starting without the shared state: %s", exc)
         earliest = min((self.engine.window(b, self.clock()).start for b in self.engine.budgets.values()), default=None)
         if earliest is not None and self.engine.alerts is not None:
             self.engine.alerts.load(await asyncio.to_thread(self.ledger.fired_alerts, earliest))
@@ -283,7 +292,7 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.start()
-                except LedgerError as exc:
+                except (LedgerError, StateSchemaMismatch) as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})

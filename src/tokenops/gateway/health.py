@@ -71,10 +71,11 @@ async def check(spool: Spool | None, spool_dir: Path, state: PolicyState, writer
         pass  # another process's turn: the spool holds events until it is free
     except LedgerError as exc:
         h.problems["ledger"].append(f"ledger: {exc}")
-    try:
-        await state.ping()
-    except StateUnavailable as exc:
-        h.problems["state"].append(f"state: {exc}")
+    problem, warning = await state.health()
+    if problem:
+        h.problems["state"].append(problem)
+    if warning:
+        h.warnings.append(warning)  # fail_open: serving with local counters is degraded, not unready
     return h
 
 

@@ -54,10 +54,11 @@ class BudgetAlerts:
         key = (kind, b.name, w.start.isoformat(), threshold)
         if key in self.fired:
             return
-        self.fired.add(key)
         me = new_alert_id()
         ttl = max(60.0, (w.end - now).total_seconds() + 86_400)
-        if await self.state.claim("alert:" + "|".join(map(str, key)), me, ttl) != me:
+        won = await self.state.claim("alert:" + "|".join(map(str, key)), me, ttl) == me  # may raise: try again later
+        self.fired.add(key)
+        if not won:
             return  # another gateway fired it
         tz = zone(b.timezone)  # the period as the budget's owner reads it (a Berlin month, not a UTC one)
         alert = Alert(

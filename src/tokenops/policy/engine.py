@@ -40,7 +40,15 @@ from tokenops.policy.estimate import (
 )
 from tokenops.policy.limits import RateClaim, RateLimiter
 from tokenops.policy.periods import Window, window
-from tokenops.policy.state import Claim, Counter, CounterKey, InMemoryState, PolicyState
+from tokenops.policy.state import (
+    Claim,
+    Counter,
+    CounterKey,
+    CountersMissing,
+    InMemoryState,
+    PolicyState,
+    StateUnavailable,
+)
 from tokenops.scopes import ScopeIndex
 
 log = logging.getLogger("tokenops.policy")
@@ -75,6 +83,8 @@ class PolicyEngine:
         alerts: Any = None,
         clock: Callable[[], datetime] | None = None,
         reservation_ttl: float = RESERVATION_TTL,
+        seed: Seed | None = None,
+        grant_spend: Callable[[str], Awaitable[Decimal]] | None = None,
     ):
         self.config_budgets = {b.name: b for b in budgets}
         self.budgets: dict[str, BudgetConfig] = {}
@@ -88,6 +98,8 @@ class PolicyEngine:
         self.price_of = price_of or (lambda call, model: None)
         self.resolve = resolve or (lambda call, model: None)  # the upstream name of a model (alias, provider/...)
         self.reservation_ttl = reservation_ttl
+        self.seed = seed  # a budget's spend this period from the ledger: for counters the state does not hold
+        self.grant_spend = grant_spend  # an approval grant's spend from the ledger, likewise
         self.approvals = approvals or Approvals()
         self.approvals.state = self.state  # grant spend is reserved and settled with the budgets
         self.alerts = alerts  # tokenops.policy.alerting.BudgetAlerts, or None
@@ -155,7 +167,11 @@ class PolicyEngine:
             held.claims.append(Claim(counter_key(b, w), amount, self._limits.get(b.name)))
         for g in capped:
             held.claims.append(Claim(grant_counter(g.id), cost or ZERO, g.max_usd))
-        full = await self.state.reserve(held.id, held.claims, self.reservation_ttl)
+        try:
+            full = await self.state.reserve(held.id, held.claims, self.reservation_ttl, require_seeded=True)
+        except CountersMissing as missing:  # a new period, or a shared state that restarted empty
+            await self._seed_missing(missing.keys, budgets)
+            full = await self.state.reserve(held.id, held.claims, self.reservation_ttl)
         if full is not None:
             if full[0].startswith("grant:"):
                 raise GatewayError(
@@ -167,11 +183,24 @@ class PolicyEngine:
         try:
             held.rate_claims = await self.limiter.take(call, call.model_requested,
                                                        typical_input(call, model) + out * call.choices, cost)  # fmt: skip
-        except GatewayError:
+        except (GatewayError, StateUnavailable):
             await self.state.settle(held.id, {})
             raise
         call.reservation = held
         await self._remaining_header(call, budgets)
+
+    async def _seed_missing(self, keys: list[CounterKey], budgets: list[tuple[BudgetConfig, Window]]) -> None:
+        """Seed the counters a reservation found missing: from the ledger's spend (if no other gateway did first)."""
+        for key in keys:
+            if key[0].startswith("grant:"):
+                spent = await self.grant_spend(key[0][6:]) if self.grant_spend else ZERO
+                await self.state.raise_spent(key, spent)
+                continue
+            found = next(((b, w) for b, w in budgets if counter_key(b, w) == key), None)
+            if found is not None:
+                b, w = found
+                spent = await self.seed(b, w) if self.seed else ZERO
+                await self.state.seed(key, spent, expires_at=_expiry(w))
 
     # --- settle (the meter's hook) ---------------------------------------------------------------
     async def settle(self, call: Call, event: SpendEvent) -> None:
@@ -186,12 +215,19 @@ class PolicyEngine:
             actual[counter_key(b, w)] = cost if b.unit == "usd" else Decimal(tokens)
         for grant in held.grants:
             actual[grant_counter(grant)] = cost
-        await self.state.settle(held.id, actual)
-        await self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
+        try:
+            await self.state.settle(held.id, actual)
+            await self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
+        except StateUnavailable as exc:  # the state retries it, or the reservation lapses: nothing to undo here
+            log.warning("call %s: not settled in the shared state yet: %s", call.request_id, exc)
+            return
         counters = await self._remaining_header(call, held.budgets)
         if self.alerts is not None:
-            for (b, w), counter in zip(held.budgets, counters, strict=True):
-                await self.alerts.after_settle(b, w, counter, self.clock())
+            for (b, w), counter in zip(held.budgets, counters, strict=False):
+                try:
+                    await self.alerts.after_settle(b, w, counter, self.clock())
+                except StateUnavailable as exc:
+                    log.warning("budget %s: alerts not checked: %s", b.name, exc)
 
     def _cheaper(self, call: Call, target: str) -> bool:
         """Downgrade only to a model that really costs less for this call (never "down" to a dearer one, and not
@@ -212,8 +248,11 @@ class PolicyEngine:
         held: Held | None = call.reservation
         if held is not None and not held.settled:
             held.settled = True
-            await self.state.settle(held.id, {})
-            await self.limiter.settle(held.rate_claims, 0, ZERO)
+            try:
+                await self.state.settle(held.id, {})
+                await self.limiter.settle(held.rate_claims, 0, ZERO)
+            except StateUnavailable as exc:  # the reservation lapses by itself (its ttl)
+                log.warning("call %s: reservation not released: %s", call.request_id, exc)
 
     # --- pieces ---------------------------------------------------------------------------------
     def window(self, b: BudgetConfig, at: datetime) -> Window:
@@ -241,7 +280,15 @@ class PolicyEngine:
         """
         approvals: list[BudgetConfig] = []
         downgrade: tuple[BudgetConfig, ThresholdConfig] | None = None
-        counters = await self.state.counters([counter_key(b, w) for b, w in budgets])
+        try:
+            counters = await self.state.counters([counter_key(b, w) for b, w in budgets])
+        except StateUnavailable:
+            # Without the counters a budget's thresholds cannot be known: refuse what a hard limit or an
+            # approval threshold governs (the gateway answers 503), let a call under soft budgets only through.
+            if any(self._limits.get(b.name) is not None or any(t.action == "require_approval" for t in b.thresholds)
+                   for b, _w in budgets):  # fmt: skip
+                raise
+            return None, [], None
         for (b, _w), counter in zip(budgets, counters, strict=True):
             committed = counter.committed
             limit = self._limits.get(b.name)
@@ -361,8 +408,12 @@ class PolicyEngine:
         )  # fmt: skip
 
     async def _remaining_header(self, call: Call, budgets: list[tuple[BudgetConfig, Window]]) -> list[Counter]:
-        """Set the remaining-budget header; returns the counters of ``budgets`` (read once, for the alerts too)."""
-        counters = await self.state.counters([counter_key(b, w) for b, w in budgets]) if budgets else []
+        """Set the remaining-budget header; returns the counters of ``budgets`` (read once, for the alerts too; none
+        when the shared state cannot be read)."""
+        try:
+            counters = await self.state.counters([counter_key(b, w) for b, w in budgets]) if budgets else []
+        except StateUnavailable:
+            return []
         remaining = [b.amount - c.committed for (b, _w), c in zip(budgets, counters, strict=True) if b.unit == "usd"]
         if remaining:
             call.response_headers["x-tokenops-budget-remaining-usd"] = format_usd(max(ZERO, min(remaining)))
@@ -378,12 +429,12 @@ class PolicyEngine:
             if b.name not in merged:
                 merged[b.name] = b
         now = self.clock()
-        for name, b in merged.items():
-            old = self.budgets.get(name)
-            if old is None or counter_name(old) != counter_name(b):
-                w = self.window(b, now)
-                await self.state.seed(counter_key(b, w), await seed(b, w), expires_at=_expiry(w))
+        new = [b for name, b in merged.items()
+               if (old := self.budgets.get(name)) is None or counter_name(old) != counter_name(b)]  # fmt: skip
         self._install(merged)
+        for b in new:  # best effort: a counter not seeded now is seeded by the first call that needs it
+            w = self.window(b, now)
+            await self.state.seed(counter_key(b, w), await seed(b, w), expires_at=_expiry(w))
 
     def set_rules(self, extra: Sequence[RuleConfig]) -> None:
         """The config's rules, then run-time rules of other names (the config wins a name)."""

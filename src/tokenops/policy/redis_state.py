@@ -55,8 +55,10 @@ from tokenops.policy.state import (
     Claim,
     Counter,
     CounterKey,
+    CountersMissing,
     InMemoryState,
     PolicyState,
+    StateSchemaMismatch,
     StateUnavailable,
 )
 
@@ -68,19 +70,6 @@ MAX_CONNECTIONS = 64  # Redis runs one script at a time: more connections would 
 RETRY_EVERY = 1.0  # seconds between tries of a Redis that failed
 _UNIT = 10**12  # pico-units per unit
 _CTX = decimal.Context(prec=80)  # wide enough that splitting an amount never rounds anything but the 13th place
-
-
-class StateSchemaMismatch(StateUnavailable):
-    """The Redis holds keys of another TokenOps state layout under this prefix."""
-
-
-class CountersMissing(StateUnavailable):
-    """``reserve(require_seeded=True)`` found counters that do not exist (a new period, a Redis that restarted
-    or evicted them): seed them from the ledger, then reserve again."""
-
-    def __init__(self, keys: list[CounterKey]):
-        super().__init__(f"counters not seeded: {', '.join(f'{n}@{p}' for n, p in keys)}")
-        self.keys = keys
 
 
 # --- Lua ----------------------------------------------------------------------------------------
@@ -545,6 +534,13 @@ class RedisState:
         """Raise StateUnavailable unless Redis answers within the timeout and holds this version's layout."""
         await self._call("check", [], [])
 
+    async def health(self) -> tuple[str | None, str | None]:
+        try:
+            await self.ping()
+        except StateUnavailable as exc:
+            return f"state: {exc}", None
+        return None, None
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         for other, (client, _) in list(self._clients.items()):
@@ -724,6 +720,14 @@ class ResilientState:
             await self._failed(exc)
             raise
         await self._recovered()
+
+    async def health(self) -> tuple[str | None, str | None]:
+        _, status = await self.status()
+        if status == "ok":
+            return None, None
+        if self.mode == "fail_open":
+            return None, f"state: redis {status}"
+        return f"state: redis {status}", None
 
     async def status(self) -> tuple[str, str]:
         """For /readyz: ("redis", "ok" | "unavailable (fail_closed)" | "unavailable, serving with local state

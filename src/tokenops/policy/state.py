@@ -81,13 +81,28 @@ class StateUnavailable(Exception):
     """The shared state cannot be reached (Redis down): the caller decides between failing closed and open."""
 
 
+class StateSchemaMismatch(StateUnavailable):
+    """The shared state holds keys of another TokenOps state layout under this prefix (never failed open)."""
+
+
+class CountersMissing(StateUnavailable):
+    """``reserve(require_seeded=True)`` found counters that do not exist (a new period, a Redis that restarted
+    or evicted them): seed them from the ledger, then reserve again."""
+
+    def __init__(self, keys: list[CounterKey]):
+        super().__init__(f"counters not seeded: {', '.join(f'{n}@{p}' for n, p in keys)}")
+        self.keys = keys
+
+
 class PolicyState(Protocol):
     """What the policy engine asks of its state (see the module docstring)."""
 
     name: str  # "memory" or the Redis URL without its password
 
-    async def reserve(self, reservation_id: str, claims: Sequence[Claim], ttl: float) -> CounterKey | None:
-        """Reserve all claims atomically; returns the key of a full counter (and reserves nothing)."""
+    async def reserve(self, reservation_id: str, claims: Sequence[Claim], ttl: float, *,
+                      require_seeded: bool = False) -> CounterKey | None:  # fmt: skip
+        """Reserve all claims atomically; returns the key of a full counter (and reserves nothing). With
+        ``require_seeded``, raise :class:`CountersMissing` (reserving nothing) if a counter does not exist yet."""
 
     async def settle(self, reservation_id: str, actual: Mapping[CounterKey, Decimal]) -> None:
         """Replace the reservation by the real amounts (0 for a failed call); a no-op for an unknown id."""
@@ -118,6 +133,9 @@ class PolicyState(Protocol):
 
     async def ping(self) -> None:
         """Raise :class:`StateUnavailable` if the state cannot be reached."""
+
+    async def health(self) -> tuple[str | None, str | None]:
+        """For /readyz: (a problem that makes the gateway unready, a warning that does not); both None if well."""
 
     async def close(self) -> None: ...
 
@@ -169,10 +187,14 @@ class InMemoryState:
             counter.reserved -= c.amount
             counter.spent += actual.get(c.key, ZERO)
 
-    async def reserve(self, reservation_id: str, claims: Sequence[Claim], ttl: float) -> CounterKey | None:
+    async def reserve(self, reservation_id: str, claims: Sequence[Claim], ttl: float, *,
+                      require_seeded: bool = False) -> CounterKey | None:  # fmt: skip
         now = self.clock()
         with self._lock:
             self._expire(now)
+            missing = [c.key for c in claims if c.key not in self.counters_]
+            if require_seeded and missing:
+                raise CountersMissing(missing)
             for c in claims:
                 counter = self.counters_.get(c.key)
                 committed = counter.committed if counter else ZERO
@@ -258,6 +280,9 @@ class InMemoryState:
 
     async def ping(self) -> None:
         return None
+
+    async def health(self) -> tuple[str | None, str | None]:
+        return None, None
 
     async def close(self) -> None:
         return None
