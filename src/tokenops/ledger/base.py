@@ -3,7 +3,8 @@
     Ledger (one object per ledger URL; thread-safe; opened with :func:`tokenops.ledger.open_ledger`)
     ├── writes: append, drain (the spool), keys, budgets/limits/rules defined at run time, approval decisions
     ├── reads:  events, spend reports, unpriced models, budget sums, approvals, alerts
-    └── meta:   ping, identity_secret, url
+    ├── meta:   ping, identity_secret, url, migrate, close
+    └── transfer: whole rows of each table in pages, and totals to verify a copy (``tokenops ledger migrate``)
 
 Two backends implement it: :mod:`tokenops.ledger.duckdb` (one embedded file, the default) and
 :mod:`tokenops.ledger.postgres` (a PostgreSQL server, for several gateways). Every SQL statement and every
@@ -24,6 +25,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -86,9 +88,83 @@ class Ledger(Protocol):
     # --- meta ---
     def ping(self, timeout: float = 0.5) -> None: ...
     def identity_secret(self) -> str: ...
+    def migrate(self) -> list[str]: ...  # apply pending schema migrations now; the names applied
+    def close(self) -> None: ...  # let go of connections (the ledger opens them again when next used)
+
+    # --- transfer (tokenops ledger migrate): whole rows of the tables in TABLES, columns as in TABLES ---
+    # a page of rows in key order, after the key ``after``: about ``limit`` rows (a backend may return more or
+    # fewer; the last page is the empty one)
+    def export_rows(self, table: str, after: tuple[Any, ...] | None, limit: int) -> list[dict[str, Any]]: ...
+    def import_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int: ...
+    def totals(self) -> Totals: ...
 
 
 DEFINITION_KINDS = ("budget", "limit", "rule")  # what put_definition stores: validated by the policy layer
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table that ``tokenops ledger migrate`` copies: its columns, the key it is paged by (rows are exported in
+    key order, ``after`` the last key seen) and whether a row may change once written (a re-run then brings it
+    up to date; immutable rows are only ever inserted)."""
+
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    mutable: bool = False
+
+
+# Row values crossing backends: naive UTC datetimes, Decimal, str, int, float, bool, None; tags as dict, tag
+# lists as list, JSON documents (prices, definitions, details) as their text. Copied in this order. Not copied:
+# spool_progress (a machine's spool, already in the events), schema_migrations (each ledger's own), ledger_meta
+# (the identity secret proves which ledger a gateway serves: a copy is another ledger and makes its own).
+TABLES: dict[str, Table] = {
+    "price_rows": Table(("id", "provider", "model", "effective_from", "effective_to", "source", "prices",
+                         "first_used_at"), ("id",)),
+    "keys": Table(("id", "name", "key_hash", "key_prefix", "tags", "locked_tags", "created_at", "revoked_at"),
+                  ("id",), mutable=True),
+    "budgets": Table(("name", "definition", "updated_at", "updated_by"), ("name",), mutable=True),
+    "policies": Table(("kind", "name", "definition", "updated_at", "updated_by"), ("kind", "name"), mutable=True),
+    "approvals": Table(("id", "status", "key_id", "reason", "model", "message", "requested_at", "decided_at",
+                        "decided_by", "until", "max_usd"), ("id",), mutable=True),
+    "alerts": Table(("id", "kind", "budget", "period_start", "threshold", "message", "fired_at", "details"), ("id",)),
+    "events": Table(EVENT_COLUMNS, ("ts", "request_id")),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Totals:
+    """What two ledgers holding the same data agree on: rows per table, the events' cost and tokens."""
+
+    rows: dict[str, int]
+    cost_usd: Decimal
+    tokens: dict[str, int]  # usage column -> sum over the events
+
+    def differences(self, other: Totals) -> list[str]:
+        """What differs from ``other``, one phrase each (empty when they agree)."""
+        out = [f"{t}: {self.rows.get(t, 0)} rows vs {other.rows.get(t, 0)}" for t in TABLES
+               if self.rows.get(t, 0) != other.rows.get(t, 0)]  # fmt: skip
+        if self.cost_usd != other.cost_usd:
+            out.append(f"total cost: {self.cost_usd:f} vs {other.cost_usd:f} USD")
+        out += [f"{c}: {self.tokens.get(c, 0)} vs {other.tokens.get(c, 0)}" for c in USAGE_COLUMNS
+                if self.tokens.get(c, 0) != other.tokens.get(c, 0)]  # fmt: skip
+        return out
+
+
+def keyset(table: Table, after: tuple[Any, ...] | None, mark: str, text: str = "") -> tuple[str, list[Any]]:
+    """The WHERE fragment of a page after the key ``after`` ("key > after" in key order), with its parameters.
+    ``mark`` is the driver's placeholder; ``text`` a collation clause for the text columns of the key."""
+    if after is None:
+        return "TRUE", []
+    cols = [f"{c}{_coll(c, text)}" for c in table.key]
+    parts, params = [], [after[0]]
+    for i, col in enumerate(cols):
+        parts.append("(" + " AND ".join([*(f"{c} = {mark}" for c in cols[:i]), f"{col} > {mark}"]) + ")")
+        params += [*after[:i], after[i]]
+    return f"({cols[0]} >= {mark} AND ({' OR '.join(parts)}))", params
+
+
+def _coll(column: str, text: str) -> str:
+    return "" if column == "ts" else text
 
 
 # --- rows -------------------------------------------------------------------------------------------------

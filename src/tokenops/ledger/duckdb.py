@@ -35,10 +35,14 @@ from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.base import (
     DEFINITION_KINDS,
     EVENT_COLUMNS,
+    TABLES,
+    USAGE_COLUMNS,
     PriceRows,
+    Totals,
     aware,
     drain_spool,
     event_values,
+    keyset,
     naive_utc,
     parse_ts,
     price_row_json,
@@ -65,6 +69,7 @@ _TYPES = {
 }  # fmt: skip
 assert tuple(_TYPES) == EVENT_COLUMNS
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
+_NESTED = {"tags", "missing_tags", "locked_tags"}  # MAP and LIST columns
 # the database will not take this data (as opposed to: the database is not working)
 REFUSED = (duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputException)
 
@@ -163,12 +168,18 @@ class _Session:
         if not events:
             return 0
         now = datetime.now(UTC).replace(tzinfo=None)
+        return self.insert_rows([event_values(e, now) for e in events])
+
+    def insert_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Bulk-insert events given as rows (column -> value, see :func:`tokenops.ledger.base.event_values`)."""
+        if not rows:
+            return 0
         fd, name = tempfile.mkstemp(prefix=".tokenops-batch-", suffix=".jsonl", dir=self.tmp_dir)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(b"\n".join(orjson.dumps(event_values(e, now), default=_json_default) for e in events))
-            lo = min(naive_utc(e.ts) for e in events)  # type: ignore[type-var]
-            hi = max(naive_utc(e.ts) for e in events)  # type: ignore[type-var]
+                fh.write(b"\n".join(orjson.dumps(dict(r), default=_json_default) for r in rows))
+            lo = min(r["ts"] for r in rows)
+            hi = max(r["ts"] for r in rows)
             types = "{" + ", ".join(f"'{c}': '{t}'" for c, t in _TYPES.items()) + "}"
             row = self.conn.execute(
                 f"""
@@ -219,6 +230,7 @@ class DuckDBLedger:
         self.lock_timeout = lock_timeout
         self._lock = threading.RLock()
         self._migrated = False
+        self._applied: list[str] = []
 
     # --- connections ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -271,7 +283,7 @@ class DuckDBLedger:
             try:
                 conn.execute("SET TimeZone = 'UTC'")
                 if not self._migrated:
-                    migrations.apply(conn)
+                    self._applied = migrations.apply(conn, where=str(self.path))
                     self._migrated = True
                 yield conn
             except duckdb.Error as exc:
@@ -291,6 +303,16 @@ class DuckDBLedger:
     def ping(self, timeout: float = 0.5) -> None:
         with self.connect(timeout=timeout) as conn:
             conn.execute("SELECT 1").fetchone()
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations now; returns the names applied (by this object's first connection)."""
+        with self.connect():
+            pass
+        applied, self._applied = self._applied, []
+        return applied
+
+    def close(self) -> None:
+        """Nothing to let go of: no connection outlives its unit of work."""
 
     def identity_secret(self) -> str:
         """This ledger's random secret (made on first use; see :mod:`tokenops.ledger.identity`)."""
@@ -450,3 +472,62 @@ class DuckDBLedger:
                 "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, until = ?, max_usd = ? WHERE id = ?",
                 [status, naive_utc(at), by, naive_utc(until), max_usd, approval_id],
             )
+
+    # --- transfer (tokenops ledger migrate) -------------------------------------------------------
+    def export_rows(self, table: str, after: tuple[Any, ...] | None, limit: int) -> list[dict[str, Any]]:
+        """A page of whole rows of ``table`` (see :data:`tokenops.ledger.base.TABLES`), in key order."""
+        t = TABLES[table]
+        where, params = keyset(t, after, "?")
+        # maps and lists come out of DuckDB into Python several times slower than their JSON text
+        cols = ", ".join(f'to_json("{c}")::VARCHAR' if c in _NESTED else f'"{c}"' for c in t.columns)
+        first = t.key[0]
+        beyond, past = ("TRUE", []) if after is None else (f"{first} > ?", [after[0]])
+        with self.connect() as conn:
+            # where the page ends, by the key's first column alone (sorting whole rows to keep a few, or testing
+            # the whole key on each row, is several times slower): the page is the rest of the rows whose first
+            # column is the one of ``after`` (ties), then ``limit`` more values of it and their ties
+            last = conn.execute(f"SELECT {first} FROM {table} WHERE {beyond} ORDER BY {first} LIMIT 1 OFFSET ?",
+                                [*past, limit - 1]).fetchone()  # fmt: skip
+            upto, bound = ("TRUE", []) if last is None else (f"{first} <= ?", [last[0]])
+            rows = conn.execute(f"SELECT {cols} FROM {table} WHERE {where} AND {upto} ORDER BY {', '.join(t.key)}",
+                                [*params, *bound]).fetchall()  # fmt: skip
+        nested = [i for i, c in enumerate(t.columns) if c in _NESTED]
+        out = []
+        for r in rows:
+            row = dict(zip(t.columns, r, strict=True))
+            for i in nested:
+                if r[i] is not None:
+                    row[t.columns[i]] = orjson.loads(r[i])
+            out.append(row)
+        return out
+
+    def import_rows(self, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write rows exported from another ledger; returns how many were new. Rows already here are skipped
+        (immutable tables) or brought up to date (mutable ones)."""
+        t = TABLES[table]
+        if not rows:
+            return 0
+        with self.connect() as conn:
+            session = _Session(conn, self.path.parent)
+            with session.transaction():
+                if table == "events":
+                    return session.insert_rows(rows)
+                before = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+                cols = ", ".join(f'"{c}"' for c in t.columns)
+                update = ", ".join(f'"{c}" = excluded."{c}"' for c in t.columns if c not in t.key)
+                conflict = f"({', '.join(t.key)}) DO UPDATE SET {update}" if t.mutable else "DO NOTHING"
+                conn.executemany(
+                    f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in t.columns)}) ON CONFLICT {conflict}",
+                    [[r[c] for c in t.columns] for r in rows],
+                )
+                after = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
+        return int(after - before)
+
+    def totals(self) -> Totals:
+        """Rows per table and the events' cost and tokens (what ``tokenops ledger migrate`` verifies)."""
+        with self.connect() as conn:
+            rows = {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in TABLES}  # type: ignore[index]
+            sums = conn.execute("SELECT coalesce(sum(cost_usd), 0)::DECIMAL(38,12), "
+                                + ", ".join(f"coalesce(sum({c}), 0)" for c in USAGE_COLUMNS) + " FROM events").fetchone()  # fmt: skip
+        assert sums is not None
+        return Totals(rows, Decimal(sums[0]), {c: int(v) for c, v in zip(USAGE_COLUMNS, sums[1:], strict=True)})

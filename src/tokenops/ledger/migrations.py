@@ -3,13 +3,19 @@
 A migration is applied once, in order, inside a transaction with its record, so one interrupted half-way is
 rolled back and applied whole on the next start. Names never change once released; a new schema change is a
 new entry at the end of every dialect's list: each backend has the same names (a test checks it), written in
-its own SQL. :data:`DUCKDB` is the embedded ledger's; the PostgreSQL ledger's list lives with its backend.
+its own SQL. :data:`DUCKDB` is the embedded ledger's, :data:`POSTGRESQL` the server's (applied by
+:mod:`tokenops.ledger.postgres` under an advisory lock, so that processes starting together do not race).
+
+A database whose ``schema_migrations`` names a migration this code does not know was written by a newer
+TokenOps: it is refused (:class:`~tokenops.errors.LedgerError`) rather than written with an older schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from tokenops.errors import LedgerError
 
 DUCKDB: list[tuple[str, str]] = [
     (
@@ -150,16 +156,185 @@ DUCKDB: list[tuple[str, str]] = [
 ]
 
 
+# PostgreSQL: the same names, in the server's dialect. Events are partitioned by month (a partition is made by
+# the ledger when a batch holds a month that has none; see tokenops.ledger.postgres) with a DEFAULT partition as
+# the safety net; events_hourly is the rollup that spend reports over long windows read instead of the events.
+POSTGRESQL: list[tuple[str, str]] = [
+    (
+        "0001_events",
+        """
+        CREATE TABLE events (
+            request_id TEXT NOT NULL,
+            ts TIMESTAMP NOT NULL,              -- call start, UTC (naive, as in DuckDB)
+            source TEXT NOT NULL,
+            provider TEXT,
+            model_requested TEXT,
+            model_used TEXT,
+            route TEXT,
+            stream BOOLEAN,
+            input_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_read_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_5m_tokens BIGINT NOT NULL DEFAULT 0,
+            cache_write_1h_tokens BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            reasoning_tokens BIGINT NOT NULL DEFAULT 0,
+            usage_estimated BOOLEAN NOT NULL DEFAULT FALSE,
+            cost_usd NUMERIC(38, 12),           -- NULL: unpriced (no price known), never a silent 0
+            price_row_id TEXT,
+            key_id TEXT,
+            end_user TEXT,
+            team TEXT, project TEXT, feature TEXT, env TEXT,
+            owner TEXT, workload TEXT, customer TEXT,
+            tags JSONB,
+            missing_tags TEXT[],
+            status TEXT NOT NULL,
+            http_status INTEGER,
+            error_code TEXT,
+            latency_ms DOUBLE PRECISION,
+            ttft_ms DOUBLE PRECISION,
+            cache TEXT,
+            upstream_request_id TEXT,
+            recorded_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (request_id, ts)        -- a partitioned table's keys include its partition key
+        ) PARTITION BY RANGE (ts);
+        CREATE TABLE events_default PARTITION OF events DEFAULT;
+        CREATE INDEX events_ts ON events (ts);
+        CREATE INDEX events_unpriced ON events (ts) WHERE cost_usd IS NULL;  -- no text: no key too long
+        CREATE TABLE events_hourly (
+            hour TIMESTAMP NOT NULL,            -- date_trunc('hour', ts)
+            dims BYTEA NOT NULL,                -- sha256 of the dimension values below: the key of the row
+            provider TEXT, model_used TEXT, key_id TEXT, status TEXT NOT NULL, route TEXT, source TEXT NOT NULL,
+            team TEXT, project TEXT, feature TEXT, env TEXT, owner TEXT, workload TEXT, customer TEXT,
+            requests BIGINT NOT NULL,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cost_usd NUMERIC(38, 12) NOT NULL,  -- the sum of the priced events' costs
+            unpriced BIGINT NOT NULL,           -- events without a price
+            PRIMARY KEY (hour, dims)
+        );
+        """,
+    ),
+    (
+        "0002_price_rows",
+        """
+        CREATE TABLE price_rows (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            effective_from TIMESTAMP NOT NULL,
+            effective_to TIMESTAMP,
+            source TEXT NOT NULL,
+            prices TEXT NOT NULL,              -- the row's prices as JSON (exact decimal strings)
+            first_used_at TIMESTAMP NOT NULL
+        )
+        """,
+    ),
+    (
+        "0003_keys",
+        """
+        CREATE TABLE keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,     -- sha256 of the key; the key itself is never stored
+            key_prefix TEXT NOT NULL,          -- first characters, to recognise a key in listings
+            tags JSONB,
+            locked_tags TEXT[],
+            created_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP
+        )
+        """,
+    ),
+    (
+        "0004_spool_progress",
+        """
+        CREATE TABLE spool_progress (
+            segment TEXT PRIMARY KEY,
+            "offset" BIGINT NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )
+        """,
+    ),
+    (
+        "0005_governance",
+        """
+        ALTER TABLE events ADD COLUMN approval_id TEXT;
+        CREATE INDEX events_approval ON events (approval_id) WHERE approval_id IS NOT NULL;
+        CREATE TABLE budgets (
+            name TEXT PRIMARY KEY,
+            definition TEXT NOT NULL,          -- the budget as JSON, as given (TEXT: JSONB would reorder it)
+            updated_at TIMESTAMP NOT NULL,
+            updated_by TEXT
+        );
+        CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,                -- threshold | forecast | blocked
+            budget TEXT NOT NULL,
+            period_start TIMESTAMP NOT NULL,
+            threshold DOUBLE PRECISION,
+            message TEXT NOT NULL,
+            fired_at TIMESTAMP NOT NULL,
+            details TEXT
+        );
+        CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,              -- pending | approved | denied
+            key_id TEXT,
+            reason TEXT NOT NULL,              -- budget:<name> or rule:<name>
+            model TEXT,
+            message TEXT,
+            requested_at TIMESTAMP NOT NULL,
+            decided_at TIMESTAMP,
+            decided_by TEXT,
+            until TIMESTAMP,
+            max_usd NUMERIC(38, 12)
+        );
+        """,
+    ),
+    (
+        "0006_policies",
+        """
+        CREATE TABLE policies (
+            kind TEXT NOT NULL,                -- limit | rule
+            name TEXT NOT NULL,
+            definition TEXT NOT NULL,          -- as given to the API, JSON
+            updated_at TIMESTAMP NOT NULL,
+            updated_by TEXT,
+            PRIMARY KEY (kind, name)
+        )
+        """,
+    ),
+    (
+        "0007_ledger_meta",
+        """
+        CREATE TABLE ledger_meta (
+            name TEXT PRIMARY KEY,             -- identity_secret: proves a gateway serves this ledger
+            value TEXT NOT NULL
+        )
+        """,
+    ),
+]
+
+
 NAMES = tuple(name for name, _ in DUCKDB)
 
 
-def apply(conn: Any, migrations: Sequence[tuple[str, str]] = DUCKDB, *, param: str = "?") -> list[str]:
+def check_known(done: set[str], migrations: Sequence[tuple[str, str]], where: str) -> None:
+    """Refuse a database that holds migrations this code does not know: a newer TokenOps wrote it."""
+    unknown = sorted(done - {name for name, _ in migrations})
+    if unknown:
+        raise LedgerError(f"ledger {where} was written by a newer TokenOps (its schema has migration "
+                          f"{', '.join(unknown)}, which this version does not know): upgrade TokenOps to use it")  # fmt: skip
+
+
+def apply(conn: Any, migrations: Sequence[tuple[str, str]] = DUCKDB, *, param: str = "?",
+          where: str = "database") -> list[str]:  # fmt: skip
     """Apply pending migrations on a DB-API-like connection (``execute`` returning a cursor, transactions by
-    statement); returns the names applied."""
+    statement); returns the names applied. ``where`` names the database in errors."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations").fetchall()}
+    check_known(done, migrations, where)
     applied = []
     for name, sql in migrations:
         if name in done:
