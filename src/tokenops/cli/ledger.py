@@ -60,8 +60,13 @@ def _copy(source: Any, dest: Any, from_: str, to: str, batch: int) -> None:
 
         with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       transient=False) as bar:  # fmt: skip
-            tasks = {t: bar.add_task(t, total=n) for t, n in before.rows.items()}
-            copied = copy_ledger(source, dest, batch=batch, progress=lambda t, read, new: bar.advance(tasks[t], read))
+            tasks = {t: bar.add_task(t, total=n) for t, n in before.rows.items() if n}  # empty tables: no bar
+
+            def advance(table: str, read: int, new: int) -> None:
+                if table in tasks:
+                    bar.advance(tasks[table], read)
+
+            copied = copy_ledger(source, dest, batch=batch, progress=advance)
     else:
         copied = copy_ledger(source, dest, batch=batch)
     summary = ", ".join(f"{copied.new[t]} {t}" for t in copied.new)
