@@ -22,6 +22,7 @@ in the ledger.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -340,12 +341,14 @@ def _drain_segment(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead,
         return _commit(session, spool_dir, seg, events, records, price_rows, bad, quarantine_bad)
     except refused as exc:
         log.error("spool %s: the ledger refused a batch (%s); looking for the events it refuses", seg.name, exc)
-    good, good_records = [], []
+    good: list[SpendEvent] = []
+    good_records: list[dict[str, Any]] = []
     for event in events:
-        if not _refuses(session, lambda e=event: session.insert_events([e]), lines[event.request_id], bad, refused):
+        if not _refuses(session, functools.partial(session.insert_events, [event]), lines[event.request_id], bad,
+                        refused):  # fmt: skip
             good.append(event)
     for record in records:
-        if not _refuses(session, lambda r=record: session.apply_record(r), orjson.dumps(record), bad, refused):
+        if not _refuses(session, functools.partial(session.apply_record, record), orjson.dumps(record), bad, refused):
             good_records.append(record)
     return _commit(session, spool_dir, seg, good, good_records, price_rows, bad, quarantine_bad)
 

@@ -320,6 +320,7 @@ class DuckDBLedger:
             conn.execute("INSERT INTO ledger_meta VALUES ('identity_secret', ?) ON CONFLICT DO NOTHING",
                          [identity.new_secret()])  # fmt: skip
             row = conn.execute("SELECT value FROM ledger_meta WHERE name = 'identity_secret'").fetchone()
+        assert row is not None  # inserted just above if it was missing
         return str(row[0])
 
     # --- writing events -------------------------------------------------------------------------
@@ -350,7 +351,8 @@ class DuckDBLedger:
 
     def spend_report(self, q: ReportQuery) -> SpendReport:
         dims = [_dimension_sql(d, q.timezone) for d in q.by]
-        conds, params = ["TRUE"], []
+        conds: list[str] = ["TRUE"]
+        params: list[Any] = []
         if q.since is not None:
             conds.append("ts >= ?")
             params.append(naive_utc(q.since))
