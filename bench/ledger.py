@@ -6,8 +6,8 @@ Through the ledger's own interface (``Ledger.append``, ``Ledger.spend_report``),
     python bench/ledger.py --events 1000000                  # a quicker look
     python bench/ledger.py --ledger postgresql://postgres@127.0.0.1:5432/tokenops_bench --events 10000000
 
-Events: 60 days of calls from 40 teams, 12 features, 6 models, 200 keys and 2,000 end users, with exact prices;
-appended in batches of ``--batch`` (the size the gateway's writer drains at most per segment). Then the report
+Events: 60 days of calls from 40 teams, 12 features, 6 models, 200 keys and 2,000 end users, with exact prices,
+in the order they happened (as a gateway's spool or a day-by-day import delivers them); appended in batches of ``--batch`` (the size the gateway's writer drains at most per segment). Then the report
 the issue names, a 30-day breakdown by two tags (``--by team,feature --since 30d``), three times, and the same
 by day, and a whole-period total; each time and its row count is printed. ``--json F`` writes every figure.
 """
@@ -55,7 +55,8 @@ def batches(n: int, size: int, days: int, seed: int = 7) -> object:
             cost = (Decimal(prompt) * Decimal(pin) + Decimal(completion) * Decimal(pout)) / M
             counter += 1
             out.append(SpendEvent(
-                request_id=f"req_bench{seed:04d}{counter:020x}", ts=start + timedelta(seconds=rng.random() * span),
+                request_id=f"req_bench{seed:04d}{counter:020x}",
+                ts=start + timedelta(seconds=(counter + rng.random()) * span / n),
                 source="bench", provider=provider, model_requested=model, model_used=model,
                 route="chat.completions", usage=Usage(input_tokens=prompt, output_tokens=completion),
                 cost_usd=cost.quantize(Decimal("0.000000000001")), key_id=keys[rng.randrange(200)],

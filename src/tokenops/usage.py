@@ -19,7 +19,7 @@ and digit strings (``"12"``) are accepted, anything else is :class:`MalformedUsa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 MAX_CALL_TOKENS = 1_000_000_000
@@ -77,12 +77,13 @@ class Usage:
     reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise MalformedUsage(f"usage {f.name} must be a non-negative integer, got {value!r}")
+        # on every call and every drained event: the field names are a module constant, not dataclasses.fields()
+        for name in USAGE_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:  # bool (a subclass of int) is refused too
+                raise MalformedUsage(f"usage {name} must be a non-negative integer, got {value!r}")
             if value > MAX_CALL_TOKENS:
-                raise ImplausibleUsage(f"usage {f.name} of {value} tokens is more than any call can use")
+                raise ImplausibleUsage(f"usage {name} of {value} tokens is more than any call can use")
         if self.cache_read_tokens + self.cache_write_tokens > self.input_tokens:
             raise MalformedUsage(
                 "usage cache reads and writes exceed input_tokens "
@@ -107,11 +108,14 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return Usage(**{n: getattr(self, n) + getattr(other, n) for n in USAGE_FIELDS})
 
     def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {n: getattr(self, n) for n in USAGE_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
-        return cls(**{f.name: int(data.get(f.name, 0) or 0) for f in fields(cls)})
+        return cls(**{n: int(data.get(n, 0) or 0) for n in USAGE_FIELDS})
+
+
+USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))

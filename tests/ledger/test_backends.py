@@ -6,7 +6,7 @@ import fnmatch
 import threading
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,12 @@ def test_append_and_get_event_round_trip_every_field(any_ledger: Ledger) -> None
     assert got.ts.tzinfo is not None and got.ts == huge.ts
     assert any_ledger.get_event("req_missing") is None
     assert any_ledger.count_events() == 3
+    kolkata = event(6, ts=(START + timedelta(microseconds=123_457)).astimezone(timezone(timedelta(hours=5, minutes=30))))
+    assert any_ledger.append([kolkata]) == 1
+    got = any_ledger.get_event(kolkata.request_id)
+    assert got is not None and got.ts == kolkata.ts and got.ts.utcoffset() == timedelta(0), "stored as the same instant"
+    team = sql(any_ledger, f"SELECT team FROM events WHERE request_id = '{e.request_id}'")
+    assert team == [("Ärger",)], "standard tags also fill their own columns"
 
 
 def test_drain_moves_the_spool_in_exactly_once(any_ledger: Ledger, tmp_path: Path) -> None:

@@ -144,9 +144,7 @@ class SpendEvent:
         kw["cost_usd"] = None if d.get("cost_usd") in (None, "unpriced") else Decimal(str(d["cost_usd"]))
         kw["missing_tags"] = tuple(d.get("missing_tags") or ())
         kw["tags"] = dict(d.get("tags") or {})
-        known = {f.name for f in fields(cls)}
-        kw.pop("priced", None)
-        return cls(**{k: v for k, v in kw.items() if k in known})
+        return cls(**{k: v for k, v in kw.items() if k in _EVENT_FIELDS})
 
     @classmethod
     def from_json(cls, line: bytes) -> SpendEvent:
@@ -154,6 +152,9 @@ class SpendEvent:
 
     def standard_tag(self, name: str) -> str | None:
         return self.tags.get(name)
+
+
+_EVENT_FIELDS = frozenset(f.name for f in fields(SpendEvent))
 
 
 def _exact(value: Any) -> str:
