@@ -56,7 +56,7 @@ CONFIG = """\
 ledger: duckdb:///{home}/bench.duckdb
 providers:
   openai: {{base_url: "http://127.0.0.1:{port}/v1", api_key: {key}}}
-gateway: {{writer_interval: 1.0, durability: {durability}}}
+gateway: {{writer_interval: 1.0, durability: {durability}, writer: {writer}}}
 """
 
 
@@ -177,14 +177,14 @@ def start_child(role: str, home: Path, cpu: int | None, profile: str | None = No
             time.sleep(0.05)
 
 
-def make_ledger(home: Path, fake_port: int, durability: str = "fsync") -> tuple[str, Any]:
+def make_ledger(home: Path, fake_port: int, durability: str = "fsync", writer: str = "process") -> tuple[str, Any]:
     """Write the gateway config and create one virtual key in a fresh ledger; returns the key and the ledger."""
     from tokenops.config import load_config
     from tokenops.ledger import open_ledger
     from tokenops.services.keys import create_key
 
     (home / "tokenops.yaml").write_text(CONFIG.format(home=home, port=fake_port, key=UPSTREAM_KEY,
-                                                      durability=durability))  # fmt: skip
+                                                      durability=durability, writer=writer))  # fmt: skip
     cfg = load_config(home / "tokenops.yaml")
     ledger = open_ledger(cfg.ledger, cfg.base_dir)
     _, key = create_key(ledger, "bench", {"team": "bench", "env": "dev"})
@@ -420,7 +420,7 @@ def bench(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     try:
         fake = start_child("fake", home, shared)
-        key, ledger = make_ledger(home, fake.port, args.durability)
+        key, ledger = make_ledger(home, fake.port, args.durability, args.writer)
         gateway = start_child("gateway", home, own, args.profile and os.path.abspath(args.profile))
         if pin:
             os.sched_setaffinity(0, {shared})
@@ -471,6 +471,8 @@ def bench(args: argparse.Namespace) -> int:
             "stream_chunks": args.chunks,
             "stream_chunk_delay_ms": args.chunk_delay_ms,
             "model": MODEL,
+            "durability": args.durability,
+            "writer": args.writer,
         },
         "idle_gateway_core_pct": round(100 * idle_cpu, 2),
         "results": results,
@@ -515,6 +517,8 @@ def main() -> int:
     p.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile and write its stats here")
     p.add_argument("--durability", choices=("fsync", "write"), default="fsync",
                    help="the gateway's gateway.durability (default fsync: survives a power loss)")
+    p.add_argument("--writer", choices=("process", "thread"), default="process",
+                   help="the gateway's gateway.writer: drains in a child process (default) or a thread")
     p.add_argument("--serve", choices=("fake", "gateway"), help=argparse.SUPPRESS)
     p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()

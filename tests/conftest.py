@@ -13,11 +13,33 @@ from typing import Any
 import httpx
 import pytest
 
+import harness
 from harness import FAKE_URL, PROVIDER_KEY, GatewayHarness, create_key, write_config
 from tokenops.app import create_app
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.gateway.app import Gateway
 from tokenops.ledger.duckdb import DuckDBLedger
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_test_stack_removed() -> Iterator[None]:
+    yield
+    for made in harness.MADE:
+        made.close()
+
+
+@pytest.fixture(autouse=True)
+def _test_stack() -> Iterator[harness.Stack]:
+    """The ledger and state this test's gateways use (harness.STACK); what it made is removed afterwards. A
+    module-scoped fixture that writes a config gets a stack of its own, removed at the end of the session."""
+    harness.CURRENT = harness.Stack()
+    yield harness.CURRENT
+    harness.CURRENT.close()
+    harness.CURRENT = harness.Stack()
+
+
+def pytest_report_header() -> str:
+    return f"gateway tests on: {harness.STACK} (TOKENOPS_TEST_STACK)"
 
 
 @pytest.fixture

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,52 @@ from tokenops.ledger.duckdb import DuckDBLedger
 PROVIDER_KEY = "sk-fake-provider-key-123"
 FAKE_URL = "http://fake.test"
 
+# The stack the gateway tests run on: TOKENOPS_TEST_STACK=duckdb-memory (the default: a DuckDB file in the
+# test's folder, budgets counted in the process) or postgresql-redis (a fresh PostgreSQL database and a fresh
+# Redis key prefix per test, made on first use by the conftest's ``stack`` fixture and dropped after it).
+STACKS = ("duckdb-memory", "postgresql-redis")
+STACK = os.environ.get("TOKENOPS_TEST_STACK", "duckdb-memory")
+if STACK not in STACKS:
+    raise SystemExit(f"TOKENOPS_TEST_STACK={STACK!r}: expected one of {', '.join(STACKS)}")
+
+
+class Stack:
+    """Where this test's gateways keep their ledger and state (see STACK)."""
+
+    def __init__(self) -> None:
+        self.cleanups: list[Callable[[], None]] = []
+        self._lines: str | None = None
+        MADE.append(self)
+
+    def lines(self, tmp_path: Path) -> str:
+        if STACK == "duckdb-memory":
+            return f"ledger: duckdb:///{tmp_path}/ledger.duckdb\n"
+        if self._lines is None:
+            import redis_service
+            import services
+
+            db = services.fresh_database()
+            url = db.__enter__()
+            self.cleanups.append(lambda: db.__exit__(None, None, None))
+            redis_url = redis_service.ensure_shared()
+            prefix = f"test-{uuid.uuid4().hex[:12]}"
+            self.cleanups.append(lambda: redis_service.delete_prefix(redis_url, prefix))
+            self._lines = f"ledger: {url}\nstate: {redis_url}\nstate_options: {{prefix: {prefix}}}\n"
+        return self._lines
+
+    def close(self) -> None:
+        self._lines = None
+        while self.cleanups:
+            self.cleanups.pop()()
+
+
+MADE: list[Stack] = []  # every stack made, closed at the end of the session (a module's fixtures use one too)
+CURRENT = Stack()
+
 
 def write_config(tmp_path: Path, extra: str = "", *, upstream: str = FAKE_URL) -> Config:
     text = f"""
-ledger: duckdb:///{tmp_path}/ledger.duckdb
-providers:
+{CURRENT.lines(tmp_path)}providers:
   openai: {{base_url: "{upstream}/v1", api_key: {PROVIDER_KEY}}}
   anthropic: {{base_url: "{upstream}", api_key: {PROVIDER_KEY}}}
   local: {{base_url: "{upstream}/v1", kind: openai, api_key: {PROVIDER_KEY}}}
@@ -72,6 +116,21 @@ class GatewayHarness:
         ev = self.ledger.get_event(request_id)
         assert ev is not None, f"{request_id} not in the ledger"
         return ev
+
+
+def sql(ledger: Any, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of a query on the test's ledger, DuckDB or PostgreSQL (``?`` placeholders on both)."""
+    if type(ledger).__name__ == "PostgresLedger":
+        statement = statement.replace("%", "%%").replace("?", "%s")
+    with ledger.connect() as conn:
+        cur = conn.execute(statement, list(params) or None) if params else conn.execute(statement)
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
+
+def sql_value(ledger: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+    """The first column of the first row (None when there is no row)."""
+    rows = sql(ledger, statement, params)
+    return rows[0][0] if rows else None
 
 
 def free_port() -> int:

@@ -361,7 +361,11 @@ def test_http_tags_example_records_what_the_doc_says(demo_stack: DemoStack) -> N
 def test_ci_runs_exactly_the_readmes_test_command() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     commands = [code.strip() for _, code in blocks(ROOT / "README.md", "bash")]
-    assert len(commands) >= 2 and "pytest" in commands[1], commands
+    assert len(commands) >= 2 and "scripts/test" in commands[1], commands
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert commands[1] in ci.splitlines(), "`.ci/run` must run the README's second command, exactly"
+    script = (ROOT / "scripts" / "test").read_text(encoding="utf-8")
+    for check in ("ruff check .", "lint-imports", "mypy", "python -m pytest",
+                  "TOKENOPS_TEST_STACK=postgresql-redis"):  # fmt: skip
+        assert check in script, f"scripts/test does not run {check}"
     assert readme.index(commands[0]) < readme.index(commands[1])

@@ -3,6 +3,7 @@ the ``k=v,…`` form, absurd times, login floods and revoked keys. Every answer 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -201,3 +202,15 @@ async def test_a_revoked_key_gets_the_answer_of_an_unknown_key(admin: GatewayHar
     revoked = await admin.client.get("/v1/admin/keys", headers=auth(admin.key))
     assert (revoked.status_code, revoked.json()) == (unknown.status_code, unknown.json()) == (401, unknown.json())
     assert unknown.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("name", ["nul\u0000inside", "bell\u0007", "lone \udaca surrogate", "x" * 201])
+async def test_a_key_name_no_ledger_can_store_is_a_400(admin: GatewayHarness, name: str) -> None:
+    """PostgreSQL refuses NUL in text and UTF-8 cannot carry a lone surrogate: refused up front, on every
+    ledger, rather than a 503 from the database or a 500 from echoing the input back."""
+    body = json.dumps({"name": name, "tags": {"team": "a"}})  # ASCII, with \\u escapes (a lone surrogate too)
+    r = await admin.client.post("/v1/admin/keys", content=body, headers={**JSON, **auth()})
+    assert r.status_code in (400, 422), r.text
+    r.json()
+    listed = (await admin.client.get("/v1/admin/keys", headers=auth())).json()
+    assert all(k["name"] != name for k in listed)

@@ -15,7 +15,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import create_key, write_config
+from harness import create_key, sql, sql_value, write_config
 from hostile import HostileUpstream, anthropic_stream, openai_chunk, openai_json, sse
 from tokenops.app import create_app
 from tokenops.gateway.app import Gateway
@@ -118,9 +118,8 @@ def test_no_answer_a_provider_can_give_escapes_or_goes_unrecorded(tmp_path: Path
         loop.run_until_complete(gw.close())
         loop.close()
     gw.ledger.drain(gw.spool_dir, gw.catalog.get)
-    with gw.ledger.connect() as conn:
-        rows = dict(conn.execute("SELECT request_id, count(*) FROM events GROUP BY 1").fetchall())
-        biggest = conn.execute("SELECT max(greatest(input_tokens, output_tokens)) FROM events").fetchone()[0]
+    rows = dict(sql(gw.ledger, "SELECT request_id, count(*) FROM events GROUP BY 1"))
+    biggest = sql_value(gw.ledger, "SELECT max(greatest(input_tokens, output_tokens)) FROM events")
     assert all(rows.get(rid) == 1 for rid in answered), "a call recorded twice, or not at all"
     assert biggest <= MAX_CALL_TOKENS
     assert not (gw.spool_dir / "rejected.log").exists()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from faults import FaultyDisk
-from harness import GatewayHarness
+from harness import GatewayHarness, sql
 
 CHAT = "/v1/chat/completions"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}
@@ -138,8 +138,7 @@ async def test_a_deleted_spool_folder_loses_no_answered_call_across_a_restart(ma
     assert (await h.client.get("/readyz")).status_code == 200
     await h.gateway.close()
     restarted = await make_gateway()  # a new process on the same ledger and spool
-    with restarted.ledger.connect() as conn:
-        counts = dict(conn.execute("SELECT request_id, count(*) FROM events GROUP BY 1").fetchall())
+    counts = dict(sql(restarted.ledger, "SELECT request_id, count(*) FROM events GROUP BY 1"))
     assert all(counts.get(rid) == 1 for rid in ids), {rid: counts.get(rid) for rid in ids}
 
 
@@ -210,8 +209,7 @@ async def test_an_absurd_spooled_event_neither_stops_a_restart_nor_reports(make_
 
     from harness import write_config
 
-    write_config(tmp_path)
-    spool = tmp_path / "ledger.duckdb.spool"
+    spool = write_config(tmp_path).spool_path()
     spool.mkdir()
     good = {"request_id": "req_good", "ts": "2026-11-01T00:00:00+00:00", "source": "gateway", "provider": "openai",
             "model_requested": "gpt-4o", "model_used": "gpt-4o", "usage": {"input_tokens": 10, "output_tokens": 2},

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import GatewayHarness
+from harness import GatewayHarness, sql_value
 
 CHAT = "/v1/chat/completions"
 MSG = "/v1/messages"
@@ -20,8 +20,7 @@ def body(model: str = "gpt-4o-mini", **extra: Any) -> dict[str, Any]:
 
 def times_recorded(h: GatewayHarness, request_id: str) -> int:
     h.flush()
-    with h.ledger.connect() as conn:
-        return int(conn.execute("SELECT count(*) FROM events WHERE request_id = ?", [request_id]).fetchone()[0])
+    return int(sql_value(h.ledger, "SELECT count(*) FROM events WHERE request_id = ?", [request_id]))
 
 
 @pytest.mark.parametrize("model", ["gpt\r\nx-evil: 1", "gpt\nx", "nul\x00", "tab\tmodel", "a" * 300])

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import GatewayHarness
+from harness import GatewayHarness, sql_value
 from hostile import HostileUpstream, anthropic_stream, openai_chunk, openai_json, openai_usage, sse
 from tokenops.servers import BackgroundServer
 from tokenops.services.reports import spend_report
@@ -36,8 +36,7 @@ async def hgw(make_gateway: Any) -> GatewayHarness:
 
 def times_recorded(h: GatewayHarness, request_id: str) -> int:
     h.flush()
-    with h.ledger.connect() as conn:
-        return int(conn.execute("SELECT count(*) FROM events WHERE request_id = ?", [request_id]).fetchone()[0])
+    return int(sql_value(h.ledger, "SELECT count(*) FROM events WHERE request_id = ?", [request_id]))
 
 
 async def post(h: GatewayHarness, body: dict[str, Any], path: str = CHAT) -> httpx.Response:

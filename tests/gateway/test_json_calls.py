@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from harness import GatewayHarness
+from harness import GatewayHarness, sql
 
 M = Decimal(1_000_000)
 
@@ -31,8 +31,7 @@ async def test_openai_chat_is_priced_exactly_with_cached_input(gw: GatewayHarnes
     assert ev.usage.input_tokens == 12_345 and ev.usage.cache_read_tokens == 4_096 and ev.usage.output_tokens == 789
     assert ev.price_row_id and ev.status == "ok" and ev.key_id == gw.key_record.id
     assert ev.tags == {"team": "search", "env": "prod"}
-    with gw.ledger.connect() as conn:
-        src = conn.execute("SELECT source, model FROM price_rows WHERE id = ?", [ev.price_row_id]).fetchone()
+    (src,) = sql(gw.ledger, "SELECT source, model FROM price_rows WHERE id = ?", [ev.price_row_id])
     assert src is not None and src[0].startswith("genai-prices") and src[1] == "gpt-4o-mini"
 
 

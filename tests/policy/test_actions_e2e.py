@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from harness import PROVIDER_KEY, create_key, write_config
+from harness import PROVIDER_KEY, create_key, sql, sql_value, write_config
 from tokenops.alerts import verify_signature
 from tokenops.app import create_app
 from tokenops.fakeprovider import create_fake_provider
@@ -156,9 +156,8 @@ def test_alert_downgrade_approval_and_block_through_the_openai_sdk(stack: Stack)
     # each alert fires once per period, and is recorded in the ledger
     assert len(stack.receiver.received) == len(kinds)
     stack.gateway.ledger.drain(stack.gateway.spool_dir)
-    with stack.gateway.ledger.connect() as conn:
-        recorded = conn.execute("SELECT kind, threshold FROM alerts ORDER BY fired_at").fetchall()
-        granted = conn.execute("SELECT count(*) FROM events WHERE approval_id = ?", [approval_id]).fetchone()[0]
+    recorded = sql(stack.gateway.ledger, "SELECT kind, threshold FROM alerts ORDER BY fired_at")
+    granted = sql_value(stack.gateway.ledger, "SELECT count(*) FROM events WHERE approval_id = ?", [approval_id])
     assert len(recorded) == len(kinds) and granted >= 2
     status = orjson.loads(stack.cli("budgets", "status", "--format", "json").stdout)["budgets"][0]
     assert status["name"] == "alpha-monthly" and status["remaining"] == "0.00"

@@ -13,7 +13,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import GatewayHarness
+from harness import GatewayHarness, sql_value
 from tokenops.ledger.events import SpendEvent
 from tokenops.policy.estimate import max_cost
 from tokenops.services.approvals import decide
@@ -28,8 +28,7 @@ def hard_budget(amount: str, name: str = "hard") -> str:
 
 def spent(h: GatewayHarness, where: str = "team = 't'") -> Decimal:
     h.flush()
-    with h.ledger.connect() as conn:
-        return Decimal(conn.execute(f"SELECT coalesce(sum(cost_usd), 0) FROM events WHERE {where}").fetchone()[0])
+    return Decimal(sql_value(h.ledger, f"SELECT coalesce(sum(cost_usd), 0) FROM events WHERE {where}"))
 
 
 def price(h: GatewayHarness, model: str, provider: str = "openai") -> Any:
@@ -236,8 +235,6 @@ async def test_token_budgets_reserve_every_answer_too(make_gateway: Any) -> None
     rs = await burst(h, body, 10)
     assert any(r.status_code == 429 for r in rs)
     h.flush()
-    with h.ledger.connect() as conn:
-        used = conn.execute("SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM events "
-                            "WHERE status = 'ok'").fetchone()[0]  # fmt: skip
+    used = sql_value(h.ledger, "SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM events WHERE status = 'ok'")
     one_call = len(orjson.dumps(body)) + 10 * 40
     assert used <= 1000 + one_call, f"{used} tokens on a 1000-token hard budget"

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from harness import GatewayHarness
+from harness import GatewayHarness, sql_value
 from tokenops.policy.estimate import max_cost
 
 BUDGET = Decimal("0.05")
@@ -41,8 +41,7 @@ budgets:
     assert ok > 0 and blocked and set(blocked) == {"budget_exceeded"}
     assert ok + len(blocked) == len(results)
     h.flush()
-    with h.ledger.connect() as conn:
-        spent = conn.execute("SELECT sum(cost_usd) FROM events WHERE team = 'search' AND status = 'ok'").fetchone()[0]
+    spent = sql_value(h.ledger, "SELECT sum(cost_usd) FROM events WHERE team = 'search' AND status = 'ok'")
     row = h.gateway.catalog.lookup(("openai",), "gpt-4o", h.gateway.clock())
     # the largest single call: the longest body of the run, 40 output tokens
     one_call_max = max_cost(row, 400, 40)
@@ -94,8 +93,7 @@ budgets:
     finally:
         server.stop()
         fake.stop()
-    with gw.ledger.connect() as conn:
-        spent = conn.execute("SELECT sum(cost_usd) FROM events WHERE team = 's' AND status = 'ok'").fetchone()[0]
+    spent = sql_value(gw.ledger, "SELECT sum(cost_usd) FROM events WHERE team = 's' AND status = 'ok'")
     row = gw.catalog.lookup(("openai",), "gpt-4o", gw.clock())
     bound = max_cost(row, 400, 40)
     assert BUDGET <= spent <= BUDGET + bound, f"spent {spent}, budget {BUDGET}, one call's max {bound}"

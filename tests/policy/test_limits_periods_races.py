@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from harness import GatewayHarness
+from harness import GatewayHarness, sql, sql_value
 
 CHAT = "/v1/chat/completions"
 
@@ -114,14 +114,12 @@ budgets:
     for _ in range(3):
         await h.client.post(CHAT, json=body(input=5000, output=100), headers=h.auth())
     await h.gateway.close()
-    with h.ledger.connect() as conn:
-        first = conn.execute("SELECT kind, threshold FROM alerts ORDER BY threshold").fetchall()
+    first = sql(h.ledger, "SELECT kind, threshold FROM alerts ORDER BY threshold")
     assert first == [("threshold", 0.5), ("threshold", 1.0)]
     h2 = await make_gateway(extra, key_tags={"team": "search"})  # same ledger: a restart
     await h2.client.post(CHAT, json=body(input=5000, output=100), headers=h2.auth())
     await h2.gateway.close()
-    with h2.ledger.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM alerts WHERE kind = 'threshold'").fetchone()[0] == 2
+    assert sql_value(h2.ledger, "SELECT count(*) FROM alerts WHERE kind = 'threshold'") == 2
 
 
 async def test_forecast_alert_names_the_day(make_gateway) -> None:  # noqa: ANN001
@@ -132,8 +130,7 @@ budgets:
 """, key_tags={"team": "search"}, clock=lambda: now[0])  # fmt: skip
     await h.client.post(CHAT, json=body("gpt-4o", input=200_000, output=0), headers=h.auth())  # $0.50 in 9.5 days
     await h.gateway.close()
-    with h.ledger.connect() as conn:
-        (message,) = conn.execute("SELECT message FROM alerts WHERE kind = 'forecast'").fetchone()
+    message = sql_value(h.ledger, "SELECT message FROM alerts WHERE kind = 'forecast'")
     assert "will be exhausted around Nov 20" in message
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import GatewayHarness, free_port, write_config
+from harness import GatewayHarness, free_port, sql_value, write_config
 from tokenops import keys as keymod
 from tokenops.app import create_app
 from tokenops.config import StateOptions
@@ -179,8 +179,7 @@ async def test_fail_open_holds_a_hard_budget_locally_from_the_last_count_it_saw(
     codes = [(await s.call(True, i)).status_code for i in range(60)]
     assert 200 in codes and codes[-1] == 429
     s.h.flush()
-    with s.h.ledger.connect() as conn:
-        spent = conn.execute("SELECT sum(cost_usd) FROM events WHERE team = 'search' AND status = 'ok'").fetchone()[0]
+    spent = sql_value(s.h.ledger, "SELECT sum(cost_usd) FROM events WHERE team = 'search' AND status = 'ok'")
     row = s.h.gateway.catalog.lookup(("openai",), "gpt-4o-mini", s.h.gateway.clock())
     assert seen.spent > 0 and spent <= budget + max_cost(row, 100, 20)
 

@@ -1,6 +1,7 @@
 """Three gateways sharing one Redis (a fresh prefix per test), as replicas behind a load balancer would: one
-hard budget, one rate limit, one alert and one approval request between them. Each gateway has its own
-ledger here (a replica's spool and writer are its own); the same key is valid on all three."""
+hard budget, one rate limit, one alert and one approval request between them. Each has its own spool and
+writer; on the duckdb-memory test stack each also has its own DuckDB ledger, on postgresql-redis they share one
+database. The same key is valid on all three."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import GatewayHarness, write_config
+from harness import GatewayHarness, sql_value, write_config
 from tokenops import keys as keymod
 from tokenops.app import create_app
 from tokenops.config import StateOptions
@@ -42,7 +43,8 @@ async def replicas(tmp_path: Path, fake_app: Any, redis_url: str, redis_prefix: 
             options = StateOptions(prefix=redis_prefix)
             state = resilient(RedisState(redis_url, options), options)
             gw = create_app(cfg, transport=httpx.ASGITransport(app=fake_app), state=state)
-            gw.ledger.insert_key(rec)
+            if all(k.id != rec.id for k in gw.ledger.list_keys()):  # on PostgreSQL the replicas share one ledger
+                gw.ledger.insert_key(rec)
             await gw.start()
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gw), base_url="http://gateway.test")
             made.append(GatewayHarness(gw, client, key, rec))
@@ -55,11 +57,13 @@ async def replicas(tmp_path: Path, fake_app: Any, redis_url: str, redis_prefix: 
 
 
 def total(hs: list[GatewayHarness], sql: str) -> Any:
+    """``sql``'s value summed over the replicas' ledgers (one ledger when they share a PostgreSQL database)."""
     out: Any = 0
     for h in hs:
         h.flush()
-        with h.ledger.connect() as conn:
-            out += conn.execute(sql).fetchone()[0] or 0
+    for url in {h.ledger.url for h in hs}:
+        h = next(h for h in hs if h.ledger.url == url)
+        out += sql_value(h.ledger, sql) or 0
     return out
 
 

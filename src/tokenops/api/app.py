@@ -171,7 +171,8 @@ def create_admin_api(gw: Gateway) -> FastAPI:
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's own 422, but Python's JSON parser reads NaN, Infinity and 1e400 (as inf), which the errors
-        # echo as their input and JSON cannot carry: they are written as strings instead.
+        # echo as their input and JSON cannot carry: they are written as strings instead (and lone surrogates,
+        # which UTF-8 cannot carry, as "?").
         return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @api.exception_handler(UsageError)
@@ -321,6 +322,8 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, str):  # a lone surrogate (from a \\udXXX escape) cannot be written as UTF-8
+        return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
     if isinstance(value, list):

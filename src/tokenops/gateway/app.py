@@ -278,6 +278,7 @@ class Gateway:
         self.spool.close()  # first, so the final drain sees the segment as finished and can remove it
         await asyncio.to_thread(self.writer.stop)
         await self.state.close()
+        await asyncio.to_thread(self.ledger.close)  # a database's connection pool (opened again if used later)
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -163,10 +163,13 @@ class LedgerWriter:
         return sizes
 
     def drain_once(self, timeout: float | None = 0.0, *, force: bool = False) -> int:
-        if not force and self._segment_sizes() == self._sizes:
+        sizes = self._segment_sizes()
+        if not force and sizes == self._sizes:
             return 0  # nothing appended since the last round: do not open the ledger
         n = self.ledger.drain(self.spool_dir, self.price_rows, timeout=timeout)
-        self._sizes = self._segment_sizes()
+        # the sizes seen before the drain: what was appended while it ran (a drain can wait long on a busy
+        # ledger) is new to the next round
+        self._sizes = sizes
         self.drained += n
         return n
 

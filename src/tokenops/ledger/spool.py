@@ -454,8 +454,16 @@ def pending(directory: Path, progress: dict[str, int]) -> Iterator[SegmentRead]:
 
 
 def describe(spool: Spool | None, directory: Path) -> dict[str, Any]:
-    """The spool's state for /readyz and metrics."""
+    """The spool's state for /readyz and metrics. ``files`` and ``bytes`` are what its folder holds: they grow
+    while the ledger cannot take events (segments are removed once drained)."""
     out: dict[str, Any] = {"directory": str(directory)}
+    sizes = []
+    for seg in segments(directory):
+        try:
+            sizes.append(seg.stat().st_size)
+        except OSError:
+            continue
+    out.update(files=len(sizes), bytes=sum(sizes))
     if spool is not None:
         out.update(segment=spool.path.name, appended=spool.appended, failures=spool.failures,
                    deferred=spool.deferred, recovered=spool.recovered, dropped=spool.dropped,

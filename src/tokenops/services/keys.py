@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -11,12 +12,21 @@ from tokenops.keys import KeyRecord
 from tokenops.ledger.base import Ledger
 from tokenops.tags import TagError, check_count, check_name, parse_tags
 
+# what no ledger stores as text, or no terminal shows: NUL and other control characters
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f]")
+
 
 def create_key(ledger: Ledger, name: str, tags: Mapping[str, str] | str = "", lock: Sequence[str] = ()) -> tuple[KeyRecord, str]:
     """Create a key with default tags (``team=a,env=b`` or a mapping) and locked tag names; returns the record
     and the key itself (shown once: only its hash is stored)."""
     if not name.strip():
         raise UsageError("the key's name must not be empty")
+    if len(name) > 200 or _UNSTORABLE.search(name):
+        raise UsageError("the key's name must be at most 200 characters of text, without control characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the key's name is not valid Unicode text (it holds a lone surrogate)") from None
     try:
         tag_map = parse_tags(tags, what="tags") if isinstance(tags, str) else {
             check_name(k): v for k, v in tags.items()}  # fmt: skip
