@@ -36,8 +36,8 @@ async def replicas(tmp_path: Path, fake_app: Any, redis_url: str, redis_prefix: 
         key = keymod.generate()
         rec = keymod.KeyRecord(id=keymod.new_key_id(), name="shared", key_hash=keymod.hash_key(key),
                                key_prefix=key[:10], tags=tags or {"team": "search"}, created_at=datetime.now(UTC))  # fmt: skip
-        for i in range(n):
-            folder = tmp_path / f"gw{i}"
+        for _ in range(n):
+            folder = tmp_path / f"gw{len(made)}"
             folder.mkdir()
             cfg = write_config(folder, extra)
             options = StateOptions(prefix=redis_prefix)
@@ -138,3 +138,16 @@ async def test_an_approval_request_is_one_id_across_replicas(replicas: Replicas)
     ids = {r.headers["x-tokenops-approval-id"] for r in rs}
     assert len(ids) == 1
     assert total(hs, "SELECT count(*) FROM approvals") == 1  # recorded once, by the replica that opened it
+
+
+async def test_gateways_with_different_budgets_on_one_state_say_so(replicas: Replicas) -> None:
+    """Two configs on one database and one Redis: the counters are shared, the limits are not. The gateway that
+    finds the other's config says so in /readyz (a warning: a rolling deploy passes through this) and the log."""
+    (a,) = await replicas("budgets:\n  - {name: team, scope: {team: search}, amount_usd: '10', period: month}", n=1)
+    (b,) = await replicas("budgets:\n  - {name: team, scope: {team: search}, amount_usd: '20', period: month}", n=1)
+    same = await replicas("budgets:\n  - {name: team, scope: {team: search}, amount_usd: '10', period: month}", n=1)
+    warned = [(await h.client.get("/readyz")).json()["warnings"] for h in (a, b, same[0])]
+    assert warned[0] == [] and warned[2] == [], "the first config holds the claim; an identical one agrees"
+    assert len(warned[1]) == 1 and "different budgets, limits or rules" in warned[1][0], warned
+    assert a.gateway.governance_fingerprint in warned[1][0] and b.gateway.governance_fingerprint in warned[1][0]
+    assert (await b.client.get("/readyz")).status_code == 200, "a warning, not unready"

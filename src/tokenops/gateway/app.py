@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 import re
@@ -129,6 +130,8 @@ class Gateway:
         )  # fmt: skip
         self._ticker: asyncio.Task[None] | None = None
         self.watch: HealthWatch | None = None
+        self.governance_fingerprint = governance_fingerprint(config)
+        self.config_mismatch: str | None = None  # another gateway's fingerprint, while they differ
         self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
         self.dispatcher: AlertDispatcher | None = None
         self._admin_factory = admin
@@ -194,6 +197,7 @@ class Gateway:
         try:
             await self.reload_policy()
             await self.engine.seed_all(self._seed)
+            await self.compare_configs()
         except StateSchemaMismatch:
             raise  # another version's keys under this prefix: never serve on them
         except StateUnavailable as exc:  # the first calls that need them seed the counters
@@ -201,6 +205,19 @@ class Gateway:
         earliest = min((self.engine.window(b, self.clock()).start for b in self.engine.budgets.values()), default=None)
         if earliest is not None and self.engine.alerts is not None:
             self.engine.alerts.load(await asyncio.to_thread(self.ledger.fired_alerts, earliest))
+
+    async def compare_configs(self) -> None:
+        """Gateways sharing a state should enforce the same budgets, limits and rules from their configs: they
+        count on the same counters. Each claims the name ``config`` with its config's fingerprint for a few
+        ticks; a gateway that finds another fingerprint there says so (log, /readyz warning) until they agree.
+        A rolling deploy shows the warning while old and new configs both run."""
+        ttl = max(10.0, 3 * self.config.gateway.key_refresh)
+        holder = await self.state.claim("config", self.governance_fingerprint, ttl)
+        other = None if holder == self.governance_fingerprint else holder
+        if other is not None and other != self.config_mismatch:
+            log.warning("another gateway sharing this state runs other budgets, limits or rules in its config "
+                        "(fingerprint %s, this one %s)", other, self.governance_fingerprint)  # fmt: skip
+        self.config_mismatch = other
 
     def drain_now(self) -> int:
         """Move the spool into the ledger now (so a read sees calls answered a moment ago); blocking."""
@@ -223,6 +240,7 @@ class Gateway:
                 await asyncio.to_thread(self._tick_io)
                 await self.reload_policy()
                 self.engine.prune()
+                await self.compare_configs()
             except LedgerBusy:
                 pass  # another process has the ledger; next tick
             except (LedgerError, StateUnavailable) as exc:
@@ -484,6 +502,10 @@ class Gateway:
         report = await health.check(self.spool, self.spool_dir, self.state, self.writer, self.ledger)
         problems = (["gateway not started"] if not self.started else []) + report.flat()
         warnings = report.warnings
+        if self.config_mismatch is not None:
+            warnings.append(f"another gateway sharing this state runs different budgets, limits or rules in its "
+                            f"config (fingerprint {self.config_mismatch}; this one {self.governance_fingerprint}): "
+                            "each enforces its own on the shared counters")  # fmt: skip
         body: dict[str, Any] = {
             "status": "ready" if not problems else "unavailable", "problems": problems, "warnings": warnings,
             "spool": describe_spool(self.spool, self.spool_dir),
@@ -499,6 +521,12 @@ class Gateway:
                 body["identity"] = identity_proof(secret, challenge)
         await send_bytes(send, 200 if not problems else 503, orjson.dumps(body), {})
 
+
+
+def governance_fingerprint(config: Config) -> str:
+    """What gateways sharing a state must agree on: the budgets, limits and rules of their config files."""
+    what = [[m.model_dump(mode="json") for m in part] for part in (config.budgets, config.limits, config.rules)]
+    return hashlib.sha256(orjson.dumps(what, option=orjson.OPT_SORT_KEYS)).hexdigest()[:12]
 
 
 def _query(scope: Scope) -> dict[str, str]:
