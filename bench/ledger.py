@@ -4,6 +4,7 @@ Through the ledger's own interface (``Ledger.append``, ``Ledger.spend_report``),
 
     python bench/ledger.py                                   # DuckDB, 10M events (~3-4 min)
     python bench/ledger.py --events 1000000                  # a quicker look
+    createdb -h 127.0.0.1 -U postgres tokenops_bench    # PostgreSQL: an empty database of your choosing
     python bench/ledger.py --ledger postgresql://postgres@127.0.0.1:5432/tokenops_bench --events 10000000
 
 Events: 60 days of calls from 40 teams, 12 features, 6 models, 200 keys and 2,000 end users, with exact prices,

@@ -97,17 +97,17 @@ ledger: duckdb:///{home}/bench.duckdb
 providers:
   openai: {{base_url: "http://127.0.0.1:{port}/v1", api_key: {key}}}
   anthropic: {{base_url: "http://127.0.0.1:{port}", api_key: {key}}}
-gateway: {{writer_interval: 1.0, durability: {durability}}}
+gateway: {{writer_interval: 1.0, durability: {durability}, writer: {writer}}}
 """
 
 
-def make_ledger(home: Path, port: int, durability: str) -> tuple[str, Any]:
+def make_ledger(home: Path, port: int, durability: str, writer: str) -> tuple[str, Any]:
     from tokenops.config import load_config
     from tokenops.ledger import open_ledger
     from tokenops.services.keys import create_key
 
     (home / "tokenops.yaml").write_text(CONFIG.format(home=home, port=port, key=single.UPSTREAM_KEY,
-                                                      durability=durability))  # fmt: skip
+                                                      durability=durability, writer=writer))  # fmt: skip
     cfg = load_config(home / "tokenops.yaml")
     ledger = open_ledger(cfg.ledger, cfg.base_dir)
     _, key = create_key(ledger, "soak", {"team": "soak", "env": "dev"})
@@ -230,6 +230,7 @@ def main() -> int:
     p.add_argument("--sample", type=float, default=15.0, help="seconds between memory samples (default 15)")
     p.add_argument("--max-growth-mib", type=float, default=16.0, help="fail above this growth (default 16)")
     p.add_argument("--durability", choices=("fsync", "write"), default="fsync")
+    p.add_argument("--writer", choices=("process", "thread"), default="process", help="the gateway's gateway.writer")
     p.add_argument("--json", metavar="FILE", help="write the samples and the verdict as JSON")
     p.add_argument("--workdir", help="directory for the ledger and spool (default: the system temp directory)")
     args = p.parse_args()
@@ -239,7 +240,7 @@ def main() -> int:
     fake = gw = None
     try:
         fake = single.start_child("fake", home, None)
-        key, ledger = make_ledger(home, fake.port, args.durability)
+        key, ledger = make_ledger(home, fake.port, args.durability, args.writer)
         gw = single.start_child("gateway", home, None)
         print(f"TokenOps soak: {args.minutes:g} min, {args.clients} clients, durability {args.durability}; "
               f"workdir {home}", flush=True)  # fmt: skip
