@@ -80,15 +80,28 @@ def command_name(pid: int) -> str:
     return "child"
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size: each shared page (the interpreter, DuckDB's library) counted once across the
+    processes that map it, which a sum of RSS counts in each."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def sample(pid: int) -> dict[str, float]:
     out = {"gateway": rss_mib(pid)}
+    pss = pss_mib(pid)
     for kid in children(pid):
         try:
             name = command_name(kid)
             out[name] = out.get(name, 0.0) + rss_mib(kid)
+            pss += pss_mib(kid)
         except OSError:
             continue
     out["total"] = sum(v for k, v in out.items())
+    out["total_pss"] = pss
     return out
 
 
@@ -213,7 +226,7 @@ async def soak(
         s["calls"] = sum(v for k, v in stats.items() if k != "answered")
         samples.append(s)
         print(f"  {s['t']:>7.0f} s  calls {s['calls']:>8}  RSS gateway {s['gateway']:6.1f} MiB  "
-              f"total {s['total']:6.1f} MiB", flush=True)  # fmt: skip
+              f"total {s['total']:6.1f} MiB (PSS {s['total_pss']:6.1f})", flush=True)  # fmt: skip
         try:
             await asyncio.wait_for(asyncio.shield(load), timeout=args.sample)
         except TimeoutError:
@@ -261,6 +274,7 @@ def main() -> int:
     verdict = {
         "rss_start_mib": round(samples[0]["total"], 1),
         "rss_end_mib": round(final["total"], 1),
+        "pss_end_mib": round(final["total_pss"], 1),
         "rss_end_by_process_mib": {k: round(v, 1) for k, v in final.items()},
         "growth_mid_to_last_third_mib": round(growth, 1),
         "slope_mib_per_hour": round(slope, 2),

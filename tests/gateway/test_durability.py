@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +163,11 @@ async def test_a_killed_writer_process_is_reported_and_restarted(make_gateway: A
     assert writer is not None and writer._child is not None
     first = writer._child.pid
     os.kill(first, signal.SIGKILL)
-    await asyncio.to_thread(writer._child.join, 5)
+    await asyncio.to_thread(writer._child.wait, 5)
     with caplog.at_level(logging.ERROR, logger="tokenops.writer"):
         await wait_for(lambda: writer.restarts >= 1)  # the writer thread's supervisor noticed
     assert any("died" in r.getMessage() for r in caplog.records)
-    await wait_for(lambda: writer._child is not None and writer._child.pid != first and writer._child.is_alive())
+    await wait_for(lambda: writer._child is not None and writer._child.pid != first and writer._child.poll() is None)
     r = await h.client.post(CHAT, json=BODY, headers=h.auth())
     rid = r.headers["x-tokenops-request-id"]
     await wait_for(lambda: h.ledger.get_event(rid) is not None, timeout=30)  # drained by the new child, not by us
@@ -182,13 +183,13 @@ async def test_readyz_is_unavailable_while_the_writer_is_dead(make_gateway: Any)
     await asyncio.to_thread(writer._thread.join)  # type: ignore[union-attr]
     writer._stop.clear()
     os.kill(writer._child.pid, signal.SIGKILL)
-    await asyncio.to_thread(writer._child.join, 5)
+    await asyncio.to_thread(writer._child.wait, 5)
     writer._supervise()  # notices the death, schedules a restart after a pause
     r = await h.client.get("/readyz")
     assert r.status_code == 503 and any("died" in p for p in r.json()["problems"])
     writer._next_start = 0.0
     writer._supervise()
-    assert writer._child.is_alive() and not any("died" in p for p in writer.problems())
+    assert writer._child.poll() is None and not any("died" in p for p in writer.problems())
 
 
 async def test_readyz_is_unavailable_when_drains_fail(make_gateway: Any) -> None:
@@ -253,3 +254,42 @@ async def test_a_part_going_down_and_coming_back_sends_one_system_alert_each(mak
     monkeypatch.setattr(h.gateway.ledger, "ping", real_ping)
     await wait_for(lambda: any(a.details["status"] == "recovered" for a in sent), timeout=5)
     assert (await h.client.get("/readyz")).status_code == 200
+
+
+async def test_the_writer_process_needs_no_catalog_to_record_price_rows(make_gateway: Any) -> None:
+    """The child drains with no price catalog of its own: a price only the gateway's config knows reaches the
+    ledger's price_rows through the spool (once), and so does a catalog row an older spool did not carry."""
+    from datetime import UTC, datetime
+
+    import orjson
+
+    from tokenops.ledger.events import SpendEvent, new_request_id
+    from tokenops.usage import Usage
+
+    h = await make_gateway("""
+gateway: {writer: process, writer_interval: 0.2}
+models:
+  - {name: llama, provider: local, model: llama-3.1-8b}
+prices:
+  - {provider: local, model: llama-3.1-8b, input_per_mtok: "0.05", output_per_mtok: "0.08", effective_from: 2025-01-01}
+""")
+    body = {"model": "llama", "messages": [{"role": "user", "content": "x"}], "fake": {"usage": {"input": 10, "output": 2}}}
+    rids = [(await h.client.post(CHAT, json=body, headers=h.auth())).headers["x-tokenops-request-id"] for _ in range(3)]
+    spooled = b"".join(p.read_bytes() for p in h.gateway.spool_dir.glob("*.jsonl"))
+    assert spooled.count(b'"record":"price_row"') == 1, "written once, before the first event priced with it"
+    await wait_for(lambda: all(h.ledger.get_event(rid) is not None for rid in rids), timeout=30)
+    event = h.ledger.get_event(rids[0])
+    assert event is not None and event.price_row_id
+    rows = sql(h.ledger, f"SELECT provider, model, source, prices FROM price_rows WHERE id = '{event.price_row_id}'")
+    assert len(rows) == 1 and rows[0][:2] == ("local", "llama-3.1-8b")
+    assert orjson.loads(rows[0][3])["input_per_mtok"] == "0.05"
+
+    # a segment left by a gateway of an older version: events only, their price rows in the public catalog
+    row = h.gateway.catalog.lookup(("openai",), "gpt-4o-mini", datetime.now(UTC))
+    assert row is not None
+    old = SpendEvent(request_id=new_request_id(), ts=datetime.now(UTC), source="gateway", provider="openai",
+                     model_requested="gpt-4o-mini", model_used="gpt-4o-mini", usage=Usage(input_tokens=5),
+                     cost_usd=Decimal("0.00000075"), price_row_id=row.id)  # fmt: skip
+    (h.gateway.spool_dir / "0000000000001-1-deadbeef.jsonl").write_bytes(old.to_json() + b"\n")
+    await wait_for(lambda: h.ledger.get_event(old.request_id) is not None, timeout=30)
+    assert sql(h.ledger, f"SELECT count(*) FROM price_rows WHERE id = '{row.id}'") == [(1,)]

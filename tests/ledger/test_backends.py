@@ -106,6 +106,37 @@ def test_torn_and_unreadable_lines_are_quarantined_and_the_rest_drains(any_ledge
     assert not seg.exists() and sql(any_ledger, "SELECT count(*) FROM spool_progress") == [(0,)]
 
 
+def test_lines_as_the_gateway_writes_them_and_older_or_odd_lines_drain_alike(any_ledger: Ledger,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    """A line in to_json's exact shape is stored as it is; any other valid line (an older version's, without a
+    field; a cost in exponent notation; a local time offset) is normalised through the event; an invalid one
+    is quarantined. Each stored event reads back equal to the one written."""
+    spool_dir = tmp_path / "spool"
+    exact = event(1, usage=Usage(input_tokens=900, cache_read_tokens=100, output_tokens=50, reasoning_tokens=20))
+    old = event(2, cost_usd=Decimal("0.5"))
+    old_line = orjson.loads(old.to_json())
+    del old_line["approval_id"], old_line["usage"]["reasoning_tokens"]  # a line written before those fields
+    exp = event(3, cost_usd=Decimal("0.00012"))
+    exp_line = orjson.loads(exp.to_json()) | {"cost_usd": "1.2E-4"}
+    berlin = event(4)
+    berlin_line = orjson.loads(berlin.to_json()) | {"ts": berlin.ts.astimezone(timezone(timedelta(hours=1))).isoformat()}
+    flag = orjson.loads(event(5).to_json()) | {"stream": 1}  # 1 is not a boolean: normalised by the event
+    bad = orjson.loads(event(6).to_json())
+    bad["usage"]["cache_read_tokens"] = 10**6  # more cache reads than input
+    write_segment(spool_dir, [exact.to_json(), orjson.dumps(old_line), orjson.dumps(exp_line),
+                              orjson.dumps(berlin_line), orjson.dumps(flag), orjson.dumps(bad)])  # fmt: skip
+    assert any_ledger.drain(spool_dir) == 5
+    assert any_ledger.get_event(exact.request_id) == exact
+    assert any_ledger.get_event(old.request_id) == old.with_(cost_usd=Decimal("0.500000000000"))
+    assert any_ledger.get_event(exp.request_id) == exp.with_(cost_usd=Decimal("0.000120000000"))
+    assert any_ledger.get_event(berlin.request_id) == berlin
+    stored = any_ledger.get_event(orjson.loads(orjson.dumps(flag))["request_id"])
+    assert stored is not None and stored.stream is True
+    assert [r["reason"] for r in rejected(spool_dir)] == [
+        "unreadable: usage cache reads and writes exceed input_tokens (1000000+0 > 106)"]
+    assert any_ledger.drain(spool_dir) == 0 and not segments(spool_dir)
+
+
 def test_an_event_with_a_nul_character_never_stops_the_drain(any_ledger: Ledger, tmp_path: Path) -> None:
     """PostgreSQL's text cannot hold NUL: it refuses the event, which is quarantined; DuckDB keeps it."""
     spool_dir = tmp_path / "spool"

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tokenops.errors import LedgerBusy
 from tokenops.ledger import migrations
 from tokenops.ledger.duckdb import DuckDBLedger
-from tokenops.ledger.events import SpendEvent, new_request_id
+from tokenops.ledger.events import SpendEvent, canonical, new_request_id
 from tokenops.ledger.spool import Spool, segments
 from tokenops.usage import Usage
 
@@ -149,3 +151,25 @@ def test_another_process_holding_the_file_means_wait_then_busy(tmp_path: Path) -
         assert time.monotonic() - start > 0.2
     finally:
         holder.join(20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    usage=st.builds(lambda i, r, w, o, z: Usage(input_tokens=i + r + w, cache_read_tokens=r, cache_write_5m_tokens=w,
+                                                output_tokens=o + z, reasoning_tokens=z),
+                    *(st.integers(0, 10**8) for _ in range(5))),  # fmt: skip
+    cost=st.none() | st.decimals(min_value=-(10**25), max_value=10**25, places=12, allow_nan=False),
+    tags=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4),
+    status=st.sampled_from(["ok", "upstream_error", "rejected", "cancelled", "error"]),
+    latency=st.none() | st.floats(0, 1e9, allow_nan=False),
+)
+def test_every_valid_event_line_is_taken_as_it_is(usage: Usage, cost: Decimal | None, tags: dict[str, str],
+                                                  status: str, latency: float | None) -> None:  # fmt: skip
+    """What the gateway writes always takes the drain's fast path (no event built), and only what is valid does."""
+    e = event(1, usage=usage, cost_usd=cost, tags=tags, status=status, latency_ms=latency)
+    assert not e.problems()
+    wire = canonical(e.to_json())
+    assert wire is not None and (wire.request_id, wire.ts, wire.price_row_id) == (e.request_id, e.ts, e.price_row_id)
+    for change in ({"http_status": True}, {"stream": 1}, {"cost_usd": "1E-4"}, {"ts": "2026-11-01T00:00:00"},
+                   {"status": "fine"}, {"latency_ms": 1e16}, {"extra": 1}):  # fmt: skip
+        assert canonical(orjson.dumps(orjson.loads(e.to_json()) | change)) is None, change

@@ -188,14 +188,14 @@ def test_an_event_the_database_refuses_is_quarantined_and_the_rest_drains(tmp_pa
     spool.append_sync(events)
     spool.close()
     refused = events[2].request_id
-    real = _Session.insert_events
+    real = _Session.insert_lines
 
     def picky(self: _Session, batch: Any) -> int:
         if any(e.request_id == refused for e in batch):
             raise duckdb.ConversionException("Conversion Error: Failed to cast value to numerical")
         return real(self, batch)
 
-    monkeypatch.setattr(_Session, "insert_events", picky)
+    monkeypatch.setattr(_Session, "insert_lines", picky)
     ledger = DuckDBLedger(tmp_path / "l.duckdb")
     assert ledger.drain(spool.directory) == 4
     assert set(ledger_ids(ledger)) == {e.request_id for e in events} - {refused}
@@ -215,7 +215,7 @@ def test_a_real_database_failure_is_not_mistaken_for_bad_data(tmp_path: Path, mo
     def broken(self: _Session, batch: Any) -> int:
         raise duckdb.IOException("IO Error: could not write")
 
-    monkeypatch.setattr(_Session, "insert_events", broken)
+    monkeypatch.setattr(_Session, "insert_lines", broken)
     with pytest.raises(LedgerError):
         DuckDBLedger(tmp_path / "l.duckdb").drain(spool.directory)
     assert not (spool.directory / "rejected.log").exists(), "nothing is quarantined for the ledger's own failure"
@@ -231,17 +231,17 @@ def test_a_drain_that_dies_mid_transaction_leaves_nothing_half_done(tmp_path: Pa
     events = [event(i) for i in range(4)]
     spool.append_sync(events)
     spool.close()
-    real = _Session.insert_events
+    real = _Session.insert_lines
 
     def dies_after_inserting(self: _Session, batch: Any) -> int:
         real(self, batch)
         raise Crash()
 
-    monkeypatch.setattr(_Session, "insert_events", dies_after_inserting)
+    monkeypatch.setattr(_Session, "insert_lines", dies_after_inserting)
     ledger = DuckDBLedger(tmp_path / "l.duckdb")
     with pytest.raises(Crash):
         ledger.drain(spool.directory)
     assert ledger.count_events() == 0, "the inserts of the dead drain were rolled back with its offset"
-    monkeypatch.setattr(_Session, "insert_events", real)
+    monkeypatch.setattr(_Session, "insert_lines", real)
     assert ledger.drain(spool.directory) == 4
     assert ledger_ids(ledger) == {e.request_id: 1 for e in events}

@@ -38,8 +38,8 @@ class SimulatedCrash(BaseException):
 class CrashingSession(_Session):
     crash_next = False
 
-    def insert_events(self, events: Any) -> int:
-        n = super().insert_events(events)
+    def insert_lines(self, events: Any) -> int:
+        n = super().insert_lines(events)
         if CrashingSession.crash_next and events:
             CrashingSession.crash_next = False
             raise SimulatedCrash()

@@ -40,7 +40,9 @@ async def replicas(tmp_path: Path, fake_app: Any, redis_url: str, redis_prefix: 
             folder = tmp_path / f"gw{len(made)}"
             folder.mkdir()
             cfg = write_config(folder, extra)
-            options = StateOptions(prefix=redis_prefix)
+            # a loaded CI machine can starve one event loop driving three replicas for over a second: these
+            # tests are about budgets and alerts, not about Redis timeouts (tests/gateway/test_scale_out.py)
+            options = StateOptions(prefix=redis_prefix, timeout=10.0)
             state = resilient(RedisState(redis_url, options), options)
             gw = create_app(cfg, transport=httpx.ASGITransport(app=fake_app), state=state)
             if all(k.id != rec.id for k in gw.ledger.list_keys()):  # on PostgreSQL the replicas share one ledger

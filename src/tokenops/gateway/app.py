@@ -271,7 +271,6 @@ class Gateway:
             price_rows=self.catalog.get,
             interval=self.config.gateway.writer_interval,
             mode=self.config.gateway.writer,
-            price_rows_list=tuple(e.to_row(self.config.source) for e in self.config.prices),
         )
         self.writer.start()
         self._ticker = asyncio.create_task(self._tick_forever())

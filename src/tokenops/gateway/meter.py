@@ -27,8 +27,11 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from tokenops.call import Call
 from tokenops.gateway.metrics import GatewayMetrics
+from tokenops.ledger.base import price_row_record
 from tokenops.ledger.events import SpendEvent, Status
 from tokenops.ledger.spool import Spool, SpoolUnavailable
 from tokenops.money import ZERO
@@ -57,6 +60,7 @@ class Meter:
         self.metrics = metrics
         self.source = source
         self.listeners: list[Listener] = []
+        self._spooled_rows: set[str] = set()  # price rows this process wrote to its spool
         # Events answered but perhaps not yet drained into the ledger, for GET /v1/tokenops/requests/{id}.
         self.recent: OrderedDict[str, SpendEvent] = OrderedDict()
 
@@ -125,15 +129,23 @@ class Meter:
             return call.recorded
         event = self.event(call, **fields)
         call.recorded = event
+        row = call.price_row
+        # the price row goes into the spool once per process, in the same write as the first event priced with
+        # it: the ledger's writer then needs no catalog of its own to record which prices each cost came from
+        prefix = b""
+        if row is not None and event.price_row_id == row.id and row.id not in self._spooled_rows:
+            prefix = orjson.dumps(price_row_record(row)) + b"\n"
         try:
-            await self.spool.append(event)
+            await self.spool.append_line(prefix + event.to_json())
         except SpoolUnavailable:
             if event.status in ("ok", "upstream_error"):  # the client gets a 503 in place of that answer
                 event = event.with_(status="error", http_status=503, error_code="spool_unavailable")
             call.recorded = event
-            self.spool.defer(event.to_json())
+            self.spool.defer(prefix + event.to_json())
             await self._observed(call, event)
             raise
+        if prefix:
+            self._spooled_rows.add(event.price_row_id or "")
         await self._observed(call, event)
         return event
 

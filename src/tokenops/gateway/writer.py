@@ -9,68 +9,107 @@ into ledger rows is Python work that would otherwise hold the gateway's GIL for 
 round and show in its tail latency (measured in bench/gateway.py). Tests use ``thread``. Either way the final
 drain at shutdown runs in the gateway process, after the spool is closed.
 
+The child is a plain ``python -m tokenops.gateway.writer`` (not a multiprocessing spawn, which would import the
+gateway's whole command line again and start a resource-tracker process): it imports the ledger and nothing
+of the gateway. It needs no price catalog either: the gateway writes each price row into its spool before the
+first event priced with it; only a spool written by an older version makes the child load the catalog.
+
 **Supervision.** The gateway's writer thread watches the child: a child that dies (killed, crashed) is logged
 and started again, with a growing pause if it keeps dying. The writer's health (:meth:`LedgerWriter.problems`)
 is what ``/readyz`` reports: a dead child, a drain that failed and has not succeeded since, or no successful
 round for :data:`STALL_AFTER` seconds. Each round that completes (something drained, nothing to drain, or the
-ledger busy with another process) is a heartbeat, shared with the parent through shared memory.
+ledger busy with another process) is a heartbeat, which the child shares with the gateway through a small file
+next to the spool (``.writer-<gateway pid>.health``).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from tokenops.errors import LedgerBusy, LedgerError
 from tokenops.ledger import open_ledger
 from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.base import Ledger, PriceRows
+from tokenops.pricing.model import PriceRow
 
 log = logging.getLogger("tokenops.writer")
 STALL_AFTER = 30.0  # seconds without a completed round before the writer counts as stalled
-_ERROR_BYTES = 400
+_ERROR_CHARS = 400
 
 
 class _Health:
-    """Heartbeat and last error of the drains, in shared memory when the drains run in a child process."""
+    """Heartbeat and last error of the drains (in this process, for ``writer: thread``)."""
 
-    def __init__(self, ctx: Any = None):
-        if ctx is None:
-            self._ok: Any = _Cell(time.time())
-            self._err_at: Any = _Cell(0.0)
-            self._err: Any = _Cell(b"")
-        else:
-            self._ok = ctx.Value("d", time.time(), lock=False)
-            self._err_at = ctx.Value("d", 0.0, lock=False)
-            self._err = ctx.Array("c", _ERROR_BYTES, lock=False)
+    def __init__(self) -> None:
+        self._ok = time.time()
+        self._err_at = 0.0
+        self._err = ""
 
     def beat(self) -> None:
-        self._ok.value = time.time()
+        self._ok = time.time()
 
     def fail(self, message: str) -> None:
-        self._err.value = message.encode("utf-8", "replace")[: _ERROR_BYTES - 1]
-        self._err_at.value = time.time()
+        self._err = message[:_ERROR_CHARS]
+        self._err_at = time.time()
 
     @property
     def last_ok(self) -> float:
-        return float(self._ok.value)
+        return self._ok
 
     @property
     def error(self) -> str | None:
         """The last drain error, if no round has succeeded since."""
-        if self._err_at.value and self._err_at.value >= self._ok.value:
-            return bytes(self._err.value).decode("utf-8", "replace")
-        return None
+        return self._err if self._err_at and self._err_at >= self._ok else None
 
 
-class _Cell:
-    def __init__(self, value: Any):
-        self.value = value
+class _FileHealth(_Health):
+    """The same, shared between the child that drains (writes the file) and the gateway (reads it)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def beat(self) -> None:
+        super().beat()
+        self._save()
+
+    def fail(self, message: str) -> None:
+        super().fail(message)
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_bytes(orjson.dumps({"ok": self._ok, "err_at": self._err_at, "err": self._err}))
+            os.replace(tmp, self.path)
+        except OSError as exc:  # a full disk shows in the spool's own health; the next round tries again
+            log.warning("ledger writer: cannot write %s: %s", self.path, exc)
+
+    def load(self) -> None:
+        try:
+            d = orjson.loads(self.path.read_bytes())
+            self._ok, self._err_at, self._err = float(d["ok"]), float(d["err_at"]), str(d["err"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # not written yet (a child starting), or being replaced: keep what was read last
+
+    @property
+    def last_ok(self) -> float:
+        self.load()
+        return self._ok
+
+    @property
+    def error(self) -> str | None:
+        self.load()
+        return super().error
 
 
 class LedgerWriter:
@@ -82,7 +121,6 @@ class LedgerWriter:
         price_rows: PriceRows | None = None,
         interval: float = 1.0,
         mode: str = "thread",
-        price_rows_list: tuple[Any, ...] = (),
     ):
         self.ledger = ledger
         self.spool_dir = spool_dir
@@ -95,10 +133,9 @@ class LedgerWriter:
         self.drained = 0
         self.last_drain = 0.0
         self.mode = mode
-        self._extra_rows = price_rows_list
-        self._ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads
-        self.health = _Health(self._ctx if mode == "process" else None)
-        self._child: Any = None
+        self.health: _Health = (_FileHealth(spool_dir / f".writer-{os.getpid()}.health") if mode == "process"
+                                else _Health())  # fmt: skip
+        self._child: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._next_start = 0.0
         self.child_exit: int | None = None  # exit code of the last child that died
@@ -114,24 +151,26 @@ class LedgerWriter:
         self._thread.start()
 
     def _start_child(self) -> None:
-        self._child = self._ctx.Process(
-            target=_drain_forever, name="tokenops-ledger-writer", daemon=True,
-            args=(self.ledger.url, str(self.spool_dir), self.interval, self._extra_rows, os.getpid(), self.health),
+        assert isinstance(self.health, _FileHealth)
+        self.health.beat()  # a fresh child has until STALL_AFTER to complete its first round
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "tokenops.gateway.writer", self.ledger.url, str(self.spool_dir),
+             str(self.interval), str(os.getpid()), str(self.health.path)],
+            stdin=subprocess.DEVNULL, close_fds=True,
         )  # fmt: skip
-        self._child.start()
 
     def _supervise(self) -> None:
         """Start the child again if it died (a pause that doubles, up to a minute, if it keeps dying)."""
         child = self._child
-        if child is None or child.is_alive() or self._stop.is_set():
+        if child is None or child.poll() is None or self._stop.is_set():
             return
         if self.child_exit is None:
-            self.child_exit = child.exitcode
+            self.child_exit = child.returncode
             self.restarts += 1
             pause = min(60.0, 0.5 * 2 ** min(self.restarts - 1, 7))
             self._next_start = time.monotonic() + pause
             log.error("ledger writer process %s died (exit code %s); starting it again in %.1fs (restart %d)",
-                      child.pid, child.exitcode, pause, self.restarts)  # fmt: skip
+                      child.pid, child.returncode, pause, self.restarts)  # fmt: skip
         if time.monotonic() >= self._next_start:
             self._start_child()
             self.child_exit = None
@@ -204,29 +243,28 @@ class LedgerWriter:
             # SIGTERM, not a shared Event: a child already killed with its process group would never acknowledge
             # an Event's condition, and stopping would hang. A drain is one transaction: stopping mid-way is safe.
             self._child.terminate()
-            self._child.join(final_timeout)
-            if self._child.is_alive():
+            try:
+                self._child.wait(final_timeout)
+            except subprocess.TimeoutExpired:
                 self._child.kill()
-                self._child.join()
+                self._child.wait()
             self._child = None
+            if isinstance(self.health, _FileHealth):
+                self.health.path.unlink(missing_ok=True)
         try:
             self.drain_once(timeout=final_timeout, force=True)  # also removes this process's finished segment
         except LedgerError as exc:
             log.error("final drain failed (events stay in the spool for next start): %s", exc)
 
 
-def _drain_forever(ledger_url: str, spool_dir: str, interval: float, extra_rows: tuple[Any, ...], parent: int,
-                   health: _Health) -> None:  # fmt: skip
+def _drain_forever(ledger_url: str, spool_dir: Path, interval: float, parent: int, health: _Health) -> None:
     """The child process: drain every ``interval`` s until SIGTERM or orphaned."""
     import signal
-
-    from tokenops.pricing.catalog import load_catalog
 
     stopping = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the gateway, which then stops us in order
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
-    catalog = load_catalog(extra_rows)
-    writer = LedgerWriter(open_ledger(ledger_url), Path(spool_dir), price_rows=catalog.get)
+    writer = LedgerWriter(open_ledger(ledger_url), spool_dir, price_rows=_LazyCatalog())
     writer.health = health
     while not stopping.is_set():
         stopping.wait(min(interval, 0.5))
@@ -236,3 +274,30 @@ def _drain_forever(ledger_url: str, spool_dir: str, interval: float, extra_rows:
             continue
         writer.round()
         writer.last_drain = time.monotonic()
+
+
+class _LazyCatalog:
+    """Price rows by id from the public catalog, loaded on first need (24 MB): only a spool written before the
+    gateway carried its price rows needs it."""
+
+    def __init__(self) -> None:
+        self._catalog: Any = None
+
+    def __call__(self, row_id: str) -> PriceRow | None:
+        if self._catalog is None:
+            from tokenops.pricing.catalog import load_catalog
+
+            self._catalog = load_catalog(())
+        row: PriceRow | None = self._catalog.get(row_id)
+        return row
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    url, spool_dir, interval, parent, health = argv
+    _drain_forever(url, Path(spool_dir), float(interval), int(parent), _FileHealth(Path(health)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -36,7 +36,7 @@ import orjson
 
 from tokenops.keys import KeyRecord
 from tokenops.ledger import spool as spoolmod
-from tokenops.ledger.events import SpendEvent
+from tokenops.ledger.events import SpendEvent, canonical
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
 from tokenops.ledger.reports import ReportQuery, SpendReport, UnpricedModel
 from tokenops.pricing.model import PRICE_FIELDS, PriceRow
@@ -231,7 +231,23 @@ def price_row_json(row: PriceRow) -> str:
 _RECORD_FIELDS = {
     "alert": ("id", "kind", "budget", "period_start", "message", "fired_at"),
     "approval": ("id", "reason", "requested_at"),
+    "price_row": ("id", "provider", "model", "source", "prices"),
 }
+
+
+def price_row_record(row: PriceRow) -> dict[str, Any]:
+    """The spool record of a price row, written before the first event priced with it, so that a drain needs
+    no price catalog of its own (see :class:`tokenops.gateway.writer.LedgerWriter`)."""
+    return {"record": "price_row", "id": row.id, "provider": row.provider, "model": row.model,
+            "effective_from": None if row.effective_from is None else row.effective_from.isoformat(),
+            "effective_to": None if row.effective_to is None else row.effective_to.isoformat(),
+            "source": row.source, "prices": price_row_json(row)}  # fmt: skip
+
+
+def price_row_values(r: Mapping[str, Any], now: datetime) -> list[Any]:
+    """The ``price_rows`` columns of a price row record."""
+    return [r["id"], r["provider"], r["model"], parse_ts(r.get("effective_from")), parse_ts(r.get("effective_to")),
+            r["source"], r["prices"], now]  # fmt: skip
 
 
 def record_problem(r: dict[str, Any]) -> str | None:
@@ -249,8 +265,14 @@ def record_problem(r: dict[str, Any]) -> str | None:
     threshold = r.get("threshold")
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
         return f"{kind} record with a threshold that is not a number"
-    for name in ("period_start", "fired_at", "requested_at"):
-        if name in r:
+    if kind == "price_row":
+        try:
+            if not isinstance(orjson.loads(r["prices"]), dict):
+                raise ValueError
+        except ValueError:
+            return "price_row record whose prices are not a JSON object"
+    for name in ("period_start", "fired_at", "requested_at", "effective_from", "effective_to"):
+        if r.get(name) is not None or (name in r and kind != "price_row"):
             try:
                 parse_ts(r[name])
             except (ValueError, TypeError):
@@ -281,6 +303,7 @@ class Session(Protocol):
     def known_price_rows(self, ids: list[str]) -> set[str]: ...
     def record_price_rows(self, rows: Iterable[PriceRow]) -> None: ...
     def insert_events(self, events: Sequence[SpendEvent]) -> int: ...
+    def insert_lines(self, lines: Sequence[EventLine]) -> int: ...
     def apply_record(self, record: dict[str, Any]) -> None: ...
     def set_progress(self, segment: str, offset: int) -> None: ...
     def forget_progress(self, segments: list[str]) -> None: ...
@@ -310,13 +333,38 @@ def drain_spool(session: Session, spool_dir: Path, price_rows: PriceRows | None,
     return inserted
 
 
+class EventLine:
+    """A spool line holding a valid event in :meth:`SpendEvent.to_json`'s shape, with what the drain needs of
+    it: stored as it is (DuckDB reads the lines themselves) or built into an event (:meth:`event`)."""
+
+    __slots__ = ("line", "request_id", "ts", "price_row_id", "raw")
+
+    def __init__(self, line: bytes, request_id: str, ts: datetime, price_row_id: str | None,
+                 raw: bytes | None = None):  # fmt: skip
+        self.line = line
+        self.request_id = request_id
+        self.ts = ts
+        self.price_row_id = price_row_id
+        self.raw = line if raw is None else raw  # the spool's line, kept in rejected.log if the ledger refuses it
+
+    @classmethod
+    def of(cls, event: SpendEvent, raw: bytes | None = None) -> EventLine:
+        return cls(event.to_json(), event.request_id, event.ts, event.price_row_id, raw)
+
+    def event(self) -> SpendEvent:
+        return SpendEvent.from_json(self.line)
+
+
 def _drain_segment(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead, price_rows: PriceRows | None,
                    refused: tuple[type[BaseException], ...], quarantine_bad: bool) -> int:  # fmt: skip
-    events: list[SpendEvent] = []
-    lines: dict[str, bytes] = {}  # request id -> its line, to quarantine an event the database refuses
+    events: list[EventLine] = []
     records: list[dict[str, Any]] = []
     bad: list[tuple[bytes, str]] = []
     for line in seg.lines:
+        wire = canonical(line)
+        if wire is not None:  # the usual case: a line as the gateway wrote it, stored without re-encoding
+            events.append(EventLine(line, wire.request_id, wire.ts, wire.price_row_id))
+            continue
         try:
             obj = orjson.loads(line)
             if isinstance(obj, dict) and "record" in obj:
@@ -327,7 +375,7 @@ def _drain_segment(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead,
                 continue
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
-            event = SpendEvent.from_dict(obj)
+            event = SpendEvent.from_dict(obj)  # an older or hand-written line: normalised, or said what is wrong
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             bad.append((line, f"unreadable: {exc}"))
             continue
@@ -335,18 +383,16 @@ def _drain_segment(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead,
         if problems:
             bad.append((line, "; ".join(problems)))
             continue
-        events.append(event)
-        lines[event.request_id] = line
+        events.append(EventLine.of(event, line))
     try:
         return _commit(session, spool_dir, seg, events, records, price_rows, bad, quarantine_bad)
     except refused as exc:
         log.error("spool %s: the ledger refused a batch (%s); looking for the events it refuses", seg.name, exc)
-    good: list[SpendEvent] = []
+    good: list[EventLine] = []
     good_records: list[dict[str, Any]] = []
-    for event in events:
-        if not _refuses(session, functools.partial(session.insert_events, [event]), lines[event.request_id], bad,
-                        refused):  # fmt: skip
-            good.append(event)
+    for item in events:
+        if not _refuses(session, functools.partial(session.insert_lines, [item]), item.raw, bad, refused):
+            good.append(item)
     for record in records:
         if not _refuses(session, functools.partial(session.apply_record, record), orjson.dumps(record), bad, refused):
             good_records.append(record)
@@ -365,17 +411,18 @@ def _refuses(session: Session, write: Callable[[], object], line: bytes, bad: li
     return False
 
 
-def _commit(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead, events: list[SpendEvent],
+def _commit(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead, events: list[EventLine],
             records: list[dict[str, Any]], price_rows: PriceRows | None, bad: list[tuple[bytes, str]],
             quarantine_bad: bool) -> int:  # fmt: skip
     with session.transaction():
+        for record in records:  # price rows first: the spool carries each before the first event priced with it
+            session.apply_record(record)
         used = sorted({e.price_row_id for e in events if e.price_row_id})
         if price_rows is not None and used:
             missing = set(used) - session.known_price_rows(used)
-            session.record_price_rows(r for r in (price_rows(i) for i in sorted(missing)) if r is not None)
-        n = session.insert_events(events)
-        for record in records:
-            session.apply_record(record)
+            if missing:  # a spool written before price rows were spooled: from the catalog
+                session.record_price_rows(r for r in (price_rows(i) for i in sorted(missing)) if r is not None)
+        n = session.insert_lines(events)
         session.set_progress(seg.name, seg.end)
         if bad and quarantine_bad:
             # before the commit that moves past them: a crash in between keeps them twice, never zero times

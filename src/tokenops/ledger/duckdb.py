@@ -37,6 +37,7 @@ from tokenops.ledger.base import (
     EVENT_COLUMNS,
     TABLES,
     USAGE_COLUMNS,
+    EventLine,
     PriceRows,
     Totals,
     aware,
@@ -45,6 +46,7 @@ from tokenops.ledger.base import (
     naive_utc,
     parse_ts,
     price_row_json,
+    price_row_values,
     row_event,
 )
 from tokenops.ledger.events import SpendEvent
@@ -188,6 +190,14 @@ class _Session:
         hi = naive_utc(max(e.ts for e in events))
         return self._insert_json(b"\n".join(e.to_json() for e in events), _EVENT_SELECT, _EVENT_TYPES, lo, hi)
 
+    def insert_lines(self, lines: Sequence[EventLine]) -> int:
+        """Bulk-insert spool lines as they are (see :meth:`insert_events`): no event is built or re-encoded."""
+        if not lines:
+            return 0
+        lo = naive_utc(min(e.ts for e in lines))
+        hi = naive_utc(max(e.ts for e in lines))
+        return self._insert_json(b"\n".join(e.line for e in lines), _EVENT_SELECT, _EVENT_TYPES, lo, hi)
+
     def _insert_json(self, data: bytes, select: str, types: str, lo: Any, hi: Any) -> int:
         fd, name = tempfile.mkstemp(prefix=".tokenops-batch-", suffix=".jsonl", dir=self.tmp_dir)
         try:
@@ -228,6 +238,9 @@ class _Session:
                 "VALUES (?, 'pending', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [r["id"], r.get("key_id"), r["reason"], r.get("model"), r.get("message"), parse_ts(r["requested_at"])],
             )
+        elif kind == "price_row":
+            self.conn.execute("INSERT INTO price_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              price_row_values(r, datetime.now(UTC).replace(tzinfo=None)))
         else:
             raise ValueError(f"unknown spool record {kind!r}")
 

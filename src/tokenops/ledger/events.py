@@ -14,13 +14,14 @@ import uuid
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from tokenops.money import format_usd
 from tokenops.tags import STANDARD_TAGS
-from tokenops.usage import Usage
+from tokenops.usage import MAX_CALL_TOKENS, Usage
 
 Status = Literal["ok", "upstream_error", "rejected", "cancelled", "error"]
 STATUSES = ("ok", "upstream_error", "rejected", "cancelled", "error")
@@ -155,6 +156,70 @@ class SpendEvent:
 
 
 _EVENT_FIELDS = frozenset(f.name for f in fields(SpendEvent))
+_Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_CALL_TOKENS)]
+_Duration = Annotated[float, msgspec.Meta(ge=-1e15, le=1e15)]
+# a cost as format(value, "f") writes it, small enough for DECIMAL(38,12)
+_Money = Annotated[str, msgspec.Meta(pattern=r"^-?[0-9]{1,26}(\.[0-9]+)?$")]
+
+
+class _WireUsage(msgspec.Struct, forbid_unknown_fields=True):
+    input_tokens: _Tokens
+    cache_read_tokens: _Tokens
+    cache_write_5m_tokens: _Tokens
+    cache_write_1h_tokens: _Tokens
+    output_tokens: _Tokens
+    reasoning_tokens: _Tokens
+
+
+class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """A spool line exactly as :meth:`SpendEvent.to_json` writes a valid event: every field present, with the
+    bounds of :meth:`SpendEvent.problems` and :class:`Usage` (checked in C by msgspec)."""
+
+    request_id: Annotated[str, msgspec.Meta(min_length=1)]
+    ts: datetime
+    source: str
+    provider: str
+    model_requested: str
+    model_used: str
+    route: str
+    stream: bool
+    usage: _WireUsage
+    usage_estimated: bool
+    cost_usd: _Money | None
+    price_row_id: str | None
+    key_id: str | None
+    end_user: str | None
+    tags: dict[str, str]
+    missing_tags: list[str]
+    status: Status
+    http_status: Annotated[int, msgspec.Meta(ge=0, lt=2**31)]
+    error_code: str | None
+    latency_ms: _Duration | None
+    ttft_ms: _Duration | None
+    cache: str
+    upstream_request_id: str | None
+    approval_id: str | None
+
+
+assert tuple(_WireEvent.__struct_fields__) == tuple(f.name for f in fields(SpendEvent))
+assert tuple(_WireUsage.__struct_fields__) == tuple(f.name for f in fields(Usage))
+_decode_wire = msgspec.json.Decoder(_WireEvent).decode
+
+
+def canonical(line: bytes) -> _WireEvent | None:
+    """The line's fields if it is exactly what :meth:`SpendEvent.to_json` writes for a valid event, so that the
+    line itself can be stored without building the event (about a microsecond, in C); None otherwise: then the
+    caller takes the slow path (:meth:`SpendEvent.from_dict` and :meth:`SpendEvent.problems`), which normalises
+    an older line or says what is wrong with it."""
+    try:
+        w = _decode_wire(line)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    u = w.usage
+    if (w.ts.tzinfo is None or u.cache_read_tokens + u.cache_write_5m_tokens + u.cache_write_1h_tokens > u.input_tokens
+            or u.reasoning_tokens > u.output_tokens):  # fmt: skip
+        return None
+    return w
 
 
 def _exact(value: Any) -> str:
@@ -174,4 +239,4 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["STANDARD_TAGS", "STATUSES", "SpendEvent", "new_request_id", "utcnow"]
+__all__ = ["STANDARD_TAGS", "STATUSES", "SpendEvent", "canonical", "new_request_id", "utcnow"]

@@ -47,6 +47,7 @@ from tokenops.ledger.base import (
     EVENT_COLUMNS,
     TABLES,
     USAGE_COLUMNS,
+    EventLine,
     PriceRows,
     Totals,
     aware,
@@ -56,6 +57,7 @@ from tokenops.ledger.base import (
     naive_utc,
     parse_ts,
     price_row_json,
+    price_row_values,
     row_event,
 )
 from tokenops.ledger.events import SpendEvent
@@ -143,6 +145,9 @@ class _Session:
         now = datetime.now(UTC).replace(tzinfo=None)
         return self.insert_rows([event_values(e, now) for e in events])
 
+    def insert_lines(self, lines: Sequence[EventLine]) -> int:
+        return self.insert_events([e.event() for e in lines])
+
     def insert_rows(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """COPY event rows into a temporary table, insert those the ledger lacks and add them to the rollup, in
         one statement: the rollup counts exactly the rows this insert wrote."""
@@ -197,6 +202,9 @@ class _Session:
                 "VALUES (%s, 'pending', %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 [r["id"], r.get("key_id"), r["reason"], r.get("model"), r.get("message"), parse_ts(r["requested_at"])],
             )
+        elif kind == "price_row":
+            self.conn.execute("INSERT INTO price_rows VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                              price_row_values(r, datetime.now(UTC).replace(tzinfo=None)))
         else:
             raise ValueError(f"unknown spool record {kind!r}")
 
