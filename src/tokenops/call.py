@@ -22,6 +22,7 @@ class Call:
     started: float  # perf_counter() at arrival
     ts: datetime  # wall-clock arrival, UTC
     headers: dict[str, str]  # lower-cased request headers
+    query: str = ""  # the request's query string, passed to the provider as it is (e.g. Anthropic's ?beta=true)
     body: dict[str, Any] = field(default_factory=dict)
     shape: InputShape = InputShape()  # what the input is made of: text, images, parts the body does not bound
     choices: int = 1  # answers the call asks for (n): its output is billed once per answer

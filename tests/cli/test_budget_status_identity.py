@@ -69,10 +69,12 @@ admin_key: {ADMIN}
 budgets:
   - {{name: on-the-gateway, amount_usd: "10", period: month}}
 """, upstream=fake.url)  # fmt: skip
+        # the same ledger from another folder: a DuckDB file by its absolute path, a server by its URL
+        ledger = f"duckdb:///{cfg.ledger_path()}" if cfg.ledger.startswith("duckdb:") else cfg.ledger
         with BackgroundServer(create_app(cfg)) as server:
             # the CLI's config: the same ledger, one more budget the gateway does not know
             (tmp_path / "cli.yaml").write_text(f"""
-ledger: duckdb:///{cfg.ledger_path()}
+ledger: {ledger}
 admin_key: {ADMIN}
 gateway: {{port: {server.port}}}
 budgets:

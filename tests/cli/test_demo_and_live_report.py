@@ -13,7 +13,7 @@ import httpx
 
 from harness import PROVIDER_KEY, create_key, free_port, start_gateway, write_config
 from tokenops.fakeprovider import create_fake_provider
-from tokenops.ledger.duckdb import DuckDBLedger
+from tokenops.ledger import open_ledger
 from tokenops.servers import BackgroundServer
 
 
@@ -49,7 +49,9 @@ def test_report_in_a_second_process_includes_calls_just_answered(tmp_path: Path)
     fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
     # a writer that would not drain for a minute: the report must drain the spool itself
     cfg = write_config(tmp_path, "gateway: {writer_interval: 60}", upstream=fake.url)
-    _, key = create_key(DuckDBLedger(cfg.ledger_path()), tags={"team": "live"})
+    ledger = open_ledger(cfg.ledger, cfg.base_dir)
+    _, key = create_key(ledger, tags={"team": "live"})
+    ledger.close()  # the gateway and the report open it in their turn
     port = free_port()
     proc = start_gateway(tmp_path / "tokenops.yaml", port, tmp_path / "gw.log")
     try:
@@ -73,7 +75,8 @@ def test_report_in_a_second_process_includes_calls_just_answered(tmp_path: Path)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         fake.stop()
-    assert DuckDBLedger(cfg.ledger_path()).count_events() == 6
+    assert ledger.count_events() == 6
+    ledger.close()
 
 
 def test_sigterm_to_the_whole_process_group_stops_the_gateway(tmp_path: Path) -> None:

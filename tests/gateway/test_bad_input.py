@@ -158,3 +158,23 @@ async def test_model_on_a_provider_of_the_other_format_is_400(make_gateway) -> N
     h = await make_gateway("models:\n  - {name: claude, provider: anthropic, model: claude-3-5-haiku}")
     r = await h.client.post(CHAT, json={**OK_CHAT, "model": "claude"}, headers=h.auth())
     assert r.status_code == 400 and "/v1/messages" in openai_error(r)["message"]
+
+
+async def test_count_tokens_bad_input_answers_in_anthropics_shape(gw: GatewayHarness) -> None:
+    path = "/v1/messages/count_tokens"
+    ok = {"model": "claude-3-5-haiku-20241022", "messages": [{"role": "user", "content": "x"}]}
+    r = await gw.client.post(path, json=ok, headers={"x-api-key": "nope"})
+    assert r.status_code == 401 and anthropic_error(r)["type"] == "authentication_error"
+    r = await gw.client.post(path, content=b"{not json", headers=gw.auth())
+    assert r.status_code == 400 and anthropic_error(r)["type"] == "invalid_request_error"
+    for body in ({"messages": ok["messages"]}, [1, 2], {"model": 7}):
+        r = await gw.client.post(path, json=body, headers=gw.auth())
+        assert r.status_code == 400 and "model" in anthropic_error(r)["message"], body
+    r = await gw.client.post(path, json={"model": ok["model"]}, headers=gw.auth())  # the provider says what is wrong
+    assert r.status_code == 400 and "messages" in anthropic_error(r)["message"]
+    r = await gw.client.get(path, headers=gw.auth())
+    assert r.status_code == 405 and anthropic_error(r)
+    r = await gw.client.post(path, json=ok, headers=gw.auth())
+    assert r.status_code == 200 and r.json()["input_tokens"] > 0
+    gw.flush()
+    assert gw.ledger.count_events() == 0, "counting is never spend"

@@ -186,6 +186,41 @@ def test_anthropic_sdk_typed_errors(claude: anthropic.Anthropic) -> None:
                                extra_body={"fake": {"status": 429}})  # fmt: skip
 
 
+def test_anthropic_sdk_count_tokens_is_passed_through_and_never_charged(claude: anthropic.Anthropic,
+                                                                         stack: Stack) -> None:  # fmt: skip
+    """What Claude Code's /context asks: the count comes from the provider; no spend, no ledger row."""
+    before = stack.gateway.ledger.count_events()
+    messages: Any = [{"role": "user", "content": "How many tokens is this question?"}]
+    raw = claude.messages.with_raw_response.count_tokens(model="claude-3-5-haiku-20241022", system=LONG,
+                                                         messages=messages)  # fmt: skip
+    counted = raw.parse().input_tokens
+    sent = claude.messages.create(model="claude-3-5-haiku-20241022", max_tokens=5, system=LONG, messages=messages)
+    assert counted == sent.usage.input_tokens > 0, "the same count as the call itself reports"
+    assert raw.headers["x-tokenops-cost-usd"] == "0.00" and "x-tokenops-request-id" not in raw.headers
+    stack.gateway.ledger.drain(stack.gateway.spool_dir, timeout=10)
+    assert stack.gateway.ledger.count_events() == before + 1, "only the message is in the ledger"
+    metrics = httpx.get(stack.url + "/metrics").text
+    assert 'tokenops_requests_total{model="claude-3-5-haiku-20241022",provider="anthropic",' \
+           'route="messages.count_tokens",status="ok"} 1.0' in metrics
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=stack.url, api_key="tk-wrong", max_retries=0).messages.count_tokens(
+            model="claude-3-5-haiku-20241022", messages=messages)
+
+
+def test_anthropic_sdk_beta_calls_reach_the_provider_unchanged(claude: anthropic.Anthropic, stack: Stack) -> None:
+    """The anthropic-beta header (the SDK's beta namespace) and ?beta=true (which Claude Code adds to every call)."""
+    msg = claude.beta.messages.create(model="claude-3-5-haiku-20241022", max_tokens=5, betas=["context-1m-2025-08-07"],
+                                      messages=[{"role": "user", "content": "beta?"}],
+                                      extra_query={"beta": "true"})  # fmt: skip
+    assert msg.usage.input_tokens > 0
+    seen = [r for r in stack.fake.app.state.received if r["path"] == "/v1/messages"][-1]
+    assert seen["query"] == "beta=true" and seen["headers"]["anthropic-beta"] == "context-1m-2025-08-07"
+    models = claude.models.list()
+    assert models.data and all(m.type == "model" for m in models.data)
+    ids = {m.id for m in models.data}
+    assert any("haiku" in i for i in ids) and not any(i.startswith("gpt") for i in ids), "only /v1/messages models"
+
+
 def abandon_stream(stack: Stack, body: dict[str, Any], reads: int) -> SpendEvent:
     """Read ``reads`` pieces of a stream, hang up, and return the call's event once the gateway recorded it."""
     with httpx.Client(base_url=stack.url, timeout=10) as client:

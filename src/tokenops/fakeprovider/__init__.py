@@ -72,7 +72,8 @@ An unknown key in ``fake`` or a malformed value is a 400 (a typo should fail lou
 ``status`` below 400 means "answer normally". Unknown top-level request fields are accepted and ignored.
 
 Observability: ``app.state.received`` is a deque of the last 1000 requests, each
-``{"method", "path", "headers" (lower-cased names), "body" (parsed JSON, or None)}``, recorded before any check.
+``{"method", "path", "query" (the raw query string), "headers" (lower-cased names), "body" (parsed JSON, or
+None)}``, recorded before any check. ``POST /v1/messages/count_tokens`` counts a prompt as ``/v1/messages`` would.
 Every answer carries ``x-request-id`` (OpenAI routes) or ``request-id`` (Anthropic routes, whose error bodies
 also carry ``request_id``); ids look like the real ones (``chatcmpl-…``, ``msg_01…``, ``req_…``).
 ``create_fake_provider(clock=...)`` takes the monotonic clock used for cache expiry, for tests of expiry.

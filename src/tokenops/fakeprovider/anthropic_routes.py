@@ -1,4 +1,5 @@
-"""Anthropic routes of the fake: ``/v1/messages`` (JSON and SSE) and the Anthropic shape of ``/v1/models``.
+"""Anthropic routes of the fake: ``/v1/messages`` (JSON and SSE), ``/v1/messages/count_tokens`` and the Anthropic
+shape of ``/v1/models``.
 
 Field names and event order follow the official ``anthropic`` SDK's types (``Message``, ``Usage``,
 ``RawMessageStreamEvent``) and what the live API sends, including the cumulative usage in ``message_delta``.
@@ -81,6 +82,22 @@ async def messages(request: Request) -> ASGIApp:
     if controls.disconnect_after is not None:
         return TruncatedResponse(bytes(json_response(message, ex.headers).body), ex.headers, controls.disconnect_after)
     return json_response(message, ex.headers)
+
+
+async def count_tokens(request: Request) -> Response:
+    """``POST /v1/messages/count_tokens``: the prompt's tokens as ``/v1/messages`` would count them (cache
+    breakpoints are not applied: counting never reads or writes the cache), free, answered in Anthropic's shape."""
+    ex = await begin(request, ANTHROPIC)
+    if isinstance(ex, Response):
+        return ex
+    body = ex.body
+    model, turns, system = body.get("model"), body.get("messages"), body.get("system")
+    if not isinstance(model, str) or not model:
+        return _invalid("model: Field required")
+    if not isinstance(turns, list) or not turns or not all(isinstance(m, dict) for m in turns):
+        return _invalid("messages: Field required")
+    prompt = account_anthropic(system, turns, model, None, request.app.state.clock())
+    return json_response({"input_tokens": prompt.tokens}, ex.headers)
 
 
 def _stream(ex: Exchange, message: dict[str, Any], completion: Completion, usage: Reported) -> EventStream:

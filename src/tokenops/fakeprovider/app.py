@@ -49,6 +49,7 @@ def create_fake_provider(*, api_key: str | None = None, clock: Callable[[], floa
             Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
             Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"]),
             Route("/v1/messages", anthropic_routes.messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", anthropic_routes.count_tokens, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
         ],
         exception_handlers={404: _http_error, 405: _http_error},

@@ -58,7 +58,8 @@ async def begin(request: Request, dialect: Dialect, *, needs_body: bool = True) 
     scope = request.scope
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
     state = request.app.state
-    state.received.append({"method": scope["method"], "path": scope["path"], "headers": headers, "body": body})
+    state.received.append({"method": scope["method"], "path": scope["path"], "headers": headers, "body": body,
+                           "query": scope.get("query_string", b"").decode("latin-1")})  # fmt: skip
     api_key = state.api_key
     if api_key is not None and not _authorized(headers, api_key):
         return error_response(dialect, 401)

@@ -32,7 +32,7 @@ from tokenops.call import Call
 from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import health, validate
-from tokenops.gateway.client import UpstreamClient, make_client
+from tokenops.gateway.client import TransportFailure, UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.health import HealthWatch
 from tokenops.gateway.http import (
@@ -48,14 +48,14 @@ from tokenops.gateway.http import (
 )
 from tokenops.gateway.keycache import KeyCache
 from tokenops.gateway.meter import Meter
-from tokenops.gateway.metrics import GatewayMetrics
+from tokenops.gateway.metrics import OTHER, GatewayMetrics
 from tokenops.gateway.providers import ADAPTERS, Adapter
 from tokenops.gateway.stages.auth import KeyStage, presented_key
 from tokenops.gateway.stages.cache import CacheStage
 from tokenops.gateway.stages.policy import PolicyStage
 from tokenops.gateway.stages.router import RouterStage
 from tokenops.gateway.stages.tags import TagStage
-from tokenops.gateway.upstream import Upstream, call_headers
+from tokenops.gateway.upstream import Upstream, call_headers, relayed_headers
 from tokenops.gateway.writer import LedgerWriter
 from tokenops.ledger import open_ledger
 from tokenops.ledger.base import Ledger
@@ -86,6 +86,7 @@ ROUTES: dict[str, Route] = {
     "/v1/chat/completions": Route("chat.completions", "openai", ("POST",)),
     "/v1/embeddings": Route("embeddings", "openai", ("POST",)),
     "/v1/messages": Route("messages", "anthropic", ("POST",)),
+    "/v1/messages/count_tokens": Route("messages.count_tokens", "anthropic", ("POST",)),
     "/v1/models": Route("models", "openai", ("GET",)),
     "/healthz": Route("healthz", "openai", ("GET",)),
     "/readyz": Route("readyz", "openai", ("GET",)),
@@ -347,6 +348,8 @@ class Gateway:
             return
         if route.name in ("chat.completions", "embeddings", "messages"):
             await self._handle_call(scope, receive, send, route)
+        elif route.name == "messages.count_tokens":
+            await self._count_tokens(scope, receive, send)
         elif route.name == "models":
             await self._models(scope, send)
         elif route.name == "healthz":
@@ -395,6 +398,7 @@ class Gateway:
             started=time.perf_counter(),
             ts=self.clock(),
             headers=header_dict(scope),
+            query=scope.get("query_string", b"").decode("latin-1"),
         )
         response_started = False
 
@@ -463,16 +467,81 @@ class Gateway:
         return record.id
 
     async def _models(self, scope: Scope, send: Send) -> None:
-        if not await self._authorize(scope, "openai", send):
+        """The models a caller can name: the config's aliases, then each provider's catalog models. A client that
+        sends ``anthropic-version`` (the Anthropic SDKs, Claude Code) gets Anthropic's shape and only the models it
+        can call on ``/v1/messages``; any other gets OpenAI's."""
+        anthropic = "anthropic-version" in header_dict(scope)
+        if not await self._authorize(scope, "anthropic" if anthropic else "openai", send):
             return
-        data = [{"id": a.name, "object": "model", "created": 0, "owned_by": a.provider} for a in self.config.models]
-        seen = {a.name for a in self.config.models}
+        names: dict[str, str] = {}  # model -> provider
+        for a in self.config.models:
+            if not anthropic or self.config.provider_kind(a.provider) == "anthropic":
+                names.setdefault(a.name, a.provider)
         for name in self.config.providers:
+            if anthropic and self.config.provider_kind(name) != "anthropic":
+                continue
             for model in self.catalog.models(self.router.price_ids[name]):
-                if model not in seen:
-                    seen.add(model)
-                    data.append({"id": model, "object": "model", "created": 0, "owned_by": name})
+                names.setdefault(model, name)
+        if anthropic:
+            data: list[dict[str, Any]] = [{"type": "model", "id": m, "display_name": m,
+                                           "created_at": "1970-01-01T00:00:00Z"} for m in names]  # fmt: skip
+            await send_json(send, 200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                        "last_id": data[-1]["id"] if data else None})  # fmt: skip
+            return
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in names.items()]
         await send_json(send, 200, {"object": "list", "data": data})
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/messages/count_tokens``: passed to the Anthropic provider of the model, for any valid key; free
+        at Anthropic, so never recorded as spend and never held against a budget or limit (it shows in
+        ``tokenops_requests{route="messages.count_tokens"}``). Claude Code asks it for ``/context``: without it, it
+        falls back to paid ``max_tokens=1`` calls."""
+        headers = header_dict(scope)
+        try:
+            if not await self._authorize(scope, "anthropic", send):
+                return
+            raw = await read_body(receive, headers, self.config.gateway.max_body_bytes)
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise GatewayError(400, "invalid_json", "the request body is not valid JSON") from None
+            model = body.get("model") if isinstance(body, dict) else None
+            if not isinstance(model, str) or not model:
+                raise GatewayError(400, "invalid_request", "model: a model name is required", param="model")
+            provider, upstream_model = self.router.resolve(model, "anthropic", self.clock())
+        except GatewayError as err:
+            self.metrics.rejected.labels(err.code).inc()
+            await self._send_error(send, err, "anthropic")
+            return
+        adapter = self.adapters[provider]
+        connect, read = self._timeouts[provider]
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = adapter.url("messages.count_tokens") + (f"?{query}" if query else "")
+        assert self.client is not None, "Gateway.start() was not called"
+        try:
+            resp = await self.client.send(url, adapter.headers(headers), orjson.dumps({**body, "model": upstream_model}),
+                                          connect=connect, read=read)  # fmt: skip
+        except TransportFailure as exc:
+            failed = GatewayError(504 if exc.timeout else 502, "upstream_unreachable",
+                                  f"provider {provider!r} is unreachable: {exc}")  # fmt: skip
+            self.metrics.requests.labels("messages.count_tokens", provider, OTHER, "error").inc()
+            await self._send_error(send, failed, "anthropic")
+            return
+        try:
+            data = await resp.read()
+        except TransportFailure as exc:
+            await self._send_error(send, GatewayError(502, "upstream_unreachable", f"provider {provider!r} broke "
+                                                      f"off: {exc}"), "anthropic")  # fmt: skip
+            return
+        finally:
+            await resp.close()
+        label = upstream_model if upstream_model in self.metrics.known_models or self.catalog.lookup(
+            self.router.price_ids[provider], upstream_model, self.clock()) else OTHER  # fmt: skip
+        status = "ok" if resp.status < 400 else "upstream_error"
+        self.metrics.requests.labels("messages.count_tokens", provider, label, status).inc()
+        out = {"content-type": resp.headers.get("content-type", "application/json"), **relayed_headers(resp),
+               "x-tokenops-cost-usd": "0.00", "x-tokenops-provider": provider}  # fmt: skip
+        await send_bytes(send, resp.status, data, out)
 
     async def _get_request(self, scope: Scope, request_id: str, send: Send) -> None:
         caller = await self._authorize(scope, "openai", send)

@@ -122,7 +122,7 @@ class AnthropicAdapter(Adapter):
 
     def url(self, route: str) -> str:
         base = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
-        return base + "/v1/messages"
+        return base + ("/v1/messages/count_tokens" if route == "messages.count_tokens" else "/v1/messages")
 
     def headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         h = {"content-type": "application/json", "accept-encoding": "identity"}
