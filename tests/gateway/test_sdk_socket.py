@@ -189,6 +189,7 @@ def test_anthropic_sdk_typed_errors(claude: anthropic.Anthropic) -> None:
 def test_anthropic_sdk_count_tokens_is_passed_through_and_never_charged(claude: anthropic.Anthropic,
                                                                          stack: Stack) -> None:  # fmt: skip
     """What Claude Code's /context asks: the count comes from the provider; no spend, no ledger row."""
+    stack.gateway.ledger.drain(stack.gateway.spool_dir, timeout=10)  # earlier tests' calls, before counting
     before = stack.gateway.ledger.count_events()
     messages: Any = [{"role": "user", "content": "How many tokens is this question?"}]
     raw = claude.messages.with_raw_response.count_tokens(model="claude-3-5-haiku-20241022", system=LONG,
