@@ -53,7 +53,9 @@ class Stack:
             redis_url = redis_service.ensure_shared()
             prefix = f"test-{uuid.uuid4().hex[:12]}"
             self.cleanups.append(lambda: redis_service.delete_prefix(redis_url, prefix))
-            self._lines = f"ledger: {url}\nstate: {redis_url}\nstate_options: {{prefix: {prefix}}}\n"
+            # 10 s for a state operation: a loaded 2-core CI machine can starve an event loop driving hundreds of
+            # concurrent calls past the default second (tests of Redis timeouts set their own)
+            self._lines = f"ledger: {url}\nstate: {redis_url}\nstate_options: {{prefix: {prefix}, timeout: 10}}\n"
         return self._lines
 
     def close(self) -> None:
