@@ -41,11 +41,9 @@ def _invalid(message: str) -> Response:
     return error_response(ANTHROPIC, 400, message)
 
 
-async def messages(request: Request) -> ASGIApp:
-    ex = await begin(request, ANTHROPIC)
-    if isinstance(ex, Response):
-        return ex
-    body = ex.body
+def _prompt(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]], Any] | Response:
+    """The model, messages and system prompt of a messages or count_tokens body, or the 400 that says which is
+    wrong."""
     model, turns, system = body.get("model"), body.get("messages"), body.get("system")
     if not isinstance(model, str) or not model:
         return _invalid("model: Field required")
@@ -53,6 +51,18 @@ async def messages(request: Request) -> ASGIApp:
         return _invalid("messages: Field required")
     if system is not None and not isinstance(system, str | list):
         return _invalid("system: Input should be a valid string or a list of text blocks")
+    return model, turns, system
+
+
+async def messages(request: Request) -> ASGIApp:
+    ex = await begin(request, ANTHROPIC)
+    if isinstance(ex, Response):
+        return ex
+    body = ex.body
+    prompt_fields = _prompt(body)
+    if isinstance(prompt_fields, Response):
+        return prompt_fields
+    model, turns, system = prompt_fields
     cap = body.get("max_tokens")
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         return _invalid("max_tokens: Input should be an integer greater than or equal to 1")
@@ -90,12 +100,10 @@ async def count_tokens(request: Request) -> Response:
     ex = await begin(request, ANTHROPIC)
     if isinstance(ex, Response):
         return ex
-    body = ex.body
-    model, turns, system = body.get("model"), body.get("messages"), body.get("system")
-    if not isinstance(model, str) or not model:
-        return _invalid("model: Field required")
-    if not isinstance(turns, list) or not turns or not all(isinstance(m, dict) for m in turns):
-        return _invalid("messages: Field required")
+    prompt_fields = _prompt(ex.body)
+    if isinstance(prompt_fields, Response):
+        return prompt_fields
+    model, turns, system = prompt_fields
     prompt = account_anthropic(system, turns, model, None, request.app.state.clock())
     return json_response({"input_tokens": prompt.tokens}, ex.headers)
 

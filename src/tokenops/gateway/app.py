@@ -515,8 +515,7 @@ class Gateway:
             return
         adapter = self.adapters[provider]
         connect, read = self._timeouts[provider]
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = adapter.url("messages.count_tokens") + (f"?{query}" if query else "")
+        url = adapter.request_url("messages.count_tokens", scope.get("query_string", b"").decode("latin-1"))
         assert self.client is not None, "Gateway.start() was not called"
         try:
             resp = await self.client.send(url, adapter.headers(headers), orjson.dumps({**body, "model": upstream_model}),

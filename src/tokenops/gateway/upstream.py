@@ -103,9 +103,8 @@ class Upstream:
         body, wants_usage = adapter.prepare(call.route, call.body, call.upstream_model, call.output_limit)
         connect, read = self.timeouts[call.provider_name]
         try:
-            url = adapter.url(call.route) + (f"?{call.query}" if call.query else "")
-            resp = await self.client.send(url, adapter.headers(call.headers), orjson.dumps(body), connect=connect,
-                                          read=read)  # fmt: skip
+            resp = await self.client.send(adapter.request_url(call.route, call.query), adapter.headers(call.headers),
+                                          orjson.dumps(body), connect=connect, read=read)  # fmt: skip
         except TransportFailure as exc:
             raise await self._failed(call, exc, "is unreachable") from None
         try:

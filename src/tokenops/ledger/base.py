@@ -245,7 +245,8 @@ def price_row_record(row: PriceRow) -> dict[str, Any]:
 
 
 def price_row_values(r: Mapping[str, Any], now: datetime) -> list[Any]:
-    """The ``price_rows`` columns of a price row record."""
+    """The ``price_rows`` columns of a price row record (of a catalog row: ``price_row_values(price_row_record(row),
+    now)``), ``now`` being when it was recorded."""
     return [r["id"], r["provider"], r["model"], parse_ts(r.get("effective_from")), parse_ts(r.get("effective_to")),
             r["source"], r["prices"], now]  # fmt: skip
 
@@ -272,7 +273,7 @@ def record_problem(r: dict[str, Any]) -> str | None:
         except ValueError:
             return "price_row record whose prices are not a JSON object"
     for name in ("period_start", "fired_at", "requested_at", "effective_from", "effective_to"):
-        if r.get(name) is not None or (name in r and kind != "price_row"):
+        if r.get(name) is not None:  # absent or null: nothing to parse (price rows may be open-ended)
             try:
                 parse_ts(r[name])
             except (ValueError, TypeError):
@@ -337,22 +338,26 @@ class EventLine:
     """A spool line holding a valid event in :meth:`SpendEvent.to_json`'s shape, with what the drain needs of
     it: stored as it is (DuckDB reads the lines themselves) or built into an event (:meth:`event`)."""
 
-    __slots__ = ("line", "request_id", "ts", "price_row_id", "raw")
+    __slots__ = ("line", "request_id", "ts", "price_row_id", "raw", "_event")
 
     def __init__(self, line: bytes, request_id: str, ts: datetime, price_row_id: str | None,
-                 raw: bytes | None = None):  # fmt: skip
+                 raw: bytes | None = None, event: SpendEvent | None = None):  # fmt: skip
         self.line = line
         self.request_id = request_id
         self.ts = ts
         self.price_row_id = price_row_id
         self.raw = line if raw is None else raw  # the spool's line, kept in rejected.log if the ledger refuses it
+        self._event = event
 
     @classmethod
     def of(cls, event: SpendEvent, raw: bytes | None = None) -> EventLine:
-        return cls(event.to_json(), event.request_id, event.ts, event.price_row_id, raw)
+        return cls(event.to_json(), event.request_id, event.ts, event.price_row_id, raw, event)
 
     def event(self) -> SpendEvent:
-        return SpendEvent.from_json(self.line)
+        """The event (built from the line once, for a backend that stores events rather than lines)."""
+        if self._event is None:
+            self._event = SpendEvent.from_json(self.line)
+        return self._event
 
 
 def _drain_segment(session: Session, spool_dir: Path, seg: spoolmod.SegmentRead, price_rows: PriceRows | None,

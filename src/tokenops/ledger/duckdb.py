@@ -45,7 +45,7 @@ from tokenops.ledger.base import (
     keyset,
     naive_utc,
     parse_ts,
-    price_row_json,
+    price_row_record,
     price_row_values,
     row_event,
 )
@@ -173,8 +173,7 @@ class _Session:
             if row.id not in known:
                 self.conn.execute(
                     "INSERT INTO price_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [row.id, row.provider, row.model, naive_utc(row.effective_from), naive_utc(row.effective_to),
-                     row.source, price_row_json(row), now],
+                    price_row_values(price_row_record(row), now),
                 )  # fmt: skip
 
     def insert_events(self, events: Sequence[SpendEvent]) -> int:
@@ -184,11 +183,7 @@ class _Session:
         JSON lines (:meth:`SpendEvent.to_json`, the spool's encoding) and read back with ``read_json``, which
         parses them in C++ on every core: nested usage, tags as a map, decimal strings cast exactly.
         """
-        if not events:
-            return 0
-        lo = naive_utc(min(e.ts for e in events))
-        hi = naive_utc(max(e.ts for e in events))
-        return self._insert_json(b"\n".join(e.to_json() for e in events), _EVENT_SELECT, _EVENT_TYPES, lo, hi)
+        return self.insert_lines([EventLine.of(e) for e in events])
 
     def insert_lines(self, lines: Sequence[EventLine]) -> int:
         """Bulk-insert spool lines as they are (see :meth:`insert_events`): no event is built or re-encoded."""

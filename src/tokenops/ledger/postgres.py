@@ -56,7 +56,7 @@ from tokenops.ledger.base import (
     keyset,
     naive_utc,
     parse_ts,
-    price_row_json,
+    price_row_record,
     price_row_values,
     row_event,
 )
@@ -135,8 +135,7 @@ class _Session:
         for row in sorted(by_id.values(), key=lambda r: r.id):  # one order for every process: no deadlock
             self.conn.execute(
                 "INSERT INTO price_rows VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [row.id, row.provider, row.model, naive_utc(row.effective_from), naive_utc(row.effective_to),
-                 row.source, price_row_json(row), now],
+                price_row_values(price_row_record(row), now),
             )  # fmt: skip
 
     def insert_events(self, events: Sequence[SpendEvent]) -> int:

@@ -81,6 +81,11 @@ class Adapter:
     def url(self, route: str) -> str:
         raise NotImplementedError
 
+    def request_url(self, route: str, query: str = "") -> str:
+        """The provider URL of ``route`` with the client's query string as it came (e.g. ``?beta=true``)."""
+        url = self.url(route)
+        return f"{url}?{query}" if query else url
+
     def headers(self, client_headers: dict[str, str]) -> dict[str, str]:
         raise NotImplementedError
 
