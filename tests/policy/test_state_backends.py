@@ -26,6 +26,9 @@ PICO = D("0.000000000001")
 A = ("team-a@0123456789", "2026-03-01T00:00:00+01:00")
 B = ("team-b@0123456789", "2026-03-01T00:00:00+01:00")
 G = ("grant:apr_abc", "")
+# these tests are about counts, not Redis timeouts (tests/policy/test_redis_faults.py): 300 concurrent calls on a
+# loaded 2-core CI machine can wait past the default second
+OP_TIMEOUT = 10.0
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -34,14 +37,14 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[PolicyState]:
         yield InMemoryState()
         return
     url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
-    s = RedisState(url, StateOptions(prefix=prefix))
+    s = RedisState(url, StateOptions(prefix=prefix, timeout=OP_TIMEOUT))
     yield s
     await s.close()
 
 
 @pytest.fixture
 async def redis_state(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisState]:
-    s = RedisState(redis_url, StateOptions(prefix=redis_prefix))
+    s = RedisState(redis_url, StateOptions(prefix=redis_prefix, timeout=OP_TIMEOUT))
     yield s
     await s.close()
 
