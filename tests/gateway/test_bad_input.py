@@ -167,7 +167,10 @@ async def test_count_tokens_bad_input_answers_in_anthropics_shape(gw: GatewayHar
     assert r.status_code == 401 and anthropic_error(r)["type"] == "authentication_error"
     r = await gw.client.post(path, content=b"{not json", headers=gw.auth())
     assert r.status_code == 400 and anthropic_error(r)["type"] == "invalid_request_error"
-    for body in ({"messages": ok["messages"]}, [1, 2], {"model": 7}):
+    assert "not valid JSON" in anthropic_error(r)["message"]
+    r = await gw.client.post(path, json=[1, 2], headers=gw.auth())
+    assert r.status_code == 400 and "must be a JSON object" in anthropic_error(r)["message"]
+    for body in ({"messages": ok["messages"]}, {"model": 7}, {"model": "claude\r\nx", "messages": ok["messages"]}):
         r = await gw.client.post(path, json=body, headers=gw.auth())
         assert r.status_code == 400 and "model" in anthropic_error(r)["message"], body
     r = await gw.client.post(path, json={"model": ok["model"]}, headers=gw.auth())  # the provider says what is wrong

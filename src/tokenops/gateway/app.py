@@ -501,13 +501,7 @@ class Gateway:
             if not await self._authorize(scope, "anthropic", send):
                 return
             raw = await read_body(receive, headers, self.config.gateway.max_body_bytes)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise GatewayError(400, "invalid_json", "the request body is not valid JSON") from None
-            model = body.get("model") if isinstance(body, dict) else None
-            if not isinstance(model, str) or not model:
-                raise GatewayError(400, "invalid_request", "model: a model name is required", param="model")
+            body, model = validate.body_and_model(raw)  # the checks every route makes of a body and its model
             provider, upstream_model = self.router.resolve(model, "anthropic", self.clock())
         except GatewayError as err:
             self.metrics.rejected.labels(err.code).inc()

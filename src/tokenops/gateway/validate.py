@@ -150,8 +150,8 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def request(call: Call, raw: bytes) -> None:
-    """Parse and check the JSON body; fill the call's model, stream flag, input shape and answer count."""
+def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
+    """The JSON object of a request body and the model it names, or the 400 that says what is wrong."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -165,7 +165,12 @@ def request(call: Call, raw: bytes) -> None:
     model = body.get("model")
     if model is None:
         raise _bad("'model' is required", "model")
-    _name(model, "model", "a model name")
+    return body, _name(model, "model", "a model name")
+
+
+def request(call: Call, raw: bytes) -> None:
+    """Parse and check the JSON body; fill the call's model, stream flag, input shape and answer count."""
+    body, model = body_and_model(raw)
     _optional(body, "stream", bool, "a boolean")
     _optional(body, "user", str, "a string")
     if body.get("user") is not None:
