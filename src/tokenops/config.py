@@ -25,6 +25,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -41,12 +42,17 @@ from pydantic import (
 from tokenops.alerts.config import AlertsConfig
 from tokenops.errors import ConfigError
 from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, contradictions
+from tokenops.pricing.datafile import DEFAULT_UPDATE_URL
 from tokenops.pricing.entries import PriceEntry
 from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
 
 CONFIG_ENV = "TOKENOPS_CONFIG"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `serve --workers N`: the workers' metrics in one answer
 KNOWN_KINDS = ("openai", "anthropic")
+# The hosts of each kind's own vendor API: only a provider there is priced as that vendor without saying so
+# (``catalog:``). An OpenAI-compatible server elsewhere (vLLM, Ollama, a gateway, another vendor) never borrows
+# OpenAI's prices for a model name they share (gpt-oss-120b).
+VENDOR_HOSTS = {"openai": ("api.openai.com",), "anthropic": ("api.anthropic.com",)}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MAX_DEPTH = 64  # levels of nesting; a real config has about five
 MAX_NODES = 100_000  # values once aliases are expanded; a real config has a few hundred
@@ -96,6 +102,17 @@ class ProviderConfig(_Model):
         return v.rstrip("/")
 
 
+class PricingConfig(_Model):
+    update_url: str = DEFAULT_UPDATE_URL  # where `tokenops prices update` downloads genai-prices' data file
+
+    @field_validator("update_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+\S*$", v):
+            raise ValueError("expected an http(s) URL of a genai-prices data file")
+        return v
+
+
 class ModelAlias(_Model):
     name: str
     provider: str
@@ -141,6 +158,9 @@ class GatewayConfig(_Model):
     # fsync: an answered call survives a power loss (each append waits for fdatasync, group-committed);
     # write: it survives the process being killed, not the machine losing power (the kernel holds it)
     durability: Literal["fsync", "write"] = "fsync"
+    # seconds between checks of background Responses (background: true) still running; each is metered once,
+    # when it ends: on this check or when a client fetches it finished, whichever comes first
+    background_poll: float = Field(5.0, gt=0, le=3600)
 
 
 class StateOptions(_Model):
@@ -159,6 +179,7 @@ class Config(_Model):
     providers: dict[str, ProviderConfig] = {}
     models: list[ModelAlias] = []
     prices: list[PriceEntry] = []
+    pricing: PricingConfig = PricingConfig()
     tagging: TaggingConfig = TaggingConfig()
     gateway: GatewayConfig = GatewayConfig()
     budgets: list[BudgetConfig] = []
@@ -235,6 +256,23 @@ class Config(_Model):
         if p.kind:
             return p.kind
         return name if name in KNOWN_KINDS else "openai"
+
+    def price_catalogs(self, name: str) -> tuple[str, ...]:
+        """The price-catalog provider ids the prices of provider ``name`` are looked up under, in order: its
+        name, its ``catalog``, then its kind's vendor (``openai``, ``anthropic``) only when its ``base_url`` is
+        that vendor's own API (``api.openai.com`` or a subdomain of it, ``api.anthropic.com``). A provider of
+        kind ``openai`` elsewhere (a self-hosted vLLM, another vendor's OpenAI-compatible API) is priced only by
+        rows under its name (the config's ``prices:``) or its ``catalog``: never by another vendor's row for a
+        model name they share."""
+        p = self.providers[name]
+        ids = [name]
+        if p.catalog and p.catalog not in ids:
+            ids.append(p.catalog)
+        kind = self.provider_kind(name)
+        host = (urlsplit(p.base_url).hostname or "").lower()
+        if kind not in ids and any(host == h or host.endswith("." + h) for h in VENDOR_HOSTS.get(kind, ())):
+            ids.append(kind)
+        return tuple(ids)
 
     def ledger_path(self) -> Path:
         """The DuckDB file, relative paths resolved against the config file's folder."""

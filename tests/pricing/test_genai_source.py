@@ -1,5 +1,5 @@
-"""The genai-prices snapshot as price rows: checked against providers' published prices and against
-genai-prices' own arithmetic."""
+"""The genai-prices snapshot as price rows: checked against providers' published prices (with TokenOps' reviewed
+corrections applied, as the catalog holds them) and against genai-prices' own arithmetic."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from genai_prices.types import ModelPrice, TimeOfDateConstraint
 from genai_prices.types import Usage as GenaiUsage
 
 from tokenops import money
+from tokenops.pricing.catalog import base_rows
 from tokenops.pricing.genai import EPOCH, genai_matcher, genai_price_rows, genai_source, rows_for_model
 from tokenops.pricing.model import price_usage
 from tokenops.usage import Usage
@@ -23,32 +24,38 @@ AT = datetime(2025, 10, 15, tzinfo=UTC)
 
 
 def row_for(provider: str, model_ref: str, at: datetime = AT):
+    """The row the catalog's base rows (the bundled snapshot, corrected) price ``model_ref`` with at ``at``."""
     key = genai_matcher()(provider, model_ref)
     assert key is not None, f"{provider}/{model_ref} not matched"
-    rows = [r for r in genai_price_rows() if (r.provider, r.model) == key and r.in_force(at)]
+    rows = [r for r in base_rows() if (r.provider, r.model) == key and r.in_force(at)]
     assert len(rows) == 1, rows
     return rows[0]
 
 
-# Published list prices in USD per 1M tokens, written by hand from openai.com/api/pricing and
-# anthropic.com/pricing (Anthropic: 5-minute cache write = 1.25x input, 1-hour write = 2x input, read = 0.1x).
+# Where each price below is published, and the date it was checked for: the price in force on that date
+# (Anthropic: 5-minute cache write = 1.25x input, 1-hour write = 2x input, read = 0.1x).
+OPENAI = ("https://openai.com/api/pricing/", "2025-10-15")
+ANTHROPIC = ("https://docs.anthropic.com/en/docs/about-claude/pricing", "2026-12-02")
+SONNET_4_5 = ("https://platform.claude.com/docs/en/models/sonnet-4-5/overview", "2026-12-02")
+
+# Published list prices in USD per 1M tokens, written by hand from the page named in each case.
 PUBLISHED = [
-    # provider, model as called, input, cache read, 5m write, 1h write, output
-    ("openai", "gpt-4o", "2.50", "1.25", None, None, "10"),
-    ("openai", "gpt-4o-2024-08-06", "2.50", "1.25", None, None, "10"),
-    ("openai", "gpt-4o-mini", "0.15", "0.075", None, None, "0.60"),
-    ("openai", "gpt-4o-mini-2024-07-18", "0.15", "0.075", None, None, "0.60"),
-    ("anthropic", "claude-3-5-haiku-20241022", "0.80", "0.08", "1.00", "1.60", "4"),
-    ("anthropic", "claude-3-5-haiku-latest", "0.80", "0.08", "1.00", "1.60", "4"),
-    ("anthropic", "claude-sonnet-4-20250514", "3", "0.30", "3.75", "6", "15"),
-    ("anthropic", "claude-3-7-sonnet-20250219", "3", "0.30", "3.75", "6", "15"),
-    ("anthropic", "claude-sonnet-4-5-20250929", "3", "0.30", "3.75", "6", "15"),
-    ("anthropic", "claude-opus-4-20250514", "15", "1.50", "18.75", "30", "75"),
+    # provider, model as called, input, cache read, 5m write, 1h write, output, (source URL, date read)
+    ("openai", "gpt-4o", "2.50", "1.25", None, None, "10", OPENAI),
+    ("openai", "gpt-4o-2024-08-06", "2.50", "1.25", None, None, "10", OPENAI),
+    ("openai", "gpt-4o-mini", "0.15", "0.075", None, None, "0.60", OPENAI),
+    ("openai", "gpt-4o-mini-2024-07-18", "0.15", "0.075", None, None, "0.60", OPENAI),
+    ("anthropic", "claude-3-5-haiku-20241022", "0.80", "0.08", "1.00", "1.60", "4", ANTHROPIC),
+    ("anthropic", "claude-3-5-haiku-latest", "0.80", "0.08", "1.00", "1.60", "4", ANTHROPIC),
+    ("anthropic", "claude-sonnet-4-20250514", "3", "0.30", "3.75", "6", "15", ANTHROPIC),
+    ("anthropic", "claude-3-7-sonnet-20250219", "3", "0.30", "3.75", "6", "15", ANTHROPIC),
+    ("anthropic", "claude-sonnet-4-5-20250929", "3", "0.30", "3.75", "6", "15", SONNET_4_5),
+    ("anthropic", "claude-opus-4-20250514", "15", "1.50", "18.75", "30", "75", ANTHROPIC),
 ]
 
 
-@pytest.mark.parametrize(("provider", "model", "inp", "read", "w5", "w1h", "out"), PUBLISHED)
-def test_published_base_prices(provider, model, inp, read, w5, w1h, out):
+@pytest.mark.parametrize(("provider", "model", "inp", "read", "w5", "w1h", "out", "published"), PUBLISHED)
+def test_published_base_prices(provider, model, inp, read, w5, w1h, out, published):
     row = row_for(provider, model)
     assert row.input_per_mtok == D(inp)
     assert row.cache_read_per_mtok == D(read)
@@ -57,16 +64,18 @@ def test_published_base_prices(provider, model, inp, read, w5, w1h, out):
     assert row.output_per_mtok == D(out)
 
 
-# Long context: (provider, model, threshold, input, output, cache read above the threshold)
+GEMINI = ("https://ai.google.dev/gemini-api/docs/pricing", "2025-10-15")
+
+# Long context: (provider, model, threshold, input, output, cache read above the threshold, (source, date read))
 PUBLISHED_TIERS = [
-    ("anthropic", "claude-sonnet-4-5-20250929", 200_000, "6", "22.50", "0.60"),
-    ("google", "gemini-2.5-pro", 200_000, "2.50", "15", "0.25"),
-    ("google", "gemini-1.5-pro-002", 128_000, "2.50", "10", None),
+    ("anthropic", "claude-sonnet-4-5-20250929", 200_000, "6", "22.50", "0.60", ANTHROPIC),
+    ("google", "gemini-2.5-pro", 200_000, "2.50", "15", "0.25", GEMINI),
+    ("google", "gemini-1.5-pro-002", 128_000, "2.50", "10", None, GEMINI),
 ]
 
 
-@pytest.mark.parametrize(("provider", "model", "threshold", "inp", "out", "read"), PUBLISHED_TIERS)
-def test_published_long_context_tiers(provider, model, threshold, inp, out, read):
+@pytest.mark.parametrize(("provider", "model", "threshold", "inp", "out", "read", "published"), PUBLISHED_TIERS)
+def test_published_long_context_tiers(provider, model, threshold, inp, out, read, published):
     row = row_for(provider, model)
     (tier,) = row.tiers
     assert tier.above_input_tokens == threshold
@@ -79,12 +88,10 @@ def test_sonnet_4_5_long_context_cache_writes():
     assert (tier.cache_write_5m_per_mtok, tier.cache_write_1h_per_mtok) == (D("7.5"), D("12"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="genai-prices 0.2.3 has no long-context tier for claude-sonnet-4-0; Anthropic published $6/$22.50 "
-    "per MTok above 200k input tokens for Sonnet 4 (1M-context beta)",
-)
 def test_published_sonnet_4_long_context_tier():
+    # https://docs.anthropic.com/en/docs/about-claude/pricing#long-context-pricing, read 2026-12-02: Claude
+    # Sonnet 4 above 200K input tokens (1M-context beta) is $6 input / $22.50 output per MTok. genai-prices has
+    # no tier for it: corrections.yaml adds it.
     tiers = row_for("anthropic", "claude-sonnet-4-20250514").tiers
     assert [(t.above_input_tokens, t.input_per_mtok, t.output_per_mtok) for t in tiers] == [
         (200_000, D("6"), D("22.5"))
@@ -102,13 +109,12 @@ def test_price_change_history_o3():
     assert after.effective_to is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="genai-prices 0.2.3 gives o3 a $0.50 cached-input price before 2025-06-10; OpenAI's launch price was "
-    "$2.50 (it became $0.50 with the 2025-06-10 cut)",
-)
 def test_published_o3_cached_input_before_the_cut():
+    # https://openai.com/api/pricing/ as published from o3's launch (2025-04-16) to the 2025-06-10 cut: $10 input,
+    # $2.50 cached input, $40 output per MTok. genai-prices gives $0.50 (the post-cut price): corrections.yaml
+    # fixes it.
     assert row_for("openai", "o3", datetime(2025, 5, 1, tzinfo=UTC)).cache_read_per_mtok == D("2.50")
+    assert row_for("openai", "o3", datetime(2025, 6, 10, tzinfo=UTC)).cache_read_per_mtok == D("0.50")
 
 
 def test_source_names_the_installed_version():

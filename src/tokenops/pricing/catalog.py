@@ -1,7 +1,8 @@
 """The price catalog: every price row, with history, and the lookup the gateway does on each call.
 
-A catalog is built once from base rows (the built-in genai-prices source) and override rows (the config's
-``prices:`` list), then only read. Rows are grouped by (provider, model) into a *history*: rows ordered by
+A catalog is built once from base rows (genai-prices' data, the bundled snapshot or the file ``tokenops prices
+update`` installed, with TokenOps' reviewed corrections applied: :func:`load_catalog`) and override rows (the
+config's ``prices:`` list), then only read. Rows are grouped by (provider, model) into a *history*: rows ordered by
 ``effective_from``, each closed by the next one's start, so exactly one row is in force at any time from
 the first start on.
 
@@ -21,13 +22,19 @@ Everything a lookup needs is precomputed in dicts; the one thing that is compute
 from __future__ import annotations
 
 import dataclasses
+import functools
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenops.pricing.model import PriceRow
 
-__all__ = ["Matcher", "PriceCatalog", "load_catalog"]
+if TYPE_CHECKING:
+    from tokenops.pricing.genai import GenaiData
+
+__all__ = ["Matcher", "PriceCatalog", "base_rows", "load_catalog"]
 
 Matcher = Callable[[str, str], tuple[str, str] | None]
 """``matcher(provider, model_ref)`` → the (provider, model) key of the rows that price ``model_ref``, or None."""
@@ -143,11 +150,31 @@ class PriceCatalog:
         return found
 
 
-def load_catalog(extra_rows: Iterable[PriceRow] = ()) -> PriceCatalog:
-    """The built-in genai-prices catalog with ``extra_rows`` (the config's prices) as overrides."""
-    from tokenops.pricing.genai import genai_matcher, genai_price_rows
+def load_catalog(extra_rows: Iterable[PriceRow] = (), *, data_dir: Path | None = None) -> PriceCatalog:
+    """The built-in catalog with ``extra_rows`` (the config's prices) as overrides.
 
-    return PriceCatalog(genai_price_rows(), extra_rows, matcher=genai_matcher())
+    The built-in rows are genai-prices' data — the file ``tokenops prices update`` installed in ``data_dir``
+    (default ``~/.tokenops/prices``) if there is one, else the snapshot bundled with the package — with
+    TokenOps' reviewed corrections (:mod:`tokenops.pricing.corrections`) applied."""
+    from tokenops.pricing.datafile import current_data
+
+    data = current_data(data_dir)
+    return PriceCatalog(base_rows(data), extra_rows, matcher=data.matcher)
+
+
+def base_rows(data: GenaiData | None = None) -> tuple[PriceRow, ...]:
+    """The rows of genai-prices ``data`` (default: the bundled snapshot) with the shipped corrections applied;
+    computed once per data set."""
+    from tokenops.pricing.genai import bundled_data
+
+    return _corrected(data or bundled_data())
+
+
+@functools.lru_cache(maxsize=4)
+def _corrected(data: GenaiData) -> tuple[PriceRow, ...]:
+    from tokenops.pricing.corrections import apply_corrections, load_corrections
+
+    return apply_corrections(data.rows, load_corrections())
 
 
 def _group(rows: Iterable[PriceRow], what: str) -> dict[_Key, list[PriceRow]]:

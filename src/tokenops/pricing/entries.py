@@ -88,6 +88,11 @@ class TierEntry(BaseModel):
             raise ValueError("a tier needs at least one price")
         return self
 
+    def to_tier(self) -> LongContextTier:
+        return LongContextTier(
+            above_input_tokens=self.above_input_tokens, **{name: getattr(self, name) for name in _TOKEN_PRICES}
+        )
+
 
 _TOKEN_PRICES = (
     "input_per_mtok",
@@ -133,11 +138,6 @@ class PriceEntry(BaseModel):
             source=source,
             context_window=self.context_window,
             per_request=self.per_request,
-            tiers=tuple(
-                LongContextTier(
-                    above_input_tokens=t.above_input_tokens, **{name: getattr(t, name) for name in _TOKEN_PRICES}
-                )
-                for t in sorted(self.tiers, key=lambda t: t.above_input_tokens)
-            ),
+            tiers=tuple(t.to_tier() for t in sorted(self.tiers, key=lambda t: t.above_input_tokens)),
             **{name: getattr(self, name) for name in _TOKEN_PRICES},
         )

@@ -1,9 +1,12 @@
-"""The built-in price source: pydantic's ``genai-prices`` data snapshot, converted into :class:`PriceRow`\\ s.
+"""The built-in price source: pydantic's ``genai-prices`` data, converted into :class:`PriceRow`\\ s.
 
-Only the snapshot bundled with the installed package is read (``genai_prices.data``); its auto-update and
-network code is never called, so the catalog is the same on every start and works offline. The package is
-imported inside the functions that need it: it takes ~0.3 s, which a CLI command that never prices anything
-should not pay.
+Two forms of the same data are read, never anything else: the snapshot bundled with the installed package
+(``genai_prices.data``, :func:`bundled_data`), and a data file in genai-prices' published JSON format
+(``prices/new_data/v2/data.json`` of its repository, :func:`load_data_file`) that ``tokenops prices update``
+downloads, checks and installs (:mod:`tokenops.pricing.datafile`). genai-prices' own auto-update and network
+code is never called: what the catalog holds changes only when a person runs ``tokenops prices update``, and
+it works offline. The package is imported inside the functions that need it: it takes ~0.3 s, which a CLI
+command that never prices anything should not pay.
 
 How genai-prices' data maps onto a price row:
 
@@ -45,13 +48,17 @@ What a price row cannot represent, and what is done instead:
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tokenops.errors import TokenOpsError
 from tokenops.pricing.model import PRICE_FIELDS, LongContextTier, PriceRow
 
 if TYPE_CHECKING:
@@ -59,10 +66,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EPOCH",
+    "GenaiData",
     "GenaiModelMatcher",
+    "PriceDataError",
+    "bundled_data",
     "genai_matcher",
     "genai_price_rows",
     "genai_source",
+    "load_data_file",
+    "parse_data",
     "rows_for_model",
 ]
 
@@ -84,23 +96,113 @@ _THOUSAND = Decimal(1000)
 _MINUTES_PER_DAY = 24 * 60
 
 
+class PriceDataError(TokenOpsError):
+    """A genai-prices data file cannot be used: unreadable, not JSON, not in genai-prices' format, or empty.
+    The message names the file (or URL) and the problem."""
+
+
+class GenaiData:
+    """One genai-prices data set: its providers, the ``source`` its rows carry, and (computed on first use, then
+    kept) its price rows and the matcher over it. Compared by identity, so it can key a cache."""
+
+    def __init__(self, providers: Sequence[Provider], source: str, path: Path | None = None) -> None:
+        self.providers = list(providers)
+        self.source = source
+        self.path = path  # the data file, or None for the snapshot bundled with the package
+
+    @functools.cached_property
+    def rows(self) -> tuple[PriceRow, ...]:
+        """Every row of the data, ordered by provider, model and date."""
+        rows: list[PriceRow] = []
+        for provider in self.providers:
+            for model in provider.models:
+                rows.extend(rows_for_model(provider.id, model, self.source))
+        rows.sort(key=lambda r: (r.provider, r.model, r.effective_from))
+        return tuple(rows)
+
+    @functools.cached_property
+    def matcher(self) -> GenaiModelMatcher:
+        return GenaiModelMatcher(self.providers)
+
+    @property
+    def model_count(self) -> int:
+        return sum(len(p.models) for p in self.providers)
+
+
 def genai_source() -> str:
-    """The ``source`` of every row this module makes, e.g. ``"genai-prices 0.2.3"``."""
+    """The ``source`` of every row made from the bundled snapshot, e.g. ``"genai-prices 0.2.3"``."""
     return f"genai-prices {version('genai-prices')}"
 
 
 @functools.lru_cache(maxsize=1)
-def genai_price_rows() -> tuple[PriceRow, ...]:
-    """Every row of the bundled snapshot, ordered by provider, model and date (computed once per process)."""
+def bundled_data() -> GenaiData:
+    """The snapshot bundled with the installed genai-prices package (loaded once per process)."""
     from genai_prices.data import providers
 
-    source = genai_source()
-    rows: list[PriceRow] = []
-    for provider in providers:
-        for model in provider.models:
-            rows.extend(rows_for_model(provider.id, model, source))
-    rows.sort(key=lambda r: (r.provider, r.model, r.effective_from))
-    return tuple(rows)
+    return GenaiData(providers, genai_source())
+
+
+def genai_price_rows() -> tuple[PriceRow, ...]:
+    """Every row of the bundled snapshot, ordered by provider, model and date (computed once per process)."""
+    return bundled_data().rows
+
+
+def parse_data(content: bytes, *, where: str) -> list[Provider]:
+    """The providers of a data file in genai-prices' published JSON format (a list of providers), read by
+    genai-prices' own loader, the one its ``UpdatePrices`` uses. Numbers are read as exact decimals, never
+    floats. Raises :class:`PriceDataError` naming ``where`` and the problem; a file without a single model is
+    refused too (it would make every model unpriced)."""
+    try:
+        raw = json.loads(content, parse_float=Decimal)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PriceDataError(f"{where}: not JSON: {_short(exc)}") from None
+    if not isinstance(raw, list):
+        raise PriceDataError(f"{where}: not genai-prices data: expected a JSON list of providers, "
+                             f"got a JSON {type(raw).__name__}")  # fmt: skip
+    try:
+        from genai_prices.types import _providers_from_raw
+    except ImportError:  # pragma: no cover - a genai-prices release that renamed its loader
+        raise PriceDataError(f"{where}: this genai-prices version ({version('genai-prices')}) has no data-file "
+                             "loader; upgrade TokenOps") from None  # fmt: skip
+    try:
+        providers: list[Provider] = _providers_from_raw(raw)
+    except Exception as exc:  # pydantic's ValidationError, or a TypeError for a price key this version lacks
+        raise PriceDataError(f"{where}: not in the genai-prices format that genai-prices "
+                             f"{version('genai-prices')} reads: {_short(exc)}") from None  # fmt: skip
+    if not any(p.models for p in providers):
+        raise PriceDataError(f"{where}: holds no models (an empty price list would make every call unpriced)")
+    return providers
+
+
+def load_data_file(path: Path) -> GenaiData:
+    """A data file (as ``tokenops prices update`` installs it) as :class:`GenaiData`; loaded again only when
+    the file changed. Its rows' ``source`` is ``genai-prices data <first 12 hex digits of its sha256>``, so the
+    same file always gives the same row ids."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise PriceDataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return _load_data_file(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_data_file(path: str, _mtime_ns: int, _size: int) -> GenaiData:
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        raise PriceDataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    providers = parse_data(content, where=path)
+    return GenaiData(providers, data_source(content), Path(path))
+
+
+def data_source(content: bytes) -> str:
+    """The ``source`` of the rows made from a data file with this content."""
+    return f"genai-prices data {hashlib.sha256(content).hexdigest()[:12]}"
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def rows_for_model(provider_id: str, model: ModelInfo, source: str) -> list[PriceRow]:
@@ -221,9 +323,6 @@ class GenaiModelMatcher:
         return self._owner[id(info)], info.id
 
 
-@functools.lru_cache(maxsize=1)
 def genai_matcher() -> GenaiModelMatcher:
     """The matcher over the bundled snapshot (the same providers :func:`genai_price_rows` converts)."""
-    from genai_prices.data import providers
-
-    return GenaiModelMatcher(providers)
+    return bundled_data().matcher

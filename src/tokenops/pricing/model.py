@@ -83,6 +83,11 @@ class PriceRow:
         """The per-MTok prices that apply to this usage (the highest tier whose threshold it passes)."""
         return self.prices_at(usage.input_tokens)
 
+    def tier_at(self, input_tokens: int) -> LongContextTier | None:
+        """The highest long-context tier a call with this many input tokens passes (its prices apply), if any."""
+        passed = [t for t in self.tiers if input_tokens > t.above_input_tokens]
+        return max(passed, key=lambda t: t.above_input_tokens) if passed else None
+
     def prices_at(self, input_tokens: int) -> dict[str, Decimal | None]:
         """The per-MTok prices that apply to a call with this many input tokens."""
         prices = {name: getattr(self, name) for name in PRICE_FIELDS}

@@ -29,12 +29,7 @@ class RouterStage:
         self.price_ids = {name: self._price_ids(name) for name in config.providers}
 
     def _price_ids(self, name: str) -> tuple[str, ...]:
-        p = self.config.providers[name]
-        ids = [name]
-        for extra in (p.catalog, self.config.provider_kind(name)):
-            if extra and extra not in ids:
-                ids.append(extra)
-        return tuple(ids)
+        return self.config.price_catalogs(name)
 
     def resolve(self, model: str, flavor: str, at: datetime) -> tuple[str, str]:
         alias = self.aliases.get(model)

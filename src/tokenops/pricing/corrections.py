@@ -1,0 +1,253 @@
+"""Reviewed corrections to genai-prices' data, shipped with TokenOps and applied on top of it.
+
+genai-prices is maintained by hand like any price list, and now and then it is wrong about a price a provider
+published. ``corrections.yaml`` (beside this module, installed with the package) lists TokenOps' reviewed
+fixes, each with the provider's published price as its ``source`` (a URL), the day it was ``checked`` and a
+``note`` saying what is wrong:
+
+.. code-block:: yaml
+
+    corrections:
+      - provider: openai            # genai-prices' provider id
+        model: o3                   # genai-prices' model id
+        effective_to: 2025-06-10    # optional, exclusive; effective_from is optional too (inclusive)
+        set: {cache_read_per_mtok: "2.50"}
+        source: https://openai.com/api/pricing/
+        checked: 2026-12-02
+        note: the cached-input price before the 2025-06-10 cut was $2.50
+
+A correction *patches* the model's price history: within ``[effective_from, effective_to)`` each row gets the
+prices under ``set`` (any of the six ``*_per_mtok`` prices, ``per_request``, or ``tiers``, which replaces the
+row's long-context tiers); a row that straddles a boundary is split there, and the rest of the history is left
+as genai-prices has it. A corrected row's ``source`` says both where it came from and the correction's URL.
+Where genai-prices already has the corrected prices nothing changes, so a fixed upstream data file makes a
+correction moot instead of wrong, and a correction for a model the data does not have is skipped.
+
+A malformed file is a :class:`~tokenops.errors.ConfigError` naming the file, the line and the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tokenops.errors import ConfigError
+from tokenops.pricing.entries import Moment, Name, Price, TierEntry
+from tokenops.pricing.model import PRICE_FIELDS, PriceRow
+
+__all__ = ["CORRECTIONS_FILE", "Correction", "PriceFix", "apply_corrections", "load_corrections"]
+
+CORRECTIONS_FILE = Path(__file__).with_name("corrections.yaml")
+
+
+class PriceFix(BaseModel):
+    """The ``set:`` of a correction: the prices it gives the rows it covers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_mtok: Price | None = None
+    cache_read_per_mtok: Price | None = None
+    cache_write_5m_per_mtok: Price | None = None
+    cache_write_1h_per_mtok: Price | None = None
+    output_per_mtok: Price | None = None
+    reasoning_per_mtok: Price | None = None
+    per_request: Price | None = None
+    tiers: tuple[TierEntry, ...] | None = None
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> PriceFix:
+        if not self.values():
+            raise ValueError("set: needs at least one price (or tiers)")
+        if self.tiers is not None:
+            thresholds = [t.above_input_tokens for t in self.tiers]
+            if len(set(thresholds)) != len(thresholds):
+                raise ValueError(f"tiers must have distinct above_input_tokens, got {thresholds}")
+        return self
+
+    def values(self) -> dict[str, Any]:
+        """The :class:`PriceRow` fields this fix sets, as row values."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in (*PRICE_FIELDS, "per_request")}
+        out = {name: value for name, value in out.items() if value is not None}
+        if self.tiers is not None:
+            out["tiers"] = tuple(t.to_tier() for t in sorted(self.tiers, key=lambda t: t.above_input_tokens))
+        return out
+
+
+class Correction(BaseModel):
+    """One reviewed correction of one genai-prices model's prices over a span of time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
+
+    provider: Name
+    model: Name
+    effective_from: Moment | None = None
+    effective_to: Moment | None = None
+    fix: PriceFix = Field(alias="set")
+    source: Annotated[str, Field(max_length=500)]
+    checked: date
+    note: Annotated[str, Field(min_length=1)]
+
+    @field_validator("source")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith("https://") or len(v) <= len("https://") or any(c.isspace() for c in v):
+            raise ValueError("source must be the https:// URL of the provider's published price")
+        return v
+
+    @model_validator(mode="after")
+    def _span(self) -> Correction:
+        if self.effective_from and self.effective_to and self.effective_to <= self.effective_from:
+            raise ValueError("effective_to must be after effective_from")
+        return self
+
+    def covers(self, row: PriceRow) -> bool:
+        """Whether some moment of ``row``'s validity falls in this correction's span."""
+        starts_before_row_ends = row.effective_to is None or self.effective_from is None or (
+            self.effective_from < row.effective_to
+        )
+        ends_after_row_starts = self.effective_to is None or row.effective_from < self.effective_to
+        return starts_before_row_ends and ends_after_row_starts
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    corrections: tuple[Correction, ...] = ()
+
+
+def load_corrections(path: Path | None = None) -> tuple[Correction, ...]:
+    """The corrections of ``path`` (default: the file shipped with TokenOps, read once per process)."""
+    if path is None:
+        return _shipped()
+    return _parse(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> tuple[Correction, ...]:
+    return _parse(CORRECTIONS_FILE)
+
+
+def _parse(path: Path) -> tuple[Correction, ...]:
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", file=file) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', None) or exc}", file=file, line=mark.line + 1 if mark else None
+        ) from None
+    except ValueError as exc:  # a scalar YAML cannot build, e.g. the date 2025-13-45
+        raise ConfigError(f"a value cannot be read: {str(exc).split(';')[0]}", file=file) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping with a `corrections:` list", file=file, line=1)
+    try:
+        parsed = _File.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "this key is required"
+        raise ConfigError(msg, file=file, path=_format_loc(loc) or None, line=_line_of(root, loc)) from None
+    _check_overlaps(parsed.corrections, root, file)
+    return parsed.corrections
+
+
+def _check_overlaps(corrections: tuple[Correction, ...], root: yaml.Node | None, file: str) -> None:
+    """Two corrections of one model over the same moment would make the result depend on their order."""
+    for i, later in enumerate(corrections):
+        for j, earlier in enumerate(corrections[:i]):
+            if (earlier.provider, earlier.model) != (later.provider, later.model):
+                continue
+            if _overlap(earlier, later):
+                raise ConfigError(
+                    f"overlaps corrections[{j}]: two corrections of {later.provider}/{later.model} cover the same time",
+                    file=file, path=f"corrections[{i}]", line=_line_of(root, ("corrections", i)),
+                )  # fmt: skip
+
+
+def _overlap(a: Correction, b: Correction) -> bool:
+    """Whether the spans ``[effective_from, effective_to)`` of ``a`` and ``b`` share a moment (None: open)."""
+    a_first = a.effective_to is not None and b.effective_from is not None and a.effective_to <= b.effective_from
+    b_first = b.effective_to is not None and a.effective_from is not None and b.effective_to <= a.effective_from
+    return not (a_first or b_first)
+
+
+def apply_corrections(rows: Iterable[PriceRow], corrections: Iterable[Correction]) -> tuple[PriceRow, ...]:
+    """``rows`` (a whole catalog's base rows, each model's history chained) with ``corrections`` applied."""
+    by_key: dict[tuple[str, str], list[Correction]] = {}
+    for c in corrections:
+        by_key.setdefault((c.provider, c.model), []).append(c)
+    out: list[PriceRow] = []
+    for row in rows:
+        pieces = [row]
+        for c in by_key.get((row.provider, row.model), ()):
+            pieces = [part for piece in pieces for part in _patch(piece, c)]
+        out.extend(pieces)
+    return tuple(out)
+
+
+def _patch(row: PriceRow, c: Correction) -> list[PriceRow]:
+    """``row`` split at the correction's boundaries, the part inside them with the corrected prices."""
+    values = c.fix.values()
+    if not c.covers(row) or all(getattr(row, name) == value for name, value in values.items()):
+        return [row]
+    start = row.effective_from if c.effective_from is None else max(row.effective_from, c.effective_from)
+    ends = [e for e in (row.effective_to, c.effective_to) if e is not None]
+    end = min(ends) if ends else None
+    out = []
+    if start > row.effective_from:
+        out.append(dataclasses.replace(row, effective_to=start))  # the same id: the same price from the same start
+    out.append(
+        dataclasses.replace(row, **values, effective_from=start, effective_to=end,
+                            source=f"{row.source}, corrected per {c.source}", id="")  # fmt: skip
+    )
+    if end is not None and (row.effective_to is None or end < row.effective_to):
+        out.append(dataclasses.replace(row, effective_from=end, id=""))
+    return out
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at a validation error's location (the deepest one found)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    node, line = value_node, key_node.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
