@@ -57,8 +57,10 @@ def drain(cfg: Any, ledger: Any) -> None:
 
 
 def emit(rows: Sequence[dict[str, Any]], fmt: Format, *, title: str | None = None, payload: Any = None,
-         columns: Sequence[str] | None = None, footer: str | None = None) -> None:  # fmt: skip
-    """Print rows as a rich table, JSON (``payload`` if given, else the rows) or CSV."""
+         columns: Sequence[str] | None = None, footer: str | None = None, whole: bool = False) -> None:  # fmt: skip
+    """Print rows as a rich table, JSON (``payload`` if given, else the rows) or CSV. A table is fitted to the
+    terminal, its cells cut short where need be ("1.0000…"), unless ``whole``: then it keeps every cell whole
+    (exact amounts), wider than the terminal if it must be."""
     if fmt is Format.json:
         sys.stdout.write(orjson.dumps(payload if payload is not None else rows, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
@@ -82,9 +84,13 @@ def emit(rows: Sequence[dict[str, Any]], fmt: Format, *, title: str | None = Non
     for r in rows:
         table.add_row(*["" if r.get(c) is None else _cell(r.get(c)) for c in cols])
     console = Console()
+    if whole:  # a table wider than the terminal is printed whole (the terminal wraps it), no cell cut short
+        natural = console.measure(table, options=console.options.update_width(1_000_000)).maximum
+        if natural > console.width:
+            console = Console(width=natural)
     console.print(table)
     if footer:
-        console.print(footer)
+        console.print(footer, soft_wrap=True)  # one line: a footer is read (and grepped) whole
 
 
 def _cell(v: Any) -> str:

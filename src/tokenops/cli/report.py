@@ -38,12 +38,15 @@ def spend(
     if start and end and start >= end:
         raise UsageError("--since must be before --until")
     ledger = ledger_for(cfg)
-    drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
-    report = spend_report(ledger, by=by.split(",") if by else [], since=start, until=end, where=filters,
-                          timezone=timezone, limit=limit)  # fmt: skip
+    try:
+        drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
+        report = spend_report(ledger, by=by.split(",") if by else [], since=start, until=end, where=filters,
+                              timezone=timezone, limit=limit)  # fmt: skip
+    finally:
+        ledger.close()  # a PostgreSQL ledger's pool of connections ends with the command, not at exit
+    if fmt is Format.table:  # priced and unpriced calls apart; "unpriced", not 0.00, where no call had a price
+        emit(report.table_rows(), fmt, title="Spend", columns=report.table_columns, footer=report.footer(),
+             whole=True)  # exact amounts, never cut short  # fmt: skip
+        return
     payload = report.to_json()
-    columns = [*report.by, "requests", "input_tokens", "output_tokens", "cost_usd"]
-    footer = f"total: ${payload['total_cost_usd']}"
-    if report.unpriced_requests:
-        footer += f"   unpriced calls: {report.unpriced_requests} (see: tokenops prices list --unpriced)"
-    emit(payload["rows"], fmt, title="Spend", payload=payload, columns=columns, footer=footer)
+    emit(payload["rows"], fmt, payload=payload, columns=report.json_columns)

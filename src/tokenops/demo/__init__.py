@@ -122,18 +122,15 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
         console.print(f"    [yellow]governance[/yellow] {note}")
     gateway.drain_now()
     report = spend_report(ledger, by=["team", "model"])
-    payload = report.to_json()
     from rich.table import Table
 
     table = Table(title=f"Spend by team and model, last {days} days (USD)")
-    for col in ("team", "model", "requests", "input_tokens", "output_tokens", "cost_usd"):
-        table.add_column(col, justify="left" if col in ("team", "model") else "right")
-    for r in payload["rows"]:
-        table.add_row(r["team"], r["model"], f"{r['requests']:,}", f"{r['input_tokens']:,}",
-                      f"{r['output_tokens']:,}", r["cost_usd"])  # fmt: skip
+    for col in report.table_columns:  # priced and unpriced calls apart; "unpriced" where no call had a price
+        table.add_column(col, justify="left" if col in report.by else "right")
+    for r in report.table_rows():
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in (r[c] for c in report.table_columns)))
     console.print(table)
-    console.print(f"  total ${payload['total_cost_usd']}   unpriced calls: {payload['unpriced_requests']} "
-                  f"(tokenops prices list --unpriced)")  # fmt: skip
+    console.print(f"  {report.footer()}", soft_wrap=True)
     budgets = Table(title="Budgets this month (live, from the gateway)")
     for col in ("budget", "spent", "remaining", "forecast at month end", "thresholds reached"):
         budgets.add_column(col, justify="left" if col in ("budget", "thresholds reached") else "right")

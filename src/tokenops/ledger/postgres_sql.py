@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tokenops.ledger.base import naive_utc
-from tokenops.ledger.reports import Dimension, ReportQuery
+from tokenops.ledger.reports import UNPRICED_SQL, Dimension, ReportQuery
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
 
@@ -164,7 +164,7 @@ def events_report(q: ReportQuery) -> tuple[str, list[Any]]:
         conds.append(f"{dimension_sql(d, q.timezone)} = %s")
         params.append(value)
     sums = ("count(*) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
-            "sum(cost_usd) AS cost_usd, count(*) FILTER (WHERE cost_usd IS NULL) AS unpriced")  # fmt: skip
+            f"sum(cost_usd) AS cost_usd, count(*) FILTER (WHERE {UNPRICED_SQL}) AS unpriced")  # fmt: skip
     return _grouped(q, "ts", sums, f"events WHERE {' AND '.join(conds)}", exact=False), params
 
 
@@ -197,7 +197,7 @@ def rollup_report(q: ReportQuery) -> tuple[str, list[Any]] | None:
               f"FROM events_hourly WHERE {' AND '.join(hour_conds)}")  # fmt: skip
     if edges:
         source += (f" UNION ALL SELECT ts, interval '0', {cols}, 1, input_tokens, output_tokens, "
-                   f"coalesce(cost_usd, 0), (cost_usd IS NULL)::int FROM events WHERE {' OR '.join(edges)}")  # fmt: skip
+                   f"coalesce(cost_usd, 0), ({UNPRICED_SQL})::int FROM events WHERE {' OR '.join(edges)}")  # fmt: skip
         params += edge_params
     tz = q.timezone
     conds, exact = ["TRUE"], ["TRUE"]

@@ -3,7 +3,9 @@
 A backend turns a :class:`ReportQuery` into its own SQL; everything a user can get wrong (an unknown
 dimension, a time zone that does not exist, a dimension named twice) is refused here, once, for every
 backend. Totals are exact: costs are summed as DECIMAL(38,12) by the database, and unpriced calls are counted
-apart instead of adding a silent $0.
+apart instead of adding a silent $0: every row says how many of its calls were unpriced (the definition is
+:data:`UNPRICED_SQL`, the one ``tokenops prices list --unpriced`` uses too), and a table shows ``unpriced``, not
+``0.00``, as the cost of a row none of whose calls had a price.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from tokenops.money import ZERO, format_usd
 from tokenops.tags import STANDARD_TAGS, UNTAGGED, check_name
 
 NONE = "(none)"
+UNPRICED = "unpriced"  # what a table shows as the cost of a row whose calls all lack a price
+# An event is unpriced when no price was known for it: its cost is NULL, never a silent 0 (both backends).
+UNPRICED_SQL = "cost_usd IS NULL"
+# The columns of a spend report's table (after the --by columns): the calls, then how many of them were priced and
+# unpriced (see SpendRow.table_row).
+TABLE_COLUMNS = ("requests", "priced", "unpriced", "input_tokens", "output_tokens", "cost_usd")
 # dimension -> events column
 FIXED = {"model": "model_used", "provider": "provider", "key": "key_id", "user": "end_user", "status": "status",
          "source": "source", "route": "route"}  # fmt: skip
@@ -99,13 +107,37 @@ class SpendRow:
     cost_usd: Decimal
     unpriced_requests: int = 0
 
+    @property
+    def priced_requests(self) -> int:
+        return self.requests - self.unpriced_requests
+
+    @property
+    def all_unpriced(self) -> bool:
+        """No call of the row had a price: its ``cost_usd`` of 0 is not a cost, it is unknown."""
+        return self.requests > 0 and self.unpriced_requests == self.requests
+
     def to_json(self) -> dict[str, Any]:
+        """The row of ``--format json`` and CSV (the contract's keys, then ``unpriced_requests``)."""
         return {
             **self.keys,
             "requests": self.requests,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "cost_usd": format_usd(self.cost_usd),
+            "unpriced_requests": self.unpriced_requests,
+        }
+
+    def table_row(self) -> dict[str, Any]:
+        """The row as a table shows it (:data:`TABLE_COLUMNS`): priced and unpriced calls apart, and
+        ``unpriced`` instead of ``0.00`` as the cost of a row whose calls all lack a price."""
+        return {
+            **self.keys,
+            "requests": self.requests,
+            "priced": self.priced_requests,
+            "unpriced": self.unpriced_requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": UNPRICED if self.all_unpriced else format_usd(self.cost_usd),
         }
 
 
@@ -122,12 +154,36 @@ class SpendReport:
             total += r.cost_usd
         return total
 
+    @property
+    def requests(self) -> int:
+        return sum(r.requests for r in self.rows)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "rows": [r.to_json() for r in self.rows],
             "total_cost_usd": format_usd(self.total_cost_usd),
             "unpriced_requests": self.unpriced_requests,
         }
+
+    @property
+    def json_columns(self) -> list[str]:
+        """The columns of CSV output: the --by dimensions, then the keys of :meth:`SpendRow.to_json`."""
+        return [*self.by, "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced_requests"]
+
+    @property
+    def table_columns(self) -> list[str]:
+        return [*self.by, *TABLE_COLUMNS]
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        return [r.table_row() for r in self.rows]
+
+    def footer(self) -> str:
+        """The line under a table: the total and how many of the calls were priced and unpriced."""
+        text = (f"total: ${format_usd(self.total_cost_usd)}   priced calls: {self.requests - self.unpriced_requests}"
+                f"   unpriced calls: {self.unpriced_requests}")  # fmt: skip
+        if self.unpriced_requests:
+            text += " (no price known: tokenops prices list --unpriced)"
+        return text
 
 
 def report_from_rows(q: ReportQuery, rows: Sequence[Sequence[Any]]) -> SpendReport:
