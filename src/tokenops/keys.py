@@ -2,7 +2,9 @@
 
 A key is ``tok-`` followed by 40 random URL-safe characters. Only its SHA-256 is stored; the key itself is
 shown once, when created. A key carries default tags (applied to every call made with it) and may lock some
-of them so that requests cannot override them (a team's key keeps ``team`` whatever the request says).
+of them so that requests cannot override them (a team's key keeps ``team`` whatever the request says). A key
+handed to one person may name them (``end_user``): every call made with it is that person's, whatever the request
+says.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class KeyRecord:
     locked_tags: tuple[str, ...] = ()
     created_at: datetime | None = None
     revoked_at: datetime | None = None
+    end_user: str | None = None
 
     @property
     def active(self) -> bool:
@@ -52,4 +55,5 @@ class KeyRecord:
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
             "status": "active" if self.active else "revoked",
+            "end_user": self.end_user,
         }

@@ -9,6 +9,7 @@ tags it missed; in ``enforce`` mode it gets a 400 naming the tag.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 _VALUE = re.compile(r"^[^,=\s\x00-\x1f\x7f][^,=\x00-\x1f\x7f]{0,199}$")
 MAX_TAGS = 32  # tags on one call, the key's included
 MAX_HEADER_BYTES = 4096  # the X-TokenOps-Tags header
+MAX_END_USER = 256  # characters of an end user id
 
 
 class TagError(ValueError):
@@ -105,3 +107,45 @@ class TaggingPolicy:
         bad = [n for n in self.required if n not in tags]
         bad += [n for n, values in self.allowed.items() if n in tags and tags[n] not in values]
         return bad
+
+
+# Claude Code's Anthropic metadata.user_id: a JSON string (newer versions) or user_<device>_account_<uuid>_session_
+# <uuid> (older ones). The session changes every run; the person is the account, else the device.
+_DEVICE = re.compile(r"^[0-9a-fA-F]{64}$")
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_ACCOUNT = re.compile(f"^(?:{_UUID})?$")
+_CLAUDE_CODE_LEGACY = re.compile(f"^user_([0-9a-fA-F]{{64}})_account_((?:{_UUID})?)_session_({_UUID})$")
+
+
+def _person(device: object, account: object) -> str | None:
+    if not (isinstance(device, str) and _DEVICE.match(device) and isinstance(account, str | None)
+            and _ACCOUNT.match(account or "")):  # fmt: skip
+        return None
+    return f"account:{account.lower()}" if account else f"device:{device.lower()}"
+
+
+def claude_code_person(user_id: str) -> str | None:
+    """The person behind a Claude Code ``metadata.user_id`` (``account:<uuid>``, else ``device:<64 hex>``; never
+    the session), or None when ``user_id`` is not in one of Claude Code's formats."""
+    text = user_id.strip()
+    if text.startswith("{") and text.endswith("}"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
+            return None
+        return _person(data.get("device_id"), data.get("account_uuid"))
+    found = _CLAUDE_CODE_LEGACY.match(text)
+    return _person(found.group(1), found.group(2)) if found else None
+
+
+def end_user_id(user_id: str) -> str:
+    """An end user as recorded: Claude Code's session-bearing ids become the stable person
+    (:func:`claude_code_person`); any other id is kept as it is."""
+    return claude_code_person(user_id) or user_id
+
+
+def valid_end_user(value: str) -> bool:
+    """An end user id is non-empty printable text of at most :data:`MAX_END_USER` characters."""
+    return bool(value.strip()) and len(value) <= MAX_END_USER and value.isprintable()

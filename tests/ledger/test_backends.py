@@ -302,7 +302,8 @@ def test_spent_counts_every_scope_kind(both_filled: Any, scope: str) -> None:
 # --- keys, definitions, approvals, alerts -------------------------------------------------------------------
 def test_keys_insert_list_revoke(any_ledger: Ledger) -> None:
     first = KeyRecord(id="key_b1", name="search-app", key_hash="h1", key_prefix="tok-abc", tags={"team": "Ärger"},
-                      locked_tags=("team",), created_at=datetime(2026, 11, 1, 8, tzinfo=UTC))  # fmt: skip
+                      locked_tags=("team",), created_at=datetime(2026, 11, 1, 8, tzinfo=UTC),
+                      end_user="ünï")  # fmt: skip
     second = KeyRecord(id="key_a2", name="ads", key_hash="h2", key_prefix="tok-def",
                        created_at=datetime(2026, 11, 1, 9, tzinfo=UTC))  # fmt: skip
     any_ledger.insert_key(second)
@@ -428,6 +429,32 @@ def test_an_interrupted_migration_is_rolled_back_and_completed_next_time(backend
     done = sorted(r[0] for r in sql(again, "SELECT name FROM schema_migrations"))  # migrates on the way
     assert done == list(migrations.NAMES)
     assert again.list_keys() == []  # 0003_keys made the table whole
+
+
+def test_keys_of_a_ledger_before_0009_gain_an_empty_end_user(backend: Opener,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    probe = backend()
+    postgres = isinstance(probe, PostgresLedger)
+    steps = [m for m in (migrations.POSTGRESQL if postgres else migrations.DUCKDB) if m[0] != "0009_keys_end_user"]
+    assert len(steps) == len(migrations.NAMES) - 1
+    if postgres:
+        monkeypatch.setattr(migrations, "POSTGRESQL", steps)
+    else:
+        real = migrations.apply
+        monkeypatch.setattr(migrations, "apply", lambda conn, **kw: real(conn, steps, **kw))
+    old = backend()
+    assert old.migrate() == [n for n, _ in steps]  # the schema of a TokenOps before 0009
+    sql(old, "INSERT INTO keys VALUES ('key_old', 'old', 'h-old', 'tok-old', NULL, NULL, "
+             "TIMESTAMP '2026-11-01 08:00:00', NULL)")  # fmt: skip
+    monkeypatch.undo()
+    new = backend()
+    assert new.migrate() == ["0009_keys_end_user"]
+    assert [(k.id, k.end_user) for k in new.list_keys()] == [("key_old", None)]
+    person = KeyRecord(id="key_new", name="bob's laptop", key_hash="h-new", key_prefix="tok-new",
+                       created_at=datetime(2026, 11, 2, tzinfo=UTC), end_user="bob")  # fmt: skip
+    new.insert_key(person)
+    assert backend().list_keys()[1] == person
+    assert {r["id"]: r["end_user"] for r in new.export_rows("keys", None, 10)} == {"key_old": None, "key_new": "bob"}
 
 
 def test_a_database_of_a_newer_tokenops_is_refused(backend: Opener) -> None:

@@ -36,7 +36,8 @@ def fill(ledger: Ledger, tmp_path: Path) -> None:
     for i in range(3):
         ledger.insert_key(KeyRecord(id=f"key_{i}", name=f"app-{i}", key_hash=f"hash{i}", key_prefix="tok-x",
                                     tags={"team": "東京"} if i else {}, locked_tags=("team",) if i else (),
-                                    created_at=datetime(2026, 11, 1, 8, 0, 0, 123456, tzinfo=UTC)))  # fmt: skip
+                                    created_at=datetime(2026, 11, 1, 8, 0, 0, 123456, tzinfo=UTC),
+                                    end_user="bøb" if i == 2 else None))  # fmt: skip
     ledger.revoke_key("key_1")
     ledger.put_definition("budget", "monthly", {"name": "monthly", "amount_usd": "100", "z": [1], "a": None}, "me")
     ledger.put_definition("rule", "deny", {"name": "deny", "deny": ["gpt-4o"]}, None)

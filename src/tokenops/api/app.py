@@ -191,9 +191,9 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
     @api.post(f"{PREFIX}/keys", response_model=KeyCreated, status_code=201, tags=["keys"])
     def create_key(body: KeyIn, _: Admin) -> dict[str, Any]:
-        rec, key = keys.create_key(gw.ledger, body.name, body.tags, body.lock)
+        rec, key = keys.create_key(gw.ledger, body.name, body.tags, body.lock, end_user=body.end_user)
         gw.keys.put(rec)
-        return {"id": rec.id, "key": key, "name": rec.name, "tags": rec.tags}
+        return {"id": rec.id, "key": key, "name": rec.name, "tags": rec.tags, "end_user": rec.end_user}
 
     @api.post(f"{PREFIX}/keys/{{key_id}}/revoke", response_model=KeyOut, tags=["keys"])
     def revoke_key(key_id: str, _: Admin) -> dict[str, Any]:

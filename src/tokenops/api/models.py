@@ -30,6 +30,9 @@ class KeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     tags: dict[str, str] = {}
     lock: list[str] = Field(default=[], description="Tag names requests may not override.")
+    end_user: str | None = Field(default=None, min_length=1, max_length=256,
+                                 description="For a key handed to one person: the end user of all its calls, "
+                                 "whatever the request says.")  # fmt: skip
 
 
 class KeyOut(BaseModel):
@@ -41,6 +44,7 @@ class KeyOut(BaseModel):
     created_at: str | None
     revoked_at: str | None
     status: Literal["active", "revoked"]
+    end_user: str | None = Field(default=None, description="The end user of all the key's calls, if it names one.")
 
 
 class KeyCreated(BaseModel):
@@ -48,6 +52,7 @@ class KeyCreated(BaseModel):
     key: str = Field(description="The key itself: shown once, stored only as a hash.")
     name: str
     tags: dict[str, str]
+    end_user: str | None = None
 
 
 class ThresholdIn(BaseModel):
@@ -142,9 +147,11 @@ class AlertList(BaseModel):
 
 class SpendReportOut(BaseModel):
     rows: list[dict[str, Any]] = Field(description="The --by columns, then requests, input_tokens, output_tokens, "
-                                                   "cost_usd (exact decimal string).")  # fmt: skip
-    total_cost_usd: str
-    unpriced_requests: int
+                                                   "cost_usd (exact decimal string: the priced calls' cost) and "
+                                                   "unpriced_requests (the calls with no known price, not in "
+                                                   "cost_usd).")  # fmt: skip
+    total_cost_usd: str = Field(description="The sum of the rows' cost_usd (priced calls only).")
+    unpriced_requests: int = Field(description="The calls of the rows with no known price.")
 
 
 class PolicyList(BaseModel):

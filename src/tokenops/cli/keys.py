@@ -16,6 +16,9 @@ def create(
     name: Annotated[str, typer.Option("--name", "-n", help="A name for the key (who or what uses it).")],
     tags: Annotated[str, typer.Option("--tags", "-t", help="Default tags for its calls: team=search,env=prod")] = "",
     lock: Annotated[str, typer.Option("--lock", help="Tag names requests may not override, e.g. team")] = "",
+    user: Annotated[str | None, typer.Option(
+        "--user", help="For a key handed to one person: the end user of all its calls, whatever the "
+        "request says (X-TokenOps-User, the body's user)")] = None,
     config: ConfigOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -23,14 +26,16 @@ def create(
     from tokenops.services.keys import create_key
 
     cfg = load(config)
-    rec, key = create_key(ledger_for(cfg), name, tags, lock.split(","))
+    rec, key = create_key(ledger_for(cfg), name, tags, lock.split(","), end_user=user)
     tag_map = rec.tags
     if fmt is Format.json:
-        emit([], fmt, payload={"id": rec.id, "key": key, "name": rec.name, "tags": tag_map})
+        emit([], fmt, payload={"id": rec.id, "key": key, "name": rec.name, "tags": tag_map,
+                               "end_user": rec.end_user})
     elif fmt is Format.csv:
         emit([{"id": rec.id, "key": key, "name": rec.name}], fmt)
     else:
-        typer.echo(f"Created key {rec.id} ({rec.name}). Copy it now, it is not shown again:\n\n  {key}\n")
+        who = f", end user {rec.end_user}" if rec.end_user else ""
+        typer.echo(f"Created key {rec.id} ({rec.name}{who}). Copy it now, it is not shown again:\n\n  {key}\n")
 
 
 @app.command("list")
@@ -38,7 +43,8 @@ def list_(config: ConfigOption = None, fmt: FormatOption = Format.table) -> None
     """List keys (never the keys themselves: only their first characters)."""
     cfg = load(config)
     rows = [k.public() for k in ledger_for(cfg).list_keys()]
-    emit(rows, fmt, title="Keys", columns=["id", "name", "prefix", "tags", "locked_tags", "status", "created_at"])
+    emit(rows, fmt, title="Keys", columns=["id", "name", "prefix", "tags", "locked_tags", "end_user", "status",
+                                               "created_at"])
 
 
 @app.command("revoke")
