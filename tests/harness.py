@@ -19,6 +19,7 @@ from tokenops import keys as keymod
 from tokenops.config import Config, parse_config
 from tokenops.gateway.app import Gateway
 from tokenops.ledger.duckdb import DuckDBLedger
+from tokenops.ledger.events import SpendEvent
 
 PROVIDER_KEY = "sk-fake-provider-key-123"
 FAKE_URL = "http://fake.test"
@@ -68,13 +69,13 @@ MADE: list[Stack] = []  # every stack made, closed at the end of the session (a 
 CURRENT = Stack()
 
 
-def write_config(tmp_path: Path, extra: str = "", *, upstream: str = FAKE_URL) -> Config:
+def write_config(tmp_path: Path, extra: str = "", *, upstream: str = FAKE_URL, gateway: str = "") -> Config:
     text = f"""
 {CURRENT.lines(tmp_path)}providers:
   openai: {{base_url: "{upstream}/v1", api_key: {PROVIDER_KEY}}}
   anthropic: {{base_url: "{upstream}", api_key: {PROVIDER_KEY}}}
   local: {{base_url: "{upstream}/v1", kind: openai, api_key: {PROVIDER_KEY}}}
-gateway: {{writer_interval: 0.2, writer: thread}}
+gateway: {{writer_interval: 0.2, writer: thread{", " + gateway if gateway else ""}}}
 {extra}
 """
     path = tmp_path / "tokenops.yaml"
@@ -157,3 +158,34 @@ def start_gateway(cfg_path: Path, port: int, log: Path) -> subprocess.Popen[byte
             time.sleep(0.1)
     proc.kill()
     raise AssertionError("gateway did not start: " + log.read_text())
+
+
+class SocketStack:
+    """The fake provider and a whole gateway (admin API included) each served by uvicorn on loopback, and a key:
+    what an SDK or a captured client request meets in production."""
+
+    def __init__(self, tmp: Path, *, tags: dict[str, str] | None = None, gateway: str = ""):
+        from tokenops.app import create_app
+        from tokenops.fakeprovider import create_fake_provider
+        from tokenops.servers import BackgroundServer
+
+        self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
+        self.config = write_config(tmp, upstream=self.fake.url, gateway=gateway)
+        self.gateway = create_app(self.config)
+        self.record, self.key = create_key(self.gateway.ledger, tags=tags)
+        self.server = BackgroundServer(self.gateway).start()
+        self.url = self.server.url
+
+    def drain(self) -> None:
+        self.gateway.ledger.drain(self.gateway.spool_dir, timeout=10)
+
+    def event(self, request_id: str) -> SpendEvent:
+        self.drain()
+        ev = self.gateway.ledger.get_event(request_id)
+        assert ev is not None, request_id
+        return ev
+
+    def close(self) -> None:
+        self.server.stop()
+        self.fake.stop()
+

@@ -54,6 +54,19 @@ def test_keys_create_list_revoke(cfg: Path) -> None:
     assert listed[0]["status"] == "revoked"
 
 
+def test_keys_create_with_a_user_round_trip(cfg: Path) -> None:
+    created = json.loads(run("keys", "create", "--name", "bob's laptop", "--user", "bob@example.com",
+                             "--config", str(cfg), "--format", "json"))  # fmt: skip
+    assert created["end_user"] == "bob@example.com"
+    run("keys", "create", "--name", "shared", "--config", str(cfg))
+    listed = {k["name"]: k for k in json.loads(run("keys", "list", "--config", str(cfg), "--format", "json"))}
+    assert listed["bob's laptop"]["end_user"] == "bob@example.com" and listed["shared"]["end_user"] is None
+    rows = list(csv.DictReader(io.StringIO(run("keys", "list", "--config", str(cfg), "--format", "csv"))))
+    assert {r["name"]: r["end_user"] for r in rows} == {"bob's laptop": "bob@example.com", "shared": ""}
+    assert "end user bob@example.com" in run("keys", "create", "--name", "b2", "--user", "bob@example.com",
+                                             "--config", str(cfg))  # fmt: skip
+
+
 def test_config_from_environment_variable(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENOPS_CONFIG", str(cfg))
     run("keys", "create", "--name", "env-app")
@@ -85,7 +98,8 @@ def test_report_json_contract_and_exact_totals(cfg: Path) -> None:
     out = json.loads(run("report", "spend", "--by", "team,model", "--config", str(cfg), "--format", "json"))
     assert set(out) == {"rows", "total_cost_usd", "unpriced_requests"}
     for row in out["rows"]:
-        assert set(row) == {"team", "model", "requests", "input_tokens", "output_tokens", "cost_usd"}
+        assert set(row) == {"team", "model", "requests", "input_tokens", "output_tokens", "cost_usd",
+                            "unpriced_requests"}  # fmt: skip
         assert isinstance(row["cost_usd"], str)
     total = Decimal(out["total_cost_usd"])
     assert total == sum(Decimal(r["cost_usd"]) for r in out["rows"])
@@ -112,7 +126,7 @@ def test_report_csv_and_table(cfg: Path) -> None:
     seed(cfg)
     text = run("report", "spend", "--by", "team", "--config", str(cfg), "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert rows[0].keys() == {"team", "requests", "input_tokens", "output_tokens", "cost_usd"}
+    assert rows[0].keys() == {"team", "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced_requests"}
     table = run("report", "spend", "--by", "team", "--config", str(cfg))
     assert "search" in table and "total: $1.60012345679" in table and "unpriced calls: 1" in table
 
@@ -126,6 +140,7 @@ def test_report_csv_and_table(cfg: Path) -> None:
         (["report", "spend", "--tz", "Mars/Base"], "time zone"),
         (["keys", "revoke", "key_nope"], "no key with id"),
         (["keys", "create", "--name", "x", "--tags", "a=1", "--lock", "b"], "lock names b"),
+        (["keys", "create", "--name", "x", "--user", "u" * 257], "end user must be printable"),
         (["prices", "show", "no-such-model-xyz"], "no price known"),
         (["report", "spend", "--since", "99999999d"], "--since"),
         (["report", "spend", "--until", "99999999d"], "--until"),

@@ -51,6 +51,16 @@ anthropic_events = st.one_of(
     st.sampled_from(anthropic_stream()),
 )
 
+response_names = st.sampled_from(["response.created", "response.in_progress", "response.output_text.delta",
+                                  "response.completed", "response.incomplete", "response.failed", "error", "weird"])
+responses_events = st.one_of(
+    st.builds(lambda n, v, d: sse({"type": n, "response": v, "delta": d}, n), response_names, json_values,
+              json_values),  # fmt: skip
+    st.builds(lambda n, u: sse({"type": n, "response": {"id": "r", "model": "gpt-4o-mini", "usage": u}}, n),
+              response_names, usages),  # fmt: skip
+    st.builds(lambda u: sse({"type": "response.completed", "response": {"id": "r", "usage": u}}), usages),
+)
+
 
 def _chunked(events: list[str], cuts: list[int]) -> list[str]:
     text = "".join(events)
@@ -60,19 +70,23 @@ def _chunked(events: list[str], cuts: list[int]) -> list[str]:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    flavor = draw(st.sampled_from(["openai", "anthropic"]))
+    flavor = draw(st.sampled_from(["openai", "anthropic", "responses"]))
     stream = draw(st.booleans())
     if stream:
-        events = draw(st.lists(openai_events if flavor == "openai" else anthropic_events, max_size=8))
+        kinds = {"openai": openai_events, "anthropic": anthropic_events, "responses": responses_events}
+        events = draw(st.lists(kinds[flavor], max_size=8))
         hostile: dict[str, Any] = {"events": _chunked(events, draw(st.lists(st.integers(0, 5000), max_size=4)))}
         if draw(st.booleans()):
             hostile["break_after"] = draw(st.integers(0, len(hostile["events"])))
     else:
         body = draw(st.one_of(json_values, st.builds(openai_json, usages), st.builds(
-            lambda u, m: {"id": "m", "model": m, "content": [], "usage": u}, usages, json_values)))  # fmt: skip
+            lambda u, m: {"id": "m", "model": m, "content": [], "usage": u}, usages, json_values), st.builds(
+            lambda u, st_: {"id": "resp_x", "status": st_, "usage": u}, usages, json_values)))  # fmt: skip
         hostile = {"raw": json.dumps(body), "split": draw(st.integers(1, 3))}
         if draw(st.integers(0, 4)) == 0:
             hostile["break_after"] = draw(st.integers(0, 3))
+    if flavor == "responses":
+        return "/v1/responses", {"model": "gpt-4o-mini", "input": "hi", "stream": stream, "hostile": hostile}
     if flavor == "openai":
         return "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
                                         "stream": stream, "hostile": hostile}  # fmt: skip

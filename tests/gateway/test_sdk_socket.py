@@ -17,34 +17,16 @@ import httpx
 import openai
 import pytest
 
-from harness import PROVIDER_KEY, create_key, write_config
-from tokenops.app import create_app
-from tokenops.fakeprovider import create_fake_provider
+from harness import SocketStack
 from tokenops.ledger.events import SpendEvent
-from tokenops.servers import BackgroundServer
 
 M = Decimal(1_000_000)
 LONG = "Every team's spend on model calls is reviewed each quarter by finance. " * 80
 
 
-class Stack:
+class Stack(SocketStack):
     def __init__(self, tmp: Path):
-        self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
-        self.config = write_config(tmp, upstream=self.fake.url)
-        self.gateway = create_app(self.config)
-        self.record, self.key = create_key(self.gateway.ledger, tags={"team": "sdk"})
-        self.server = BackgroundServer(self.gateway).start()
-        self.url = self.server.url
-
-    def event(self, request_id: str) -> SpendEvent:
-        self.gateway.ledger.drain(self.gateway.spool_dir, timeout=10)
-        ev = self.gateway.ledger.get_event(request_id)
-        assert ev is not None
-        return ev
-
-    def close(self) -> None:
-        self.server.stop()
-        self.fake.stop()
+        super().__init__(tmp, tags={"team": "sdk"})
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,14 @@ token), fast (it is the upstream in a latency benchmark) and steerable (failures
     with BackgroundServer(create_fake_provider()) as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x")
 
-Routes: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``), ``POST /v1/embeddings``,
-``POST /v1/messages`` (JSON or SSE), ``GET /v1/models`` (Anthropic's shape when ``anthropic-version`` is sent).
+Routes: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``), ``POST /v1/completions`` (legacy),
+``POST /v1/responses`` (JSON, SSE, ``background``) with ``GET``/``DELETE /v1/responses/{id}``, ``…/cancel`` and
+``…/input_items`` (see :mod:`tokenops.fakeprovider.responses_routes`), ``POST /v1/embeddings``,
+``POST /v1/messages`` (JSON or SSE), ``POST /v1/messages/count_tokens``, ``GET /v1/models`` (Anthropic's shape
+when ``anthropic-version`` is sent).
 Any model name is accepted and echoed back. ``n`` answers are billed (the prompt once, the output ``n`` times)
-and returned as ``n`` identical choices in JSON (a stream carries the first choice only); tools are accepted
-but never called; Anthropic's ``max_tokens`` and ``anthropic-version`` header are optional.
+and returned as ``n`` identical choices in JSON (a stream carries the first choice only); function tools are called
+only when ``fake.tool_call`` asks (below); Anthropic's ``max_tokens`` and ``anthropic-version`` header are optional.
 
 Token accounting
 ----------------
@@ -60,9 +63,14 @@ In the request body as ``"fake": {...}`` or as ``x-fake-<name>`` headers (``_`` 
 * ``think``: hidden reasoning tokens spent before answering (a reasoning model on a hard problem), counted in
   the output and its reasoning tokens; they come out of ``max_tokens`` / ``max_completion_tokens`` first, as
   on the real APIs, so a cap below them leaves no visible answer (``finish_reason: "length"``).
+* ``tool_call``: call the first function tool of ``tools`` (chat: ``tool_calls`` with ``finish_reason:
+  "tool_calls"``, streamed as OpenAI does; Responses: a ``function_call`` output item), with ``"Paris"`` for each
+  required string argument, unless the conversation already ends with a tool's result.
+* ``pending`` (Responses, ``background: true``): retrievals that still see ``in_progress`` before it completes.
 * ``usage``: ``{"input", "cached", "cache_write_5m", "cache_write_1h", "output", "reasoning"}``, each optional,
   reported exactly: ``input`` is the whole prompt. OpenAI reports ``prompt_tokens = input``,
-  ``cached_tokens = cached`` (cache writes are not reported by OpenAI), ``completion_tokens = output``;
+  ``cached_tokens = cached``, ``cache_write_tokens = cache_write_5m + cache_write_1h`` (when not 0),
+  ``completion_tokens = output`` (Responses: ``input_tokens``, ``output_tokens``, the same details);
   Anthropic reports ``input_tokens = input - cached - writes``, ``cache_read_input_tokens = cached``,
   ``cache_creation_input_tokens = writes``, ``output_tokens = output``. Omitted ``input``/``output`` keep their
   computed values; omitted cache fields are 0; ``reasoning`` defaults to 0 when ``output`` is given.

@@ -285,3 +285,19 @@ def resolve_usage(
         len(completion.words) + reasoning if override.output is None else override.output,
         reasoning,
     )
+
+
+def first_tool_call(tools: Any) -> tuple[str, str] | None:
+    """(name, JSON arguments) of a call of the first function tool in an OpenAI ``tools`` list (chat's nested
+    ``function`` or the Responses API's flat shape), with a value for each required string argument."""
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            continue
+        spec: dict[str, Any] = tool["function"] if isinstance(tool.get("function"), dict) else tool
+        params: dict[str, Any] = spec["parameters"] if isinstance(spec.get("parameters"), dict) else {}
+        props: dict[str, Any] = params["properties"] if isinstance(params.get("properties"), dict) else {}
+        required: list[Any] = params["required"] if isinstance(params.get("required"), list) else []
+        args = {n: "Paris" for n in required if isinstance(props.get(n), dict) and props[n].get("type") == "string"}
+        return str(spec.get("name")), orjson.dumps(args).decode()
+    return None
+

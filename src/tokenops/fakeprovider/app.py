@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import anthropic_routes, openai_routes
+from . import anthropic_routes, openai_routes, responses_routes
 from .accounting import PrefixMemory
 from .exchange import begin
 from .wire import ANTHROPIC, OPENAI, error_response, json_response
@@ -47,10 +47,16 @@ def create_fake_provider(*, api_key: str | None = None, clock: Callable[[], floa
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", openai_routes.chat_completions, methods=["POST"]),
+            Route("/v1/completions", openai_routes.completions, methods=["POST"]),
             Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"]),
             Route("/v1/messages", anthropic_routes.messages, methods=["POST"]),
             Route("/v1/messages/count_tokens", anthropic_routes.count_tokens, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1/responses", responses_routes.create, methods=["POST"]),
+            Route("/v1/responses/{response_id}", responses_routes.retrieve, methods=["GET"]),
+            Route("/v1/responses/{response_id}", responses_routes.delete, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/cancel", responses_routes.cancel, methods=["POST"]),
+            Route("/v1/responses/{response_id}/input_items", responses_routes.input_items, methods=["GET"]),
         ],
         exception_handlers={404: _http_error, 405: _http_error},
     )
@@ -59,4 +65,5 @@ def create_fake_provider(*, api_key: str | None = None, clock: Callable[[], floa
     app.state.received = deque(maxlen=RECEIVED_LIMIT)
     app.state.openai_cache = PrefixMemory()
     app.state.anthropic_cache = PrefixMemory()
+    app.state.responses = {}  # Responses API: id -> responses_routes.Stored
     return app

@@ -41,6 +41,8 @@ class Controls:
     model: str | None = None
     usage: UsageOverride | None = None
     think: int = 0
+    pending: int = 0  # Responses background: retrievals that still see in_progress
+    tool_call: bool = False  # Responses: call the first function tool (unless the input ends with its output)
 
 
 NO_CONTROLS = Controls()
@@ -56,6 +58,8 @@ _FIELDS: dict[str, str] = {
     "chunks": "int",
     "model": "str",
     "think": "int",
+    "pending": "int",
+    "tool_call": "bool",
 }
 
 

@@ -18,7 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from .accounting import Completion, Reported, account_openai, make_completion, resolve_usage, text_tokens
+from .accounting import (
+    Completion,
+    Reported,
+    account_openai,
+    first_tool_call,
+    make_completion,
+    resolve_usage,
+    text_tokens,
+)
 from .exchange import Exchange, begin
 from .wire import GARBAGE_JSON, JSON, OPENAI, EventStream, TruncatedResponse, error_response, json_response, sse
 
@@ -33,7 +41,8 @@ def _usage(r: Reported) -> dict[str, Any]:
         "prompt_tokens": r.input,
         "completion_tokens": r.output,
         "total_tokens": r.input + r.output,
-        "prompt_tokens_details": {"cached_tokens": r.cached, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": r.cached, "audio_tokens": 0,
+                                  **({"cache_write_tokens": r.write_5m + r.write_1h} if r.write_5m + r.write_1h else {})},
         "completion_tokens_details": {
             "reasoning_tokens": r.reasoning,
             "audio_tokens": 0,
@@ -85,6 +94,13 @@ async def chat_completions(request: Request) -> ASGIApp:
         usage = Reported(usage.input, usage.cached, usage.write_5m, usage.write_1h, usage.output * n,
                          usage.reasoning * n)  # fmt: skip
     finish = "length" if completion.truncated else "stop"
+    tool = None
+    if controls.tool_call and not (messages and messages[-1].get("role") == "tool"):  # the tool ran: now answer
+        call = first_tool_call(body.get("tools"))
+        if call is not None:
+            tool = {"id": "call_" + ex.headers[OPENAI.request_id_header][4:28], "type": "function",
+                    "function": {"name": call[0], "arguments": call[1]}}  # fmt: skip
+            finish = "tool_calls"
     head = {
         "id": "chatcmpl-" + ex.headers[OPENAI.request_id_header][4:33],
         "object": "chat.completion",
@@ -94,10 +110,12 @@ async def chat_completions(request: Request) -> ASGIApp:
         "system_fingerprint": "fp_fake",
     }
     if body.get("stream") is True:
-        return _stream(ex, body, head, completion, usage, finish)
+        return _stream(ex, body, head, completion, usage, finish, tool)
     if controls.garbage:
         return Response(GARBAGE_JSON, headers=ex.headers, media_type=JSON)
     message: dict[str, Any] = {"role": "assistant", "content": completion.text, "refusal": None, "annotations": []}
+    if tool is not None:
+        message = {"role": "assistant", "content": None, "refusal": None, "annotations": [], "tool_calls": [tool]}
     payload: dict[str, Any] = {
         **head,
         "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)],
@@ -109,7 +127,8 @@ async def chat_completions(request: Request) -> ASGIApp:
 
 
 def _stream(
-    ex: Exchange, body: dict[str, Any], head: dict[str, Any], completion: Completion, usage: Reported, finish: str
+    ex: Exchange, body: dict[str, Any], head: dict[str, Any], completion: Completion, usage: Reported, finish: str,
+    tool: dict[str, Any] | None = None,
 ) -> EventStream:
     controls = ex.controls
     delay_s = controls.chunk_delay_ms / 1000
@@ -126,7 +145,13 @@ def _stream(
         return sse({**base, "choices": [choice]})
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    events += [chunk({"content": piece}) for piece in completion.pieces(controls.chunks)]
+    if tool is not None:  # the call's name first, then its arguments, as OpenAI streams them
+        fn = tool["function"]
+        events.append(chunk({"tool_calls": [{"index": 0, "id": tool["id"], "type": "function",
+                                             "function": {"name": fn["name"], "arguments": ""}}]}))  # fmt: skip
+        events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": fn["arguments"]}}]}))
+    else:
+        events += [chunk({"content": piece}) for piece in completion.pieces(controls.chunks)]
     events.append(chunk({}, finish))
     if include_usage:
         events.append(sse({**base, "choices": [], "usage": _usage(usage)}))
@@ -184,3 +209,57 @@ def model_list(created: int) -> dict[str, Any]:
         "object": "list",
         "data": [{"id": m, "object": "model", "created": created, "owned_by": "system"} for m in MODELS],
     }
+
+
+async def completions(request: Request) -> ASGIApp:
+    """Legacy ``POST /v1/completions``: ``prompt`` (a string or strings) → ``choices[].text``; ``n`` and
+    ``best_of`` answers are billed per prompt (``best_of`` generated, ``n`` returned)."""
+    ex = await begin(request, OPENAI)
+    if isinstance(ex, Response):
+        return ex
+    body = ex.body
+    model, prompt = body.get("model"), body.get("prompt")
+    if not isinstance(model, str) or not model:
+        return error_response(OPENAI, 400, "you must provide a model parameter", param="model")
+    prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) and prompt else None
+    if prompts is None or not all(isinstance(p, str) for p in prompts):
+        return error_response(OPENAI, 400, "'prompt' must be a string or an array of strings.", param="prompt")
+    cap = _cap(body)
+    if isinstance(cap, str):
+        return error_response(OPENAI, 400, f"Invalid '{cap}': expected an integer >= 1.", param=cap)
+    cap = 16 if cap is None else cap  # the legacy API's default max_tokens
+    n = body.get("n") or 1
+    best_of = body.get("best_of") or n
+    controls = ex.controls
+    state = request.app.state
+    choices: list[dict[str, Any]] = []
+    prompt_tokens, output = 0, 0
+    finish = "stop"
+    for p in prompts:
+        account = account_openai([{"role": "user", "content": p}], model, None, state.clock())
+        completion = make_completion(account.seed, model, cap, think=controls.think)
+        prompt_tokens += account.tokens - 4  # no message framing in a bare prompt
+        output += completion.output_tokens * best_of
+        finish = "length" if completion.truncated else finish
+        choices += [{"text": completion.text, "index": len(choices) + i, "logprobs": None,
+                     "finish_reason": "length" if completion.truncated else "stop"} for i in range(n)]  # fmt: skip
+    if controls.usage is not None:
+        prompt_tokens = controls.usage.input if controls.usage.input is not None else prompt_tokens
+        output = controls.usage.output if controls.usage.output is not None else output
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": output, "total_tokens": prompt_tokens + output}
+    head = {"id": "cmpl-" + ex.headers[OPENAI.request_id_header][4:33], "object": "text_completion",
+            "created": int(time.time()), "model": controls.model or model, "system_fingerprint": "fp_fake"}  # fmt: skip
+    if body.get("stream") is not True:
+        return json_response({**head, "choices": choices, "usage": usage}, ex.headers)
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    text = str(choices[0]["text"])
+    pieces = [text] if controls.chunks == 1 else [w if i == 0 else " " + w for i, w in enumerate(text.split(" "))]
+    events = [sse({**head, "choices": [{"text": piece, "index": 0, "logprobs": None, "finish_reason": None}]})
+              for piece in pieces]  # fmt: skip
+    events.append(sse({**head, "choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": finish}]}))
+    if include_usage:
+        events.append(sse({**head, "choices": [], "usage": usage}))
+    events.append(_DONE)
+    return EventStream(events, ex.headers, delay_s=controls.chunk_delay_ms / 1000,
+                       abort_after=controls.disconnect_after)  # fmt: skip

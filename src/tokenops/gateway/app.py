@@ -32,6 +32,7 @@ from tokenops.call import Call
 from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import health, validate
+from tokenops.gateway.background import BackgroundResponses
 from tokenops.gateway.client import TransportFailure, UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.health import HealthWatch
@@ -45,6 +46,7 @@ from tokenops.gateway.http import (
     read_body,
     send_bytes,
     send_json,
+    stop_task,
 )
 from tokenops.gateway.keycache import KeyCache
 from tokenops.gateway.meter import Meter
@@ -84,6 +86,8 @@ class Route:
 
 ROUTES: dict[str, Route] = {
     "/v1/chat/completions": Route("chat.completions", "openai", ("POST",)),
+    "/v1/completions": Route("completions", "openai", ("POST",)),
+    "/v1/responses": Route("responses", "openai", ("POST",)),
     "/v1/embeddings": Route("embeddings", "openai", ("POST",)),
     "/v1/messages": Route("messages", "anthropic", ("POST",)),
     "/v1/messages/count_tokens": Route("messages.count_tokens", "anthropic", ("POST",)),
@@ -93,6 +97,10 @@ ROUTES: dict[str, Route] = {
     "/metrics": Route("metrics", "openai", ("GET",)),
 }
 _REQUEST_PATH = re.compile(r"^/v1/tokenops/requests/([A-Za-z0-9_\-]{1,100})$")
+_RESPONSE_PATH = re.compile(r"^/v1/responses/([A-Za-z0-9_\-]{1,200})(/cancel|/input_items)?$")
+_RESPONSE_METHODS = {"": ("GET", "DELETE"), "/cancel": ("POST",), "/input_items": ("GET",)}
+_MODEL_PATH = re.compile(r"^/v1/models/(.{1,256})$")
+METERED = ("chat.completions", "completions", "embeddings", "messages", "responses")
 
 
 def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: RouterStage) -> tuple[KeyStage, list[Any]]:
@@ -150,6 +158,7 @@ class Gateway:
         self.meter: Meter | None = None
         self.upstream: Upstream | None = None
         self.writer: LedgerWriter | None = None
+        self.background: BackgroundResponses | None = None
         self.started = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -266,6 +275,13 @@ class Gateway:
         self.meter = Meter(self.spool, self.catalog, self.metrics)
         self.meter.listeners.append(self.engine.settle)
         self.upstream = Upstream(self.client, self.adapters, self._timeouts, self.meter)
+        self.background = BackgroundResponses(self.spool_dir / "background", self.client, self.adapters,
+                                              self._timeouts, self.meter, self.config.gateway.background_poll)  # fmt: skip
+        self.upstream.background = self.background
+        resumed = await asyncio.to_thread(self.background.load)
+        if resumed:
+            log.info("checking %d background responses left running by an earlier process", resumed)
+        self.background.start()
         self.writer = LedgerWriter(
             self.ledger,
             self.spool_dir,
@@ -284,12 +300,9 @@ class Gateway:
         assert self.client and self.spool and self.writer
         if self._ticker is not None:
             ticker, self._ticker = self._ticker, None
-            if ticker.get_loop() is asyncio.get_running_loop():
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-            else:  # started in another loop (a test that starts the gateway, then serves it with uvicorn)
-                ticker.get_loop().call_soon_threadsafe(ticker.cancel)
+            await stop_task(ticker)
+        if self.background is not None:
+            await self.background.close()
         await self.client.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.close()
@@ -334,6 +347,14 @@ class Gateway:
         route = ROUTES.get(path)
         flavor = "anthropic" if path.startswith("/v1/messages") else "openai"
         if route is None:
+            r = _RESPONSE_PATH.match(path)
+            if r:
+                await self._response_resource(scope, send, r.group(1), r.group(2) or "")
+                return
+            mp = _MODEL_PATH.match(path)
+            if mp and method == "GET":
+                await self._model(scope, send, mp.group(1))
+                return
             m = _REQUEST_PATH.match(path)
             if m and method == "GET":
                 await self._get_request(scope, m.group(1), send)
@@ -346,7 +367,7 @@ class Gateway:
             err = GatewayError(405, "method_not_allowed", f"method {method} not allowed on {path}")
             await self._send_error(send, err, route.flavor, {"allow": ", ".join(route.methods)})
             return
-        if route.name in ("chat.completions", "embeddings", "messages"):
+        if route.name in METERED:
             await self._handle_call(scope, receive, send, route)
         elif route.name == "messages.count_tokens":
             await self._count_tokens(scope, receive, send)
@@ -466,14 +487,10 @@ class Gateway:
             return None
         return record.id
 
-    async def _models(self, scope: Scope, send: Send) -> None:
-        """The models a caller can name: the config's aliases, then each provider's catalog models. A client that
-        sends ``anthropic-version`` (the Anthropic SDKs, Claude Code) gets Anthropic's shape and only the models it
-        can call on ``/v1/messages``; any other gets OpenAI's."""
-        anthropic = "anthropic-version" in header_dict(scope)
-        if not await self._authorize(scope, "anthropic" if anthropic else "openai", send):
-            return
-        names: dict[str, str] = {}  # model -> provider
+    def _model_names(self, anthropic: bool) -> dict[str, str]:
+        """model -> provider: the config's aliases, then each provider's catalog models (for an Anthropic client,
+        only those it can call on ``/v1/messages``)."""
+        names: dict[str, str] = {}
         for a in self.config.models:
             if not anthropic or self.config.provider_kind(a.provider) == "anthropic":
                 names.setdefault(a.name, a.provider)
@@ -482,14 +499,109 @@ class Gateway:
                 continue
             for model in self.catalog.models(self.router.price_ids[name]):
                 names.setdefault(model, name)
+        return names
+
+    @staticmethod
+    def _model_object(model: str, provider: str, anthropic: bool) -> dict[str, Any]:
         if anthropic:
-            data: list[dict[str, Any]] = [{"type": "model", "id": m, "display_name": m,
-                                           "created_at": "1970-01-01T00:00:00Z"} for m in names]  # fmt: skip
+            return {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
+        return {"id": model, "object": "model", "created": 0, "owned_by": provider}
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        """The models a caller can name. A client that sends ``anthropic-version`` (the Anthropic SDKs, Claude Code)
+        gets Anthropic's shape and only the models it can call on ``/v1/messages``; any other gets OpenAI's."""
+        anthropic = "anthropic-version" in header_dict(scope)
+        if not await self._authorize(scope, "anthropic" if anthropic else "openai", send):
+            return
+        data = [self._model_object(m, p, anthropic) for m, p in self._model_names(anthropic).items()]
+        if anthropic:
             await send_json(send, 200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
                                         "last_id": data[-1]["id"] if data else None})  # fmt: skip
             return
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": p} for m, p in names.items()]
         await send_json(send, 200, {"object": "list", "data": data})
+
+    async def _model(self, scope: Scope, send: Send, model: str) -> None:
+        """``GET /v1/models/{id}``: one model of :meth:`_models`, in the client's shape; 404 for one it cannot call."""
+        from urllib.parse import unquote
+
+        anthropic = "anthropic-version" in header_dict(scope)
+        flavor = "anthropic" if anthropic else "openai"
+        if not await self._authorize(scope, flavor, send):
+            return
+        model = unquote(model)
+        provider = self._model_names(anthropic).get(model)
+        if provider is None:
+            await self._send_error(send, GatewayError(404, "model_not_found", f"the model {model!r} does not exist "
+                                                      "or is not configured on this gateway", param="model"), flavor)  # fmt: skip
+            return
+        await send_json(send, 200, self._model_object(model, provider, anthropic))
+
+    async def _response_owner(self, response_id: str) -> tuple[str, str | None, str] | None:
+        """(provider, key id, request id) of the call that created an OpenAI response through this gateway."""
+        if self.background is not None and (call := self.background.owner(response_id)) is not None:
+            return call.provider_name, call.key.id if call.key else None, call.request_id
+        event = self.meter.lookup_upstream(response_id) if self.meter else None
+        if event is None:
+            event = await asyncio.to_thread(self.ledger.event_by_upstream_id, response_id, "responses")
+        return None if event is None else (event.provider, event.key_id, event.request_id)
+
+    async def _response_resource(self, scope: Scope, send: Send, response_id: str, action: str) -> None:
+        """``GET``/``DELETE /v1/responses/{id}``, ``POST …/cancel``, ``GET …/input_items``: passed to the provider
+        that created the response, for the key that created it (or the admin key); another key's response is
+        answered like a missing one. Free: never recorded as spend. A background response fetched or cancelled
+        finished is metered now, if the gateway's own check has not metered it yet."""
+        method = scope["method"]
+        allowed = _RESPONSE_METHODS[action]
+        if method not in allowed:
+            err = GatewayError(405, "method_not_allowed", f"method {method} not allowed on {scope['path']}")
+            await self._send_error(send, err, "openai", {"allow": ", ".join(allowed)})
+            return
+        caller = await self._authorize(scope, "openai", send)
+        if caller is None:
+            return
+        try:
+            owner = await self._response_owner(response_id)
+        except LedgerError as exc:
+            await self._send_error(send, GatewayError(503, "ledger_unavailable", str(exc)), "openai")
+            return
+        if owner is None or (caller != "admin" and owner[1] != caller):
+            await self._send_error(send, GatewayError(404, "not_found", f"no response {response_id!r} was created "
+                                                      "through this gateway with this key"), "openai")  # fmt: skip
+            return
+        provider, _, request_id = owner
+        adapter = self.adapters[provider]
+        connect, read = self._timeouts[provider]
+        url = adapter.request_url("responses", scope.get("query_string", b"").decode("latin-1"))
+        url = url.replace("/responses", f"/responses/{response_id}{action}", 1)
+        assert self.client is not None, "Gateway.start() was not called"
+        try:
+            resp = await self.client.send(url, adapter.headers(header_dict(scope)), b"", connect=connect, read=read,
+                                          method=method)  # fmt: skip
+        except TransportFailure as exc:
+            await self._send_error(send, GatewayError(504 if exc.timeout else 502, "upstream_unreachable",
+                                                      f"provider {provider!r} is unreachable: {exc}"), "openai")  # fmt: skip
+            return
+        out = {"content-type": resp.headers.get("content-type", "application/json"), **relayed_headers(resp),
+               "x-tokenops-cost-usd": "0.00", "x-tokenops-provider": provider,
+               "x-tokenops-request-id": request_id}  # fmt: skip
+        try:
+            if out["content-type"].startswith("text/event-stream"):  # ?stream=true: relayed as it comes
+                await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(out)})
+                async for chunk in resp.chunks():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            data = await resp.read()
+        except TransportFailure as exc:
+            await self._send_error(send, GatewayError(502, "upstream_unreachable", f"provider {provider!r} broke "
+                                                      f"off: {exc}"), "openai")  # fmt: skip
+            return
+        finally:
+            await resp.close()
+        if resp.status == 200 and action != "/input_items" and method != "DELETE" and self.background is not None:
+            with contextlib.suppress(ValueError):
+                await self.background.settle(response_id, orjson.loads(data))
+        await send_bytes(send, resp.status, data, out)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /v1/messages/count_tokens``: passed to the Anthropic provider of the model, for any valid key; free

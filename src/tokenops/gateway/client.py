@@ -44,7 +44,7 @@ class UpstreamResponse(Protocol):
 
 class UpstreamClient(Protocol):
     async def send(self, url: str, headers: dict[str, str], body: bytes, *, connect: float,
-                   read: float) -> UpstreamResponse: ...  # fmt: skip
+                   read: float, method: str = "POST") -> UpstreamResponse: ...  # fmt: skip
 
     async def aclose(self) -> None: ...
 
@@ -99,10 +99,10 @@ class AiohttpClient:
         return self._session
 
     async def send(self, url: str, headers: dict[str, str], body: bytes, *, connect: float,
-                   read: float) -> UpstreamResponse:  # fmt: skip
+                   read: float, method: str = "POST") -> UpstreamResponse:  # fmt: skip
         session = self._open()
         try:
-            resp = await session.post(url, headers=headers, data=body, allow_redirects=False,
+            resp = await session.request(method, url, headers=headers, data=body or None, allow_redirects=False,
                                       timeout=aiohttp.ClientTimeout(sock_connect=connect, sock_read=read))  # fmt: skip
         except aiohttp.ConnectionTimeoutError as exc:
             raise TransportFailure(str(exc) or "connect timed out", timeout=True, sent=False) from None
@@ -152,8 +152,8 @@ class HttpxClient:
                                          limits=httpx.Limits(max_connections=2000, max_keepalive_connections=500))  # fmt: skip
 
     async def send(self, url: str, headers: dict[str, str], body: bytes, *, connect: float,
-                   read: float) -> UpstreamResponse:  # fmt: skip
-        request = self._client.build_request("POST", url, headers=headers, content=body,
+                   read: float, method: str = "POST") -> UpstreamResponse:  # fmt: skip
+        request = self._client.build_request(method, url, headers=headers, content=body or None,
                                              timeout=httpx.Timeout(read, connect=connect))  # fmt: skip
         try:
             resp = await self._client.send(request, stream=True)

@@ -12,6 +12,8 @@ Header text crosses this module in both directions, and only here:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -93,3 +95,15 @@ async def send_bytes(
 
 async def send_json(send: Send, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
     await send_bytes(send, status, orjson.dumps(payload), headers or {})
+
+
+async def stop_task(task: asyncio.Task[Any]) -> None:
+    """Cancel a background task and wait for it; one started in another event loop (a test that starts the
+    gateway, then serves it with uvicorn) is cancelled in its own loop, without waiting."""
+    if task.get_loop() is asyncio.get_running_loop():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    else:
+        task.get_loop().call_soon_threadsafe(task.cancel)
+

@@ -63,6 +63,7 @@ class Meter:
         self._spooled_rows: set[str] = set()  # price rows this process wrote to its spool
         # Events answered but perhaps not yet drained into the ledger, for GET /v1/tokenops/requests/{id}.
         self.recent: OrderedDict[str, SpendEvent] = OrderedDict()
+        self.recent_upstream: dict[str, str] = {}  # OpenAI response id -> request id, for the recent responses calls
 
     def price(self, call: Call, model_used: str, usage: Usage | None) -> tuple[Decimal | None, str | None]:
         if usage is None or usage.total_tokens == 0:
@@ -156,12 +157,21 @@ class Meter:
             except Exception:  # a listener's bug must not fail a call that is already recorded
                 log.exception("listener %r failed on call %s", listener, call.request_id)
         self.recent[event.request_id] = event
+        if event.route == "responses" and event.upstream_request_id:
+            self.recent_upstream[event.upstream_request_id] = event.request_id
         if len(self.recent) > RECENT:
-            self.recent.popitem(last=False)
+            _, old = self.recent.popitem(last=False)
+            if old.upstream_request_id:
+                self.recent_upstream.pop(old.upstream_request_id, None)
         self.metrics.observe(event)
 
     def lookup_recent(self, request_id: str) -> SpendEvent | None:
         return self.recent.get(request_id)
+
+    def lookup_upstream(self, upstream_id: str) -> SpendEvent | None:
+        """A recent Responses call by the id the provider gave its response."""
+        request_id = self.recent_upstream.get(upstream_id)
+        return None if request_id is None else self.recent.get(request_id)
 
     def describe(self) -> dict[str, Any]:
         return {"spooled": self.spool.appended, "spool": str(self.spool.path)}

@@ -31,6 +31,7 @@ import orjson
 
 from tokenops.call import Call
 from tokenops.errors import GatewayError, UpstreamError
+from tokenops.gateway.background import RUNNING, BackgroundResponses
 from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
 from tokenops.gateway.http import Receive, Send, encode_headers
 from tokenops.gateway.meter import Meter
@@ -91,6 +92,7 @@ class Upstream:
         self.adapters = adapters
         self.timeouts = timeouts
         self.meter = meter
+        self.background: BackgroundResponses | None = None  # set by the gateway: background Responses, metered later
 
     def input_estimate(self, call: Call) -> int:
         return estimate_input(call.shape, call.upstream_model or call.model_requested)
@@ -157,6 +159,10 @@ class Upstream:
             raise UpstreamError(
                 502, "upstream_invalid_response", f"provider {call.provider_name!r} answered with invalid JSON"
             ) from None
+        if call.route == "responses" and str(payload.get("status")) in RUNNING \
+                and isinstance(payload.get("id"), str) and self.background is not None:  # fmt: skip
+            await self._track_background(call, adapter, payload["id"], resp, body, send)
+            return
         problem = None
         try:
             usage = adapter.usage(call.route, payload)
@@ -182,10 +188,28 @@ class Upstream:
         await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
         await send({"type": "http.response.body", "body": body})
 
+    async def _track_background(self, call: Call, adapter: Adapter, response_id: str, resp: UpstreamResponse,
+                                body: bytes, send: Send) -> None:  # fmt: skip
+        """A background response, queued: metered when it ends (:mod:`tokenops.gateway.background`)."""
+        assert self.background is not None
+        try:
+            await self.background.track(call, response_id)
+            event = None
+        except OSError as exc:  # it cannot be kept: record it now rather than never, estimated and flagged
+            log.error("call %s: background response %s cannot be tracked (%s); recorded now, estimated",
+                      call.request_id, response_id, exc)  # fmt: skip
+            event = await self.meter.record(call, status="ok", http_status=resp.status, usage_estimated=True,
+                                            usage=Usage(input_tokens=self.input_estimate(call)),
+                                            error_code="background_untracked", upstream_request_id=response_id)  # fmt: skip
+        headers = {"content-type": resp.headers.get("content-type", "application/json"),
+                   "content-length": str(len(body)), **relayed_headers(resp), **call_headers(call, event)}  # fmt: skip
+        await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
+        await send({"type": "http.response.body", "body": body})
+
     async def _relay_stream(
         self, call: Call, adapter: Adapter, resp: UpstreamResponse, wants_usage: bool, receive: Receive, send: Send
     ) -> None:
-        relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage), adapter.flavor, send)
+        relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage, call.route), adapter.flavor, send)
         headers = {"content-type": resp.headers.get("content-type", "text/event-stream"), "cache-control": "no-cache",
                    **relayed_headers(resp), **call_headers(call, None)}  # fmt: skip
         await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
@@ -317,7 +341,11 @@ class _StreamRelay:
         self.done = True
 
     async def error_event(self, err: GatewayError) -> None:
-        if self.flavor == "anthropic":
+        if self.call.route == "responses":  # the Responses API's own error event
+            body = b"event: error\ndata: " + orjson.dumps(
+                {"type": "error", "code": err.code, "message": err.message, "param": None, "sequence_number": 0}
+            ) + b"\n\n"
+        elif self.flavor == "anthropic":
             body = b"event: error\ndata: " + orjson.dumps(
                 {"type": "error", "error": {"type": "api_error", "message": err.message}}
             ) + b"\n\n"

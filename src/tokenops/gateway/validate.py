@@ -123,7 +123,58 @@ def _server_tools(body: dict[str, Any], flavor: str) -> tuple[int, int]:
         return 0, 1
     if body.get("web_search_options") is not None:
         return 1, 1
+    tools = body.get("tools")
+    if isinstance(tools, list) and any(isinstance(t, dict) and t.get("type") not in (None, "function", "custom")
+                                       for t in tools):  # fmt: skip
+        return 1, SERVER_TOOL_TURNS  # Responses built-in tools: web and file search, code interpreter, MCP, …
     return 0, 1
+
+
+def _response_input(body: dict[str, Any], shape: _Shape) -> int:
+    """The Responses API's ``input`` (a string or a list of items) and ``instructions``; returns the item count."""
+    _optional(body, "instructions", str, "a string")
+    _optional(body, "max_output_tokens", int, "an integer")
+    _optional(body, "previous_response_id", str, "a string")
+    shape.content(body.get("instructions"))
+    given = body.get("input")
+    items: list[Any] = []
+    if isinstance(given, str):
+        shape.chars += len(given)
+        items = [given]
+    elif isinstance(given, list):
+        items = given
+        for i, item in enumerate(given):
+            if not isinstance(item, dict):
+                raise _bad(f"'input[{i}]' must be an object", f"input[{i}]")
+            shape.content(item.get("content"))
+            for name in ("output", "arguments"):  # function_call_output, function_call
+                if isinstance(item.get(name), str):
+                    shape.chars += len(item[name])
+    elif given is not None:
+        raise _bad("'input' must be a string or an array of input items", "input")
+    if any(body.get(name) is not None for name in ("previous_response_id", "conversation", "prompt")):
+        shape.unbounded += 1  # earlier turns, a stored conversation or prompt: billed as input, not in this body
+    return max(1, len(items))
+
+
+def _prompt(body: dict[str, Any], shape: _Shape) -> int:
+    """Legacy completions' ``prompt``: a string, strings, or token arrays."""
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise _bad("'prompt' is required", "prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) and prompt else None
+    if prompts is None:
+        raise _bad("'prompt' must be a string or a non-empty array", "prompt")
+    for p in prompts:
+        if isinstance(p, str):
+            shape.chars += len(p)
+        elif isinstance(p, int) and not isinstance(p, bool):
+            shape.chars += 4  # one token of a pre-tokenized prompt
+        elif isinstance(p, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+            shape.chars += 4 * len(p)
+        else:
+            raise _bad("'prompt' must be a string, an array of strings or an array of token arrays", "prompt")
+    return len(prompts)
 
 
 def _too_deep(raw: bytes, body: Any) -> bool:
@@ -192,6 +243,19 @@ def request(call: Call, raw: bytes) -> None:
         meta = body.get("metadata")
         if isinstance(meta, dict) and meta.get("user_id") is not None:
             _name(meta["user_id"], "metadata.user_id", "an end user id")
+    elif call.route == "responses":
+        messages = _response_input(body, shape)
+        if body.get("safety_identifier") is not None:
+            _name(body["safety_identifier"], "safety_identifier", "an end user id")
+        _optional(body, "background", bool, "a boolean")
+    elif call.route == "completions":
+        messages = _prompt(body, shape)
+        _optional(body, "stream_options", dict, "an object")
+        n = _count(body, "n", MAX_CHOICES)
+        best_of = _count(body, "best_of", 20)
+        if best_of < n:
+            raise _bad("'best_of' must be at least 'n'", "best_of")
+        call.choices = max(n, best_of) * messages  # each prompt gets best_of completions, all billed
     elif call.route == "embeddings":
         inp = body.get("input")
         if inp is None:

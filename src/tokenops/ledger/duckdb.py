@@ -51,7 +51,7 @@ from tokenops.ledger.base import (
 )
 from tokenops.ledger.events import SpendEvent
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
-from tokenops.ledger.reports import Dimension, ReportQuery, SpendReport, UnpricedModel, report_from_rows
+from tokenops.ledger.reports import UNPRICED_SQL, Dimension, ReportQuery, SpendReport, UnpricedModel, report_from_rows
 from tokenops.pricing.model import PriceRow
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
@@ -373,6 +373,12 @@ class DuckDBLedger:
             row = conn.execute(f"SELECT {_COLS} FROM events WHERE request_id = ? LIMIT 1", [request_id]).fetchone()
         return None if row is None else row_event(row)
 
+    def event_by_upstream_id(self, upstream_id: str, route: str) -> SpendEvent | None:
+        with self.connect() as conn:
+            row = conn.execute(f"SELECT {_COLS} FROM events WHERE upstream_request_id = ? AND route = ? "
+                               "ORDER BY ts LIMIT 1", [upstream_id, route]).fetchone()  # fmt: skip
+        return None if row is None else row_event(row)
+
     def count_events(self) -> int:
         return int(self._one("SELECT count(*) FROM events"))
 
@@ -393,7 +399,7 @@ class DuckDBLedger:
         group = f"GROUP BY {', '.join(f'd{i}' for i in range(len(dims)))}" if dims else ""
         sql = (
             f"SELECT {select_dims} count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
-            f"coalesce(sum(cost_usd), 0)::DECIMAL(38,12), count(*) FILTER (WHERE cost_usd IS NULL) "
+            f"coalesce(sum(cost_usd), 0)::DECIMAL(38,12), count(*) FILTER (WHERE {UNPRICED_SQL}) "
             f"FROM events WHERE {' AND '.join(conds)} {group} ORDER BY {len(dims) + 4} DESC, "
             + ", ".join([f"d{i}" for i in range(len(dims))] + ["1"])
         )
@@ -402,7 +408,7 @@ class DuckDBLedger:
     def unpriced_models(self) -> list[UnpricedModel]:
         rows = self._all(
             "SELECT provider, model_used, count(*), min(ts), max(ts), sum(input_tokens), sum(output_tokens) "
-            "FROM events WHERE cost_usd IS NULL GROUP BY ALL ORDER BY 3 DESC, 1, 2"
+            f"FROM events WHERE {UNPRICED_SQL} GROUP BY ALL ORDER BY 3 DESC, 1, 2"
         )
         return [UnpricedModel(p, m, int(n), aware(a), aware(b), int(i), int(o))  # type: ignore[arg-type]
                 for p, m, n, a, b, i, o in rows]  # fmt: skip
@@ -423,18 +429,19 @@ class DuckDBLedger:
     def insert_key(self, rec: KeyRecord) -> None:
         with self.connect() as conn:
             conn.execute(
-                "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO keys (id, name, key_hash, key_prefix, tags, locked_tags, created_at, end_user) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [rec.id, rec.name, rec.key_hash, rec.key_prefix, dict(rec.tags), list(rec.locked_tags),
-                 naive_utc(rec.created_at or datetime.now(UTC))],
+                 naive_utc(rec.created_at or datetime.now(UTC)), rec.end_user],
             )  # fmt: skip
 
     def list_keys(self) -> list[KeyRecord]:
-        rows = self._all("SELECT id, name, key_hash, key_prefix, tags, locked_tags, created_at, revoked_at "
+        rows = self._all("SELECT id, name, key_hash, key_prefix, tags, locked_tags, created_at, revoked_at, end_user "
                          "FROM keys ORDER BY created_at, id")  # fmt: skip
         return [
             KeyRecord(
                 id=r[0], name=r[1], key_hash=r[2], key_prefix=r[3], tags=dict(r[4] or {}),
-                locked_tags=tuple(r[5] or ()), created_at=aware(r[6]), revoked_at=aware(r[7]),
+                locked_tags=tuple(r[5] or ()), created_at=aware(r[6]), revoked_at=aware(r[7]), end_user=r[8],
             )  # fmt: skip
             for r in rows
         ]

@@ -153,6 +153,14 @@ DUCKDB: list[tuple[str, str]] = [
         )
         """,
     ),
+    (
+        "0008_events_upstream_id",  # PostgreSQL indexes it; DuckDB scans the column (no partial indexes there)
+        "SELECT 1",
+    ),
+    (
+        "0009_keys_end_user",  # a key handed to one person: its calls are theirs, whatever the request says
+        "ALTER TABLE keys ADD COLUMN end_user VARCHAR",
+    ),
 ]
 
 
@@ -311,6 +319,16 @@ POSTGRESQL: list[tuple[str, str]] = [
             value TEXT NOT NULL
         )
         """,
+    ),
+    (
+        "0008_events_upstream_id",  # which key and provider created an OpenAI response (GET /v1/responses/{id})
+        """
+        CREATE INDEX events_upstream_id ON events (upstream_request_id) WHERE route = 'responses'
+        """,
+    ),
+    (
+        "0009_keys_end_user",  # a key handed to one person: its calls are theirs, whatever the request says
+        "ALTER TABLE keys ADD COLUMN end_user TEXT",
     ),
 ]
 

@@ -63,7 +63,7 @@ from tokenops.ledger.base import (
 from tokenops.ledger.events import SpendEvent
 from tokenops.ledger.postgres_sql import HOURLY_SUMS, ROLLUP_DIMS, C
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
-from tokenops.ledger.reports import ReportQuery, SpendReport, UnpricedModel, report_from_rows
+from tokenops.ledger.reports import UNPRICED_SQL, ReportQuery, SpendReport, UnpricedModel, report_from_rows
 from tokenops.pricing.model import PriceRow
 from tokenops.scopes import Scope
 
@@ -434,6 +434,12 @@ class PostgresLedger:
             row = conn.execute(f"SELECT {_COLS} FROM events WHERE request_id = %s LIMIT 1", [request_id]).fetchone()
         return None if row is None else row_event(row)
 
+    def event_by_upstream_id(self, upstream_id: str, route: str) -> SpendEvent | None:
+        with self.connect() as conn:
+            row = conn.execute(f"SELECT {_COLS} FROM events WHERE upstream_request_id = %s AND route = %s "
+                               "ORDER BY ts LIMIT 1", [upstream_id, route]).fetchone()  # fmt: skip
+        return None if row is None else row_event(row)
+
     def count_events(self) -> int:
         return int(self._one("SELECT count(*) FROM events"))
 
@@ -467,7 +473,7 @@ class PostgresLedger:
     def unpriced_models(self) -> list[UnpricedModel]:
         rows = self._all(
             "SELECT provider, model_used, count(*), min(ts), max(ts), sum(input_tokens), sum(output_tokens) "
-            f"FROM events WHERE cost_usd IS NULL GROUP BY 1, 2 ORDER BY 3 DESC, provider{C}, model_used{C}"
+            f"FROM events WHERE {UNPRICED_SQL} GROUP BY 1, 2 ORDER BY 3 DESC, provider{C}, model_used{C}"
         )
         return [UnpricedModel(p, m, int(n), aware(a), aware(b), int(i), int(o))  # type: ignore[arg-type]
                 for p, m, n, a, b, i, o in rows]  # fmt: skip
@@ -488,18 +494,19 @@ class PostgresLedger:
     def insert_key(self, rec: KeyRecord) -> None:
         with self.connect() as conn:
             conn.execute(
-                "INSERT INTO keys VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, NULL)",
+                "INSERT INTO keys (id, name, key_hash, key_prefix, tags, locked_tags, created_at, end_user) "
+                "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s, %s)",
                 [rec.id, rec.name, rec.key_hash, rec.key_prefix, orjson.dumps(dict(rec.tags)).decode(),
-                 list(rec.locked_tags), naive_utc(rec.created_at or datetime.now(UTC))],
+                 list(rec.locked_tags), naive_utc(rec.created_at or datetime.now(UTC)), rec.end_user],
             )  # fmt: skip
 
     def list_keys(self) -> list[KeyRecord]:
-        rows = self._all("SELECT id, name, key_hash, key_prefix, tags, locked_tags, created_at, revoked_at "
+        rows = self._all("SELECT id, name, key_hash, key_prefix, tags, locked_tags, created_at, revoked_at, end_user "
                          f"FROM keys ORDER BY created_at, id{C}")  # fmt: skip
         return [
             KeyRecord(
                 id=r[0], name=r[1], key_hash=r[2], key_prefix=r[3], tags=dict(r[4] or {}),
-                locked_tags=tuple(r[5] or ()), created_at=aware(r[6]), revoked_at=aware(r[7]),
+                locked_tags=tuple(r[5] or ()), created_at=aware(r[6]), revoked_at=aware(r[7]), end_user=r[8],
             )  # fmt: skip
             for r in rows
         ]

@@ -149,5 +149,5 @@ class AnthropicAdapter(Adapter):
             raise MissingUsage("the response has no usage object")
         return u
 
-    def stream_meter(self, client_wants_usage: bool) -> StreamMeter:
+    def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
         return AnthropicStreamMeter()

@@ -112,7 +112,7 @@ class Adapter:
         missing or cannot be trusted."""
         raise NotImplementedError
 
-    def stream_meter(self, client_wants_usage: bool) -> StreamMeter:
+    def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
         raise NotImplementedError
 
     @staticmethod

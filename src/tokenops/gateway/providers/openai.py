@@ -1,11 +1,16 @@
-"""OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, …).
+"""OpenAI and OpenAI-compatible servers (vLLM, Ollama, llama.cpp, DeepSeek, …): chat completions, legacy
+completions, embeddings and the Responses API.
 
-Usage: ``prompt_tokens`` already includes cached tokens (``prompt_tokens_details.cached_tokens``);
-``completion_tokens`` includes ``completion_tokens_details.reasoning_tokens``. OpenAI does not report
-cache writes. Counts are read with :func:`tokenops.usage.count` (digit strings, as some compatible servers send,
-are taken; garbage makes the usage untrusted and the call estimated). A stream reports usage only with ``stream_options.include_usage``: the gateway always asks for
-it, and when the client did not, removes the usage chunk and the ``"usage": null`` fields so the client gets
-exactly the stream it asked for.
+Usage: ``prompt_tokens`` (Responses: ``input_tokens``) already includes cached tokens
+(``prompt_tokens_details.cached_tokens``; DeepSeek reports them as ``prompt_cache_hit_tokens``) and cache writes
+(``cache_write_tokens``, billed at the model's cache-write rate); ``completion_tokens`` includes
+``completion_tokens_details.reasoning_tokens``, except on the compatible servers that report reasoning beside it
+(their ``total_tokens`` then counts prompt + completion + reasoning, and the reasoning is added to the output).
+Counts are read with :func:`tokenops.usage.count` (digit strings, as some compatible servers send, are taken;
+garbage makes the usage untrusted and the call estimated). A chat stream reports usage only with
+``stream_options.include_usage``: the gateway always asks for it, and when the client did not, removes the usage
+chunk and the ``"usage": null`` fields so the client gets exactly the stream it asked for. A Responses stream
+carries its usage in its last event (``response.completed``, ``.incomplete`` or ``.failed``).
 """
 
 from __future__ import annotations
@@ -19,25 +24,45 @@ from tokenops.gateway.providers.base import Adapter, StreamMeter, obj
 from tokenops.gateway.sse import SSEEvent
 from tokenops.usage import MissingUsage, Usage, count
 
-PATHS = {"chat.completions": "/chat/completions", "embeddings": "/embeddings", "models": "/models"}
+PATHS = {"chat.completions": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings",
+         "models": "/models", "responses": "/responses"}
+RESPONSE_FINAL = frozenset(("response.completed", "response.incomplete", "response.failed"))
 
 
 def usage_from_openai(u: Any) -> Usage | None:
-    """The usage object of a chat/embeddings answer or stream chunk; None if there is none; raises
-    MalformedUsage if a count cannot be trusted."""
+    """The usage object of a chat/completions/embeddings/responses answer or stream chunk; None if there is
+    none; raises MalformedUsage if a count cannot be trusted."""
     if not isinstance(u, dict):
         return None
     prompt = count(u.get("prompt_tokens", u.get("input_tokens")), "prompt_tokens")
     completion = count(u.get("completion_tokens", u.get("output_tokens")), "completion_tokens")
     pd = obj(u.get("prompt_tokens_details") or u.get("input_tokens_details"))
     cd = obj(u.get("completion_tokens_details") or u.get("output_tokens_details"))
-    cached = min(count(pd.get("cached_tokens"), "cached_tokens"), prompt)
-    reasoning = min(count(cd.get("reasoning_tokens"), "reasoning_tokens"), completion)
-    return Usage(input_tokens=prompt, cache_read_tokens=cached, output_tokens=completion, reasoning_tokens=reasoning)
+    cached = max(count(pd.get("cached_tokens"), "cached_tokens"),
+                 count(u.get("prompt_cache_hit_tokens"), "prompt_cache_hit_tokens"))  # fmt: skip
+    cached = min(cached, prompt)
+    written = min(count(pd.get("cache_write_tokens"), "cache_write_tokens"), prompt - cached)
+    reasoning = count(cd.get("reasoning_tokens"), "reasoning_tokens")
+    total = count(u.get("total_tokens"), "total_tokens")
+    if reasoning > completion or (reasoning and total == prompt + completion + reasoning):
+        completion += reasoning  # reported beside completion_tokens, not inside it (some compatible servers)
+    return Usage(input_tokens=prompt, cache_read_tokens=cached, cache_write_5m_tokens=written,
+                 output_tokens=completion, reasoning_tokens=reasoning)  # fmt: skip
 
 
 def _is_done(data: bytes | None) -> bool:
     return data is not None and data.strip() == b"[DONE]"
+
+
+def _json_object(event: SSEEvent) -> dict[str, Any] | None:
+    """The JSON object an event carries, or None (no data, ``[DONE]``, not JSON, not an object): relayed as is."""
+    if event.data is None or _is_done(event.data):
+        return None
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 class OpenAIStreamMeter(StreamMeter):
@@ -46,14 +71,8 @@ class OpenAIStreamMeter(StreamMeter):
         self.strip_usage = not client_wants_usage
 
     def relay(self, event: SSEEvent) -> bytes:
-        data = event.data
-        if data is None or _is_done(data):
-            return event.raw
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return event.raw
-        if not isinstance(chunk, dict):
+        chunk = _json_object(event)
+        if chunk is None:
             return event.raw
         self.chunks += 1
         if self.model is None and isinstance(chunk.get("model"), str):
@@ -65,6 +84,8 @@ class OpenAIStreamMeter(StreamMeter):
             for name in ("content", "reasoning_content", "refusal"):
                 if isinstance(delta.get(name), str):
                     self.text_chars += len(delta[name])
+            if isinstance(obj(choice).get("text"), str):  # legacy completions
+                self.text_chars += len(choice["text"])
         usage = chunk.get("usage")
         if usage is not None:
             self.take_usage(usage_from_openai, usage)
@@ -79,6 +100,34 @@ class OpenAIStreamMeter(StreamMeter):
         return _is_done(event.data)
 
 
+class ResponsesStreamMeter(StreamMeter):
+    """A Responses API stream: ``event: <type>`` lines, the usage in the whole response of the last event."""
+
+    def relay(self, event: SSEEvent) -> bytes:
+        payload = _json_object(event)
+        if payload is None:
+            return event.raw
+        self.chunks += 1
+        kind = payload.get("type")
+        if isinstance(kind, str) and kind.endswith(".delta") and isinstance(payload.get("delta"), str):
+            self.text_chars += len(payload["delta"])  # text, reasoning summary, tool-call arguments
+        response = payload.get("response")
+        if isinstance(response, dict):
+            if self.model is None and isinstance(response.get("model"), str):
+                self.model = response["model"]
+            if self.upstream_id is None and isinstance(response.get("id"), str):
+                self.upstream_id = response["id"]
+            if "usage" in response and response["usage"] is not None:
+                self.take_usage(usage_from_openai, response["usage"])
+        return event.raw
+
+    def is_final(self, event: SSEEvent) -> bool:
+        if event.event is not None:
+            return event.event in RESPONSE_FINAL
+        data = (event.data or b"").replace(b" ", b"")  # a server that omits the event: line names it in the data
+        return any(b'"type":"' + kind.encode() + b'"' in data for kind in RESPONSE_FINAL)
+
+
 class OpenAIAdapter(Adapter):
     kind = "openai"
     flavor = "openai"
@@ -87,6 +136,8 @@ class OpenAIAdapter(Adapter):
         return self.base_url + PATHS[route]
 
     def output_limit_field(self, route: str, model: str) -> str:
+        if route == "responses":
+            return "max_output_tokens"
         # OpenAI's own API refuses max_tokens on reasoning models; compatible servers (vLLM, Ollama, llama.cpp)
         # know max_tokens everywhere but not always max_completion_tokens.
         host = urlsplit(self.base_url).hostname or ""
@@ -106,7 +157,7 @@ class OpenAIAdapter(Adapter):
         out["model"] = upstream_model
         self.limit_output(out, route, upstream_model, output_limit)
         wants_usage = False
-        if route == "chat.completions" and body.get("stream") is True:
+        if route in ("chat.completions", "completions") and body.get("stream") is True:
             opts = body.get("stream_options")
             opts = dict(opts) if isinstance(opts, dict) else {}
             wants_usage = opts.get("include_usage") is True
@@ -120,5 +171,7 @@ class OpenAIAdapter(Adapter):
             raise MissingUsage("the response has no usage object")
         return u
 
-    def stream_meter(self, client_wants_usage: bool) -> StreamMeter:
+    def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
+        if route == "responses":
+            return ResponsesStreamMeter()
         return OpenAIStreamMeter(client_wants_usage)
