@@ -183,3 +183,18 @@ def test_a_malformed_corrections_file_is_a_one_line_error(cfg: Path, tmp_path: P
     err = capsys.readouterr().err
     assert err.startswith(f"error: {bad}:4: corrections[0].set.cache_read_per_mtok: prices must be quoted")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_service_tier_with_a_row_is_priced_with_it(cfg: Path) -> None:
+    """gpt-5 Flex: $0.625 input, $0.0625 cached input, $5 output per MTok; Priority: $2.50 / $0.25 / $20
+    (https://platform.openai.com/docs/pricing, read 2026-12-02; genai-prices dates the tier rows 2026-10-12)."""
+    args = ["gpt-5", "--input", "10000", "--cached", "2000", "--output", "1000", "--at", "2026-11-01"]
+    flex = calc(cfg, *args, "--tier", "flex")
+    assert flex["cost_usd"] == "0.010125"  # 8000 x 0.625 + 2000 x 0.0625 + 1000 x 5, per million
+    assert flex["service_tier"] == {"requested": "flex", "priced_as": "flex", "flagged": False, "note": "the flex rate"}
+    assert flex["rows"][0]["variant"] == "flex"
+    assert calc(cfg, *args, "--tier", "priority")["cost_usd"] == "0.0405"
+    assert calc(cfg, *args, "--tier", "default")["cost_usd"] == "0.02025"
+    # before genai-prices' tier rows begin: the standard rate, flagged
+    early = calc(cfg, "gpt-5", "--input", "10000", "--output", "1000", "--at", "2026-01-01", "--tier", "flex")
+    assert early["service_tier"]["flagged"] is True and early["rows"][0]["variant"] == ""

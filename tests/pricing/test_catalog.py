@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -153,7 +154,7 @@ def test_price_history_before_and_after_a_change(catalog):
     after = catalog.lookup(["openai"], "o3-2025-04-16", utc(2025, 6, 10))
     assert (before.input_per_mtok, before.output_per_mtok) == (D(10), D(40))
     assert (after.input_per_mtok, after.output_per_mtok) == (D(2), D(8))
-    assert [r.input_per_mtok for r in catalog.rows("openai", "o3")] == [D(10), D(2)]
+    assert [r.input_per_mtok for r in catalog.rows("openai", "o3") if not r.variant] == [D(10), D(2)]
 
 
 def test_lookup_needs_an_aware_time(catalog):
@@ -162,7 +163,7 @@ def test_lookup_needs_an_aware_time(catalog):
 
 
 def test_load_catalog_holds_the_genai_rows_with_the_corrections(catalog):
-    assert catalog.rows() == base_rows()
+    assert len(catalog.rows()) == len(base_rows()) and set(catalog.rows()) == set(base_rows())
     sources = {r.source for r in catalog.rows()}
     assert genai_source() in sources
     corrected = sources - {genai_source()}
@@ -187,3 +188,47 @@ def test_match_results_are_cached_in_a_bounded_dict():
     assert catalog.lookup(["p"], "m", at).model == "m"  # exact names never reach the matcher
     catalog.lookup(["p"], "m-2", at)
     assert len(catalog._matches) <= 2
+
+
+def test_lookup_finds_a_tier_row_or_none(catalog):
+    """OpenAI gpt-5 (https://platform.openai.com/docs/pricing, read 2026-12-02): standard $1.25 / $10, Flex
+    $0.625 / $5, Priority $2.50 / $20 per MTok; genai-prices dates its tier rows from 2026-10-12."""
+    at = utc(2026, 12, 2)
+    standard = catalog.lookup(["openai"], "gpt-5-2025-08-07", at)
+    flex = catalog.lookup(["openai"], "gpt-5-2025-08-07", at, variant="flex")
+    priority = catalog.lookup(["openai"], "gpt-5", at, variant="priority")
+    assert (standard.variant, standard.input_per_mtok, standard.output_per_mtok) == ("", D("1.25"), D(10))
+    assert (flex.variant, flex.input_per_mtok, flex.output_per_mtok) == ("flex", D("0.625"), D(5))
+    assert (priority.variant, priority.input_per_mtok, priority.output_per_mtok) == ("priority", D("2.5"), D(20))
+    assert len({standard.id, flex.id, priority.id}) == 3
+    assert catalog.lookup(["openai"], "gpt-5", at, variant="scale") is None  # no such tier: the caller flags it
+    assert catalog.lookup(["openai"], "gpt-5", utc(2026, 1, 1), variant="flex") is None  # before the tier row
+    # a provider that prices the model answers for its tiers: a later provider's tier is never mixed in
+    override = row("local", "gpt-5", utc(2026, 1, 1), "1", "2", source="config")
+    mixed = PriceCatalog(catalog.rows(), [override])
+    assert mixed.lookup(["local", "openai"], "gpt-5", at, variant="flex") is None
+    assert mixed.lookup(["openai"], "gpt-5", at, variant="flex") == flex
+
+
+def test_a_config_row_can_price_a_tier_and_replaces_the_built_in_tiers(catalog):
+    at = utc(2026, 12, 2)
+    base = row("openai", "gpt-5", utc(2026, 11, 1), "1", "8", source="config")
+    flex = dataclasses.replace(row("openai", "gpt-5", utc(2026, 11, 1), "0.5", "4", source="config"), variant="flex", id="")
+    cat = PriceCatalog(catalog.rows(), [base, flex])
+    assert cat.lookup(["openai"], "gpt-5", at) == base
+    assert cat.lookup(["openai"], "gpt-5", at, variant="flex") == flex
+    assert cat.lookup(["openai"], "gpt-5", at, variant="priority") is None  # the built-in tiers end where config begins
+    assert cat.lookup(["openai"], "gpt-5", utc(2026, 10, 20), variant="priority").input_per_mtok == D("2.5")
+
+
+def test_daily_hours_pick_the_row_by_time_of_day(catalog):
+    """DeepSeek (https://api-docs.deepseek.com/quick_start/pricing, read 2026-12-02): deepseek-chat $0.27 input
+    at UTC 00:30-16:30 and $0.135 at 16:30-00:30 until 2025-09-05 16:00 UTC, then $0.56 all day."""
+    def price(*when: int) -> Decimal:
+        return catalog.lookup(["deepseek"], "deepseek-chat", utc(*when)).input_per_mtok
+
+    assert price(2025, 6, 2, 10) == D("0.27") and price(2025, 6, 2, 17) == D("0.135")
+    assert price(2025, 6, 2, 0, 29) == D("0.135") and price(2025, 6, 2, 0, 30) == D("0.27")
+    assert price(2025, 9, 5, 15, 59) == D("0.27") and price(2025, 9, 5, 16) == D("0.56")
+    assert price(2025, 9, 5, 17) == D("0.56")  # the discount was cancelled
+    assert price(2025, 10, 1, 17) == D("0.28")

@@ -9,13 +9,20 @@ from importlib.metadata import version
 
 import pytest
 from genai_prices.data import providers as genai_providers
-from genai_prices.types import ModelPrice, TimeOfDateConstraint
+from genai_prices.types import ModelPrice
 from genai_prices.types import Usage as GenaiUsage
 
 from tokenops import money
 from tokenops.pricing.catalog import base_rows
-from tokenops.pricing.genai import EPOCH, genai_matcher, genai_price_rows, genai_source, rows_for_model
-from tokenops.pricing.model import price_usage
+from tokenops.pricing.genai import (
+    EPOCH,
+    genai_matcher,
+    genai_price_rows,
+    genai_source,
+    rows_for_model,
+    variant_name,
+)
+from tokenops.pricing.model import format_hours, price_usage
 from tokenops.usage import Usage
 
 D = Decimal
@@ -27,7 +34,7 @@ def row_for(provider: str, model_ref: str, at: datetime = AT):
     """The row the catalog's base rows (the bundled snapshot, corrected) price ``model_ref`` with at ``at``."""
     key = genai_matcher()(provider, model_ref)
     assert key is not None, f"{provider}/{model_ref} not matched"
-    rows = [r for r in base_rows() if (r.provider, r.model) == key and r.in_force(at)]
+    rows = [r for r in base_rows() if (r.provider, r.model) == key and not r.variant and r.in_force(at)]
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -125,11 +132,13 @@ def test_source_names_the_installed_version():
 def test_rows_are_utc_ordered_and_chained():
     rows = genai_price_rows()
     assert len(rows) > 2000
-    assert list(rows) == sorted(rows, key=lambda r: (r.provider, r.model, r.effective_from))
-    for earlier, later in zip(rows, rows[1:], strict=False):
-        assert earlier.effective_from.tzinfo is UTC
-        if (earlier.provider, earlier.model) == (later.provider, later.model):
-            assert earlier.effective_to == later.effective_from
+    line = lambda r: (r.provider, r.model, r.variant, format_hours(r.hours))  # noqa: E731
+    assert [(r.provider, r.model) for r in rows] == sorted((r.provider, r.model) for r in rows)
+    for key in {line(r) for r in rows}:
+        history = sorted((r for r in rows if line(r) == key), key=lambda r: r.effective_from)
+        for earlier, later in zip(history, history[1:], strict=False):
+            assert earlier.effective_from.tzinfo is UTC
+            assert earlier.effective_to is not None and earlier.effective_to <= later.effective_from
     assert len({r.id for r in rows}) == len(rows)
 
 
@@ -143,10 +152,21 @@ def test_reasoning_price():
     assert (row.output_per_mtok, row.reasoning_per_mtok) == (D(8), D(3))
 
 
-def test_time_of_day_prices_take_the_price_in_force_most_of_the_day():
-    # DeepSeek's standard price applies 00:30-16:30 UTC, the 50 % off-peak one the other 8 hours.
-    row = row_for("deepseek", "deepseek-chat")
-    assert (row.input_per_mtok, row.cache_read_per_mtok, row.output_per_mtok) == (D("0.27"), D("0.07"), D("1.1"))
+def test_time_of_day_prices_become_rows_with_daily_hours():
+    # DeepSeek (https://api-docs.deepseek.com/quick_start/pricing, read 2026-12-02): until 2025-09-05 16:00 UTC
+    # deepseek-chat cost $0.27 / $0.07 cache hit / $1.10 per MTok at UTC 00:30-16:30 and half that (the "discount
+    # price") at UTC 16:30-00:30.
+    peak = row_for("deepseek", "deepseek-chat", datetime(2025, 6, 2, 10, 0, tzinfo=UTC))
+    off = row_for("deepseek", "deepseek-chat", datetime(2025, 6, 2, 17, 0, tzinfo=UTC))
+    assert format_hours(peak.hours) == "00:30-16:30" and format_hours(off.hours) == "16:30-00:30"
+    assert (peak.input_per_mtok, peak.cache_read_per_mtok, peak.output_per_mtok) == (D("0.27"), D("0.07"), D("1.1"))
+    assert (off.input_per_mtok, off.cache_read_per_mtok, off.output_per_mtok) == (D("0.135"), D("0.035"), D("0.55"))
+    assert row_for("deepseek", "deepseek-chat", datetime(2025, 6, 2, 0, 29, tzinfo=UTC)) == off  # past midnight
+    assert row_for("deepseek", "deepseek-chat", datetime(2025, 6, 2, 16, 30, tzinfo=UTC)) == off  # end exclusive
+    # several windows a day: V4 Flash's peak is UTC 01:00-04:00 and 06:00-10:00
+    model = next(m for p in genai_providers if p.id == "deepseek" for m in p.models if m.id == "deepseek-v4-flash")
+    hours = {format_hours(r.hours) for r in rows_for_model("deepseek", model, "test")}
+    assert hours == {"01:00-04:00,06:00-10:00", "04:00-06:00,10:00-01:00"}
 
 
 def test_free_models_are_explicit_zero_and_unit_only_models_are_unpriced():
@@ -197,28 +217,32 @@ USAGES = [
 
 
 def test_every_row_prices_like_genai_prices():
-    """For token usage, each row gives exactly genai-prices' own price on the row's first day."""
+    """For token usage, each row gives exactly genai-prices' own price on the row's first day (at the start of
+    its first daily window, for a row with hours), variant rows with genai-prices' price for that variant."""
     checked = 0
     for provider in genai_providers:
         for model in provider.models:
-            if isinstance(model.prices, list) and any(
-                isinstance(c.constraint, TimeOfDateConstraint) for c in model.prices
-            ):
-                continue  # covered by the time-of-day test: a row holds one of the day's prices
+            contexts = {variant_name(v.when): v.when for v in model.price_variants or ()}
             for row in rows_for_model(provider.id, model, "test"):
                 at = row.effective_from + timedelta(hours=12)
+                if row.hours:
+                    start = row.hours[0][0]
+                    at = row.effective_from + timedelta(hours=start.hour, minutes=start.minute)
+                assert row.in_force(at)
+                context = contexts[row.variant] if row.variant else None
                 for usage in USAGES:
-                    expected = model.calc_price(_genai_usage(usage), provider, genai_request_timestamp=at)
+                    expected = model.calc_price(_genai_usage(usage), provider, genai_request_timestamp=at,
+                                                price_context=context)  # fmt: skip
                     got = price_usage(usage, row)
-                    assert got.total == money.quantize(expected.total_price), (provider.id, model.id, usage)
+                    assert got.total == money.quantize(expected.total_price), (provider.id, model.id, row, usage)
                     checked += 1
-    assert checked > 8000
+    assert checked > 9000
 
 
 def test_tier_threshold_is_strictly_greater_than_like_genai_prices():
     provider = next(p for p in genai_providers if p.id == "anthropic")
     model = next(m for m in provider.models if m.id == "claude-sonnet-4-5")
-    (row,) = rows_for_model("anthropic", model, "test")
+    (row,) = [r for r in rows_for_model("anthropic", model, "test") if not r.variant]
     assert isinstance(model.prices, ModelPrice)
     for n in (199_999, 200_000, 200_001):
         usage = Usage(input_tokens=n, output_tokens=1)

@@ -29,6 +29,8 @@ def _row(r: Any, *, history: bool = False) -> dict[str, Any]:
         v = getattr(r, f)
         d[f] = None if v is None else format(v, "f")
     d["long_context_tiers"] = len(r.tiers)
+    d["variant"] = r.variant or None  # a service tier's row (flex, priority, batch); none: the standard price
+    d["hours"] = _hours(r.hours)  # the UTC hours of each day the row applies in (DeepSeek off-peak); none: all day
     d["effective_from"] = r.effective_from.date().isoformat()
     d["effective_to"] = r.effective_to.date().isoformat() if r.effective_to else None
     d["source"] = r.source
@@ -64,12 +66,13 @@ def list_(
     rows = [
         _row(r)
         for r in catalog.rows(provider=provider)
-        if r.in_force(now) and (search is None or search.lower() in r.model.lower())
+        if r.effective_from <= now and (r.effective_to is None or now < r.effective_to)  # any hours of the day
+        and (search is None or search.lower() in r.model.lower())
     ]
     if provider and not rows:
         raise UsageError(f"no prices for provider {provider!r} (try without --provider, or --search)")
     emit(rows, fmt, title="Prices (USD per million tokens)", payload={"prices": rows},
-         columns=["provider", "model", "input_per_mtok", "cache_read_per_mtok", "cache_write_5m_per_mtok",
+         columns=["provider", "model", "variant", "hours", "input_per_mtok", "cache_read_per_mtok", "cache_write_5m_per_mtok",
                   "output_per_mtok", "source"])  # fmt: skip
 
 
@@ -99,14 +102,19 @@ def show(
         for key in keys for r in catalog.rows(*key) for t in r.tiers
     ]  # fmt: skip
     emit(rows, fmt, title=f"Prices of {model} (USD per million tokens)", payload={"model": model, "rows": rows,
-         "tiers": tiers}, columns=["provider", "model", *_FIELDS, "effective_from", "effective_to", "source"])  # fmt: skip
+         "tiers": tiers}, columns=["provider", "model", "variant", "hours", *_FIELDS, "effective_from", "effective_to",
+                                   "source"])  # fmt: skip
     if tiers and fmt is Format.table:
         emit(tiers, fmt, title="Long-context tiers (whole call priced at the tier when the prompt is larger)")
 
 
-# Service tiers priced like the standard one (their names for it); any other is not in the catalog yet.
-_STANDARD_TIERS = ("standard", "default", "auto")
 _PREFERRED = ("openai", "anthropic", "google")  # tried first when --provider is not given and the config has none
+def _hours(hours: Any) -> str | None:
+    from tokenops.pricing.model import format_hours
+
+    return format_hours(hours) or None
+
+
 # What a price the row leaves out is billed at (tokenops.pricing.model.price_usage).
 _UNSET = {"input_per_mtok": "0", "cache_read_per_mtok": "= input", "cache_write_5m_per_mtok": "= input",
           "cache_write_1h_per_mtok": "= 5m write", "output_per_mtok": "0", "reasoning_per_mtok": "= output"}  # fmt: skip
@@ -125,8 +133,8 @@ def calc(
         "--cache-write-1h", min=0, help="Of --input: 1-hour prompt-cache writes.")] = 0,
     reasoning: Annotated[int, typer.Option("--reasoning", min=0, help="Of --output: reasoning tokens.")] = 0,
     tier: Annotated[str | None, typer.Option(
-        "--tier", help="Service tier (standard, flex, priority, batch, …). The catalog has standard prices only: "
-                       "another tier is priced at the standard rate, and flagged.")] = None,
+        "--tier", help="Service tier (standard, flex, priority, batch, …): priced with the catalog's row for that "
+                       "tier; a tier the catalog has no row for is priced at the standard rate, and flagged.")] = None,
     at: Annotated[str | None, typer.Option(
         "--at", help="When the call is made: 2025-10-15, 2025-10-15T12:00 (UTC unless it has an offset), or 30d/12h "
                      "ago. Default: now.")] = None,
@@ -143,7 +151,7 @@ def calc(
     from decimal import ROUND_HALF_EVEN, Decimal
 
     from tokenops import money
-    from tokenops.pricing.model import price_usage
+    from tokenops.pricing.model import format_hours, price_usage, tier_variant
     from tokenops.timespec import parse_time
     from tokenops.usage import MalformedUsage, Usage
 
@@ -167,19 +175,24 @@ def calc(
         raise UsageError(f"no price known for model {model!r} under {where} at {_iso(when)}; calls to it are "
                          "recorded as unpriced. Add a row under prices: in the config.")  # fmt: skip
     name, row = found
+    service_tier = None
+    if tier is not None:  # the tier's own row, as the gateway prices a call its provider says that tier served
+        variant = tier_variant(tier)
+        tiered = catalog.lookup((row.provider,), row.model, when, variant=variant) if variant else None
+        row = tiered or row
+        flagged = bool(variant) and tiered is None
+        note = (f"service tier {tier!r} is not in the price catalog: the standard rate was used" if flagged
+                else f"the {variant} rate" if variant else "the standard rate")  # fmt: skip
+        service_tier = {"requested": tier, "priced_as": variant if tiered else "standard", "flagged": flagged,
+                        "note": note}  # fmt: skip
     cost = price_usage(usage, row)
     exact = money.add(cost.input, cost.cache_read, cost.cache_write, cost.output, cost.request)
     applied = row.tier_at(usage.input_tokens)
     rates = row.prices_for(usage)
-    service_tier = None
-    if tier is not None:
-        flagged = tier.strip().lower() not in _STANDARD_TIERS
-        service_tier = {"requested": tier, "priced_as": "standard", "flagged": flagged,
-                        "note": (f"service tier {tier!r} is not in the price catalog: the standard rate was used"
-                                 if flagged else "the standard rate")}  # fmt: skip
     others = [] if provider else _others(catalog, model, when, row.provider)
     price_row = {
         "id": row.id, "provider": row.provider, "model": row.model, "source": row.source,
+        "variant": row.variant, "hours": format_hours(row.hours) or None,
         "effective_from": _iso(row.effective_from), "effective_to": _iso(row.effective_to) if row.effective_to else None,
         "rates_applied": {f: _dec(rates[f]) for f in _FIELDS} | {"per_request": _dec(row.per_request)},
         "base_rates": {f: _dec(getattr(row, f)) for f in _FIELDS},

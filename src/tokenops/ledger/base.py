@@ -39,7 +39,7 @@ from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.events import SpendEvent, canonical
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
 from tokenops.ledger.reports import ReportQuery, SpendReport, UnpricedModel
-from tokenops.pricing.model import PRICE_FIELDS, PriceRow
+from tokenops.pricing.model import PRICE_FIELDS, PriceRow, format_hours, parse_hours
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
 
@@ -121,7 +121,7 @@ class Table:
 # (the identity secret proves which ledger a gateway serves: a copy is another ledger and makes its own).
 TABLES: dict[str, Table] = {
     "price_rows": Table(("id", "provider", "model", "effective_from", "effective_to", "source", "prices",
-                         "first_used_at"), ("id",)),
+                         "first_used_at", "variant", "hours"), ("id",)),
     "keys": Table(("id", "name", "key_hash", "key_prefix", "tags", "locked_tags", "created_at", "revoked_at",
                    "end_user"), ("id",), mutable=True),
     "budgets": Table(("name", "definition", "updated_at", "updated_by"), ("name",), mutable=True),
@@ -238,18 +238,31 @@ _RECORD_FIELDS = {
 
 def price_row_record(row: PriceRow) -> dict[str, Any]:
     """The spool record of a price row, written before the first event priced with it, so that a drain needs
-    no price catalog of its own (see :class:`tokenops.gateway.writer.LedgerWriter`)."""
-    return {"record": "price_row", "id": row.id, "provider": row.provider, "model": row.model,
-            "effective_from": None if row.effective_from is None else row.effective_from.isoformat(),
-            "effective_to": None if row.effective_to is None else row.effective_to.isoformat(),
-            "source": row.source, "prices": price_row_json(row)}  # fmt: skip
+    no price catalog of its own (see :class:`tokenops.gateway.writer.LedgerWriter`). ``variant`` and ``hours``
+    are written only when set (a service tier's row, a row of some hours of the day)."""
+    record = {"record": "price_row", "id": row.id, "provider": row.provider, "model": row.model,
+              "effective_from": None if row.effective_from is None else row.effective_from.isoformat(),
+              "effective_to": None if row.effective_to is None else row.effective_to.isoformat(),
+              "source": row.source, "prices": price_row_json(row)}  # fmt: skip
+    if row.variant:
+        record["variant"] = row.variant
+    if row.hours:
+        record["hours"] = format_hours(row.hours)
+    return record
 
 
 def price_row_values(r: Mapping[str, Any], now: datetime) -> list[Any]:
     """The ``price_rows`` columns of a price row record (of a catalog row: ``price_row_values(price_row_record(row),
-    now)``), ``now`` being when it was recorded."""
+    now)``), ``now`` being when it was recorded, in the order of :data:`PRICE_ROW_INSERT`."""
     return [r["id"], r["provider"], r["model"], parse_ts(r.get("effective_from")), parse_ts(r.get("effective_to")),
-            r["source"], r["prices"], now]  # fmt: skip
+            r["source"], r["prices"], now, r.get("variant") or "", r.get("hours") or None]  # fmt: skip
+
+
+def price_row_insert(param: str) -> str:
+    """The INSERT of one ``price_rows`` row (``param``: the driver's placeholder), ignoring a row already there."""
+    columns = TABLES["price_rows"].columns
+    return (f"INSERT INTO price_rows ({', '.join(columns)}) VALUES ({', '.join([param] * len(columns))}) "
+            "ON CONFLICT DO NOTHING")  # fmt: skip
 
 
 def record_problem(r: dict[str, Any]) -> str | None:
@@ -261,7 +274,7 @@ def record_problem(r: dict[str, Any]) -> str | None:
     for name in required:
         if not isinstance(r.get(name), str):
             return f"{kind} record without a text {name!r}"
-    for name in ("key_id", "model"):
+    for name in ("key_id", "model", "variant", "hours"):
         if r.get(name) is not None and not isinstance(r[name], str):
             return f"{kind} record with a {name!r} that is not text"
     threshold = r.get("threshold")
@@ -273,6 +286,10 @@ def record_problem(r: dict[str, Any]) -> str | None:
                 raise ValueError
         except ValueError:
             return "price_row record whose prices are not a JSON object"
+        try:
+            parse_hours(r.get("hours") if isinstance(r.get("hours"), str) else None)
+        except ValueError:
+            return "price_row record whose hours are not HH:MM-HH:MM windows"
     for name in ("period_start", "fired_at", "requested_at", "effective_from", "effective_to"):
         if r.get(name) is not None:  # absent or null: nothing to parse (price rows may be open-ended)
             try:

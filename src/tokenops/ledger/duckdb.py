@@ -45,6 +45,7 @@ from tokenops.ledger.base import (
     keyset,
     naive_utc,
     parse_ts,
+    price_row_insert,
     price_row_record,
     price_row_values,
     row_event,
@@ -171,10 +172,7 @@ class _Session:
         now = datetime.now(UTC).replace(tzinfo=None)
         for row in by_id.values():
             if row.id not in known:
-                self.conn.execute(
-                    "INSERT INTO price_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    price_row_values(price_row_record(row), now),
-                )  # fmt: skip
+                self.conn.execute(price_row_insert("?"), price_row_values(price_row_record(row), now))
 
     def insert_events(self, events: Sequence[SpendEvent]) -> int:
         """Bulk-insert events, skipping request ids already in the ledger ("doubles none").
@@ -234,8 +232,7 @@ class _Session:
                 [r["id"], r.get("key_id"), r["reason"], r.get("model"), r.get("message"), parse_ts(r["requested_at"])],
             )
         elif kind == "price_row":
-            self.conn.execute("INSERT INTO price_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                              price_row_values(r, datetime.now(UTC).replace(tzinfo=None)))
+            self.conn.execute(price_row_insert("?"), price_row_values(r, datetime.now(UTC).replace(tzinfo=None)))
         else:
             raise ValueError(f"unknown spool record {kind!r}")
 

@@ -161,6 +161,13 @@ DUCKDB: list[tuple[str, str]] = [
         "0009_keys_end_user",  # a key handed to one person: its calls are theirs, whatever the request says
         "ALTER TABLE keys ADD COLUMN end_user VARCHAR",
     ),
+    (
+        "0010_price_rows_variant",  # service-tier rows (flex, priority, batch) and daily hours (DeepSeek off-peak)
+        """
+        ALTER TABLE price_rows ADD COLUMN variant VARCHAR DEFAULT '';   -- '' is the standard price
+        ALTER TABLE price_rows ADD COLUMN hours VARCHAR;                -- '16:30-00:30' (UTC), NULL: all day
+        """,
+    ),
 ]
 
 
@@ -329,6 +336,13 @@ POSTGRESQL: list[tuple[str, str]] = [
     (
         "0009_keys_end_user",  # a key handed to one person: its calls are theirs, whatever the request says
         "ALTER TABLE keys ADD COLUMN end_user TEXT",
+    ),
+    (
+        "0010_price_rows_variant",  # service-tier rows (flex, priority, batch) and daily hours (DeepSeek off-peak)
+        """
+        ALTER TABLE price_rows ADD COLUMN variant TEXT NOT NULL DEFAULT '';  -- '' is the standard price
+        ALTER TABLE price_rows ADD COLUMN hours TEXT;                        -- '16:30-00:30' (UTC), NULL: all day
+        """,
     ),
 ]
 

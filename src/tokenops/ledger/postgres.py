@@ -56,6 +56,7 @@ from tokenops.ledger.base import (
     keyset,
     naive_utc,
     parse_ts,
+    price_row_insert,
     price_row_record,
     price_row_values,
     row_event,
@@ -133,10 +134,7 @@ class _Session:
         by_id = {r.id: r for r in rows}
         now = datetime.now(UTC).replace(tzinfo=None)
         for row in sorted(by_id.values(), key=lambda r: r.id):  # one order for every process: no deadlock
-            self.conn.execute(
-                "INSERT INTO price_rows VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                price_row_values(price_row_record(row), now),
-            )  # fmt: skip
+            self.conn.execute(price_row_insert("%s"), price_row_values(price_row_record(row), now))
 
     def insert_events(self, events: Sequence[SpendEvent]) -> int:
         if not events:
@@ -202,8 +200,7 @@ class _Session:
                 [r["id"], r.get("key_id"), r["reason"], r.get("model"), r.get("message"), parse_ts(r["requested_at"])],
             )
         elif kind == "price_row":
-            self.conn.execute("INSERT INTO price_rows VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                              price_row_values(r, datetime.now(UTC).replace(tzinfo=None)))
+            self.conn.execute(price_row_insert("%s"), price_row_values(r, datetime.now(UTC).replace(tzinfo=None)))
         else:
             raise ValueError(f"unknown spool record {kind!r}")
 

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tokenops.pricing.model import PriceRow
+from tokenops.pricing.model import PriceRow, format_hours
 
 if TYPE_CHECKING:
     from tokenops.pricing.genai import GenaiData
@@ -40,6 +40,8 @@ Matcher = Callable[[str, str], tuple[str, str] | None]
 """``matcher(provider, model_ref)`` → the (provider, model) key of the rows that price ``model_ref``, or None."""
 
 _Key = tuple[str, str]
+# A *line*: the rows of one (provider, model, variant, hours), each ended by the next one's start.
+_LineKey = tuple[str, str, str, str]
 _MISSING = object()
 
 
@@ -67,31 +69,58 @@ class PriceCatalog:
     ) -> None:
         base = _group(rows, "catalog")
         extra = _group(overrides, "override")
-        histories: dict[_Key, tuple[PriceRow, ...]] = {}
-        for key in base.keys() | extra.keys():
-            histories[key] = _replace_from(base.get(key, []), extra.get(key, []))
+        # Overrides replace per (provider, model): the earliest config row, of any variant or hours, ends every
+        # built-in line of that model.
+        cutover: dict[_Key, datetime] = {}
+        for line_key, config_rows in extra.items():
+            key = line_key[:2]
+            cutover[key] = min(cutover.get(key, config_rows[0].effective_from), config_rows[0].effective_from)
+        lines: dict[_LineKey, tuple[PriceRow, ...]] = {}
+        for line_key in base.keys() | extra.keys():
+            cut = cutover.get(line_key[:2])
+            kept = base.get(line_key, [])
+            if cut is not None:
+                kept = [_end_by(r, cut) for r in kept if r.effective_from < cut]
+            if kept or line_key in extra:
+                lines[line_key] = (*kept, *extra.get(line_key, []))
 
-        self._histories = histories
-        self._starts = {key: tuple(r.effective_from for r in rows) for key, rows in histories.items()}
+        # per (provider, model, variant): the lines to try, each with its start times for a bisect
+        self._lines: dict[tuple[str, str, str], list[tuple[tuple[datetime, ...], tuple[PriceRow, ...]]]] = {}
+        histories: dict[_Key, list[PriceRow]] = {}
+        for line_key in sorted(lines):
+            line = lines[line_key]
+            self._lines.setdefault(line_key[:3], []).append((tuple(r.effective_from for r in line), line))
+            histories.setdefault(line_key[:2], []).extend(line)
+        self._histories = {key: tuple(sorted(rows, key=_row_order)) for key, rows in histories.items()}
         self._by_lower: dict[_Key, _Key] = {}
-        for provider, model in sorted(histories):
+        for provider, model in sorted(self._histories):
             self._by_lower.setdefault((provider, model.lower()), (provider, model))
-        self._all = tuple(row for key in sorted(histories) for row in histories[key])
+        self._all = tuple(row for key in sorted(self._histories) for row in self._histories[key])
         self._by_id = {row.id: row for row in self._all}
         self._matcher = matcher
         self._match_cache_size = match_cache_size
         self._matches: dict[_Key, _Key | None] = {}
 
-    def lookup(self, providers: Sequence[str], model: str, at: datetime) -> PriceRow | None:
-        """The row that prices ``model`` at ``at``, from the first of ``providers`` that has one in force."""
+    def lookup(self, providers: Sequence[str], model: str, at: datetime, variant: str = "") -> PriceRow | None:
+        """The row that prices ``model`` at ``at``, from the first of ``providers`` that has one in force.
+
+        ``at`` picks the row in force at that moment, and among rows with daily ``hours`` (DeepSeek's peak and
+        off-peak prices) the one whose window holds its UTC time of day. ``variant`` (``"flex"``, ``"priority"``,
+        ``"batch"``, …) asks for that service tier's row instead of the standard one: the first provider whose
+        rows price the model at ``at`` answers, with its variant row, or None when it has no such variant (the
+        caller then prices at the standard rate and says so); a later provider's variant is never mixed in."""
         if at.tzinfo is None:
             raise ValueError("PriceCatalog.lookup needs a timezone-aware time")
         if isinstance(providers, str):  # a bare name would otherwise be read as a sequence of letters
             providers = (providers,)
         for provider in providers:
             key = self._resolve(provider, model)
-            if key is not None and (row := self._in_force(key, at)) is not None:
+            if key is None:
+                continue
+            if (row := self._in_force(key, at, variant)) is not None:
                 return row
+            if variant and self._in_force(key, at, "") is not None:
+                return None
         return None
 
     def resolve(self, provider: str, model: str) -> tuple[str, str] | None:
@@ -99,7 +128,8 @@ class PriceCatalog:
         return self._resolve(provider, model)
 
     def rows(self, provider: str | None = None, model: str | None = None) -> tuple[PriceRow, ...]:
-        """Rows in force at some time, history included, ordered by provider, model and date."""
+        """Rows in force at some time, history included, ordered by provider and model, then the standard rows
+        before each variant's, by date and daily hours."""
         if provider is not None and model is not None:
             return self._histories.get((provider, model), ())
         return tuple(
@@ -117,13 +147,15 @@ class PriceCatalog:
     def __len__(self) -> int:
         return len(self._all)
 
-    def _in_force(self, key: _Key, at: datetime) -> PriceRow | None:
-        history = self._histories[key]
-        i = bisect_right(self._starts[key], at) - 1
-        if i < 0:
-            return None
-        row = history[i]
-        return row if row.effective_to is None or at < row.effective_to else None
+    def _in_force(self, key: _Key, at: datetime, variant: str = "") -> PriceRow | None:
+        for starts, line in self._lines.get((*key, variant), ()):
+            i = bisect_right(starts, at) - 1
+            if i < 0:
+                continue
+            row = line[i]
+            if (row.effective_to is None or at < row.effective_to) and row.applies_at(at):
+                return row
+        return None
 
     def _resolve(self, provider: str, model: str) -> _Key | None:
         key = (provider, model)
@@ -177,30 +209,26 @@ def _corrected(data: GenaiData) -> tuple[PriceRow, ...]:
     return apply_corrections(data.rows, load_corrections())
 
 
-def _group(rows: Iterable[PriceRow], what: str) -> dict[_Key, list[PriceRow]]:
-    """Rows by (provider, model), each history ordered and chained (a row ends where the next begins)."""
-    groups: dict[_Key, list[PriceRow]] = {}
+def _group(rows: Iterable[PriceRow], what: str) -> dict[_LineKey, list[PriceRow]]:
+    """Rows by (provider, model, variant, hours), each line ordered and chained (a row ends where the next begins)."""
+    groups: dict[_LineKey, list[PriceRow]] = {}
     for row in rows:
-        groups.setdefault((row.provider, row.model), []).append(row)
+        groups.setdefault((row.provider, row.model, row.variant, format_hours(row.hours)), []).append(row)
     for key, history in groups.items():
         history.sort(key=lambda r: r.effective_from)
         for earlier, later in zip(history, history[1:], strict=False):
             if earlier.effective_from == later.effective_from and earlier != later:
-                raise ValueError(
-                    f"two {what} prices for {key[0]}/{key[1]} start at {earlier.effective_from.isoformat()}"
-                )
+                which = f"{key[0]}/{key[1]}" + (f" ({key[2]})" if key[2] else "") + (f" at {key[3]}" if key[3] else "")
+                raise ValueError(f"two {what} prices for {which} start at {earlier.effective_from.isoformat()}")
         deduped = [r for i, r in enumerate(history) if i == 0 or r != history[i - 1]]
         groups[key] = [_end_by(r, nxt.effective_from) for r, nxt in zip(deduped, deduped[1:], strict=False)]
         groups[key].append(deduped[-1])
     return groups
 
 
-def _replace_from(base: list[PriceRow], overrides: list[PriceRow]) -> tuple[PriceRow, ...]:
-    if not overrides:
-        return tuple(base)
-    cutover = overrides[0].effective_from
-    kept = [_end_by(r, cutover) for r in base if r.effective_from < cutover]
-    return (*kept, *overrides)
+def _row_order(row: PriceRow) -> tuple[bool, str, datetime, str]:
+    """Listing order within a model: the standard rows first, then each variant; by date, then by hours."""
+    return (row.variant != "", row.variant, row.effective_from, format_hours(row.hours))
 
 
 def _end_by(row: PriceRow, end: datetime) -> PriceRow:

@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tokenops.errors import ConfigError
-from tokenops.pricing.entries import Moment, Name, Price, TierEntry
+from tokenops.pricing.entries import Moment, Name, Price, TierEntry, Variant
 from tokenops.pricing.model import PRICE_FIELDS, PriceRow
 
 __all__ = ["CORRECTIONS_FILE", "Correction", "PriceFix", "apply_corrections", "load_corrections"]
@@ -87,6 +87,7 @@ class Correction(BaseModel):
 
     provider: Name
     model: Name
+    variant: Variant = ""  # the rows it corrects: the standard ones, or one service tier's
     effective_from: Moment | None = None
     effective_to: Moment | None = None
     fix: PriceFix = Field(alias="set")
@@ -173,7 +174,7 @@ def _check_overlaps(corrections: tuple[Correction, ...], root: yaml.Node | None,
     """Two corrections of one model over the same moment would make the result depend on their order."""
     for i, later in enumerate(corrections):
         for j, earlier in enumerate(corrections[:i]):
-            if (earlier.provider, earlier.model) != (later.provider, later.model):
+            if (earlier.provider, earlier.model, earlier.variant) != (later.provider, later.model, later.variant):
                 continue
             if _overlap(earlier, later):
                 raise ConfigError(
@@ -190,17 +191,55 @@ def _overlap(a: Correction, b: Correction) -> bool:
 
 
 def apply_corrections(rows: Iterable[PriceRow], corrections: Iterable[Correction]) -> tuple[PriceRow, ...]:
-    """``rows`` (a whole catalog's base rows, each model's history chained) with ``corrections`` applied."""
-    by_key: dict[tuple[str, str], list[Correction]] = {}
+    """``rows`` (a whole catalog's base rows, each model's history chained) with ``corrections`` applied.
+
+    A correction applies to the rows of its ``variant`` ("" — the standard rows — unless it names one). Where it
+    gives the daily-windowed rows of one period (DeepSeek's peak and off-peak prices) the same prices, they
+    become one all-day row: a price change that ended an off-peak discount is one correction."""
+    by_key: dict[tuple[str, str, str], list[Correction]] = {}
     for c in corrections:
-        by_key.setdefault((c.provider, c.model), []).append(c)
+        by_key.setdefault((c.provider, c.model, c.variant), []).append(c)
     out: list[PriceRow] = []
     for row in rows:
         pieces = [row]
-        for c in by_key.get((row.provider, row.model), ()):
+        for c in by_key.get((row.provider, row.model, row.variant), ()):
             pieces = [part for piece in pieces for part in _patch(piece, c)]
         out.extend(pieces)
+    return _merge_windows(out) if by_key else tuple(out)
+
+
+def _merge_windows(rows: list[PriceRow]) -> tuple[PriceRow, ...]:
+    """Corrected windowed rows of one period whose prices are now equal, as one row (all day when they covered it)."""
+    groups: dict[tuple[Any, ...], list[PriceRow]] = {}
+    for row in rows:
+        if row.hours and "corrected per" in row.source:
+            groups.setdefault((row.provider, row.model, row.variant, row.effective_from, row.effective_to), []).append(row)
+    merged: dict[int, PriceRow | None] = {}
+    for group in groups.values():
+        first = group[0]
+        same = all(dataclasses.replace(r, hours=()) == dataclasses.replace(first, hours=()) for r in group)
+        if len(group) < 2 or not same:
+            continue
+        windows = tuple(sorted(w for r in group for w in r.hours))
+        hours = () if _whole_day(windows) else windows
+        merged[id(first)] = dataclasses.replace(first, hours=hours, id="")
+        for r in group[1:]:
+            merged[id(r)] = None
+    out = []
+    for row in rows:
+        replacement = merged.get(id(row), row)
+        if replacement is not None:
+            out.append(replacement)
     return tuple(out)
+
+
+def _whole_day(windows: tuple[Any, ...]) -> bool:
+    """Whether daily windows (as :attr:`PriceRow.hours`) cover all 24 hours without overlap."""
+    seconds = 0
+    for start, end in windows:
+        a, b = start.hour * 3600 + start.minute * 60 + start.second, end.hour * 3600 + end.minute * 60 + end.second
+        seconds += (b - a) % 86400
+    return seconds == 86400
 
 
 def _patch(row: PriceRow, c: Correction) -> list[PriceRow]:

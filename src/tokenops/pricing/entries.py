@@ -29,9 +29,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tokenops import money
-from tokenops.pricing.model import LongContextTier, PriceRow
+from tokenops.pricing.model import STANDARD_TIERS, LongContextTier, PriceRow
 
-__all__ = ["PriceEntry", "TierEntry"]
+__all__ = ["PriceEntry", "TierEntry", "Variant"]
 
 
 def _price(value: Any) -> Decimal:
@@ -67,6 +67,15 @@ def _utc(value: datetime) -> datetime:
 Price = Annotated[Decimal, BeforeValidator(_price)]
 Moment = Annotated[datetime, BeforeValidator(_moment), AfterValidator(_utc)]
 Name = Annotated[str, Field(min_length=1)]
+
+
+def _variant(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in STANDARD_TIERS:
+        return ""  # "default", "standard", "auto": the standard price
+    return value
+
+
+Variant = Annotated[str, BeforeValidator(_variant), Field(max_length=40, pattern=r"^[a-z0-9_.-]*$")]
 
 
 class TierEntry(BaseModel):
@@ -121,6 +130,8 @@ class PriceEntry(BaseModel):
     per_request: Price | None = None
     tiers: tuple[TierEntry, ...] = ()
     context_window: int | None = Field(None, gt=0, le=1_000_000_000)
+    # the service tier this row prices ("flex", "priority", "batch", …); absent: the standard price
+    variant: Variant = ""
 
     @model_validator(mode="after")
     def _distinct_tiers(self) -> PriceEntry:
@@ -137,6 +148,7 @@ class PriceEntry(BaseModel):
             effective_from=self.effective_from,
             source=source,
             context_window=self.context_window,
+            variant=self.variant,
             per_request=self.per_request,
             tiers=tuple(t.to_tier() for t in sorted(self.tiers, key=lambda t: t.above_input_tokens)),
             **{name: getattr(self, name) for name in _TOKEN_PRICES},

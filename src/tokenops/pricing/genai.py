@@ -39,10 +39,13 @@ What a price row cannot represent, and what is done instead:
   OCR per page) gets no row for that period: it is unpriced then, never $0. A model genai-prices lists with
   no price at all is free by its data (OpenRouter ``:free`` models, Copilot-included ones, OpenAI
   moderation) and gets a row with explicit $0 input and output prices.
-* ``price_variants`` (batch processing, OpenAI service tiers ``flex``/``priority``/``fast``, Anthropic fast
-  mode, Google batch/flex/priority, routing variants) are ignored: the row holds the standard price.
-* ``TimeOfDateConstraint`` prices (DeepSeek's peak/off-peak hours) cannot be a row: within each period the
-  row holds the price genai-prices applies for the greatest part of the UTC day.
+* ``price_variants`` whose condition is a service tier (``{"service_tier": "flex"}``, ``priority``, ``fast``;
+  ``default`` is the standard price) or batch processing (``{"processing": "batch"}``) become rows with that
+  ``variant`` (:func:`variant_name`), priced with genai-prices' own ``get_prices(…, price_context)`` and present
+  only while genai-prices offers the variant (its start dates). Other variants (routing, search type,
+  Anthropic's fast mode) are ignored.
+* ``TimeOfDateConstraint`` prices (DeepSeek's peak/off-peak hours) become one row per price of the day, each with
+  the daily UTC ``hours`` it applies in.
 """
 
 from __future__ import annotations
@@ -50,7 +53,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -59,7 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokenops.errors import TokenOpsError
-from tokenops.pricing.model import PRICE_FIELDS, LongContextTier, PriceRow
+from tokenops.pricing.model import PRICE_FIELDS, STANDARD_TIERS, LongContextTier, PriceRow
 
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, ModelPrice, Provider
@@ -76,6 +78,7 @@ __all__ = [
     "load_data_file",
     "parse_data",
     "rows_for_model",
+    "variant_name",
 ]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -93,7 +96,6 @@ _TOKEN_KEYS: tuple[tuple[str, str], ...] = (
 )
 _REQUESTS_KEY = "requests_kcount"
 _THOUSAND = Decimal(1000)
-_MINUTES_PER_DAY = 24 * 60
 
 
 class PriceDataError(TokenOpsError):
@@ -205,61 +207,140 @@ def _short(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def variant_name(when: dict[str, str]) -> str | None:
+    """The :attr:`PriceRow.variant` of a genai-prices ``price_variants`` condition, or None for one TokenOps does not
+    price by (routing, search type, Anthropic's fast mode, and the service tier ``default``, which is the
+    standard price): ``{"service_tier": "flex"}`` is ``"flex"``, ``{"processing": "batch"}`` is ``"batch"``."""
+    if len(when) != 1:
+        return None
+    ((key, value),) = when.items()
+    if key == "service_tier" and value not in STANDARD_TIERS:
+        return value
+    if key == "processing" and value == "batch":
+        return "batch"
+    return None
+
+
 def rows_for_model(provider_id: str, model: ModelInfo, source: str) -> list[PriceRow]:
-    """The price history of one genai-prices model as rows, each closed by the next one's start."""
-    periods: list[tuple[datetime, dict[str, Any] | None]] = []
-    for start in _period_starts(model):
-        prices = _representable(_standard_price_on(model, start))
+    """The price history of one genai-prices model as rows, each closed by the next one's start: its standard
+    rows, then the rows of each service-tier variant (:func:`variant_name`)."""
+    contexts: dict[str, dict[str, str] | None] = {"": None}
+    for v in model.price_variants or ():
+        name = variant_name(v.when)
+        if name is not None:
+            contexts.setdefault(name, dict(v.when))
+    rows: list[PriceRow] = []
+    for variant, when in contexts.items():
+        rows.extend(_line_rows(provider_id, model, source, variant, when))
+    return rows
+
+
+_DayPrices = tuple[tuple[tuple[tuple[time, time], ...], dict[str, Any]], ...]
+
+
+def _line_rows(provider_id: str, model: ModelInfo, source: str, variant: str,
+               when: dict[str, str] | None) -> list[PriceRow]:  # fmt: skip
+    periods: list[tuple[datetime, _DayPrices]] = []
+    for start in _period_starts(model, when):
+        prices = _day_prices(model, start, when)
         if periods and periods[-1][1] == prices:
             continue  # nothing we can represent changed (e.g. only a web-search price did)
         periods.append((start, prices))
 
     rows = []
     for i, (start, prices) in enumerate(periods):
-        if prices is None:
-            continue
         end = periods[i + 1][0] if i + 1 < len(periods) else None
-        rows.append(
-            PriceRow(
-                provider=provider_id,
-                model=model.id,
-                effective_from=start,
-                effective_to=end,
-                source=source,
-                context_window=model.context_window if isinstance(model.context_window, int) else None,
-                **prices,
+        for hours, values in prices:
+            rows.append(
+                PriceRow(
+                    provider=provider_id,
+                    model=model.id,
+                    effective_from=start,
+                    effective_to=end,
+                    source=source,
+                    variant=variant,
+                    hours=hours,
+                    context_window=model.context_window if isinstance(model.context_window, int) else None,
+                    **values,
+                )
             )
-        )
     return rows
 
 
-def _period_starts(model: ModelInfo) -> list[datetime]:
+def _period_starts(model: ModelInfo, when: dict[str, str] | None = None) -> list[datetime]:
+    """Midnight UTC of every start date of the model's prices (and of the variant's, for a variant)."""
     from genai_prices.types import StartDateConstraint
 
-    if not isinstance(model.prices, list):
-        return [EPOCH]
-    dates = {c.constraint.start_date for c in model.prices if isinstance(c.constraint, StartDateConstraint)}
+    constraints = [c.constraint for c in model.prices] if isinstance(model.prices, list) else []
+    if when is not None:
+        constraints += [v.constraint for v in model.price_variants or () if v.when == when]
+    dates = {c.start_date for c in constraints if isinstance(c, StartDateConstraint)}
     starts = sorted(datetime.combine(d, time(), tzinfo=UTC) for d in dates)
     return [EPOCH, *(s for s in starts if s > EPOCH)]
 
 
-def _standard_price_on(model: ModelInfo, day: datetime) -> ModelPrice:
-    """The standard (no variant) price genai-prices uses on ``day``; for time-of-day prices, the one in force
-    for the most minutes of that UTC day (start dates fall on midnight, so a day never spans two periods)."""
+def _time_of_day_bounds(model: ModelInfo, when: dict[str, str] | None) -> list[timedelta]:
+    """Offsets from midnight UTC where a daily price window opens or closes (0 always)."""
     from genai_prices.types import TimeOfDateConstraint
 
-    if not isinstance(model.prices, list) or not any(
-        isinstance(c.constraint, TimeOfDateConstraint) for c in model.prices
-    ):
-        return model.get_prices(day)
-    by_id: dict[int, ModelPrice] = {}
-    minutes: Counter[int] = Counter()
-    for minute in range(_MINUTES_PER_DAY):
-        price = model.get_prices(day + timedelta(minutes=minute))
-        by_id[id(price)] = price
-        minutes[id(price)] += 1
-    # most_common keeps first-seen order among ties: the price at midnight wins a tie
-    return by_id[minutes.most_common(1)[0][0]]
+    constraints = [c.constraint for c in model.prices] if isinstance(model.prices, list) else []
+    if when is not None:
+        constraints += [v.constraint for v in model.price_variants or () if v.when == when]
+    bounds = {timedelta(0)}
+    for c in constraints:
+        if isinstance(c, TimeOfDateConstraint):
+            for t in (c.start_time, c.end_time):
+                utc = datetime.combine(EPOCH.date(), t, tzinfo=t.tzinfo or UTC).astimezone(UTC)
+                bounds.add(timedelta(hours=utc.hour, minutes=utc.minute, seconds=utc.second))
+    return sorted(bounds)
+
+
+def _day_prices(model: ModelInfo, day: datetime, when: dict[str, str] | None) -> _DayPrices:
+    """The representable prices genai-prices applies on ``day`` (a period start: start dates fall on midnight, so
+    a day never spans two periods), each with the daily UTC windows it applies in (``()``: all day); for a
+    variant, only the windows where the variant is offered."""
+    bounds = _time_of_day_bounds(model, when)
+    segments: list[tuple[timedelta, timedelta, dict[str, Any] | None]] = []
+    for i, b in enumerate(bounds):
+        end = bounds[i + 1] if i + 1 < len(bounds) else timedelta(days=1)
+        at = day + b
+        if when is not None and not _variant_offered(model, when, at):
+            prices = None
+        else:
+            prices = _representable(model.get_prices(at, when))
+        segments.append((b, end, prices))
+    distinct: list[dict[str, Any]] = []
+    for _, _, prices in segments:
+        if prices is not None and prices not in distinct:
+            distinct.append(prices)
+    if len(distinct) == 1 and all(p is not None for _, _, p in segments):
+        return (((), distinct[0]),)
+    out = []
+    for prices in distinct:
+        windows: list[list[timedelta]] = []
+        for start, end, p in segments:
+            if p != prices:
+                continue
+            if windows and windows[-1][1] == start:
+                windows[-1][1] = end
+            else:
+                windows.append([start, end])
+        if len(windows) > 1 and windows[0][0] == timedelta(0) and windows[-1][1] == timedelta(days=1):
+            first = windows.pop(0)  # a window that runs past midnight: one window ending the next day
+            windows[-1][1] = first[1]
+        hours = tuple((_clock(a), _clock(b)) for a, b in windows)
+        out.append((hours, prices))
+    return tuple(out)
+
+
+def _clock(offset: timedelta) -> time:
+    seconds = int(offset.total_seconds()) % 86400
+    return time(seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def _variant_offered(model: ModelInfo, when: dict[str, str], at: datetime) -> bool:
+    """Whether a variant with exactly this condition is in force at ``at`` (genai-prices' own constraint rule)."""
+    return any(v.when == when and (v.constraint is None or v.constraint.active(at)) for v in model.price_variants or ())
 
 
 def _representable(price: ModelPrice) -> dict[str, Any] | None:

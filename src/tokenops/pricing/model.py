@@ -5,6 +5,11 @@ in force from ``effective_from`` (inclusive, UTC) until ``effective_to`` (exclus
 ``None`` for a price means "not priced separately": cache reads and writes without their own price are
 billed at the input price, reasoning tokens at the output price.
 
+A row may be a *variant* (``variant``: the service tier or processing mode it prices, such as ``"flex"``,
+``"priority"`` or ``"batch"``; ``""`` is the standard price) and may apply only during some hours of each UTC day
+(``hours``: DeepSeek's off-peak discount). Both are part of the row's id and equality; the catalog keeps one
+history per (provider, model, variant, hours).
+
 Long-context tiers follow the providers' rule: when the call's whole prompt exceeds a tier's threshold,
 every token of the call is priced at that tier's prices (not only the tokens above the threshold).
 """
@@ -12,12 +17,16 @@ every token of the call is priced at that tier's prices (not only the tokens abo
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time
 from decimal import Decimal
+from typing import Any
 
 from tokenops import money
 from tokenops.usage import Usage
+
+# Service tiers that mean the standard price: OpenAI's "default" and "auto", Anthropic's "standard".
+STANDARD_TIERS = frozenset(("", "default", "auto", "standard"))
 
 PRICE_FIELDS = (
     "input_per_mtok",
@@ -57,6 +66,11 @@ class PriceRow:
     per_request: Decimal | None = None
     tiers: tuple[LongContextTier, ...] = ()
     effective_to: datetime | None = None
+    # The service tier / processing mode this row prices ("flex", "priority", "batch", …); "" is the standard price.
+    variant: str = ""
+    # The daily UTC windows [start, end) the row applies in (an end before its start wraps past midnight); empty:
+    # all day. DeepSeek's peak and off-peak prices are two rows with complementary windows.
+    hours: tuple[tuple[time, time], ...] = ()
     id: str = field(default="", compare=False)
     # The model's context window in tokens, when the source says it: what bounds the input of a call whose body
     # does not (a PDF, a file by id). Not a price: it is not part of the row's id or equality.
@@ -73,11 +87,21 @@ class PriceRow:
         parts = [self.provider, self.model, self.effective_from.isoformat(), self.source]
         parts += [str(getattr(self, name)) for name in (*PRICE_FIELDS, "per_request")]
         parts += [repr(t) for t in self.tiers]
+        # only when set, so that the id of every standard all-day row stays what it was before variants existed
+        if self.variant:
+            parts.append(f"variant={self.variant}")
+        if self.hours:
+            parts.append(f"hours={format_hours(self.hours)}")
         digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
         return f"pr_{digest}"
 
     def in_force(self, at: datetime) -> bool:
-        return self.effective_from <= at and (self.effective_to is None or at < self.effective_to)
+        return (self.effective_from <= at and (self.effective_to is None or at < self.effective_to)
+                and self.applies_at(at))  # fmt: skip
+
+    def applies_at(self, at: datetime) -> bool:
+        """Whether ``at``'s UTC time of day falls in the row's daily windows (always, for an all-day row)."""
+        return not self.hours or in_hours(self.hours, at)
 
     def prices_for(self, usage: Usage) -> dict[str, Decimal | None]:
         """The per-MTok prices that apply to this usage (the highest tier whose threshold it passes)."""
@@ -98,6 +122,67 @@ class PriceRow:
                     if value is not None:
                         prices[name] = value
         return prices
+
+
+def scaled(row: PriceRow, factor: Decimal, variant: str, why: str) -> PriceRow:
+    """A row whose every rate is ``row``'s times ``factor``, recorded as its own row (own id, ``variant``, and a
+    ``source`` that says how it was derived), so a cost priced with it traces to the rates it used."""
+    def times(value: Decimal | None) -> Decimal | None:
+        return None if value is None else value * factor
+
+    rates: dict[str, Any] = {f: times(getattr(row, f)) for f in PRICE_FIELDS}
+    tiers = tuple(replace(t, **{f: times(getattr(t, f)) for f in PRICE_FIELDS}) for t in row.tiers)  # type: ignore[arg-type]
+    return replace(row, **rates, per_request=times(row.per_request), tiers=tiers, variant=variant,
+                   source=f"{row.source}; {why}", id="")
+
+
+def tier_variant(tier: object) -> str:
+    """The :attr:`PriceRow.variant` that prices a service tier a provider reported or a person asked for:
+    ``""`` for the standard tiers (OpenAI's ``default`` and ``auto``, Anthropic's ``standard``, none at all), else
+    the tier itself (``flex``, ``priority``, ``batch``, ``scale``, …) lower-cased. Text that is no tier name gives
+    ``"unrecognised"``, which no row has: the call is priced at the standard rate and flagged, never trusted."""
+    if not isinstance(tier, str):
+        return ""
+    tier = tier.strip().lower()
+    if tier in STANDARD_TIERS:
+        return ""
+    if len(tier) > 40 or not all(c.isalnum() or c in "_.-" for c in tier):
+        return "unrecognised"
+    return tier
+
+
+def in_hours(hours: tuple[tuple[time, time], ...], at: datetime) -> bool:
+    """Whether ``at`` (timezone-aware) falls in one of the daily UTC windows ``hours``."""
+    t = at.astimezone(UTC).time().replace(tzinfo=None)
+    for start, end in hours:
+        if (start <= t < end) if start < end else (t >= start or t < end):
+            return True
+    return False
+
+
+def format_hours(hours: tuple[tuple[time, time], ...]) -> str:
+    """``"16:30-00:30"``, ``"01:00-04:00,06:00-10:00"``: the windows as the ledger and listings show them."""
+    return ",".join(f"{_hhmm(a)}-{_hhmm(b)}" for a, b in hours)
+
+
+def parse_hours(text: str | None) -> tuple[tuple[time, time], ...]:
+    """The inverse of :func:`format_hours` (``None`` or ``""``: all day). Raises ValueError on a bad window."""
+    out = []
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        a, sep, b = part.strip().partition("-")
+        if not sep:
+            raise ValueError(f"hours window {part!r} is not HH:MM-HH:MM")
+        start, end = time.fromisoformat(a.strip()), time.fromisoformat(b.strip())
+        if start == end or start.tzinfo is not None or end.tzinfo is not None:
+            raise ValueError(f"hours window {part!r} is empty or not in plain UTC HH:MM")
+        out.append((start, end))
+    return tuple(out)
+
+
+def _hhmm(t: time) -> str:
+    return t.isoformat(timespec="seconds" if t.second else "minutes")
 
 
 @dataclass(frozen=True, slots=True)
