@@ -69,13 +69,14 @@ MADE: list[Stack] = []  # every stack made, closed at the end of the session (a 
 CURRENT = Stack()
 
 
-def write_config(tmp_path: Path, extra: str = "", *, upstream: str = FAKE_URL, gateway: str = "") -> Config:
+def write_config(tmp_path: Path, extra: str = "", *, upstream: str = FAKE_URL, gateway: str = "",
+                 gemini: bool = False) -> Config:  # fmt: skip
     text = f"""
 {CURRENT.lines(tmp_path)}providers:
   openai: {{base_url: "{upstream}/v1", api_key: {PROVIDER_KEY}}}
   anthropic: {{base_url: "{upstream}", api_key: {PROVIDER_KEY}}}
   local: {{base_url: "{upstream}/v1", kind: openai, api_key: {PROVIDER_KEY}}}
-gateway: {{writer_interval: 0.2, writer: thread{", " + gateway if gateway else ""}}}
+{f'  google: {{base_url: "{upstream}", kind: gemini, api_key: {PROVIDER_KEY}}}' + chr(10) if gemini else ""}gateway: {{writer_interval: 0.2, writer: thread{", " + gateway if gateway else ""}}}
 {extra}
 """
     path = tmp_path / "tokenops.yaml"
@@ -164,13 +165,13 @@ class SocketStack:
     """The fake provider and a whole gateway (admin API included) each served by uvicorn on loopback, and a key:
     what an SDK or a captured client request meets in production."""
 
-    def __init__(self, tmp: Path, *, tags: dict[str, str] | None = None, gateway: str = ""):
+    def __init__(self, tmp: Path, *, tags: dict[str, str] | None = None, gateway: str = "", gemini: bool = False):
         from tokenops.app import create_app
         from tokenops.fakeprovider import create_fake_provider
         from tokenops.servers import BackgroundServer
 
         self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
-        self.config = write_config(tmp, upstream=self.fake.url, gateway=gateway)
+        self.config = write_config(tmp, upstream=self.fake.url, gateway=gateway, gemini=gemini)
         self.gateway = create_app(self.config)
         self.record, self.key = create_key(self.gateway.ledger, tags=tags)
         self.server = BackgroundServer(self.gateway).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from tokenops.keys import KeyRecord
@@ -34,6 +35,7 @@ class Call:
     model_requested: str = ""
     provider_name: str = ""
     upstream_model: str = ""
+    upstream_route: str = ""  # the provider's route: ``route`` itself, or the one the call is translated to
     price_providers: tuple[str, ...] = ()  # where to look the price up: configured name, then catalog id
     cache: str = "off"
     response_headers: dict[str, str] = field(default_factory=dict)
@@ -44,3 +46,6 @@ class Call:
     reservation: Any = None  # the policy engine's claims on budgets and rate limits, settled by the meter
     output_limit: int | None = None  # an output limit the gateway sends upstream (a clamp, or a hard bound)
     recorded: SpendEvent | None = None  # the one event this call was recorded as (a call is recorded once)
+    # (tokens, cost) the call's maximum as the gateway worked it out itself, for the policy engine to reserve
+    # instead of estimating it from the body: a batch, whose lines are bounded one by one at batch prices
+    preset_max: tuple[int, Decimal | None] | None = None

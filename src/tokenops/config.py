@@ -48,11 +48,13 @@ from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
 
 CONFIG_ENV = "TOKENOPS_CONFIG"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `serve --workers N`: the workers' metrics in one answer
-KNOWN_KINDS = ("openai", "anthropic")
+KNOWN_KINDS = ("openai", "anthropic", "gemini")
 # The hosts of each kind's own vendor API: only a provider there is priced as that vendor without saying so
 # (``catalog:``). An OpenAI-compatible server elsewhere (vLLM, Ollama, a gateway, another vendor) never borrows
 # OpenAI's prices for a model name they share (gpt-oss-120b).
-VENDOR_HOSTS = {"openai": ("api.openai.com",), "anthropic": ("api.anthropic.com",)}
+VENDOR_HOSTS = {"openai": ("api.openai.com",), "anthropic": ("api.anthropic.com",),
+                "gemini": ("generativelanguage.googleapis.com",)}
+VENDOR_CATALOG = {"gemini": "google"}  # a kind whose vendor's catalog id is not the kind's name
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MAX_DEPTH = 64  # levels of nesting; a real config has about five
 MAX_NODES = 100_000  # values once aliases are expanded; a real config has a few hundred
@@ -89,7 +91,7 @@ class Timeouts(_Model):
 class ProviderConfig(_Model):
     base_url: str
     api_key: SecretStr | None = None
-    kind: Literal["openai", "anthropic"] | None = None
+    kind: Literal["openai", "anthropic", "gemini"] | None = None
     catalog: str | None = None  # which price-catalog provider this one speaks for (default: name, then kind)
     timeout: Timeouts = Timeouts()
     headers: Annotated[dict[str, str], HIDE_INPUT] = {}
@@ -255,6 +257,8 @@ class Config(_Model):
         p = self.providers[name]
         if p.kind:
             return p.kind
+        if name == "google":
+            return "gemini"  # Google's Gemini API, as DESIGN's example configures it
         return name if name in KNOWN_KINDS else "openai"
 
     def price_catalogs(self, name: str) -> tuple[str, ...]:
@@ -269,9 +273,10 @@ class Config(_Model):
         if p.catalog and p.catalog not in ids:
             ids.append(p.catalog)
         kind = self.provider_kind(name)
+        vendor = VENDOR_CATALOG.get(kind, kind)
         host = (urlsplit(p.base_url).hostname or "").lower()
-        if kind not in ids and any(host == h or host.endswith("." + h) for h in VENDOR_HOSTS.get(kind, ())):
-            ids.append(kind)
+        if vendor not in ids and any(host == h or host.endswith("." + h) for h in VENDOR_HOSTS.get(kind, ())):
+            ids.append(vendor)
         return tuple(ids)
 
     def ledger_path(self) -> Path:

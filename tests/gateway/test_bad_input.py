@@ -122,8 +122,8 @@ async def test_upstream_errors_are_relayed_with_status_and_body(gw: GatewayHarne
 
 
 async def test_upstream_anthropic_overloaded_is_relayed(gw: GatewayHarness) -> None:
-    r = await gw.client.post(MSG, json={**OK_CHAT, "max_tokens": 5, "fake": {"status": 529}},
-                             headers={"x-api-key": gw.key})  # fmt: skip
+    r = await gw.client.post(MSG, json={**OK_CHAT, "model": "claude-3-5-haiku-20241022", "max_tokens": 5,
+                                        "fake": {"status": 529}}, headers={"x-api-key": gw.key})  # fmt: skip
     assert r.status_code == 529 and anthropic_error(r)["type"] == "overloaded_error"
 
 
@@ -154,9 +154,13 @@ async def test_upstream_unreachable_is_502_and_timeout_is_504(make_gateway) -> N
     assert ev.status == "error" and ev.http_status == 504
 
 
-async def test_model_on_a_provider_of_the_other_format_is_400(make_gateway) -> None:  # noqa: ANN001
+async def test_model_on_a_provider_of_the_other_format_is_translated_or_400(make_gateway) -> None:  # noqa: ANN001
+    """Chat completions and messages translate into each other; a route with no translation says where to go."""
     h = await make_gateway("models:\n  - {name: claude, provider: anthropic, model: claude-3-5-haiku}")
     r = await h.client.post(CHAT, json={**OK_CHAT, "model": "claude"}, headers=h.auth())
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"
+    assert h.event(r.headers["x-tokenops-request-id"]).provider == "anthropic"
+    r = await h.client.post("/v1/embeddings", json={"model": "claude", "input": "x"}, headers=h.auth())
     assert r.status_code == 400 and "/v1/messages" in openai_error(r)["message"]
 
 

@@ -32,6 +32,7 @@ providers:
   openai:    {{base_url: "{fake}/v1", api_key: {key}}}
   anthropic: {{base_url: "{fake}", api_key: {key}}}
   local:     {{base_url: "{fake}/v1", kind: openai, api_key: {key}}}   # stands for a vLLM / Ollama server
+  google:    {{base_url: "{fake}", kind: gemini, api_key: {key}}}      # Gemini's API, priced from Google's catalog
 models:
   - {{name: cheap, provider: openai, model: gpt-4o-mini}}
   - {{name: llama, provider: local, model: llama-3.1-8b}}

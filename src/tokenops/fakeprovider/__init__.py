@@ -67,6 +67,9 @@ In the request body as ``"fake": {...}`` or as ``x-fake-<name>`` headers (``_`` 
   "tool_calls"``, streamed as OpenAI does; Responses: a ``function_call`` output item), with ``"Paris"`` for each
   required string argument, unless the conversation already ends with a tool's result.
 * ``pending`` (Responses, ``background: true``): retrievals that still see ``in_progress`` before it completes.
+* ``pending`` also holds a batch (``/v1/batches``, ``/v1/messages/batches``) in progress for that many retrievals;
+  ``drop_lines`` / ``extra_lines`` (on a batch's create) leave the last results out of its output or add results
+  with an unknown ``custom_id``: see :mod:`tokenops.fakeprovider.batch_routes`.
 * ``usage``: ``{"input", "cached", "cache_write_5m", "cache_write_1h", "output", "reasoning"}``, each optional,
   reported exactly: ``input`` is the whole prompt. OpenAI reports ``prompt_tokens = input``,
   ``cached_tokens = cached``, ``cache_write_tokens = cache_write_5m + cache_write_1h`` (when not 0),

@@ -29,7 +29,7 @@ WORDS: tuple[str, ...] = (
 
 MIN_WORDS = 8
 MAX_WORDS = 40
-REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5", "gemini-2.5", "gemini-3")
 REASONING_PER_WORD = 2  # a reasoning model "thinks" two tokens for every visible word
 OPENAI_CACHE_MIN_PROMPT = 1024
 OPENAI_CACHE_BLOCK = 128

@@ -7,13 +7,15 @@ Field names and event order follow the official ``anthropic`` SDK's types (``Mes
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from .accounting import Completion, Reported, account_anthropic, make_completion, resolve_usage
+from .accounting import Completion, Reported, account_anthropic, first_tool_call, make_completion, resolve_usage
 from .exchange import Exchange, begin
 from .wire import ANTHROPIC, GARBAGE_JSON, JSON, EventStream, TruncatedResponse, error_response, json_response, sse
 
@@ -25,15 +27,17 @@ MODELS = (
 _GARBAGE_SSE = [b'event: message_start\ndata: {"type": "message_start", <html>\n\n']
 
 
-def _usage(r: Reported, output_tokens: int) -> dict[str, Any]:
-    """Anthropic's usage: ``input_tokens`` excludes cache reads and writes, which are reported beside it."""
+def _usage(r: Reported, output_tokens: int, tier: str = "standard") -> dict[str, Any]:
+    """Anthropic's usage: ``input_tokens`` excludes cache reads and writes, which are reported beside it.
+    ``tier``: the service tier that served it (a request's ``service_tier: "auto"`` is served by Priority Tier
+    here, ``"standard_only"`` or none by the standard tier)."""
     return {
         "input_tokens": r.input - r.cached - r.write_5m - r.write_1h,
         "cache_creation_input_tokens": r.write_5m + r.write_1h,
         "cache_read_input_tokens": r.cached,
         "cache_creation": {"ephemeral_5m_input_tokens": r.write_5m, "ephemeral_1h_input_tokens": r.write_1h},
         "output_tokens": output_tokens,
-        "service_tier": "standard",
+        "service_tier": tier,
     }
 
 
@@ -83,8 +87,11 @@ async def messages(request: Request) -> ASGIApp:
         "content": [{"type": "text", "text": completion.text}],
         "stop_reason": "max_tokens" if completion.truncated else "end_turn",
         "stop_sequence": None,
-        "usage": _usage(usage, usage.output),
+        "usage": _usage(usage, usage.output, "priority" if body.get("service_tier") == "auto" else "standard"),
     }
+    tool = _tool_use(body, turns) if controls.tool_call else None
+    if tool is not None:
+        message["content"], message["stop_reason"] = [tool], "tool_use"
     if body.get("stream") is True:
         return _stream(ex, message, completion, usage)
     if controls.garbage:
@@ -113,20 +120,26 @@ def _stream(ex: Exchange, message: dict[str, Any], completion: Completion, usage
     delay_s = controls.chunk_delay_ms / 1000
     if controls.garbage:
         return EventStream(list(_GARBAGE_SSE), ex.headers, delay_s=delay_s, abort_after=controls.disconnect_after)
-    start = {**message, "content": [], "stop_reason": None, "usage": _usage(usage, 1)}
+    start = {**message, "content": [], "stop_reason": None,
+             "usage": _usage(usage, 1, message["usage"]["service_tier"])}  # fmt: skip
     final_usage = _usage(usage, usage.output)
     del final_usage["cache_creation"], final_usage["service_tier"]
+    block = message["content"][0]
+    opening = {**block, "input": {}} if block["type"] == "tool_use" else {"type": "text", "text": ""}
     events = [
         sse({"type": "message_start", "message": start}, "message_start"),
-        sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            "content_block_start"),
+        sse({"type": "content_block_start", "index": 0, "content_block": opening}, "content_block_start"),
         sse({"type": "ping"}, "ping"),
     ]  # fmt: skip
-    events += [
-        sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
-            "content_block_delta")
-        for piece in completion.pieces(controls.chunks)
-    ]  # fmt: skip
+    if block["type"] == "tool_use":  # the call's input streams as JSON text
+        events.append(sse({"type": "content_block_delta", "index": 0, "delta": {
+            "type": "input_json_delta", "partial_json": orjson.dumps(block["input"]).decode()}}, "content_block_delta"))
+    else:
+        events += [
+            sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                "content_block_delta")
+            for piece in completion.pieces(controls.chunks)
+        ]  # fmt: skip
     events += [
         sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
         sse({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
@@ -134,6 +147,23 @@ def _stream(ex: Exchange, message: dict[str, Any], completion: Completion, usage
         sse({"type": "message_stop"}, "message_stop"),
     ]  # fmt: skip
     return EventStream(events, ex.headers, delay_s=delay_s, abort_after=controls.disconnect_after)
+
+
+def _tool_use(body: dict[str, Any], turns: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A ``tool_use`` block calling the first custom tool (``"Paris"`` for each required string input), unless the
+    conversation already ends with a tool's result."""
+    last = turns[-1].get("content") if turns else None
+    if isinstance(last, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in last):
+        return None
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") in (None, "custom")]
+    if not tools:
+        return None
+    call = first_tool_call([{"type": "function", "function": {"name": tools[0].get("name"),
+                                                             "parameters": tools[0].get("input_schema")}}])
+    if call is None:
+        return None
+    return {"type": "tool_use", "id": "toolu_01" + uuid.uuid4().hex[:22], "name": call[0],
+            "input": orjson.loads(call[1])}
 
 
 def model_list(created_at: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import anthropic_routes, openai_routes, responses_routes
+from . import anthropic_routes, batch_routes, gemini_routes, openai_routes, responses_routes
 from .accounting import PrefixMemory
 from .exchange import begin
 from .wire import ANTHROPIC, OPENAI, error_response, json_response
@@ -52,11 +52,14 @@ def create_fake_provider(*, api_key: str | None = None, clock: Callable[[], floa
             Route("/v1/messages", anthropic_routes.messages, methods=["POST"]),
             Route("/v1/messages/count_tokens", anthropic_routes.count_tokens, methods=["POST"]),
             Route("/v1/models", models, methods=["GET"]),
+            Route("/v1beta/models/{target:path}", gemini_routes.call, methods=["POST"]),
+            Route("/v1/models/{target:path}", gemini_routes.call, methods=["POST"]),
             Route("/v1/responses", responses_routes.create, methods=["POST"]),
             Route("/v1/responses/{response_id}", responses_routes.retrieve, methods=["GET"]),
             Route("/v1/responses/{response_id}", responses_routes.delete, methods=["DELETE"]),
             Route("/v1/responses/{response_id}/cancel", responses_routes.cancel, methods=["POST"]),
             Route("/v1/responses/{response_id}/input_items", responses_routes.input_items, methods=["GET"]),
+            *(Route(path, endpoint, methods=[method]) for path, endpoint, method in batch_routes.routes()),
         ],
         exception_handlers={404: _http_error, 405: _http_error},
     )

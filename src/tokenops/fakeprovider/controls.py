@@ -43,6 +43,8 @@ class Controls:
     think: int = 0
     pending: int = 0  # Responses background: retrievals that still see in_progress
     tool_call: bool = False  # Responses: call the first function tool (unless the input ends with its output)
+    drop_lines: int = 0  # batches: leave this many results out of the output (the last ones)
+    extra_lines: int = 0  # batches: add this many results whose custom_id no request had
 
 
 NO_CONTROLS = Controls()
@@ -60,6 +62,8 @@ _FIELDS: dict[str, str] = {
     "think": "int",
     "pending": "int",
     "tool_call": "bool",
+    "drop_lines": "int",
+    "extra_lines": "int",
 }
 
 

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from .controls import ControlError, Controls, parse_controls
 from .wire import Dialect, error_response
 
 _MALFORMED = {
+    "gemini": "Invalid JSON payload received.",
     "openai": "We could not parse the JSON body of your request. The API expects a JSON payload.",
     "anthropic": "There was an error parsing the body of your request: expected a JSON object.",
 }
@@ -35,7 +37,7 @@ class Exchange:
 
 
 def _authorized(headers: dict[str, str], api_key: str) -> bool:
-    offered = headers.get("x-api-key")
+    offered = headers.get("x-api-key") or headers.get("x-goog-api-key")
     if offered is None:
         authorization = headers.get("authorization", "")
         offered = authorization[7:] if authorization[:7].lower() == "bearer " else ""
@@ -61,7 +63,9 @@ async def begin(request: Request, dialect: Dialect, *, needs_body: bool = True) 
     state.received.append({"method": scope["method"], "path": scope["path"], "headers": headers, "body": body,
                            "query": scope.get("query_string", b"").decode("latin-1")})  # fmt: skip
     api_key = state.api_key
-    if api_key is not None and not _authorized(headers, api_key):
+    query_key = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("key", "")
+    if api_key is not None and not _authorized(headers, api_key) \
+            and not hmac.compare_digest(query_key.encode(), api_key.encode()):  # Gemini's ?key=
         return error_response(dialect, 401)
     if needs_body and (malformed or not isinstance(body, dict)):
         return error_response(dialect, 400, _MALFORMED[dialect.name])

@@ -36,6 +36,12 @@ _DONE = b"data: [DONE]\n\n"
 _GARBAGE_SSE = [b'data: {"id": "chatcmpl-garbage", "choices": [{"delta": <html>\n\n', _DONE]
 
 
+def served_tier(body: dict[str, Any]) -> str:
+    """The tier OpenAI reports as having served a request: ``flex`` and ``priority`` as requested, else ``default``."""
+    tier = body.get("service_tier")
+    return tier if tier in ("flex", "priority") else "default"
+
+
 def _usage(r: Reported) -> dict[str, Any]:
     return {
         "prompt_tokens": r.input,
@@ -106,7 +112,7 @@ async def chat_completions(request: Request) -> ASGIApp:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": controls.model or model,
-        "service_tier": "default",
+        "service_tier": served_tier(body),
         "system_fingerprint": "fp_fake",
     }
     if body.get("stream") is True:

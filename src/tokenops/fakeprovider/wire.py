@@ -44,6 +44,17 @@ _ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+_GOOGLE_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "API key not valid. Please pass a valid API key."),
+    403: ("PERMISSION_DENIED", "The caller does not have permission."),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    500: ("INTERNAL", "An internal error has occurred."),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+}
+
 _DEFAULT: Any = object()  # "the status's usual code", distinct from an explicit None (JSON null)
 
 
@@ -76,6 +87,9 @@ class Dialect:
                     "code": default_code if code is _DEFAULT else code,
                 }
             }
+        if self.name == "gemini":
+            reason, default_message = _GOOGLE_ERRORS.get(status, ("UNKNOWN", f"Error {status}."))
+            return {"error": {"code": status, "message": message or default_message, "status": reason}}
         kind, default_message = _ANTHROPIC_ERRORS.get(
             status, ("api_error" if status >= 500 else "invalid_request_error", f"Error {status}.")
         )
@@ -84,6 +98,7 @@ class Dialect:
 
 OPENAI = Dialect("openai", "x-request-id")
 ANTHROPIC = Dialect("anthropic", "request-id")
+GEMINI = Dialect("gemini", "x-request-id")
 
 
 def json_response(payload: Any, headers: dict[str, str], status: int = 200) -> Response:

@@ -33,6 +33,7 @@ from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import health, validate
 from tokenops.gateway.background import BackgroundResponses
+from tokenops.gateway.batches import BatchBook, BatchRoutes
 from tokenops.gateway.client import TransportFailure, UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.health import HealthWatch
@@ -100,7 +101,12 @@ _REQUEST_PATH = re.compile(r"^/v1/tokenops/requests/([A-Za-z0-9_\-]{1,100})$")
 _RESPONSE_PATH = re.compile(r"^/v1/responses/([A-Za-z0-9_\-]{1,200})(/cancel|/input_items)?$")
 _RESPONSE_METHODS = {"": ("GET", "DELETE"), "/cancel": ("POST",), "/input_items": ("GET",)}
 _MODEL_PATH = re.compile(r"^/v1/models/(.{1,256})$")
-METERED = ("chat.completions", "completions", "embeddings", "messages", "responses")
+_GEMINI_PATH = re.compile(r"^/v1(?:beta)?/models/([^/:]{1,256}):([A-Za-z]+)$")  # google-genai 3.x calls /v1
+GEMINI_ROUTES = {"generateContent": "gemini.generate", "streamGenerateContent": "gemini.stream",
+                 "countTokens": "gemini.count_tokens", "embedContent": "gemini.embed",
+                 "batchEmbedContents": "gemini.batch_embed"}  # fmt: skip
+METERED = ("chat.completions", "completions", "embeddings", "messages", "responses", "gemini.generate", "gemini.stream",
+           "gemini.embed", "gemini.batch_embed")
 
 
 def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: RouterStage) -> tuple[KeyStage, list[Any]]:
@@ -159,6 +165,8 @@ class Gateway:
         self.upstream: Upstream | None = None
         self.writer: LedgerWriter | None = None
         self.background: BackgroundResponses | None = None
+        self.batches: BatchBook | None = None  # /v1/files, /v1/batches, /v1/messages/batches (gateway.batches)
+        self.batch_routes: BatchRoutes | None = None
         self.started = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -169,14 +177,14 @@ class Gateway:
     def _price_of(self, call: Call, model: str) -> Any:
         """The price row a call to ``model`` would be priced with now (None: unknown or unroutable)."""
         try:
-            provider, upstream_model = self.router.resolve(model, call.flavor, call.ts)
+            provider, upstream_model = self.router.resolve(model, call.flavor, call.ts, call.route)
         except GatewayError:
             return None
         return self.catalog.lookup(self.router.price_ids[provider], upstream_model, call.ts)
 
     def _resolve(self, call: Call, model: str) -> str | None:
         try:
-            return self.router.resolve(model, call.flavor, call.ts)[1]
+            return self.router.resolve(model, call.flavor, call.ts, call.route)[1]
         except GatewayError:
             return None
 
@@ -282,6 +290,12 @@ class Gateway:
         if resumed:
             log.info("checking %d background responses left running by an earlier process", resumed)
         self.background.start()
+        self.batches = BatchBook(self.spool_dir / "batches", self.client, self.adapters, self._timeouts, self.meter,
+                                 self.config.gateway.background_poll, self.engine.settle)  # fmt: skip
+        self.batch_routes = BatchRoutes(self, self.batches)
+        if resumed := await asyncio.to_thread(self.batches.load):
+            log.info("checking %d batches left running by an earlier process", resumed)
+        self.batches.start()
         self.writer = LedgerWriter(
             self.ledger,
             self.spool_dir,
@@ -303,6 +317,8 @@ class Gateway:
             await stop_task(ticker)
         if self.background is not None:
             await self.background.close()
+        if self.batches is not None:
+            await self.batches.close()
         await self.client.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.close()
@@ -346,7 +362,17 @@ class Gateway:
             return
         route = ROUTES.get(path)
         flavor = "anthropic" if path.startswith("/v1/messages") else "openai"
+        if route is None and (path.startswith("/v1beta/") or (":" in path and _GEMINI_PATH.match(path))):
+            if method == "GET" and path == "/v1beta/models":
+                await self._models(scope, send)
+            elif method == "GET" and path.startswith("/v1beta/models/") and ":" not in path:
+                await self._model(scope, send, path[len("/v1beta/models/"):])
+            else:
+                await self._gemini(scope, receive, send)
+            return
         if route is None:
+            if self.batch_routes is not None and await self.batch_routes(scope, receive, send):
+                return
             r = _RESPONSE_PATH.match(path)
             if r:
                 await self._response_resource(scope, send, r.group(1), r.group(2) or "")
@@ -370,7 +396,7 @@ class Gateway:
         if route.name in METERED:
             await self._handle_call(scope, receive, send, route)
         elif route.name == "messages.count_tokens":
-            await self._count_tokens(scope, receive, send)
+            await self._count_tokens(scope, receive, send, "anthropic", route.name)
         elif route.name == "models":
             await self._models(scope, send)
         elif route.name == "healthz":
@@ -411,7 +437,28 @@ class Gateway:
     ) -> None:
         await send_bytes(send, err.status, error_body(err, flavor), {**err.headers, **(headers or {})})
 
-    async def _handle_call(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+    async def _gemini(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/v1beta/models/{model}:{method}`` (and ``/v1/…``, which google-genai 3.x calls): Gemini's routes, the
+        model in the path. Either goes upstream as ``/v1beta``, which takes every ``v1`` request."""
+        g = _GEMINI_PATH.match(scope["path"])
+        name = GEMINI_ROUTES.get(g.group(2)) if g else None
+        if g is None or name is None:
+            await self._send_error(send, GatewayError(404, "not_found", f"no route {scope['path']}"), "gemini")
+            return
+        if scope["method"] != "POST":
+            err = GatewayError(405, "method_not_allowed", f"method {scope['method']} not allowed on {scope['path']}")
+            await self._send_error(send, err, "gemini", {"allow": "POST"})
+            return
+        from urllib.parse import unquote
+
+        model = unquote(g.group(1))
+        if name == "gemini.count_tokens":
+            await self._count_tokens(scope, receive, send, "gemini", name, model)
+        else:
+            await self._handle_call(scope, receive, send, Route(name, "gemini", ("POST",)), model)
+
+    async def _handle_call(self, scope: Scope, receive: Receive, send: Send, route: Route,
+                           path_model: str | None = None) -> None:  # fmt: skip
         call = Call(
             request_id=new_request_id(),
             route=route.name,
@@ -431,7 +478,10 @@ class Gateway:
         try:
             await self.key_stage(call)  # headers only: an unknown caller's body is never read
             raw = await read_body(receive, call.headers, self.config.gateway.max_body_bytes)
-            validate.request(call, raw)
+            if path_model is not None:  # Gemini: the model is in the path
+                validate.gemini_request(call, raw, path_model)
+            else:
+                validate.request(call, raw)
             for stage in self.stages:
                 await stage(call)
             assert self.upstream is not None, "Gateway.start() was not called"
@@ -478,7 +528,7 @@ class Gateway:
     async def _authorize(self, scope: Scope, flavor: str, send: Send) -> str | None:
         """The caller's key id ("admin" for the admin key), or None after answering 401."""
         headers = header_dict(scope)
-        key = presented_key(headers)
+        key = presented_key(headers, scope.get("query_string", b"").decode("latin-1"))
         if self.is_admin_key(key):
             return "admin"
         record = await self.keys.lookup(key) if key else None
@@ -487,54 +537,74 @@ class Gateway:
             return None
         return record.id
 
-    def _model_names(self, anthropic: bool) -> dict[str, str]:
-        """model -> provider: the config's aliases, then each provider's catalog models (for an Anthropic client,
-        only those it can call on ``/v1/messages``)."""
+    @staticmethod
+    def _client_shape(scope: Scope) -> str:
+        """Which API's model listing the client reads: Anthropic's SDKs send ``anthropic-version``, Google's send
+        ``x-goog-api-key`` (or ``?key=``) or call ``/v1beta``; anything else reads OpenAI's."""
+        headers = header_dict(scope)
+        if "anthropic-version" in headers:
+            return "anthropic"
+        if "x-goog-api-key" in headers or scope["path"].startswith("/v1beta/") \
+                or b"key=" in scope.get("query_string", b""):  # fmt: skip
+            return "gemini"
+        return "openai"
+
+    def _model_names(self, shape: str) -> dict[str, str]:
+        """model -> provider: the config's aliases, then each provider's catalog models (for an Anthropic or
+        Gemini client, only those it can call in its own format)."""
+        def callable_(provider: str) -> bool:
+            return shape == "openai" or self.config.provider_kind(provider) == shape
+
         names: dict[str, str] = {}
         for a in self.config.models:
-            if not anthropic or self.config.provider_kind(a.provider) == "anthropic":
+            if callable_(a.provider):
                 names.setdefault(a.name, a.provider)
         for name in self.config.providers:
-            if anthropic and self.config.provider_kind(name) != "anthropic":
-                continue
-            for model in self.catalog.models(self.router.price_ids[name]):
-                names.setdefault(model, name)
+            if callable_(name):
+                for model in self.catalog.models(self.router.price_ids[name]):
+                    names.setdefault(model, name)
         return names
 
     @staticmethod
-    def _model_object(model: str, provider: str, anthropic: bool) -> dict[str, Any]:
-        if anthropic:
+    def _model_object(model: str, provider: str, shape: str) -> dict[str, Any]:
+        if shape == "anthropic":
             return {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
+        if shape == "gemini":
+            methods = ["embedContent", "batchEmbedContents"] if "embedding" in model else \
+                ["generateContent", "streamGenerateContent", "countTokens"]  # fmt: skip
+            return {"name": f"models/{model}", "baseModelId": model, "version": "001", "displayName": model,
+                    "supportedGenerationMethods": methods}  # fmt: skip
         return {"id": model, "object": "model", "created": 0, "owned_by": provider}
 
     async def _models(self, scope: Scope, send: Send) -> None:
-        """The models a caller can name. A client that sends ``anthropic-version`` (the Anthropic SDKs, Claude Code)
-        gets Anthropic's shape and only the models it can call on ``/v1/messages``; any other gets OpenAI's."""
-        anthropic = "anthropic-version" in header_dict(scope)
-        if not await self._authorize(scope, "anthropic" if anthropic else "openai", send):
+        """The models a caller can name, in its API's shape (:meth:`_client_shape`): an Anthropic or Gemini client
+        gets only the models it can call in its own format; an OpenAI one, all."""
+        shape = self._client_shape(scope)
+        if not await self._authorize(scope, shape, send):
             return
-        data = [self._model_object(m, p, anthropic) for m, p in self._model_names(anthropic).items()]
-        if anthropic:
+        data = [self._model_object(m, p, shape) for m, p in self._model_names(shape).items()]
+        if shape == "anthropic":
             await send_json(send, 200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
                                         "last_id": data[-1]["id"] if data else None})  # fmt: skip
-            return
-        await send_json(send, 200, {"object": "list", "data": data})
+        elif shape == "gemini":
+            await send_json(send, 200, {"models": data})
+        else:
+            await send_json(send, 200, {"object": "list", "data": data})
 
     async def _model(self, scope: Scope, send: Send, model: str) -> None:
         """``GET /v1/models/{id}``: one model of :meth:`_models`, in the client's shape; 404 for one it cannot call."""
         from urllib.parse import unquote
 
-        anthropic = "anthropic-version" in header_dict(scope)
-        flavor = "anthropic" if anthropic else "openai"
-        if not await self._authorize(scope, flavor, send):
+        shape = self._client_shape(scope)
+        if not await self._authorize(scope, shape, send):
             return
-        model = unquote(model)
-        provider = self._model_names(anthropic).get(model)
+        model = unquote(model).removeprefix("models/")
+        provider = self._model_names(shape).get(model)
         if provider is None:
             await self._send_error(send, GatewayError(404, "model_not_found", f"the model {model!r} does not exist "
-                                                      "or is not configured on this gateway", param="model"), flavor)  # fmt: skip
+                                                      "or is not configured on this gateway", param="model"), shape)  # fmt: skip
             return
-        await send_json(send, 200, self._model_object(model, provider, anthropic))
+        await send_json(send, 200, self._model_object(model, provider, shape))
 
     async def _response_owner(self, response_id: str) -> tuple[str, str | None, str] | None:
         """(provider, key id, request id) of the call that created an OpenAI response through this gateway."""
@@ -603,47 +673,53 @@ class Gateway:
                 await self.background.settle(response_id, orjson.loads(data))
         await send_bytes(send, resp.status, data, out)
 
-    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """``POST /v1/messages/count_tokens``: passed to the Anthropic provider of the model, for any valid key; free
-        at Anthropic, so never recorded as spend and never held against a budget or limit (it shows in
-        ``tokenops_requests{route="messages.count_tokens"}``). Claude Code asks it for ``/context``: without it, it
-        falls back to paid ``max_tokens=1`` calls."""
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, flavor: str, route: str,
+                            path_model: str | None = None) -> None:  # fmt: skip
+        """``POST /v1/messages/count_tokens`` and Gemini's ``:countTokens``: passed to the model's provider, for
+        any valid key; free at the providers, so never recorded as spend and never held against a budget or limit
+        (it shows in ``tokenops_requests{route=…}``). Claude Code asks it for ``/context``: without it, it falls
+        back to paid ``max_tokens=1`` calls."""
         headers = header_dict(scope)
+        query = scope.get("query_string", b"").decode("latin-1")
         try:
-            if not await self._authorize(scope, "anthropic", send):
+            if not await self._authorize(scope, flavor, send):
                 return
             raw = await read_body(receive, headers, self.config.gateway.max_body_bytes)
-            body, model = validate.body_and_model(raw)  # the checks every route makes of a body and its model
-            provider, upstream_model = self.router.resolve(model, "anthropic", self.clock())
+            if path_model is None:
+                body, model = validate.body_and_model(raw)  # the checks every route makes of a body and its model
+            else:
+                body, model = validate.json_object(raw), validate.model_name(path_model)
+            provider, upstream_model = self.router.resolve(model, flavor, self.clock())
         except GatewayError as err:
             self.metrics.rejected.labels(err.code).inc()
-            await self._send_error(send, err, "anthropic")
+            await self._send_error(send, err, flavor)
             return
         adapter = self.adapters[provider]
         connect, read = self._timeouts[provider]
-        url = adapter.request_url("messages.count_tokens", scope.get("query_string", b"").decode("latin-1"))
+        url = adapter.request_url(route, query, upstream_model)
+        sent = body if path_model is not None else {**body, "model": upstream_model}
         assert self.client is not None, "Gateway.start() was not called"
         try:
-            resp = await self.client.send(url, adapter.headers(headers), orjson.dumps({**body, "model": upstream_model}),
-                                          connect=connect, read=read)  # fmt: skip
+            resp = await self.client.send(url, adapter.headers(headers), orjson.dumps(sent), connect=connect,
+                                          read=read)  # fmt: skip
         except TransportFailure as exc:
             failed = GatewayError(504 if exc.timeout else 502, "upstream_unreachable",
                                   f"provider {provider!r} is unreachable: {exc}")  # fmt: skip
-            self.metrics.requests.labels("messages.count_tokens", provider, OTHER, "error").inc()
-            await self._send_error(send, failed, "anthropic")
+            self.metrics.requests.labels(route, provider, OTHER, "error").inc()
+            await self._send_error(send, failed, flavor)
             return
         try:
             data = await resp.read()
         except TransportFailure as exc:
             await self._send_error(send, GatewayError(502, "upstream_unreachable", f"provider {provider!r} broke "
-                                                      f"off: {exc}"), "anthropic")  # fmt: skip
+                                                      f"off: {exc}"), flavor)  # fmt: skip
             return
         finally:
             await resp.close()
         label = upstream_model if upstream_model in self.metrics.known_models or self.catalog.lookup(
             self.router.price_ids[provider], upstream_model, self.clock()) else OTHER  # fmt: skip
         status = "ok" if resp.status < 400 else "upstream_error"
-        self.metrics.requests.labels("messages.count_tokens", provider, label, status).inc()
+        self.metrics.requests.labels(route, provider, label, status).inc()
         out = {"content-type": resp.headers.get("content-type", "application/json"), **relayed_headers(resp),
                "x-tokenops-cost-usd": "0.00", "x-tokenops-provider": provider}  # fmt: skip
         await send_bytes(send, resp.status, data, out)

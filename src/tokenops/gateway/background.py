@@ -210,7 +210,7 @@ class BackgroundResponses:
                 call, status="error" if lost else outcome, http_status=200, usage=usage,
                 model_used=adapter.response_model(payload), usage_estimated=problem is not None,
                 error_code=problem or error or (f"response_{status}" if outcome != "ok" else None),
-                upstream_request_id=response_id,
+                upstream_request_id=response_id, service_tier=adapter.service_tier("responses", payload),
             )  # fmt: skip
         except SpoolUnavailable:  # kept for the spool to write later; the file stays until the event is on disk
             return call.recorded

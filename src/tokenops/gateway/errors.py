@@ -2,6 +2,8 @@
 
 OpenAI routes: ``{"error": {"type", "code", "message", "param"}}``.
 Anthropic routes: ``{"type": "error", "error": {"type", "message", "code"}}`` with Anthropic's type names.
+Gemini routes: ``{"error": {"code", "message", "status", "details"}}`` (Google's shape; ``details`` carries TokenOps'
+reason as a ``google.rpc.ErrorInfo``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,32 @@ _ANTHROPIC_TYPES = {
     502: "api_error",
     503: "overloaded_error",
     504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 
 def error_body(err: GatewayError, flavor: str) -> bytes:
+    if flavor == "gemini":  # Google's shape: the HTTP code, the gRPC status name, TokenOps' reason in the details
+        return orjson.dumps({"error": {
+            "code": err.status, "message": err.message, "status": _GOOGLE_STATUS.get(err.status, "UNKNOWN"),
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.code,
+                         "domain": "tokenops", "metadata": {"param": err.param} if err.param else {}}],
+        }})  # fmt: skip
     if flavor == "anthropic":
         return orjson.dumps(
             {

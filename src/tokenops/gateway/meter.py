@@ -1,6 +1,7 @@
 """Meter: turns a finished call into a priced spend event and makes it durable before the client is done.
 
-Pricing uses the row in force at the call's start, looked up under the model the provider says it used
+Pricing uses the row in force at the call's start (batch results: the batch row, or half the standard one, see
+:data:`BATCH_PRICE_FACTOR`), looked up under the model the provider says it used
 (``gpt-4o-2024-08-06``), falling back to the name sent upstream. No price: the event is *unpriced* (cost
 ``None``), the response says ``X-TokenOps-Cost-USD: unpriced``. Calls that carried no usage (rejections,
 upstream errors) cost exactly 0.
@@ -36,12 +37,19 @@ from tokenops.ledger.events import SpendEvent, Status
 from tokenops.ledger.spool import Spool, SpoolUnavailable
 from tokenops.money import ZERO
 from tokenops.pricing.catalog import PriceCatalog
-from tokenops.pricing.model import price_usage
+from tokenops.pricing.model import price_usage, scaled, tier_variant
 from tokenops.usage import Usage
 
 log = logging.getLogger("tokenops.meter")
 RECENT = 20_000
 MAX_TEXT = 256
+TIER_UNPRICED = "service_tier_unpriced"  # error_code of an ok call whose tier has no price row (billed as standard)
+# Batch results (routes "batches" and "messages.batches": see tokenops.gateway.batches) are priced with the
+# catalog's "batch" variant row where it has one (genai-prices has them for OpenAI from 2026-10-14), else with a
+# row derived from the standard one at this factor, recorded as its own price row: OpenAI's Batch API and
+# Anthropic's Message Batches both bill 50% of the standard price.
+BATCH_ROUTES = frozenset(("batches", "messages.batches"))
+BATCH_PRICE_FACTOR = Decimal("0.5")
 
 Listener = Callable[[Call, SpendEvent], Awaitable[None]]
 
@@ -65,20 +73,36 @@ class Meter:
         self.recent: OrderedDict[str, SpendEvent] = OrderedDict()
         self.recent_upstream: dict[str, str] = {}  # OpenAI response id -> request id, for the recent responses calls
 
-    def price(self, call: Call, model_used: str, usage: Usage | None) -> tuple[Decimal | None, str | None]:
+    def price(self, call: Call, model_used: str, usage: Usage | None,
+              service_tier: str | None = None) -> tuple[Decimal | None, str | None, bool]:  # fmt: skip
+        """The cost and price row of a call, and whether its service tier went unpriced: a tier the response
+        reports (``flex``, ``priority``, ``batch``) is priced with that tier's row; a tier the catalog has no row
+        for is priced at the standard rate and flagged (``True``)."""
         if usage is None or usage.total_tokens == 0:
-            return ZERO, None
+            return ZERO, None, False
         row = None
+        providers = call.price_providers or (call.provider_name,)
         for model in dict.fromkeys((model_used, call.upstream_model)):
             if model:
-                row = self.catalog.lookup(call.price_providers or (call.provider_name,), model, call.ts)
+                row = self.catalog.lookup(providers, model, call.ts)
                 if row is not None:
                     break
+        tier_unpriced = False
+        if row is not None and call.route in BATCH_ROUTES:  # a batch result: the batch row, else half the standard
+            batch_row = self.catalog.lookup((row.provider,), row.model, call.ts, variant="batch")
+            row = batch_row or scaled(row, BATCH_PRICE_FACTOR, "batch", "batch = 50% of the standard price (the "
+                                      "Batch API's published discount; the catalog has no batch row)")  # fmt: skip
+        elif row is not None and (tier := tier_variant(service_tier)):
+            tiered = self.catalog.lookup((row.provider,), row.model, call.ts, variant=tier)
+            if tiered is not None:
+                row = tiered
+            else:
+                tier_unpriced = True
         call.price_row = row
         if row is None:
-            return None, None
+            return None, None, False
         cost = price_usage(usage, row)
-        return cost.total, cost.price_row_id
+        return cost.total, cost.price_row_id, tier_unpriced
 
     def event(
         self,
@@ -92,10 +116,15 @@ class Meter:
         usage_estimated: bool = False,
         ttft: float | None = None,
         upstream_request_id: str | None = None,
+        service_tier: str | None = None,
     ) -> SpendEvent:
-        """The priced event of a finished call (not yet recorded)."""
+        """The priced event of a finished call (not yet recorded). ``service_tier``: the tier the provider's
+        answer reports; one without a price row is billed at the standard rate and the event says so
+        (``error_code`` ``service_tier_unpriced``, unless it already carries a usage problem)."""
         model_used = clean_text(model_used) or call.upstream_model or call.model_requested or None
-        cost, row_id = self.price(call, model_used or "", usage)
+        cost, row_id, tier_unpriced = self.price(call, model_used or "", usage, service_tier)
+        if tier_unpriced and error_code is None:
+            error_code = TIER_UNPRICED
         latency = (time.perf_counter() - call.started) * 1000.0
         return SpendEvent(
             request_id=call.request_id,

@@ -26,13 +26,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
 from tokenops.call import Call
 from tokenops.errors import GatewayError, UpstreamError
+from tokenops.gateway import translate
 from tokenops.gateway.background import RUNNING, BackgroundResponses
 from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
+from tokenops.gateway.errors import error_body
 from tokenops.gateway.http import Receive, Send, encode_headers
 from tokenops.gateway.meter import Meter
 from tokenops.gateway.providers.base import Adapter, StreamMeter
@@ -40,8 +43,9 @@ from tokenops.gateway.sse import SSEBuffer, SSEEvent
 from tokenops.ledger.events import SpendEvent
 from tokenops.ledger.spool import SpoolUnavailable
 from tokenops.money import format_usd
+from tokenops.policy.estimate import EMBEDDING_ROUTES
 from tokenops.tokens import estimate_input
-from tokenops.usage import MalformedUsage, Usage
+from tokenops.usage import MalformedUsage, MissingUsage, Usage
 
 log = logging.getLogger("tokenops.upstream")
 
@@ -102,10 +106,16 @@ class Upstream:
         if problem is not None:  # the answer could not be recorded: do not call the provider at all
             raise SpoolUnavailable(f"TokenOps cannot record calls right now ({problem}); try again shortly")
         adapter = self.adapters[call.provider_name]
-        body, wants_usage = adapter.prepare(call.route, call.body, call.upstream_model, call.output_limit)
+        route = call.upstream_route or call.route
+        given = call.body
+        if route != call.route:  # the provider speaks another format: translate (tokenops.gateway.translate)
+            given = translate.request(call.route, route, call.body, call.upstream_model,
+                                      adapter.output_limit_field(route, call.upstream_model))  # fmt: skip
+        body, wants_usage = adapter.prepare(route, given, call.upstream_model, call.output_limit)
         connect, read = self.timeouts[call.provider_name]
         try:
-            resp = await self.client.send(adapter.request_url(call.route, call.query), adapter.headers(call.headers),
+            resp = await self.client.send(adapter.request_url(route, call.query, call.upstream_model),
+                                          adapter.headers(call.headers),
                                           orjson.dumps(body), connect=connect, read=read)  # fmt: skip
         except TransportFailure as exc:
             raise await self._failed(call, exc, "is unreachable") from None
@@ -140,6 +150,12 @@ class Upstream:
         event = await self.meter.record(
             call, status="upstream_error", http_status=resp.status, error_code=_error_code(body)
         )
+        if (call.upstream_route or call.route) != call.route:  # translated: the error in the client's own shape
+            try:
+                code, message = translate.error(orjson.loads(body))
+            except orjson.JSONDecodeError:
+                code, message = "upstream_error", body.decode("utf-8", "replace")[:500]
+            body = error_body(GatewayError(resp.status, code, message), call.flavor)
         headers = {"content-type": resp.headers.get("content-type", "application/json"),
                    "content-length": str(len(body)), **relayed_headers(resp), **call_headers(call, event)}  # fmt: skip
         await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
@@ -165,14 +181,15 @@ class Upstream:
             return
         problem = None
         try:
-            usage = adapter.usage(call.route, payload)
+            usage = adapter.usage(call.upstream_route or call.route, payload)
         except MalformedUsage as exc:
             # Some OpenAI-compatible servers omit usage, some report nonsense: estimate rather than record nothing
             # (or trillions), and say so.
             problem = exc.code
-            log.warning("call %s: provider %s usage not used (%s); estimated", call.request_id, call.provider_name,
-                        exc)  # fmt: skip
-            usage = Usage(input_tokens=self.input_estimate(call), output_tokens=(len(body) + 3) // 16)
+            embedding = call.route in EMBEDDING_ROUTES  # no output; Gemini's never report usage: expected, not news
+            log.log(logging.DEBUG if embedding and isinstance(exc, MissingUsage) else logging.WARNING,
+                    "call %s: provider %s usage not used (%s); estimated", call.request_id, call.provider_name, exc)
+            usage = Usage(input_tokens=self.input_estimate(call), output_tokens=0 if embedding else (len(body) + 3) // 16)
         event = await self.meter.record(
             call,
             status="ok",
@@ -182,7 +199,14 @@ class Upstream:
             usage_estimated=problem is not None,
             error_code=problem,
             upstream_request_id=adapter.upstream_request_id(payload),
+            service_tier=adapter.service_tier(call.upstream_route or call.route, payload),
         )
+        if (call.upstream_route or call.route) != call.route:  # answered in the provider's format: the client's
+            try:
+                body = orjson.dumps(translate.response(call.route, payload))
+            except (TypeError, ValueError, AttributeError) as exc:  # recorded already; the client gets a 502
+                raise UpstreamError(502, "upstream_invalid_response", f"provider {call.provider_name!r} answered "
+                                    f"in a shape that cannot be translated ({exc})") from None  # fmt: skip
         headers = {"content-type": resp.headers.get("content-type", "application/json"),
                    "content-length": str(len(body)), **relayed_headers(resp), **call_headers(call, event)}  # fmt: skip
         await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
@@ -209,7 +233,10 @@ class Upstream:
     async def _relay_stream(
         self, call: Call, adapter: Adapter, resp: UpstreamResponse, wants_usage: bool, receive: Receive, send: Send
     ) -> None:
-        relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage, call.route), adapter.flavor, send)
+        route = call.upstream_route or call.route
+        relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage, route), call.flavor, send)
+        if route != call.route:
+            relay.converter = translate.stream(call.route, call.body)
         headers = {"content-type": resp.headers.get("content-type", "text/event-stream"), "cache-control": "no-cache",
                    **relayed_headers(resp), **call_headers(call, None)}  # fmt: skip
         await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
@@ -238,7 +265,7 @@ class Upstream:
                 await self.meter.record(
                     call, status="cancelled", http_status=499, usage=usage, model_used=relay.meter.model,
                     usage_estimated=True, ttft=relay.ttft, error_code="client_disconnected",
-                    upstream_request_id=relay.meter.upstream_id,
+                    upstream_request_id=relay.meter.upstream_id, service_tier=relay.meter.service_tier,
                 )  # fmt: skip
         except TransportFailure as exc:
             if not relay.recorded:
@@ -249,6 +276,18 @@ class Upstream:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+def _event_data(ev: SSEEvent) -> Any:
+    """An event's JSON payload, ``"[DONE]"``, or None."""
+    if ev.data is None:
+        return None
+    if ev.data.strip() == b"[DONE]":
+        return "[DONE]"
+    try:
+        return orjson.loads(ev.data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 class _StreamRelay:
@@ -265,6 +304,7 @@ class _StreamRelay:
         self.recorded = False
         self.held: bytes | None = None  # the final event, held until the call is recorded
         self.done = False  # the final event was sent (or replaced by an error): relay nothing more
+        self.converter: Any = None  # a translated call: the provider's events into the client's format
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         it = chunks.__aiter__()
@@ -294,6 +334,8 @@ class _StreamRelay:
         try:
             out = self.meter.relay(ev)
             final = self.meter.is_final(ev)
+            if self.converter is not None:
+                out = self.converter.convert(ev.event, _event_data(ev))
         except Exception:  # an adapter bug on a malformed event must not cut the client's stream
             log.exception("call %s: provider event not understood; relayed as is", self.call.request_id)
             self.meter.usage_problem = "usage_malformed"
@@ -317,6 +359,7 @@ class _StreamRelay:
             await asyncio.shield(self.upstream.meter.record(
                 self.call, status="ok", http_status=200, usage=usage, model_used=self.meter.model,
                 usage_estimated=estimated, error_code=problem, ttft=self.ttft, upstream_request_id=self.meter.upstream_id,
+                service_tier=self.meter.service_tier,
             ))  # fmt: skip
         except SpoolUnavailable as exc:
             await self.error_event(exc)
@@ -334,6 +377,7 @@ class _StreamRelay:
             await self.upstream.meter.record(
                 self.call, status="error", http_status=502, usage=usage, model_used=self.meter.model,
                 usage_estimated=True, ttft=self.ttft, error_code=code, upstream_request_id=self.meter.upstream_id,
+                service_tier=self.meter.service_tier,
             )  # fmt: skip
         except SpoolUnavailable:
             pass  # deferred by the meter; the client is told the stream ended early either way
@@ -345,6 +389,8 @@ class _StreamRelay:
             body = b"event: error\ndata: " + orjson.dumps(
                 {"type": "error", "code": err.code, "message": err.message, "param": None, "sequence_number": 0}
             ) + b"\n\n"
+        elif self.flavor == "gemini":
+            body = b"data: " + error_body(err, "gemini") + b"\n\n"
         elif self.flavor == "anthropic":
             body = b"event: error\ndata: " + orjson.dumps(
                 {"type": "error", "error": {"type": "api_error", "message": err.message}}

@@ -201,8 +201,8 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
-    """The JSON object of a request body and the model it names, or the 400 that says what is wrong."""
+def json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body, or the 400 that says what is wrong."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -213,6 +213,12 @@ def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
         raise _bad("the request body must be a JSON object")
     if _too_deep(raw, body):
         raise _bad(f"the request body nests deeper than {MAX_DEPTH} levels")
+    return body
+
+
+def body_and_model(raw: bytes) -> tuple[dict[str, Any], str]:
+    """The JSON object of a request body and the model it names, or the 400 that says what is wrong."""
+    body = json_object(raw)
     model = body.get("model")
     if model is None:
         raise _bad("'model' is required", "model")
@@ -273,3 +279,91 @@ def request(call: Call, raw: bytes) -> None:
     call.body_bytes = len(raw)
     call.model_requested = model
     call.stream = body.get("stream") is True and call.route != "embeddings"
+
+
+_GOOGLE_SERVER_TOOLS = ("googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext", "googleMaps",
+                        "fileSearch", "computerUse")  # fmt: skip
+
+
+def _gemini_parts(value: Any, shape: _Shape, param: str) -> None:
+    """A Gemini ``Content`` (``{"role", "parts": [...]}``): text counted, inline images counted, other media
+    and files by reference are unbounded (billed by their length, which the body does not say)."""
+    if not isinstance(value, dict):
+        raise _bad(f"'{param}' must be an object with 'parts'", param)
+    parts = value.get("parts")
+    if not isinstance(parts, list):
+        raise _bad(f"'{param}.parts' must be an array", f"{param}.parts")
+    for part in parts:
+        if not isinstance(part, dict):
+            raise _bad(f"'{param}.parts' must hold objects", f"{param}.parts")
+        if isinstance(part.get("text"), str):
+            shape.chars += len(part["text"])
+        inline = part.get("inlineData") or part.get("inline_data")
+        if isinstance(inline, dict):
+            mime = str(inline.get("mimeType") or inline.get("mime_type") or "")
+            if mime.startswith("image/"):
+                shape.images += 1
+            else:
+                shape.unbounded += 1  # audio, video, PDF: billed by duration or pages
+        if part.get("fileData") or part.get("file_data"):
+            shape.unbounded += 1
+        for name in ("functionCall", "functionResponse"):
+            if isinstance(part.get(name), dict):
+                shape.chars += len(orjson.dumps(part[name]))
+
+
+def model_name(value: Any) -> str:
+    """A model name fit for headers and the ledger (printable, at most 256 characters), or the 400."""
+    return _name(value, "model", "a model name")
+
+
+def gemini_request(call: Call, raw: bytes, model: str) -> None:
+    """A Gemini call: the model is in the path; the body is a GenerateContentRequest, an EmbedContentRequest
+    (``content``) or a BatchEmbedContentsRequest (``requests``)."""
+    body = json_object(raw)
+    model = _name(model, "model", "a model name")
+    shape = _Shape()
+    turns, messages = 1, 1
+    if call.route == "gemini.embed":
+        _gemini_parts(body.get("content"), shape, "content")
+    elif call.route == "gemini.batch_embed":
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise _bad("'requests' must be a non-empty array", "requests")
+        for i, r in enumerate(requests):
+            _gemini_parts(r.get("content") if isinstance(r, dict) else None, shape, f"requests[{i}].content")
+        messages = len(requests)
+    else:
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise _bad("'contents' must be a non-empty array", "contents")
+        for i, c in enumerate(contents):
+            _gemini_parts(c, shape, f"contents[{i}]")
+        messages = len(contents)
+        if body.get("systemInstruction") is not None:
+            _gemini_parts(body["systemInstruction"], shape, "systemInstruction")
+        if body.get("cachedContent") is not None:
+            shape.unbounded += 1  # the cached content is billed as (cached) input; the body does not hold it
+        tools = body.get("tools")
+        if isinstance(tools, list) and any(isinstance(t, dict) and any(k in t for k in _GOOGLE_SERVER_TOOLS)
+                                           for t in tools):  # fmt: skip
+            shape.unbounded += 1
+            turns = SERVER_TOOL_TURNS
+        config = body.get("generationConfig")
+        if config is not None:
+            if not isinstance(config, dict):
+                raise _bad("'generationConfig' must be an object", "generationConfig")
+            _optional(config, "maxOutputTokens", int, "an integer")
+            candidates = config.get("candidateCount")
+            if candidates is not None:
+                if not isinstance(candidates, int) or isinstance(candidates, bool) or not 1 <= candidates <= 8:
+                    raise _bad("'generationConfig.candidateCount' must be an integer from 1 to 8",
+                               "generationConfig.candidateCount")  # fmt: skip
+                call.choices = candidates
+    call.shape = InputShape(chars=shape.chars, messages=messages, images=shape.images, unbounded=shape.unbounded,
+                            turns=turns)  # fmt: skip
+    call.body = body
+    call.body_bytes = len(raw)
+    call.model_requested = model
+    call.stream = call.route == "gemini.stream"
+

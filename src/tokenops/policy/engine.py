@@ -31,6 +31,7 @@ from tokenops.money import ZERO, format_usd
 from tokenops.policy.approvals import Approvals, grant_counter
 from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
 from tokenops.policy.estimate import (
+    EMBEDDING_ROUTES,
     input_bound,
     max_cost,
     needs_output_bound,
@@ -131,7 +132,9 @@ class PolicyEngine:
         blocking, approval_budgets, downgrade = await self._actions(budgets)
         if blocking is not None:
             await self._blocked(call, blocking, budgets)
-        if downgrade is not None and downgrade[1].model and self._cheaper(call, downgrade[1].model):
+        # a batch runs the models its requests name: a budget's downgrade cannot rewrite them
+        if downgrade is not None and downgrade[1].model and call.preset_max is None \
+                and self._cheaper(call, downgrade[1].model):  # fmt: skip
             call.response_headers["x-tokenops-downgraded-from"] = call.model_requested
             call.response_headers["x-tokenops-downgrade-reason"] = f"budget {downgrade[0].name}"
             call.downgraded_from = call.model_requested
@@ -150,20 +153,25 @@ class PolicyEngine:
         cap = min((r.max_cost_per_call_usd for r in rules if r.max_cost_per_call_usd is not None), default=None)
         hard = [f"budget {b.name}" for b, _w in budgets if self._limits.get(b.name) is not None]
         hard += [f"approval {g.id}" for g in capped] + (["a cost cap"] if cap is not None else [])
-        if hard and needs_output_bound(call):
-            # Only a limit the provider enforces makes the reservation a true upper bound (a reasoning model can
-            # answer far more than any default): send the ceiling upstream, and say so.
-            self._set_output(call, out)
-            call.response_headers["x-tokenops-clamped"] = f"max_tokens={out} (set by TokenOps: {hard[0]} is a hard limit)"
-        cost = max_cost(row, bound, output_bound(call, out))
-        if cap is not None and cost is not None and cost > cap:
-            self._cost_cap(call, rules, row, bound, out, cost, cap)
-            out = requested_output(call) or out
+        if call.preset_max is not None:  # a batch: the gateway bounded each of its requests (gateway.batches)
+            tokens, cost = call.preset_max
+        else:
+            if hard and needs_output_bound(call):
+                # Only a limit the provider enforces makes the reservation a true upper bound (a reasoning model
+                # can answer far more than any default): send the ceiling upstream, and say so.
+                self._set_output(call, out)
+                call.response_headers["x-tokenops-clamped"] = f"max_tokens={out} (set by TokenOps: {hard[0]} is a " \
+                                                              "hard limit)"  # fmt: skip
             cost = max_cost(row, bound, output_bound(call, out))
+            if cap is not None and cost is not None and cost > cap:
+                self._cost_cap(call, rules, row, bound, out, cost, cap)
+                out = requested_output(call) or out
+                cost = max_cost(row, bound, output_bound(call, out))
+            tokens = bound + output_bound(call, out)
 
         held = Held(str(next(self._ids)), budgets, [], grants=[g.id for g in capped])
         for b, w in budgets:
-            amount = (cost or ZERO) if b.unit == "usd" else Decimal(bound + output_bound(call, out))
+            amount = (cost or ZERO) if b.unit == "usd" else Decimal(tokens)
             held.claims.append(Claim(counter_key(b, w), amount, self._limits.get(b.name)))
         for g in capped:
             held.claims.append(Claim(grant_counter(g.id), cost or ZERO, g.max_usd))
@@ -180,6 +188,8 @@ class PolicyEngine:
                 )  # fmt: skip
             blocked = next(b for b, w in budgets if counter_key(b, w) == full)
             await self._blocked(call, blocked, budgets)
+        if call.preset_max is not None:
+            await self._batch_fits(held, budgets)
         try:
             held.rate_claims = await self.limiter.take(call, call.model_requested,
                                                        typical_input(call, model) + out * call.choices, cost)  # fmt: skip
@@ -334,7 +344,7 @@ class PolicyEngine:
     def _caps(self, call: Call, rules: list[RuleConfig]) -> int:
         """Apply input/output token caps; returns the output ceiling used for reservations."""
         est_in = typical_input(call, self.resolve(call, call.model_requested) or call.model_requested)
-        if call.route == "embeddings":  # no output tokens: only the input cap applies
+        if call.route in EMBEDDING_ROUTES:  # no output tokens: only the input cap applies
             for r in rules:
                 if r.max_input_tokens is not None and est_in > r.max_input_tokens:
                     raise GatewayError(400, "token_limit_exceeded",
@@ -386,6 +396,26 @@ class PolicyEngine:
         raise GatewayError(400, "cost_limit_exceeded",
                            f"this call could cost up to ${format_usd(cost)}, over the ${format_usd(cap)} allowed per "
                            "call; lower max_tokens or shorten the prompt", param="max_tokens")  # fmt: skip
+
+    async def _batch_fits(self, held: Held, budgets: list[tuple[BudgetConfig, Window]]) -> None:
+        """A batch (a call with :attr:`Call.preset_max`) is many calls in one: a hard budget admits it only if its
+        whole maximum fits what is left, not merely while something is left (which would let one batch overshoot
+        the budget by all of it). Checked on the counters after the reservation; refused, it is given back."""
+        hard = [(b, w) for b, w in budgets if self._limits.get(b.name) is not None]
+        if not hard:
+            return
+        counters = await self.state.counters([counter_key(b, w) for b, w in hard])
+        for (b, _w), counter in zip(hard, counters, strict=True):
+            limit = self._limits[b.name]
+            if limit is not None and counter.committed > limit:
+                await self.state.settle(held.id, {})
+                unit = "USD" if b.unit == "usd" else "tokens"
+                claimed = _claimed(held, b, _w)
+                raise GatewayError(
+                    429, "budget_exceeded", f"budget {b.name!r} ({b.scope}) cannot hold this batch: it may cost up to "
+                    f"{claimed} {unit} and {max(ZERO, limit - (counter.committed - claimed))} {unit} are left",
+                    kind="rate_limit_error", headers={"retry-after": "60"},
+                )  # fmt: skip
 
     async def _blocked(self, call: Call, budget: BudgetConfig, budgets: list[tuple[BudgetConfig, Window]]) -> None:
         w = self.window(budget, call.ts)
@@ -470,6 +500,11 @@ class PolicyEngine:
         pairs = [(b, self.window(b, at)) for b in self.budgets.values()]
         counters = await self.state.counters([counter_key(b, w) for b, w in pairs])
         return [budget_status(b, w, c.spent, c.reserved, at) for (b, w), c in zip(pairs, counters, strict=True)]
+
+
+def _claimed(held: Held, b: BudgetConfig, w: Window) -> Decimal:
+    key = counter_key(b, w)
+    return sum((c.amount for c in held.claims if c.key == key), ZERO)
 
 
 def counter_name(b: BudgetConfig) -> str:

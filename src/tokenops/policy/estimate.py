@@ -27,6 +27,7 @@ from tokenops.tokens import estimate_input
 from tokenops.tokens import input_bound as _input_bound
 
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+EMBEDDING_ROUTES = frozenset(("embeddings", "gemini.embed", "gemini.batch_embed"))  # no output to bound
 UNBOUNDED_INPUT = 1_000_000  # tokens assumed for a part the body does not bound, when the context window is unknown
 
 
@@ -34,8 +35,10 @@ def requested_output(call: Call) -> int | None:
     """The output limit the call will go upstream with (the gateway's own, else the client's)."""
     if call.output_limit is not None:
         return call.output_limit
-    for name in OUTPUT_FIELDS:
-        value = call.body.get(name)
+    config = call.body.get("generationConfig")  # Gemini's limit
+    given = [call.body.get(name) for name in OUTPUT_FIELDS]
+    given.append(config.get("maxOutputTokens") if isinstance(config, dict) else None)
+    for value in given:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
@@ -57,7 +60,7 @@ def output_bound(call: Call, per_answer: int) -> int:
 
 def needs_output_bound(call: Call) -> bool:
     """A call whose output only the gateway can bound: it generates text and sets no output limit."""
-    return call.route != "embeddings" and requested_output(call) is None
+    return call.route not in EMBEDDING_ROUTES and requested_output(call) is None
 
 
 def max_cost(row: PriceRow | None, input_tokens: int, output_tokens: int) -> Decimal | None:

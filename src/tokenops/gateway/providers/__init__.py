@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from tokenops.gateway.providers.anthropic import AnthropicAdapter
 from tokenops.gateway.providers.base import Adapter, StreamMeter
+from tokenops.gateway.providers.gemini import GeminiAdapter
 from tokenops.gateway.providers.openai import OpenAIAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter}
+ADAPTERS: dict[str, type[Adapter]] = {"openai": OpenAIAdapter, "anthropic": AnthropicAdapter, "gemini": GeminiAdapter}
 
 __all__ = ["ADAPTERS", "Adapter", "StreamMeter"]

@@ -4,7 +4,8 @@ Usage: Anthropic's ``input_tokens`` EXCLUDES cache reads (``cache_read_input_tok
 (``cache_creation_input_tokens``, split into ``cache_creation.ephemeral_5m_input_tokens`` and
 ``ephemeral_1h_input_tokens``, priced differently); :class:`~tokenops.usage.Usage` counts the whole prompt, so
 they are added here. In a stream, ``message_start`` carries the input side and ``message_delta`` the
-cumulative output (newer API versions repeat the input side there too).
+cumulative output (newer API versions repeat the input side there too). ``usage.service_tier`` (``standard``,
+``priority``, ``batch``) prices the call with that tier's row.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import orjson
 
 from tokenops.gateway.http import is_plain_header_value
-from tokenops.gateway.providers.base import Adapter, StreamMeter, obj
+from tokenops.gateway.providers.base import Adapter, StreamMeter, obj, text
 from tokenops.gateway.sse import SSEEvent
 from tokenops.usage import MalformedUsage, MissingUsage, Usage, count
 
@@ -67,6 +68,8 @@ class AnthropicStreamMeter(StreamMeter):
                 usage = obj(msg.get("usage"))
             else:
                 usage = obj(payload.get("usage"))
+            if isinstance(usage.get("service_tier"), str):
+                self.service_tier = usage["service_tier"]
             for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"):
                 if usage.get(k) is not None:
                     self._input[k] = usage[k]
@@ -120,7 +123,7 @@ class AnthropicAdapter(Adapter):
     kind = "anthropic"
     flavor = "anthropic"
 
-    def url(self, route: str) -> str:
+    def url(self, route: str, model: str = "") -> str:
         base = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         return base + ("/v1/messages/count_tokens" if route == "messages.count_tokens" else "/v1/messages")
 
@@ -148,6 +151,10 @@ class AnthropicAdapter(Adapter):
         if u is None:
             raise MissingUsage("the response has no usage object")
         return u
+
+    def service_tier(self, route: str, payload: Any) -> str | None:
+        # "standard", "priority" or "batch", in the usage object
+        return text(obj(obj(payload).get("usage")).get("service_tier"))
 
     def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
         return AnthropicStreamMeter()

@@ -31,6 +31,7 @@ class StreamMeter:
         self.usage_problem: str | None = None  # why the reported usage was not used: a MalformedUsage code
         self.model: str | None = None
         self.upstream_id: str | None = None
+        self.service_tier: str | None = None  # the service tier the stream reports (priced by its own row)
         self.text_chars = 0  # streamed output so far, for estimating usage when a stream is cut short
         self.chunks = 0
 
@@ -78,12 +79,13 @@ class Adapter:
         self.api_key = api_key
         self.extra_headers = extra_headers
 
-    def url(self, route: str) -> str:
+    def url(self, route: str, model: str = "") -> str:
+        """The provider URL of ``route`` (``model``: for APIs that name the model in the path, as Gemini does)."""
         raise NotImplementedError
 
-    def request_url(self, route: str, query: str = "") -> str:
+    def request_url(self, route: str, query: str = "", model: str = "") -> str:
         """The provider URL of ``route`` with the client's query string as it came (e.g. ``?beta=true``)."""
-        url = self.url(route)
+        url = self.url(route, model)
         return f"{url}?{query}" if query else url
 
     def headers(self, client_headers: dict[str, str]) -> dict[str, str]:
@@ -115,6 +117,11 @@ class Adapter:
     def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
         raise NotImplementedError
 
+    def service_tier(self, route: str, payload: Any) -> str | None:
+        """The service tier a JSON answer reports (``flex``, ``priority``, ``standard``, …), if any: the call is
+        priced with that tier's price row (:meth:`tokenops.gateway.meter.Meter.price`)."""
+        return None
+
     @staticmethod
     def response_model(payload: Any) -> str | None:
         if isinstance(payload, dict) and isinstance(payload.get("model"), str):
@@ -126,6 +133,11 @@ class Adapter:
         if isinstance(payload, dict) and isinstance(payload.get("id"), str):
             return payload["id"]
         return None
+
+
+def text(value: Any) -> str | None:
+    """``value`` if it is a string, else None."""
+    return value if isinstance(value, str) else None
 
 
 def obj(value: Any) -> dict[str, Any]:

@@ -10,7 +10,9 @@ Counts are read with :func:`tokenops.usage.count` (digit strings, as some compat
 garbage makes the usage untrusted and the call estimated). A chat stream reports usage only with
 ``stream_options.include_usage``: the gateway always asks for it, and when the client did not, removes the usage
 chunk and the ``"usage": null`` fields so the client gets exactly the stream it asked for. A Responses stream
-carries its usage in its last event (``response.completed``, ``.incomplete`` or ``.failed``).
+carries its usage in its last event (``response.completed``, ``.incomplete`` or ``.failed``). The service tier
+that served the call (``service_tier``: ``default``, ``flex``, ``priority``, ``scale``) is read from the answer,
+every chat chunk, or the Responses stream's ``response`` object, and prices the call with that tier's row.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from tokenops.gateway.providers.base import Adapter, StreamMeter, obj
+from tokenops.gateway.providers.base import Adapter, StreamMeter, obj, text
 from tokenops.gateway.sse import SSEEvent
 from tokenops.usage import MissingUsage, Usage, count
 
@@ -78,6 +80,8 @@ class OpenAIStreamMeter(StreamMeter):
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
             self.upstream_id = chunk.get("id") if isinstance(chunk.get("id"), str) else None
+        if isinstance(chunk.get("service_tier"), str):  # every chunk says it; the last one is the one billed
+            self.service_tier = chunk["service_tier"]
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
             delta = obj(obj(choice).get("delta"))
@@ -117,6 +121,8 @@ class ResponsesStreamMeter(StreamMeter):
                 self.model = response["model"]
             if self.upstream_id is None and isinstance(response.get("id"), str):
                 self.upstream_id = response["id"]
+            if isinstance(response.get("service_tier"), str):
+                self.service_tier = response["service_tier"]
             if "usage" in response and response["usage"] is not None:
                 self.take_usage(usage_from_openai, response["usage"])
         return event.raw
@@ -132,7 +138,7 @@ class OpenAIAdapter(Adapter):
     kind = "openai"
     flavor = "openai"
 
-    def url(self, route: str) -> str:
+    def url(self, route: str, model: str = "") -> str:
         return self.base_url + PATHS[route]
 
     def output_limit_field(self, route: str, model: str) -> str:
@@ -170,6 +176,11 @@ class OpenAIAdapter(Adapter):
         if u is None:
             raise MissingUsage("the response has no usage object")
         return u
+
+    def service_tier(self, route: str, payload: Any) -> str | None:
+        # chat/completions and Responses both report the tier that served the call at the top level
+        # ("default", "flex", "priority", "scale"); a request for "auto" is answered with the tier used
+        return text(obj(payload).get("service_tier"))
 
     def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
         if route == "responses":

@@ -1,20 +1,29 @@
-"""Key stage: the client's virtual key, from ``Authorization: Bearer`` or ``x-api-key``."""
+"""Key stage: the client's virtual key, from ``Authorization: Bearer``, ``x-api-key``, or (Gemini's way)
+``x-goog-api-key`` or ``?key=``."""
 
 from __future__ import annotations
+
+from urllib.parse import parse_qsl
 
 from tokenops.call import Call
 from tokenops.errors import GatewayError
 from tokenops.gateway.keycache import KeyCache
 
 
-def presented_key(headers: dict[str, str]) -> str | None:
+def presented_key(headers: dict[str, str], query: str = "") -> str | None:
     auth = headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    key = headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None
+    key = headers.get("x-api-key") or headers.get("x-goog-api-key")
+    if key and key.strip():
+        return key.strip()
+    if "key=" in query:  # Gemini clients may put the key in the query string
+        for k, v in parse_qsl(query):
+            if k == "key" and v.strip():
+                return v.strip()
+    return None
 
 
 class KeyStage:
@@ -22,11 +31,10 @@ class KeyStage:
         self.keys = keys
 
     async def __call__(self, call: Call) -> None:
-        key = presented_key(call.headers)
+        key = presented_key(call.headers, call.query)
         if key is None:
-            raise GatewayError(
-                401, "missing_api_key", "no API key: send a TokenOps key as 'Authorization: Bearer tok-…' or 'x-api-key'"
-            )
+            raise GatewayError(401, "missing_api_key", "no API key: send a TokenOps key as 'Authorization: Bearer "
+                               "tok-…', 'x-api-key' or (Gemini) 'x-goog-api-key'")  # fmt: skip
         record = await self.keys.lookup(key)
         if record is None:
             raise GatewayError(401, "invalid_api_key", "unknown API key")

@@ -15,6 +15,10 @@ from tokenops.config import Config
 from tokenops.errors import GatewayError
 from tokenops.pricing.catalog import PriceCatalog
 
+# route -> {another provider kind the gateway translates it to: that kind's route}
+TRANSLATED: dict[str, dict[str, str]] = {"chat.completions": {"anthropic": "messages"},
+                                         "messages": {"openai": "chat.completions"}}
+
 
 class RouterStage:
     def __init__(self, config: Config, catalog: PriceCatalog):
@@ -31,14 +35,25 @@ class RouterStage:
     def _price_ids(self, name: str) -> tuple[str, ...]:
         return self.config.price_catalogs(name)
 
-    def resolve(self, model: str, flavor: str, at: datetime) -> tuple[str, str]:
+    def resolve(self, model: str, flavor: str, at: datetime, route: str | None = None) -> tuple[str, str]:
+        """(provider, upstream model) for ``model`` called in ``flavor``'s format. On a ``route`` the gateway
+        translates (:data:`TRANSLATED`), a provider of another kind may serve it: named by an alias or prefix, or
+        the one whose catalog knows the model when none of the route's own kind does."""
+        others = TRANSLATED.get(route or "", {})
         alias = self.aliases.get(model)
         if alias is not None:
-            return self._check_kind(alias.provider, flavor, model), alias.model
+            return self._check_kind(alias.provider, flavor, model, others), alias.model
         prefix, sep, rest = model.partition("/")
         if sep and prefix in self.config.providers and rest:
-            return self._check_kind(prefix, flavor, model), rest
+            return self._check_kind(prefix, flavor, model, others), rest
         candidates = self.by_kind.get(flavor, [])
+        for name in candidates:
+            if self.catalog.lookup(self.price_ids[name], model, at) is not None:
+                return name, model
+        for kind in others:
+            for name in self.by_kind.get(kind, []):
+                if self.catalog.lookup(self.price_ids[name], model, at) is not None:
+                    return name, model
         if not candidates:
             raise GatewayError(
                 400,
@@ -46,15 +61,13 @@ class RouterStage:
                 f"no provider speaking the {flavor} API is configured for model {model!r}",
                 param="model",
             )
-        for name in candidates:
-            if self.catalog.lookup(self.price_ids[name], model, at) is not None:
-                return name, model
         return candidates[0], model
 
-    def _check_kind(self, provider: str, flavor: str, model: str) -> str:
+    def _check_kind(self, provider: str, flavor: str, model: str, others: dict[str, str]) -> str:
         kind = self.config.provider_kind(provider)
-        if kind != flavor:
-            route = "/v1/messages" if kind == "anthropic" else "/v1/chat/completions"
+        if kind != flavor and kind not in others:
+            route = {"anthropic": "/v1/messages", "gemini": "/v1beta/models/{model}:generateContent"}.get(
+                kind, "/v1/chat/completions")
             raise GatewayError(
                 400,
                 "wrong_route",
@@ -64,5 +77,7 @@ class RouterStage:
         return provider
 
     async def __call__(self, call: Call) -> None:
-        call.provider_name, call.upstream_model = self.resolve(call.model_requested, call.flavor, call.ts)
+        call.provider_name, call.upstream_model = self.resolve(call.model_requested, call.flavor, call.ts, call.route)
         call.price_providers = self.price_ids[call.provider_name]
+        kind = self.config.provider_kind(call.provider_name)
+        call.upstream_route = call.route if kind == call.flavor else TRANSLATED[call.route][kind]
