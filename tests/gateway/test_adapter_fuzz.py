@@ -61,6 +61,15 @@ responses_events = st.one_of(
     st.builds(lambda u: sse({"type": "response.completed", "response": {"id": "r", "usage": u}}), usages),
 )
 
+gemini_usages = st.one_of(json_values, st.fixed_dictionaries({
+    "promptTokenCount": counts, "candidatesTokenCount": counts, "thoughtsTokenCount": counts,
+    "cachedContentTokenCount": counts, "toolUsePromptTokenCount": counts}))  # fmt: skip
+gemini_events = st.one_of(
+    st.builds(lambda c, u: sse({"candidates": c, "usageMetadata": u}), json_values, gemini_usages),
+    st.builds(lambda f, u: sse({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": f}],
+                                "usageMetadata": u, "modelVersion": "gemini-2.5-flash"}), json_values, gemini_usages),
+)
+
 
 def _chunked(events: list[str], cuts: list[int]) -> list[str]:
     text = "".join(events)
@@ -70,10 +79,11 @@ def _chunked(events: list[str], cuts: list[int]) -> list[str]:
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    flavor = draw(st.sampled_from(["openai", "anthropic", "responses"]))
+    flavor = draw(st.sampled_from(["openai", "anthropic", "responses", "gemini"]))
     stream = draw(st.booleans())
     if stream:
-        kinds = {"openai": openai_events, "anthropic": anthropic_events, "responses": responses_events}
+        kinds = {"openai": openai_events, "anthropic": anthropic_events, "responses": responses_events,
+                 "gemini": gemini_events}
         events = draw(st.lists(kinds[flavor], max_size=8))
         hostile: dict[str, Any] = {"events": _chunked(events, draw(st.lists(st.integers(0, 5000), max_size=4)))}
         if draw(st.booleans()):
@@ -81,10 +91,15 @@ def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     else:
         body = draw(st.one_of(json_values, st.builds(openai_json, usages), st.builds(
             lambda u, m: {"id": "m", "model": m, "content": [], "usage": u}, usages, json_values), st.builds(
-            lambda u, st_: {"id": "resp_x", "status": st_, "usage": u}, usages, json_values)))  # fmt: skip
+            lambda u, st_: {"id": "resp_x", "status": st_, "usage": u}, usages, json_values), st.builds(
+            lambda c, u: {"candidates": c, "usageMetadata": u}, json_values, gemini_usages)))  # fmt: skip
         hostile = {"raw": json.dumps(body), "split": draw(st.integers(1, 3))}
         if draw(st.integers(0, 4)) == 0:
             hostile["break_after"] = draw(st.integers(0, 3))
+    if flavor == "gemini":
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"/v1beta/models/gemini-2.5-flash:{method}", {"contents": [{"parts": [{"text": "hi"}]}],
+                                                             "hostile": hostile}
     if flavor == "responses":
         return "/v1/responses", {"model": "gpt-4o-mini", "input": "hi", "stream": stream, "hostile": hostile}
     if flavor == "openai":
@@ -106,7 +121,7 @@ class _Errors(logging.Handler):
 
 def test_no_answer_a_provider_can_give_escapes_or_goes_unrecorded(tmp_path: Path) -> None:
     loop = asyncio.new_event_loop()
-    cfg = write_config(tmp_path)
+    cfg = write_config(tmp_path, gemini=True)
     gw: Gateway = create_app(cfg, transport=httpx.ASGITransport(app=HostileUpstream()))
     _, key = create_key(gw.ledger)
     loop.run_until_complete(gw.start())

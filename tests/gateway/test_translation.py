@@ -1,6 +1,8 @@
-"""A Claude model answers an OpenAI-format call and a GPT model an Anthropic-format call, through real sockets with
-the official SDKs: text, system prompts, tools and tool calls, streaming, stop reasons and usage translated, each
-call priced from the provider's own usage at the provider's published prices.
+"""Any model from any of the three formats, through real sockets with the official SDKs: a Claude model answers an
+OpenAI-format call, a GPT model an Anthropic-format call, a Gemini model both, and GPT and Claude models a
+google-genai call: text, system prompts, tools and tool calls, streaming, stop reasons and usage translated, each
+call priced from the provider's own usage at the provider's published prices (gemini-2.5-flash: $0.30 input,
+$2.50 output, https://ai.google.dev/gemini-api/docs/pricing).
 
 Prices (read 2026-12-02): claude-haiku-4-5 $1 input, $0.10 cache read, $1.25 5-minute cache write, $5 output per
 1M tokens (https://docs.anthropic.com/en/docs/about-claude/pricing); gpt-4o-mini $0.15 input, $0.075 cached
@@ -18,6 +20,8 @@ import anthropic
 import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import types
 
 from harness import SocketStack
 
@@ -41,7 +45,7 @@ def mini_cost(prompt: int, cached: int, completion: int) -> Decimal:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SocketStack]:
-    s = SocketStack(tmp_path_factory.mktemp("translate"), tags={"team": "tools"})
+    s = SocketStack(tmp_path_factory.mktemp("translate"), tags={"team": "tools"}, gemini=True)
     yield s
     s.close()
 
@@ -198,3 +202,103 @@ def test_a_provider_error_reaches_the_client_in_its_own_shape(stack: SocketStack
         "model": "gpt-4o-mini", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}],
         "fake": {"status": 500}})  # fmt: skip
     assert r.status_code == 500 and r.json()["type"] == "error"  # Anthropic's shape
+
+
+def flash_cost(prompt: int, cached: int, output: int) -> Decimal:
+    return ((prompt - cached) * Decimal("0.30") + cached * Decimal("0.03") + output * Decimal("2.50")) / M
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_answers_an_openai_chat_call(stack: SocketStack, oai: openai.OpenAI, stream: bool) -> None:
+    msgs: Any = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Summarise Q3."}]
+    if stream:
+        with oai.chat.completions.with_streaming_response.create(model="gemini-2.5-flash", messages=msgs, stream=True,
+                                                                 stream_options={"include_usage": True}) as raw:
+            chunks = list(raw.parse())
+            request_id = raw.headers["x-tokenops-request-id"]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usage = chunks[-1].usage
+        assert _sent(stack)["path"] == "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+        assert _sent(stack)["query"] == "alt=sse"
+    else:
+        raw = oai.chat.completions.with_raw_response.create(model="gemini-2.5-flash", messages=msgs, max_tokens=300)
+        c = raw.parse()
+        request_id = raw.headers["x-tokenops-request-id"]
+        usage = c.usage
+        sent = _sent(stack)["body"]
+        assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+        assert sent["generationConfig"]["maxOutputTokens"] == 300 and c.choices[0].finish_reason == "stop"
+    ev = stack.event(request_id)
+    assert ev.provider == "google" and ev.route == "chat.completions" and not ev.usage_estimated
+    assert usage is not None and usage.completion_tokens == ev.usage.output_tokens
+    assert ev.cost_usd == flash_cost(ev.usage.input_tokens, ev.usage.cache_read_tokens, ev.usage.output_tokens)
+
+
+def test_gemini_tool_calls_in_openai_format(stack: SocketStack, oai: openai.OpenAI) -> None:
+    fake = {"fake": {"tool_call": True}}
+    msgs: Any = [{"role": "user", "content": "Weather in Paris?"}]
+    first = oai.chat.completions.create(model="gemini-2.5-flash", messages=msgs, tools=WEATHER_OPENAI, extra_body=fake)
+    assert _sent(stack)["body"]["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    tc = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].finish_reason == "tool_calls" and json.loads(tc.function.arguments) == {"city": "Paris"}  # type: ignore[union-attr]
+    msgs += [first.choices[0].message.model_dump(exclude_none=True),
+             {"role": "tool", "tool_call_id": tc.id, "content": "sunny"}]  # fmt: skip
+    answer = oai.chat.completions.create(model="gemini-2.5-flash", messages=msgs, tools=WEATHER_OPENAI, extra_body=fake)
+    sent = _sent(stack)["body"]["contents"]
+    assert sent[1]["parts"][0]["functionCall"]["name"] == "get_weather"
+    assert sent[2]["parts"][0]["functionResponse"] == {"name": "get_weather", "response": {"content": "sunny"}}
+    assert answer.choices[0].finish_reason == "stop" and answer.choices[0].message.content
+
+
+def test_gemini_answers_an_anthropic_call_through_the_openai_format(stack: SocketStack,
+                                                                  claude: anthropic.Anthropic) -> None:  # fmt: skip
+    m = claude.messages.create(model="gemini-2.5-flash", max_tokens=200, system="Be brief.",
+                               messages=[{"role": "user", "content": "Summarise Q3."}])  # fmt: skip
+    assert m.type == "message" and m.content[0].type == "text" and m.stop_reason == "end_turn"
+    with claude.messages.stream(model="gemini-2.5-flash", max_tokens=200,
+                                messages=[{"role": "user", "content": "Stream it"}]) as s:  # fmt: skip
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+        request_id = s.response.headers["x-tokenops-request-id"]
+    assert text and final.usage.output_tokens > 0
+    ev = stack.event(request_id)
+    assert ev.provider == "google" and ev.route == "messages" and final.usage.output_tokens == ev.usage.output_tokens
+
+
+# genai-prices lists Claude under Google too (Vertex AI), so a plain Claude name on a Gemini route finds the Gemini
+# provider first; the anthropic/ prefix names the provider
+@pytest.mark.parametrize("model,provider", [("gpt-4o-mini", "openai"), (f"anthropic/{HAIKU}", "anthropic")])
+def test_google_genai_calls_gpt_and_claude(stack: SocketStack, model: str, provider: str) -> None:
+    client = genai.Client(api_key=stack.key, http_options=types.HttpOptions(base_url=stack.url))
+    r = client.models.generate_content(model=model, contents="Summarise Q3.",
+                                       config=types.GenerateContentConfig(system_instruction="Be brief.",
+                                                                          max_output_tokens=120))  # fmt: skip
+    assert r.text and r.usage_metadata is not None and r.candidates
+    assert r.candidates[0].finish_reason == types.FinishReason.STOP
+    ev = stack.event(str(r.sdk_http_response.headers["x-tokenops-request-id"]))  # type: ignore[union-attr]
+    assert ev.provider == provider and ev.route == "gemini.generate"
+    assert r.usage_metadata.candidates_token_count == ev.usage.output_tokens
+    chunks = list(client.models.generate_content_stream(model=model, contents="Stream it"))
+    assert "".join(c.text or "" for c in chunks) and chunks[-1].usage_metadata is not None
+    sev = stack.event(str(chunks[0].sdk_http_response.headers["x-tokenops-request-id"]))  # type: ignore[union-attr]
+    assert sev.provider == provider and sev.stream and not sev.usage_estimated
+    assert chunks[-1].usage_metadata.candidates_token_count == sev.usage.output_tokens
+
+
+def test_a_gemini_stream_without_alt_sse_gets_the_json_array(stack: SocketStack) -> None:
+    r = httpx.post(f"{stack.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                   json={"contents": [{"parts": [{"text": "array please"}]}]}, headers={"x-goog-api-key": stack.key})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    events = r.json()
+    assert isinstance(events, list) and events[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert _sent(stack)["query"] == "alt=sse"  # metered as SSE upstream
+    ev = stack.event(r.headers["x-tokenops-request-id"])
+    assert ev.usage.output_tokens == events[-1]["usageMetadata"]["candidatesTokenCount"] + \
+        events[-1]["usageMetadata"].get("thoughtsTokenCount", 0)  # fmt: skip
+
+
+def test_gemini_fields_with_no_openai_counterpart_are_a_400(stack: SocketStack) -> None:
+    r = httpx.post(f"{stack.url}/v1beta/models/gpt-4o-mini:generateContent", headers={"x-goog-api-key": stack.key},
+                   json={"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"topK": 3}})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert "topK" in r.json()["error"]["message"]

@@ -16,11 +16,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from .accounting import Reported, account_openai, make_completion, resolve_usage
+from .accounting import Reported, account_openai, first_tool_call, make_completion, resolve_usage
 from .exchange import begin
 from .openai_routes import _vector
 from .wire import GEMINI, EventStream, error_response, json_response, sse
@@ -86,14 +87,18 @@ async def generate(request: Request, model: str, method: str) -> ASGIApp:
     searched = isinstance(tools, list) and any(isinstance(t, dict) and "googleSearch" in t for t in tools)
     tool_prompt = SEARCH_RESULT_TOKENS if searched else 0
     finish = "MAX_TOKENS" if completion.truncated else "STOP"
+    call = _function_call(body, contents) if controls.tool_call else None
+    if call is not None:
+        finish = "STOP"
     response_id = uuid.uuid4().hex[:22]
     version = controls.model or model
     if method == "streamGenerateContent":
-        pieces = completion.pieces(controls.chunks) or [""]
+        pieces: list[Any] = [call] if call is not None else completion.pieces(controls.chunks) or [""]
         events = []
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
-            candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
+            part = {"functionCall": piece} if call is not None else {"text": piece}
+            candidate: dict[str, Any] = {"content": {"role": "model", "parts": [part]}, "index": 0}
             if last:
                 candidate["finishReason"] = finish
             so_far = Reported(reported.input, reported.cached, 0, 0,
@@ -105,13 +110,29 @@ async def generate(request: Request, model: str, method: str) -> ASGIApp:
         return EventStream([sse(e) for e in events], ex.headers, delay_s=controls.chunk_delay_ms / 1000,
                            abort_after=controls.disconnect_after)  # fmt: skip
     payload = {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": completion.text}]}, "finishReason": finish,
-                        "index": 0}],
+        "candidates": [{"content": {"role": "model", "parts": [{"functionCall": call} if call else
+                                                                {"text": completion.text}]},
+                        "finishReason": finish, "index": 0}],
         "usageMetadata": _usage(reported, tool_prompt),
         "modelVersion": version,
         "responseId": response_id,
     }  # fmt: skip
     return json_response(payload, ex.headers)
+
+
+def _function_call(body: dict[str, Any], contents: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A call of the first declared function (``"Paris"`` for each required string argument), unless the
+    conversation already ends with a function's response."""
+    last = contents[-1].get("parts") or []
+    if any(isinstance(p, dict) and "functionResponse" in p for p in last):
+        return None
+    decls = [d for t in body.get("tools") or [] if isinstance(t, dict)
+             for d in t.get("functionDeclarations") or [] if isinstance(d, dict)]  # fmt: skip
+    if not decls:
+        return None
+    schema = decls[0].get("parametersJsonSchema") or decls[0].get("parameters")
+    found = first_tool_call([{"type": "function", "function": {"name": decls[0].get("name"), "parameters": schema}}])
+    return None if found is None else {"name": found[0], "args": orjson.loads(found[1])}
 
 
 async def count_tokens(request: Request, model: str, method: str) -> ASGIApp:

@@ -101,7 +101,7 @@ _REQUEST_PATH = re.compile(r"^/v1/tokenops/requests/([A-Za-z0-9_\-]{1,100})$")
 _RESPONSE_PATH = re.compile(r"^/v1/responses/([A-Za-z0-9_\-]{1,200})(/cancel|/input_items)?$")
 _RESPONSE_METHODS = {"": ("GET", "DELETE"), "/cancel": ("POST",), "/input_items": ("GET",)}
 _MODEL_PATH = re.compile(r"^/v1/models/(.{1,256})$")
-_GEMINI_PATH = re.compile(r"^/v1(?:beta)?/models/([^/:]{1,256}):([A-Za-z]+)$")  # google-genai 3.x calls /v1
+_GEMINI_PATH = re.compile(r"^/v1(?:beta)?/models/([^:]{1,256}):([A-Za-z]+)$")  # google-genai 3.x calls /v1
 GEMINI_ROUTES = {"generateContent": "gemini.generate", "streamGenerateContent": "gemini.stream",
                  "countTokens": "gemini.count_tokens", "embedContent": "gemini.embed",
                  "batchEmbedContents": "gemini.batch_embed"}  # fmt: skip

@@ -110,7 +110,7 @@ class Upstream:
         given = call.body
         if route != call.route:  # the provider speaks another format: translate (tokenops.gateway.translate)
             given = translate.request(call.route, route, call.body, call.upstream_model,
-                                      adapter.output_limit_field(route, call.upstream_model))  # fmt: skip
+                                      adapter.output_limit_field(route, call.upstream_model), call.stream)  # fmt: skip
         body, wants_usage = adapter.prepare(route, given, call.upstream_model, call.output_limit)
         connect, read = self.timeouts[call.provider_name]
         try:
@@ -203,7 +203,7 @@ class Upstream:
         )
         if (call.upstream_route or call.route) != call.route:  # answered in the provider's format: the client's
             try:
-                body = orjson.dumps(translate.response(call.route, payload))
+                body = orjson.dumps(translate.response(call.route, call.upstream_route, payload))
             except (TypeError, ValueError, AttributeError) as exc:  # recorded already; the client gets a 502
                 raise UpstreamError(502, "upstream_invalid_response", f"provider {call.provider_name!r} answered "
                                     f"in a shape that cannot be translated ({exc})") from None  # fmt: skip
@@ -236,8 +236,11 @@ class Upstream:
         route = call.upstream_route or call.route
         relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage, route), call.flavor, send)
         if route != call.route:
-            relay.converter = translate.stream(call.route, call.body)
-        headers = {"content-type": resp.headers.get("content-type", "text/event-stream"), "cache-control": "no-cache",
+            relay.converter = translate.stream(call.route, route, call.body)
+        elif route == "gemini.stream" and "alt=sse" not in call.query:  # the client reads Gemini's JSON array
+            relay.converter = translate.GeminiArrayStream()
+        headers = {"content-type": getattr(relay.converter, "content_type", None) or resp.headers.get(
+                       "content-type", "text/event-stream"), "cache-control": "no-cache",
                    **relayed_headers(resp), **call_headers(call, None)}  # fmt: skip
         await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(headers)})
         relay_task = asyncio.current_task()

@@ -98,6 +98,8 @@ class GeminiAdapter(Adapter):
 
     def request_url(self, route: str, query: str = "", model: str = "") -> str:
         kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"]  # the client's key stays here
+        if route == "gemini.stream" and ("alt", "sse") not in kept:
+            kept.append(("alt", "sse"))  # metered as SSE; a client that asked for the JSON array gets it rebuilt
         url = self.url(route, model)
         return f"{url}?{urlencode(kept)}" if kept else url
 

@@ -16,8 +16,12 @@ from tokenops.errors import GatewayError
 from tokenops.pricing.catalog import PriceCatalog
 
 # route -> {another provider kind the gateway translates it to: that kind's route}
-TRANSLATED: dict[str, dict[str, str]] = {"chat.completions": {"anthropic": "messages"},
-                                         "messages": {"openai": "chat.completions"}}
+_TO_OTHERS = {"openai": "chat.completions", "anthropic": "messages", "gemini": "gemini.generate"}
+TRANSLATED: dict[str, dict[str, str]] = {
+    route: {kind: target for kind, target in _TO_OTHERS.items() if kind != own}
+    for route, own in (("chat.completions", "openai"), ("messages", "anthropic"), ("gemini.generate", "gemini"),
+                       ("gemini.stream", "gemini"))
+}
 
 
 class RouterStage:
@@ -81,3 +85,5 @@ class RouterStage:
         call.price_providers = self.price_ids[call.provider_name]
         kind = self.config.provider_kind(call.provider_name)
         call.upstream_route = call.route if kind == call.flavor else TRANSLATED[call.route][kind]
+        if call.upstream_route == "gemini.generate" and call.stream:
+            call.upstream_route = "gemini.stream"
