@@ -215,7 +215,9 @@ def run_page(page: Path, tmp_path: Path) -> set[str]:
             if APPROVAL_ID in argv:
                 argv = [approval_ids.pop(0) if a == APPROVAL_ID else a for a in argv]
             group = argv[0] if argv[0] in GROUPS else None
-            if group is None:
+            if argv[0] == "ledger":  # copies the whole ledger: after every line before it, whatever its group
+                done = pool.submit(line, where, argv, list(everything))
+            elif group is None:
                 done = pool.submit(line, where, argv, [])
             elif is_write(argv):
                 done = pool.submit(line, where, argv, since_change[group])

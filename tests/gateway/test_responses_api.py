@@ -46,13 +46,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture(scope="module")
-def oai(stack: Stack) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0)
-    yield client
-    client.close()
-
-
 def test_responses_json_priced_exactly_and_tagged(stack: Stack, oai: openai.OpenAI) -> None:
     raw = oai.responses.with_raw_response.create(model="gpt-4o-mini", input="Summarise the quarter.",
                                                  instructions="Be brief.", metadata={"feature": "summary"})

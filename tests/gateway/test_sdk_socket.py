@@ -36,20 +36,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s.close()
 
 
-@pytest.fixture(scope="module")
-def oai(stack: Stack) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def claude(stack: Stack) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(base_url=stack.url, api_key=stack.key, max_retries=0)
-    yield client
-    client.close()
-
-
 def mini_cost(prompt: int, cached: int, completion: int) -> Decimal:
     """gpt-4o-mini at its published prices: $0.15 input, $0.075 cached input, $0.60 output per 1M tokens."""
     return (Decimal(prompt - cached) * Decimal("0.15") + Decimal(cached) * Decimal("0.075")

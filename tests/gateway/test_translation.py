@@ -50,20 +50,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SocketStack]:
     s.close()
 
 
-@pytest.fixture(scope="module")
-def oai(stack: SocketStack) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def claude(stack: SocketStack) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(base_url=stack.url, api_key=stack.key, max_retries=0)
-    yield client
-    client.close()
-
-
 def _sent(stack: SocketStack) -> dict[str, Any]:
     return stack.fake.app.state.received[-1]  # type: ignore[attr-defined, no-any-return]
 

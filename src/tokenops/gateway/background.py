@@ -31,8 +31,8 @@ import orjson
 
 from tokenops.call import Call
 from tokenops.gateway.client import TransportFailure, UpstreamClient
-from tokenops.gateway.http import stop_task
 from tokenops.gateway.meter import Meter
+from tokenops.gateway.periodic import Periodic
 from tokenops.gateway.providers.base import Adapter
 from tokenops.keys import KeyRecord
 from tokenops.ledger.events import SpendEvent
@@ -92,7 +92,7 @@ def _write(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-class BackgroundResponses:
+class BackgroundResponses(Periodic):
     def __init__(self, directory: Path, client: UpstreamClient, adapters: dict[str, Adapter],
                  timeouts: dict[str, tuple[float, float]], meter: Meter, interval: float):  # fmt: skip
         self.directory = directory
@@ -102,7 +102,6 @@ class BackgroundResponses:
         self.meter = meter
         self.interval = interval
         self.pending: dict[str, Pending] = {}  # response id -> the call that created it
-        self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def load(self) -> int:
@@ -121,22 +120,6 @@ class BackgroundResponses:
                 log.error("background response %s: provider %r is no longer configured; left in %s",
                           response_id, call.provider_name, path)  # fmt: skip
         return len(self.pending)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            await stop_task(task)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.check_all()
-            except Exception:  # a bug must not stop the checks of every other response
-                log.exception("background responses: check failed")
 
     # --- tracking -------------------------------------------------------------------------------
     async def track(self, call: Call, response_id: str) -> Call:

@@ -62,8 +62,9 @@ from tokenops.errors import GatewayError
 from tokenops.gateway import validate
 from tokenops.gateway.background import _dump, _load, _write
 from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
-from tokenops.gateway.http import Receive, Scope, Send, header_dict, read_body, send_bytes, stop_task
+from tokenops.gateway.http import Receive, Scope, Send, header_dict, read_body, send_bytes
 from tokenops.gateway.meter import BATCH_PRICE_FACTOR, Meter
+from tokenops.gateway.periodic import Periodic
 from tokenops.gateway.providers.base import Adapter
 from tokenops.gateway.stages.policy import PolicyStage
 from tokenops.gateway.stages.router import RouterStage
@@ -137,7 +138,7 @@ def line_request_id(batch_id: str, custom_id: str, occurrence: int = 0) -> str:
     return "batchreq_" + digest[:32]
 
 
-class BatchBook:
+class BatchBook(Periodic):
     """The batches and batch files made through this gateway: persisted, checked until they end, metered once."""
 
     def __init__(self, directory: Path, client: UpstreamClient, adapters: dict[str, Adapter],
@@ -154,7 +155,6 @@ class BatchBook:
         self.files: dict[str, dict[str, Any]] = {}  # input file id -> {key_id, provider, endpoint, lines}
         self.file_batch: dict[str, str] = {}  # output/error file id -> batch id
         self._metering: set[str] = set()  # batch ids being metered now (a poll and a fetch must not both meter one)
-        self._task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def load(self) -> int:
@@ -186,22 +186,12 @@ class BatchBook:
             self.file_batch.update((f, batch_id) for f in batch.files)
         return sum(1 for b in self.batches.values() if not b.metered)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def close(self) -> None:
-        if self._task is not None:
-            task, self._task = self._task, None
-            await stop_task(task)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            for batch_id in [b.batch_id for b in self.batches.values() if not b.metered]:
-                try:
-                    await self.check(batch_id)
-                except Exception:  # a bug must not stop the checks of every other batch
-                    log.exception("batch %s: check failed", batch_id)
+    async def check_all(self) -> None:
+        for batch_id in [b.batch_id for b in self.batches.values() if not b.metered]:
+            try:
+                await self.check(batch_id)
+            except Exception:  # a bug must not stop the checks of every other batch
+                log.exception("batch %s: check failed", batch_id)
 
     # --- records --------------------------------------------------------------------------------
     async def keep_file(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+import orjson
+
 from tokenops.gateway.sse import SSEEvent
 from tokenops.usage import MalformedUsage, Usage
 
@@ -143,3 +145,16 @@ def text(value: Any) -> str | None:
 def obj(value: Any) -> dict[str, Any]:
     """``value`` if it is a JSON object, else an empty one: a payload field of the wrong type counts as absent."""
     return value if isinstance(value, dict) else {}
+
+
+def event_json(event: SSEEvent) -> dict[str, Any] | None:
+    """The JSON object an SSE event carries, or None (no data, ``[DONE]``, not JSON, not an object): such an
+    event is relayed as it is."""
+    if event.data is None or event.data.strip() == b"[DONE]":
+        return None
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
+

@@ -19,9 +19,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import orjson
-
-from tokenops.gateway.providers.base import Adapter, StreamMeter, obj
+from tokenops.gateway.providers.base import Adapter, StreamMeter, event_json, obj
 from tokenops.gateway.sse import SSEEvent
 from tokenops.usage import MissingUsage, Usage, count
 
@@ -61,17 +59,8 @@ def _finished(payload: dict[str, Any]) -> bool:
 
 
 class GeminiStreamMeter(StreamMeter):
-    def _payload(self, event: SSEEvent) -> dict[str, Any] | None:
-        if event.data is None:
-            return None
-        try:
-            payload = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return None
-        return payload if isinstance(payload, dict) else None
-
     def relay(self, event: SSEEvent) -> bytes:
-        payload = self._payload(event)
+        payload = event_json(event)
         if payload is None:
             return event.raw
         self.chunks += 1
@@ -85,7 +74,7 @@ class GeminiStreamMeter(StreamMeter):
         return event.raw
 
     def is_final(self, event: SSEEvent) -> bool:
-        payload = self._payload(event)
+        payload = event_json(event)
         return payload is not None and _finished(payload)
 
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from tokenops.gateway.providers.base import Adapter, StreamMeter, obj, text
+from tokenops.gateway.providers.base import Adapter, StreamMeter, event_json, obj, text
 from tokenops.gateway.sse import SSEEvent
 from tokenops.usage import MissingUsage, Usage, count
 
@@ -56,24 +56,13 @@ def _is_done(data: bytes | None) -> bool:
     return data is not None and data.strip() == b"[DONE]"
 
 
-def _json_object(event: SSEEvent) -> dict[str, Any] | None:
-    """The JSON object an event carries, or None (no data, ``[DONE]``, not JSON, not an object): relayed as is."""
-    if event.data is None or _is_done(event.data):
-        return None
-    try:
-        payload = orjson.loads(event.data)
-    except orjson.JSONDecodeError:
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
 class OpenAIStreamMeter(StreamMeter):
     def __init__(self, client_wants_usage: bool):
         super().__init__()
         self.strip_usage = not client_wants_usage
 
     def relay(self, event: SSEEvent) -> bytes:
-        chunk = _json_object(event)
+        chunk = event_json(event)
         if chunk is None:
             return event.raw
         self.chunks += 1
@@ -108,7 +97,7 @@ class ResponsesStreamMeter(StreamMeter):
     """A Responses API stream: ``event: <type>`` lines, the usage in the whole response of the last event."""
 
     def relay(self, event: SSEEvent) -> bytes:
-        payload = _json_object(event)
+        payload = event_json(event)
         if payload is None:
             return event.raw
         self.chunks += 1

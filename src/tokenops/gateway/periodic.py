@@ -1,0 +1,35 @@
+"""A check that runs every few seconds inside the gateway (background responses, batches): started and stopped
+with the gateway, one failure logged without stopping the next round."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tokenops.gateway.http import stop_task
+
+log = logging.getLogger("tokenops.gateway")
+
+
+class Periodic:
+    interval: float  # seconds between rounds
+    _task: asyncio.Task[None] | None = None
+
+    async def check_all(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            task, self._task = self._task, None
+            await stop_task(task)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check_all()
+            except Exception:  # a bug must not stop the next round
+                log.exception("%s: check failed", type(self).__name__)
