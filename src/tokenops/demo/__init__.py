@@ -126,10 +126,12 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
     from rich.table import Table
 
     table = Table(title=f"Spend by team and model, last {days} days (USD)")
-    for col in report.table_columns:  # priced and unpriced calls apart; "unpriced" where no call had a price
-        table.add_column(col, justify="left" if col in report.by else "right")
+    # fits 80 columns: token counts are in `tokenops report spend`; "unpriced" where no call of a row had a price
+    shown = [c for c in report.table_columns if c not in ("priced", "input_tokens", "output_tokens")]
+    for col in shown:
+        table.add_column(col, justify="left" if col in report.by else "right", no_wrap=col == "model")
     for r in report.table_rows():
-        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in (r[c] for c in report.table_columns)))
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in (r[c] for c in shown)))
     console.print(table)
     console.print(f"  {report.footer()}", soft_wrap=True)
     budgets = Table(title="Budgets this month (live, from the gateway)")
@@ -143,7 +145,7 @@ def run_demo(*, directory: str, port: int, days: int, wait: bool, keep: bool) ->
     key = team_keys["search"][1]
     console.print(
         f"""
-[bold]Try it[/bold] — the gateway at {server.url} speaks OpenAI and Anthropic:
+[bold]Try it[/bold] — the gateway at {server.url} speaks OpenAI, Anthropic and Gemini:
 
   from openai import OpenAI
   client = OpenAI(base_url="{server.url}/v1", api_key="{key}")
