@@ -76,6 +76,11 @@ def per_mtok(price_per_million: Decimal, tokens: int) -> Decimal:
     return _CONTEXT.divide(_CONTEXT.multiply(price_per_million, Decimal(tokens)), MILLION)
 
 
+def per_k(price_per_thousand: Decimal, count: int) -> Decimal:
+    """Exact cost of ``count`` calls at a price quoted per thousand (web searches), not yet rounded."""
+    return _CONTEXT.divide(_CONTEXT.multiply(price_per_thousand, Decimal(count)), Decimal(1000))
+
+
 def add(*values: Decimal) -> Decimal:
     total = ZERO
     for v in values:

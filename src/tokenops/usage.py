@@ -8,6 +8,10 @@ provider field names. Conventions (they differ between providers, so they are fi
   adds them.
 * ``output_tokens`` is the whole completion, reasoning included; ``reasoning_tokens`` is the part of it the
   provider reported as reasoning.
+* ``input_audio_tokens`` / ``output_audio_tokens`` are the parts of ``input_tokens`` / ``output_tokens`` that are
+  audio (OpenAI's ``*_tokens_details.audio_tokens``): priced at a row's audio rates when it has them.
+* ``web_searches`` is not tokens: the server-side web searches the provider ran and bills per call (Anthropic's
+  ``server_tool_use.web_search_requests``, the Responses API's ``web_search_call`` output items).
 
 A usage is validated when it is made: counts are whole numbers from 0 to :data:`MAX_CALL_TOKENS`, a hundred
 times the largest context window any model offers. A provider that reports more (``prompt_tokens: 10**19``) is
@@ -75,6 +79,9 @@ class Usage:
     cache_write_1h_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    web_searches: int = 0
 
     def __post_init__(self) -> None:
         # on every call and every drained event: the field names are a module constant, not dataclasses.fields()
@@ -91,6 +98,12 @@ class Usage:
             )
         if self.reasoning_tokens > self.output_tokens:
             raise MalformedUsage(f"usage reasoning_tokens {self.reasoning_tokens} exceed output_tokens {self.output_tokens}")
+        if self.input_audio_tokens > self.input_tokens:
+            raise MalformedUsage(f"usage input_audio_tokens {self.input_audio_tokens} exceed input_tokens {self.input_tokens}")
+        if self.output_audio_tokens > self.output_tokens:
+            raise MalformedUsage(
+                f"usage output_audio_tokens {self.output_audio_tokens} exceed output_tokens {self.output_tokens}"
+            )
 
     @property
     def cache_write_tokens(self) -> int:

@@ -186,7 +186,7 @@ def calc(
         service_tier = {"requested": tier, "priced_as": variant if tiered else "standard", "flagged": flagged,
                         "note": note}  # fmt: skip
     cost = price_usage(usage, row)
-    exact = money.add(cost.input, cost.cache_read, cost.cache_write, cost.output, cost.request)
+    exact = money.add(cost.input, cost.cache_read, cost.cache_write, cost.output, cost.request, cost.tools)
     applied = row.tier_at(usage.input_tokens)
     rates = row.prices_for(usage)
     others = [] if provider else _others(catalog, model, when, row.provider)
@@ -202,6 +202,8 @@ def calc(
     }  # fmt: skip
     parts = {"input": cost.input, "cache_read": cost.cache_read, "cache_write": cost.cache_write,
              "output": cost.output, "request": cost.request}  # fmt: skip
+    if usage.web_searches:
+        parts["tools"] = cost.tools
     totals = {
         "cost_usd": money.format_usd(exact),  # every term exact, nothing rounded
         "cost_usd_recorded": money.format_usd(cost.total),  # what the gateway records: rounded once, to 12 places

@@ -265,6 +265,9 @@ class Reported:
     write_1h: int
     output: int
     reasoning: int
+    web_searches: int = 0
+    audio_in: int = 0
+    audio_out: int = 0
 
 
 def resolve_usage(
@@ -284,6 +287,9 @@ def resolve_usage(
         override.cache_write_1h,
         len(completion.words) + reasoning if override.output is None else override.output,
         reasoning,
+        override.web_searches,
+        override.audio_in,
+        override.audio_out,
     )
 
 

@@ -31,6 +31,7 @@ def _usage(r: Reported, output_tokens: int, tier: str = "standard") -> dict[str,
     """Anthropic's usage: ``input_tokens`` excludes cache reads and writes, which are reported beside it.
     ``tier``: the service tier that served it (a request's ``service_tier: "auto"`` is served by Priority Tier
     here, ``"standard_only"`` or none by the standard tier)."""
+    searches = {"server_tool_use": {"web_search_requests": r.web_searches}} if r.web_searches else {}
     return {
         "input_tokens": r.input - r.cached - r.write_5m - r.write_1h,
         "cache_creation_input_tokens": r.write_5m + r.write_1h,
@@ -38,6 +39,7 @@ def _usage(r: Reported, output_tokens: int, tier: str = "standard") -> dict[str,
         "cache_creation": {"ephemeral_5m_input_tokens": r.write_5m, "ephemeral_1h_input_tokens": r.write_1h},
         "output_tokens": output_tokens,
         "service_tier": tier,
+        **searches,
     }
 
 

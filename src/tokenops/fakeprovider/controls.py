@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-USAGE_KEYS = ("input", "cached", "cache_write_5m", "cache_write_1h", "output", "reasoning")
+USAGE_KEYS = ("input", "cached", "cache_write_5m", "cache_write_1h", "output", "reasoning", "web_searches", "audio_in",
+              "audio_out")
 
 
 class ControlError(ValueError):
@@ -27,6 +28,9 @@ class UsageOverride:
     cache_write_1h: int = 0
     output: int | None = None
     reasoning: int | None = None
+    web_searches: int = 0  # server-side web searches (omitted from the answer when 0)
+    audio_in: int = 0  # audio parts of input and output (OpenAI's *_tokens_details.audio_tokens)
+    audio_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,9 @@ def _usage(raw: Any) -> UsageOverride:
         raise ControlError("fake.usage: cached + cache writes exceed input")
     if override.output is not None and override.reasoning is not None and override.reasoning > override.output:
         raise ControlError("fake.usage: reasoning exceeds output")
+    if (override.input is not None and override.audio_in > override.input) or (
+            override.output is not None and override.audio_out > override.output):
+        raise ControlError("fake.usage: audio tokens exceed input or output")
     return override
 
 

@@ -47,11 +47,11 @@ def _usage(r: Reported) -> dict[str, Any]:
         "prompt_tokens": r.input,
         "completion_tokens": r.output,
         "total_tokens": r.input + r.output,
-        "prompt_tokens_details": {"cached_tokens": r.cached, "audio_tokens": 0,
+        "prompt_tokens_details": {"cached_tokens": r.cached, "audio_tokens": r.audio_in,
                                   **({"cache_write_tokens": r.write_5m + r.write_1h} if r.write_5m + r.write_1h else {})},
         "completion_tokens_details": {
             "reasoning_tokens": r.reasoning,
-            "audio_tokens": 0,
+            "audio_tokens": r.audio_out,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },

@@ -65,6 +65,7 @@ def _item_text(item: dict[str, Any]) -> str:
 
 
 def usage_object(r: Reported) -> dict[str, Any]:
+    """The Responses usage (web searches are not in it: they are ``web_search_call`` output items)."""
     return {
         "input_tokens": r.input,
         "input_tokens_details": {"cached_tokens": r.cached, "cache_write_tokens": r.write_5m + r.write_1h},
@@ -131,6 +132,8 @@ async def create(request: Request) -> ASGIApp:
     output: list[dict[str, Any]] = []
     if reported.reasoning:
         output.append({"type": "reasoning", "id": _id("rs_"), "summary": []})
+    output += [{"type": "web_search_call", "id": _id("ws_"), "status": "completed",
+                "action": {"type": "search", "query": "fake"}} for _ in range(reported.web_searches)]  # fmt: skip
     call = _tool_call(body, items) if controls.tool_call else None
     output.append(call or message)
     incomplete = completion.truncated

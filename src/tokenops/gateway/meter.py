@@ -44,6 +44,9 @@ log = logging.getLogger("tokenops.meter")
 RECENT = 20_000
 MAX_TEXT = 256
 TIER_UNPRICED = "service_tier_unpriced"  # error_code of an ok call whose tier has no price row (billed as standard)
+# error_code of a call with server-side web searches whose price row has no price for them: its tokens are priced,
+# the searches are not (the cost is short of the provider's bill by their fee, and the event says so)
+TOOL_FEE_UNPRICED = "tool_fee_unpriced"
 # Batch results (routes "batches" and "messages.batches": see tokenops.gateway.batches) are priced with the
 # catalog's "batch" variant row where it has one (genai-prices has them for OpenAI from 2026-10-14), else with a
 # row derived from the standard one at this factor, recorded as its own price row: OpenAI's Batch API and
@@ -74,12 +77,13 @@ class Meter:
         self.recent_upstream: dict[str, str] = {}  # OpenAI response id -> request id, for the recent responses calls
 
     def price(self, call: Call, model_used: str, usage: Usage | None,
-              service_tier: str | None = None) -> tuple[Decimal | None, str | None, bool]:  # fmt: skip
-        """The cost and price row of a call, and whether its service tier went unpriced: a tier the response
-        reports (``flex``, ``priority``, ``batch``) is priced with that tier's row; a tier the catalog has no row
-        for is priced at the standard rate and flagged (``True``)."""
+              service_tier: str | None = None) -> tuple[Decimal | None, str | None, bool, bool]:  # fmt: skip
+        """The cost and price row of a call, whether its service tier went unpriced, and whether its web searches
+        did: a tier the response reports (``flex``, ``priority``, ``batch``) is priced with that tier's row; a
+        tier the catalog has no row for is priced at the standard rate and flagged (``True``); searches on a row
+        without a search price are left out of the cost and flagged (the last ``True``)."""
         if usage is None or usage.total_tokens == 0:
-            return ZERO, None, False
+            return ZERO, None, False, False
         row = None
         providers = call.price_providers or (call.provider_name,)
         for model in dict.fromkeys((model_used, call.upstream_model)):
@@ -100,9 +104,9 @@ class Meter:
                 tier_unpriced = True
         call.price_row = row
         if row is None:
-            return None, None, False
+            return None, None, False, False
         cost = price_usage(usage, row)
-        return cost.total, cost.price_row_id, tier_unpriced
+        return cost.total, cost.price_row_id, tier_unpriced, cost.tool_fee_unpriced
 
     def event(
         self,
@@ -120,11 +124,14 @@ class Meter:
     ) -> SpendEvent:
         """The priced event of a finished call (not yet recorded). ``service_tier``: the tier the provider's
         answer reports; one without a price row is billed at the standard rate and the event says so
-        (``error_code`` ``service_tier_unpriced``, unless it already carries a usage problem)."""
+        (``error_code`` ``service_tier_unpriced``, unless it already carries a usage problem). Web searches its
+        price row has no price for: ``tool_fee_unpriced``, likewise."""
         model_used = clean_text(model_used) or call.upstream_model or call.model_requested or None
-        cost, row_id, tier_unpriced = self.price(call, model_used or "", usage, service_tier)
+        cost, row_id, tier_unpriced, fee_unpriced = self.price(call, model_used or "", usage, service_tier)
         if tier_unpriced and error_code is None:
             error_code = TIER_UNPRICED
+        if fee_unpriced and error_code is None:
+            error_code = TOOL_FEE_UNPRICED
         latency = (time.perf_counter() - call.started) * 1000.0
         return SpendEvent(
             request_id=call.request_id,

@@ -39,7 +39,7 @@ from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.events import SpendEvent, canonical
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
 from tokenops.ledger.reports import ReportQuery, SpendReport, UnpricedModel
-from tokenops.pricing.model import PRICE_FIELDS, PriceRow, format_hours, parse_hours
+from tokenops.pricing.model import EXTRA_PRICE_FIELDS, PRICE_FIELDS, PriceRow, format_hours, parse_hours
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
 
@@ -51,9 +51,11 @@ EVENT_COLUMNS = (
     "reasoning_tokens", "usage_estimated", "cost_usd", "price_row_id", "key_id", "end_user",
     *STANDARD_TAGS, "tags", "missing_tags", "status", "http_status", "error_code", "latency_ms", "ttft_ms",
     "cache", "upstream_request_id", "approval_id", "recorded_at",
+    "input_audio_tokens", "output_audio_tokens", "web_searches",  # 0011: at the end, where ALTER TABLE puts them
 )  # fmt: skip
 USAGE_COLUMNS = ("input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
-                 "output_tokens", "reasoning_tokens")  # fmt: skip
+                 "output_tokens", "reasoning_tokens", "input_audio_tokens", "output_audio_tokens",
+                 "web_searches")  # fmt: skip
 PriceRows = Callable[[str], PriceRow | None]
 
 
@@ -121,7 +123,7 @@ class Table:
 # (the identity secret proves which ledger a gateway serves: a copy is another ledger and makes its own).
 TABLES: dict[str, Table] = {
     "price_rows": Table(("id", "provider", "model", "effective_from", "effective_to", "source", "prices",
-                         "first_used_at", "variant", "hours"), ("id",)),
+                         "first_used_at", "variant", "hours", *EXTRA_PRICE_FIELDS), ("id",)),
     "keys": Table(("id", "name", "key_hash", "key_prefix", "tags", "locked_tags", "created_at", "revoked_at",
                    "end_user"), ("id",), mutable=True),
     "budgets": Table(("name", "definition", "updated_at", "updated_by"), ("name",), mutable=True),
@@ -198,6 +200,7 @@ def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
         u.reasoning_tokens, e.usage_estimated, e.cost_usd, e.price_row_id, e.key_id, e.end_user,
         *(e.tags.get(t) for t in STANDARD_TAGS), dict(e.tags), list(e.missing_tags), e.status, e.http_status,
         e.error_code, e.latency_ms, e.ttft_ms, e.cache, e.upstream_request_id, e.approval_id, recorded_at,
+        u.input_audio_tokens, u.output_audio_tokens, u.web_searches,
     )  # fmt: skip
     return dict(zip(EVENT_COLUMNS, values, strict=True))
 
@@ -238,8 +241,10 @@ _RECORD_FIELDS = {
 
 def price_row_record(row: PriceRow) -> dict[str, Any]:
     """The spool record of a price row, written before the first event priced with it, so that a drain needs
-    no price catalog of its own (see :class:`tokenops.gateway.writer.LedgerWriter`). ``variant`` and ``hours``
-    are written only when set (a service tier's row, a row of some hours of the day)."""
+    no price catalog of its own (see :class:`tokenops.gateway.writer.LedgerWriter`). ``variant``, ``hours`` and
+    the rates of :data:`~tokenops.pricing.model.EXTRA_PRICE_FIELDS` (web searches, audio tokens; exact decimal
+    strings) are written only when set (a service tier's row, a row of some hours of the day, a row with a web
+    search or audio price)."""
     record = {"record": "price_row", "id": row.id, "provider": row.provider, "model": row.model,
               "effective_from": None if row.effective_from is None else row.effective_from.isoformat(),
               "effective_to": None if row.effective_to is None else row.effective_to.isoformat(),
@@ -248,6 +253,10 @@ def price_row_record(row: PriceRow) -> dict[str, Any]:
         record["variant"] = row.variant
     if row.hours:
         record["hours"] = format_hours(row.hours)
+    for name in EXTRA_PRICE_FIELDS:
+        value = getattr(row, name)
+        if value is not None:
+            record[name] = format(value, "f")
     return record
 
 
@@ -255,7 +264,8 @@ def price_row_values(r: Mapping[str, Any], now: datetime) -> list[Any]:
     """The ``price_rows`` columns of a price row record (of a catalog row: ``price_row_values(price_row_record(row),
     now)``), ``now`` being when it was recorded, in the order of :data:`PRICE_ROW_INSERT`."""
     return [r["id"], r["provider"], r["model"], parse_ts(r.get("effective_from")), parse_ts(r.get("effective_to")),
-            r["source"], r["prices"], now, r.get("variant") or "", r.get("hours") or None]  # fmt: skip
+            r["source"], r["prices"], now, r.get("variant") or "", r.get("hours") or None,
+            *(None if r.get(n) is None else Decimal(str(r[n])) for n in EXTRA_PRICE_FIELDS)]  # fmt: skip
 
 
 def price_row_insert(param: str) -> str:
@@ -290,6 +300,15 @@ def record_problem(r: dict[str, Any]) -> str | None:
             parse_hours(r.get("hours") if isinstance(r.get("hours"), str) else None)
         except ValueError:
             return "price_row record whose hours are not HH:MM-HH:MM windows"
+        for name in EXTRA_PRICE_FIELDS:
+            value = r.get(name)
+            if value is None:
+                continue
+            try:
+                if isinstance(value, bool) or not Decimal(str(value)).is_finite() or abs(Decimal(str(value))) >= 10**26:
+                    raise ValueError
+            except (ValueError, ArithmeticError):
+                return f"price_row record whose {name} is not a price"
     for name in ("period_start", "fired_at", "requested_at", "effective_from", "effective_to"):
         if r.get(name) is not None:  # absent or null: nothing to parse (price rows may be open-ended)
             try:

@@ -68,6 +68,7 @@ _TYPES = {
     "missing_tags": "VARCHAR[]", "status": "VARCHAR", "http_status": "INTEGER", "error_code": "VARCHAR",
     "latency_ms": "DOUBLE", "ttft_ms": "DOUBLE", "cache": "VARCHAR", "upstream_request_id": "VARCHAR",
     "approval_id": "VARCHAR", "recorded_at": "TIMESTAMP",
+    "input_audio_tokens": "BIGINT", "output_audio_tokens": "BIGINT", "web_searches": "BIGINT",
 }  # fmt: skip
 assert tuple(_TYPES) == EVENT_COLUMNS
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)

@@ -169,6 +169,10 @@ class _WireUsage(msgspec.Struct, forbid_unknown_fields=True):
     cache_write_1h_tokens: _Tokens
     output_tokens: _Tokens
     reasoning_tokens: _Tokens
+    # required here (a line without them is an older one: the slow path reads it, with 0 for each)
+    input_audio_tokens: _Tokens
+    output_audio_tokens: _Tokens
+    web_searches: _Tokens
 
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
@@ -217,7 +221,8 @@ def canonical(line: bytes) -> _WireEvent | None:
         return None
     u = w.usage
     if (w.ts.tzinfo is None or u.cache_read_tokens + u.cache_write_5m_tokens + u.cache_write_1h_tokens > u.input_tokens
-            or u.reasoning_tokens > u.output_tokens):  # fmt: skip
+            or u.reasoning_tokens > u.output_tokens or u.input_audio_tokens > u.input_tokens
+            or u.output_audio_tokens > u.output_tokens):  # fmt: skip
         return None
     return w
 

@@ -168,6 +168,17 @@ DUCKDB: list[tuple[str, str]] = [
         ALTER TABLE price_rows ADD COLUMN hours VARCHAR;                -- '16:30-00:30' (UTC), NULL: all day
         """,
     ),
+    (
+        "0011_events_tools_audio",  # audio tokens (parts of input/output) and server-side web searches; their rates
+        """
+        ALTER TABLE events ADD COLUMN input_audio_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN output_audio_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN web_searches BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE price_rows ADD COLUMN web_search_per_k DECIMAL(38, 12);       -- USD per 1,000; NULL: none
+        ALTER TABLE price_rows ADD COLUMN input_audio_per_mtok DECIMAL(38, 12);   -- NULL: the text rate
+        ALTER TABLE price_rows ADD COLUMN output_audio_per_mtok DECIMAL(38, 12);  -- NULL: the text rate
+        """,
+    ),
 ]
 
 
@@ -342,6 +353,18 @@ POSTGRESQL: list[tuple[str, str]] = [
         """
         ALTER TABLE price_rows ADD COLUMN variant TEXT NOT NULL DEFAULT '';  -- '' is the standard price
         ALTER TABLE price_rows ADD COLUMN hours TEXT;                        -- '16:30-00:30' (UTC), NULL: all day
+        """,
+    ),
+    (
+        "0011_events_tools_audio",  # audio tokens (parts of input/output) and server-side web searches; their rates
+        # on the partitioned parent: every partition gets the columns. events_hourly sums none of them: unchanged.
+        """
+        ALTER TABLE events ADD COLUMN input_audio_tokens BIGINT NOT NULL DEFAULT 0,
+                           ADD COLUMN output_audio_tokens BIGINT NOT NULL DEFAULT 0,
+                           ADD COLUMN web_searches BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE price_rows ADD COLUMN web_search_per_k NUMERIC(38, 12),       -- USD per 1,000; NULL: none
+                               ADD COLUMN input_audio_per_mtok NUMERIC(38, 12),   -- NULL: the text rate
+                               ADD COLUMN output_audio_per_mtok NUMERIC(38, 12);  -- NULL: the text rate
         """,
     ),
 ]

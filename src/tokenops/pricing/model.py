@@ -10,6 +10,12 @@ A row may be a *variant* (``variant``: the service tier or processing mode it pr
 (``hours``: DeepSeek's off-peak discount). Both are part of the row's id and equality; the catalog keeps one
 history per (provider, model, variant, hours).
 
+A row may also price what is not text tokens (each ``None`` when the source does not say, and then part of the
+row's id only when set, so that rows without them keep their ids): ``input_audio_per_mtok`` /
+``output_audio_per_mtok`` (audio tokens; without them audio is billed at the text rates) and
+``web_search_per_k`` (USD per 1,000 server-side web searches, the :attr:`Cost.tools` fee; without it a call's
+searches are not priced, and the meter flags the event ``tool_fee_unpriced``).
+
 Long-context tiers follow the providers' rule: when the call's whole prompt exceeds a tier's threshold,
 every token of the call is priced at that tier's prices (not only the tokens above the threshold).
 """
@@ -36,6 +42,8 @@ PRICE_FIELDS = (
     "output_per_mtok",
     "reasoning_per_mtok",
 )
+# Rates a row may have beside PRICE_FIELDS (not in long-context tiers); in the id only when set.
+EXTRA_PRICE_FIELDS = ("web_search_per_k", "input_audio_per_mtok", "output_audio_per_mtok")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,10 @@ class PriceRow:
     # The model's context window in tokens, when the source says it: what bounds the input of a call whose body
     # does not (a PDF, a file by id). Not a price: it is not part of the row's id or equality.
     context_window: int | None = field(default=None, compare=False)
+    # USD per 1,000 server-side web searches; per million audio tokens (None: text rates). See EXTRA_PRICE_FIELDS.
+    web_search_per_k: Decimal | None = None
+    input_audio_per_mtok: Decimal | None = None
+    output_audio_per_mtok: Decimal | None = None
 
     def __post_init__(self) -> None:
         if self.effective_from.tzinfo is None:
@@ -92,6 +104,10 @@ class PriceRow:
             parts.append(f"variant={self.variant}")
         if self.hours:
             parts.append(f"hours={format_hours(self.hours)}")
+        for name in EXTRA_PRICE_FIELDS:  # likewise: rows without tool or audio rates keep their ids
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name}={value}")
         digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
         return f"pr_{digest}"
 
@@ -125,12 +141,14 @@ class PriceRow:
 
 
 def scaled(row: PriceRow, factor: Decimal, variant: str, why: str) -> PriceRow:
-    """A row whose every rate is ``row``'s times ``factor``, recorded as its own row (own id, ``variant``, and a
+    """A row whose every token rate is ``row``'s times ``factor`` (its web-search fee unchanged), recorded as its own row (own id, ``variant``, and a
     ``source`` that says how it was derived), so a cost priced with it traces to the rates it used."""
     def times(value: Decimal | None) -> Decimal | None:
         return None if value is None else value * factor
 
-    rates: dict[str, Any] = {f: times(getattr(row, f)) for f in PRICE_FIELDS}
+    # token rates scale (audio included); a per-call tool fee (web searches) is not a token price: kept as it is
+    rates: dict[str, Any] = {f: times(getattr(row, f)) for f in (*PRICE_FIELDS, "input_audio_per_mtok",
+                                                                 "output_audio_per_mtok")}
     tiers = tuple(replace(t, **{f: times(getattr(t, f)) for f in PRICE_FIELDS}) for t in row.tiers)  # type: ignore[arg-type]
     return replace(row, **rates, per_request=times(row.per_request), tiers=tiers, variant=variant,
                    source=f"{row.source}; {why}", id="")
@@ -196,6 +214,8 @@ class Cost:
     request: Decimal
     total: Decimal
     price_row_id: str
+    tools: Decimal = Decimal(0)  # server-side tool fees (web searches)
+    tool_fee_unpriced: bool = False  # searches happened and the row has no price for them: not in the total
 
 
 def price_usage(usage: Usage, row: PriceRow) -> Cost:
@@ -209,17 +229,28 @@ def price_usage(usage: Usage, row: PriceRow) -> Cost:
     output_price = p["output_per_mtok"] or money.ZERO
     reasoning_price = p["reasoning_per_mtok"] if p["reasoning_per_mtok"] is not None else output_price
 
-    c_input = money.per_mtok(input_price, usage.uncached_input_tokens)
+    # audio tokens are parts of input and output: at the audio rates when the row has them, else the text rates
+    audio_in = min(usage.input_audio_tokens, usage.uncached_input_tokens)  # cached audio: at the cache-read rate
+    audio_out = min(usage.output_audio_tokens, usage.output_tokens - usage.reasoning_tokens)
+    audio_in_price = row.input_audio_per_mtok if row.input_audio_per_mtok is not None else input_price
+    audio_out_price = row.output_audio_per_mtok if row.output_audio_per_mtok is not None else output_price
+
+    c_input = money.add(money.per_mtok(input_price, usage.uncached_input_tokens - audio_in),
+                        money.per_mtok(audio_in_price, audio_in))  # fmt: skip
     c_read = money.per_mtok(cache_read_price, usage.cache_read_tokens)
     c_write = money.add(
         money.per_mtok(w5, usage.cache_write_5m_tokens), money.per_mtok(w1h, usage.cache_write_1h_tokens)
     )
     c_output = money.add(
-        money.per_mtok(output_price, usage.output_tokens - usage.reasoning_tokens),
+        money.per_mtok(output_price, usage.output_tokens - usage.reasoning_tokens - audio_out),
+        money.per_mtok(audio_out_price, audio_out),
         money.per_mtok(reasoning_price, usage.reasoning_tokens),
     )
     c_request = row.per_request or money.ZERO
-    total = money.quantize(money.add(c_input, c_read, c_write, c_output, c_request))
+    unpriced_fee = usage.web_searches > 0 and row.web_search_per_k is None
+    search_price = row.web_search_per_k
+    c_tools = money.per_k(search_price, usage.web_searches) if search_price is not None else money.ZERO
+    total = money.quantize(money.add(c_input, c_read, c_write, c_output, c_request, c_tools))
     return Cost(
         input=c_input,
         cache_read=c_read,
@@ -228,4 +259,6 @@ def price_usage(usage: Usage, row: PriceRow) -> Cost:
         request=c_request,
         total=total,
         price_row_id=row.id,
+        tools=c_tools,
+        tool_fee_unpriced=unpriced_fee,
     )

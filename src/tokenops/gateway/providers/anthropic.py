@@ -5,7 +5,8 @@ Usage: Anthropic's ``input_tokens`` EXCLUDES cache reads (``cache_read_input_tok
 ``ephemeral_1h_input_tokens``, priced differently); :class:`~tokenops.usage.Usage` counts the whole prompt, so
 they are added here. In a stream, ``message_start`` carries the input side and ``message_delta`` the
 cumulative output (newer API versions repeat the input side there too). ``usage.service_tier`` (``standard``,
-``priority``, ``batch``) prices the call with that tier's row.
+``priority``, ``batch``) prices the call with that tier's row. ``usage.server_tool_use.web_search_requests``
+(in the message, and cumulative in the stream's ``message_delta``) is the web searches the call is billed for.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def usage_from_anthropic(u: Any) -> Usage | None:
         cache_write_5m_tokens=w5,
         cache_write_1h_tokens=w1h,
         output_tokens=count(u.get("output_tokens"), "output_tokens"),
+        web_searches=count(obj(u.get("server_tool_use")).get("web_search_requests"), "web_search_requests"),
     )
 
 
@@ -70,7 +72,8 @@ class AnthropicStreamMeter(StreamMeter):
                 usage = obj(payload.get("usage"))
             if isinstance(usage.get("service_tier"), str):
                 self.service_tier = usage["service_tier"]
-            for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation"):
+            for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation",
+                      "server_tool_use"):  # fmt: skip
                 if usage.get(k) is not None:
                     self._input[k] = usage[k]
             if usage.get("output_tokens") is not None:  # cumulative: the latest count is the count
@@ -116,6 +119,7 @@ class AnthropicStreamMeter(StreamMeter):
             cache_write_5m_tokens=u.cache_write_5m_tokens,
             cache_write_1h_tokens=u.cache_write_1h_tokens,
             output_tokens=estimated_output,
+            web_searches=u.web_searches,
         ), True
 
 

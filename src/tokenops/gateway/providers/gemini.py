@@ -11,11 +11,14 @@ Google Search fed back to the model) is billed as input on top; ``candidatesToke
 and ``thoughtsTokenCount`` the thinking, billed as output: the output is their sum and the thoughts are its
 reasoning part. A stream (``?alt=sse``) has no end marker: each event may carry the usage so far, and the event
 whose candidate has a ``finishReason`` ends it. Embeddings report no usage: they are estimated from the input,
-flagged.
+flagged. Grounding with Google Search: the web searches are the ``candidates[].groundingMetadata.webSearchQueries``
+(in a stream, the most any event reported), priced at the row's per-search rate (genai-prices'
+``web_searches_kcount``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -41,6 +44,16 @@ def usage_from_gemini(u: Any) -> Usage | None:
                  reasoning_tokens=thoughts)  # fmt: skip
 
 
+def web_search_queries(payload: Any) -> int:
+    """The Google Search queries a Gemini answer ran: its candidates' ``groundingMetadata.webSearchQueries``."""
+    candidates = obj(payload).get("candidates")
+    total = 0
+    for candidate in candidates if isinstance(candidates, list) else ():
+        queries = obj(obj(candidate).get("groundingMetadata")).get("webSearchQueries")
+        total += len(queries) if isinstance(queries, list) else 0
+    return total
+
+
 def _text_chars(payload: dict[str, Any]) -> int:
     chars = 0
     candidates = payload.get("candidates")
@@ -59,6 +72,10 @@ def _finished(payload: dict[str, Any]) -> bool:
 
 
 class GeminiStreamMeter(StreamMeter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._searches = 0
+
     def relay(self, event: SSEEvent) -> bytes:
         payload = event_json(event)
         if payload is None:
@@ -71,6 +88,9 @@ class GeminiStreamMeter(StreamMeter):
         self.text_chars += _text_chars(payload)
         if payload.get("usageMetadata") is not None:
             self.take_usage(usage_from_gemini, payload["usageMetadata"])  # the usage so far: the last one wins
+        self._searches = max(self._searches, web_search_queries(payload))
+        if self._searches and self.usage is not None and self.usage.web_searches != self._searches:
+            self.usage = dataclasses.replace(self.usage, web_searches=self._searches)
         return event.raw
 
     def is_final(self, event: SSEEvent) -> bool:
@@ -118,7 +138,8 @@ class GeminiAdapter(Adapter):
         u = usage_from_gemini(obj(payload).get("usageMetadata"))
         if u is None:
             raise MissingUsage("the response has no usageMetadata")
-        return u
+        searches = web_search_queries(payload)
+        return dataclasses.replace(u, web_searches=searches) if searches else u
 
     def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
         return GeminiStreamMeter()

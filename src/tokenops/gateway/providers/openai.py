@@ -13,10 +13,14 @@ chunk and the ``"usage": null`` fields so the client gets exactly the stream it 
 carries its usage in its last event (``response.completed``, ``.incomplete`` or ``.failed``). The service tier
 that served the call (``service_tier``: ``default``, ``flex``, ``priority``, ``scale``) is read from the answer,
 every chat chunk, or the Responses stream's ``response`` object, and prices the call with that tier's row.
+Audio tokens (``prompt_tokens_details.audio_tokens``, ``completion_tokens_details.audio_tokens``) are parts of
+the prompt and completion, priced at the row's audio rates. A Responses call's web searches (billed per call)
+are the ``web_search_call`` items of its final response's ``output``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,8 +52,24 @@ def usage_from_openai(u: Any) -> Usage | None:
     total = count(u.get("total_tokens"), "total_tokens")
     if reasoning > completion or (reasoning and total == prompt + completion + reasoning):
         completion += reasoning  # reported beside completion_tokens, not inside it (some compatible servers)
+    audio_in = min(count(pd.get("audio_tokens"), "audio_tokens"), prompt)
+    audio_out = min(count(cd.get("audio_tokens"), "audio_tokens"), completion)
     return Usage(input_tokens=prompt, cache_read_tokens=cached, cache_write_5m_tokens=written,
-                 output_tokens=completion, reasoning_tokens=reasoning)  # fmt: skip
+                 output_tokens=completion, reasoning_tokens=reasoning, input_audio_tokens=audio_in,
+                 output_audio_tokens=audio_out)  # fmt: skip
+
+
+def web_search_calls(response: Any) -> int:
+    """The web searches a Responses API response ran: its ``output`` items of type ``web_search_call``."""
+    output = obj(response).get("output")
+    return sum(1 for item in output if obj(item).get("type") == "web_search_call") if isinstance(output, list) else 0
+
+
+def usage_from_response(response: Any) -> Usage | None:
+    """The usage of a whole Responses API response: its ``usage`` object and its web search calls."""
+    u = usage_from_openai(obj(response).get("usage"))
+    searches = web_search_calls(response)
+    return dataclasses.replace(u, web_searches=searches) if u is not None and searches else u
 
 
 def _is_done(data: bytes | None) -> bool:
@@ -113,7 +133,7 @@ class ResponsesStreamMeter(StreamMeter):
             if isinstance(response.get("service_tier"), str):
                 self.service_tier = response["service_tier"]
             if "usage" in response and response["usage"] is not None:
-                self.take_usage(usage_from_openai, response["usage"])
+                self.take_usage(usage_from_response, response)
         return event.raw
 
     def is_final(self, event: SSEEvent) -> bool:
@@ -161,7 +181,7 @@ class OpenAIAdapter(Adapter):
         return out, wants_usage
 
     def usage(self, route: str, payload: Any) -> Usage:
-        u = usage_from_openai(obj(payload).get("usage"))
+        u = usage_from_response(payload) if route == "responses" else usage_from_openai(obj(payload).get("usage"))
         if u is None:
             raise MissingUsage("the response has no usage object")
         return u
