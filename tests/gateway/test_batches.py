@@ -327,3 +327,41 @@ def test_pending_batch_survives_a_restart_and_is_metered_once(tmp_path: Path) ->
         assert [s.event(i).cost_usd for i in ids] == [e.cost_usd for e in events]
     finally:
         s.close()
+
+
+def test_every_request_of_a_batch_meets_the_rules(tmp_path: Path) -> None:
+    """Model rules, approvals and caps apply to each batched request, not only the first; a request that breaks one
+    refuses the batch before the provider sees it, the error naming the request."""
+    rules = ('rules:\n  - {name: no-4o, scope: {team: agents}, deny_models: ["gpt-4o"]}\n'
+             '  - {name: caps, max_output_tokens: 50, on_exceed: reject}\n')  # fmt: skip
+    s = Stack(tmp_path, extra=rules)
+    try:
+        oai = s.oai()
+
+        def line(custom_id: str, model: str, max_tokens: int | None) -> dict[str, Any]:
+            body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            if max_tokens is not None:
+                body["max_tokens"] = max_tokens
+            return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+        for lines, status, says in (
+            ([line("a", "gpt-4o-mini", 20), line("b", "gpt-4o", 20)], 403, "line 2 of the batch file (b)"),
+            ([line("a", "gpt-4o-mini", 20), line("b", "gpt-4o-mini", 500)], 400, "line 2 of the batch file (b)"),
+            ([line("a", "gpt-4o-mini", None)], 400, "line 1 of the batch file (a)"),
+        ):
+            uploaded = oai.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+            with pytest.raises(openai.APIStatusError) as refused:
+                oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+            assert refused.value.status_code == status and says in str(refused.value), str(refused.value)
+        assert not any(r["path"] == "/v1/batches" for r in s.fake_app.state.received)
+        with pytest.raises(anthropic.BadRequestError) as bad:
+            s.claude().messages.batches.create(requests=[  # type: ignore[list-item]
+                {"custom_id": "a", "params": {"model": "claude-haiku-4-5", "max_tokens": 10,
+                                              "messages": [{"role": "user", "content": "x"}]}},
+                {"custom_id": "b", "params": {"model": "claude-haiku-4-5", "max_tokens": 900,
+                                              "messages": [{"role": "user", "content": "x"}]}}])  # fmt: skip
+        assert "requests.1" in str(bad.value) and "caps" in str(bad.value)
+        ok = oai.files.create(file=("ok.jsonl", jsonl([line("a", "gpt-4o-mini", 20)])), purpose="batch")
+        assert oai.batches.create(input_file_id=ok.id, endpoint="/v1/chat/completions", completion_window="24h").id
+    finally:
+        s.close()

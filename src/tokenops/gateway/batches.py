@@ -15,6 +15,9 @@ A batch is bounded and reserved before it is submitted, and metered once, line b
   creates the batch (:attr:`Call.preset_max`); a hard budget it would exceed refuses the batch with the usual 429
   ``budget_exceeded`` before the provider sees it. The file is sent as uploaded: a request without an output
   limit is reserved at the ceiling but the provider is not told to stop there.
+* **Rules.** Every request meets the rules as the call it will be (:meth:`PolicyEngine.check_batch_lines`): the
+  allow and deny lists and approvals of each model the batch names, input, output and cost caps of each request;
+  a batched request cannot be clamped, so one over a cap refuses the batch, the error naming the request.
 * **Metering.** When the batch ends (OpenAI ``completed``/``failed``/``expired``/``cancelled``, Anthropic
   ``ended``), every request becomes one spend event, priced at the batch price, attributed to the key, tags and
   end user of the call that created the batch, with route ``batches`` / ``messages.batches``, the batch id as
@@ -608,6 +611,8 @@ class BatchRoutes:
             for stage in host.stages:
                 if isinstance(stage, TagStage):
                     await stage(call)
+            await host.engine.check_batch_lines([(self._where(flavor, n, line), self._as_call(call, line))
+                                                 for n, line in enumerate(lines)])  # fmt: skip
             call.model_requested = lines[0].model
             call.provider_name, call.upstream_model = provider, lines[0].upstream_model
             call.price_providers = host.router.price_ids[provider]
@@ -675,6 +680,18 @@ class BatchRoutes:
         if len(providers) > 1:
             raise GatewayError(400, "invalid_request", "every request of a batch must go to the same provider")
         return body, {**body, "requests": upstream}, lines, providers.pop()
+
+    @staticmethod
+    def _where(flavor: str, n: int, line: Line) -> str:
+        return f"requests.{n}" if flavor == "anthropic" else f"line {n + 1} of the batch file ({line.custom_id})"
+
+    @staticmethod
+    def _as_call(call: Call, line: Line) -> Call:
+        """A request of the batch as the call it will be, for the rules: the batch's key, tags and end user."""
+        return Call(request_id="", route=line.route, flavor=call.flavor, started=0.0, ts=call.ts, headers={},
+                    key=call.key, tags=call.tags, end_user=call.end_user, model_requested=line.model,
+                    shape=line.shape, choices=line.choices, body_bytes=line.body_bytes,
+                    body={"max_tokens": line.out} if line.out else {})  # fmt: skip
 
     def _bound(self, call: Call, lines: list[Line]) -> tuple[int, Decimal | None]:
         """The most the batch can cost: each request bounded like a single call, priced at the batch price."""

@@ -397,6 +397,52 @@ class PolicyEngine:
                            f"this call could cost up to ${format_usd(cost)}, over the ${format_usd(cap)} allowed per "
                            "call; lower max_tokens or shorten the prompt", param="max_tokens")  # fmt: skip
 
+    async def check_batch_lines(self, lines: Sequence[tuple[str, Call]]) -> None:
+        """The rules of every request of a batch, each as the call it will be (``(where, call)``, the call carrying
+        the batch's key, tags and end user): allow and deny lists and approvals for each model the batch names,
+        input, output and cost caps for each request. A batched request cannot be clamped (the provider runs it
+        as it was submitted): one over a cap is refused, the error naming it."""
+        if not self.rules:
+            return
+        checked: set[str] = set()
+        for where, lc in lines:
+            key_id = lc.key.id if lc.key else None
+            rules = self._rules_for(lc, key_id)
+            try:
+                if lc.model_requested not in checked:
+                    checked.add(lc.model_requested)
+                    self._model_rules(lc, rules)
+                    for r in rules:
+                        if r.require_approval:
+                            await self.approvals.require(lc, f"rule:{r.name}", lc.ts)
+                self._line_caps(lc, rules)
+            except GatewayError as err:
+                raise GatewayError(err.status, err.code, f"{where}: {err.message}", param=err.param,
+                                   headers=err.headers) from None  # fmt: skip
+
+    def _line_caps(self, call: Call, rules: list[RuleConfig]) -> None:
+        model = self.resolve(call, call.model_requested) or call.model_requested
+        est_in = typical_input(call, model)
+        requested = requested_output(call)
+        for r in rules:
+            if r.max_input_tokens is not None and est_in > r.max_input_tokens:
+                raise GatewayError(400, "token_limit_exceeded", f"the prompt is about {est_in} tokens, over the "
+                                   f"{r.max_input_tokens} allowed by rule {r.name!r}", param="messages")  # fmt: skip
+            if r.max_output_tokens is not None and call.route not in EMBEDDING_ROUTES and (
+                    requested is None or requested > r.max_output_tokens):  # fmt: skip
+                raise GatewayError(400, "token_limit_exceeded", f"max_tokens {requested or 'unset'} is over the "
+                                   f"{r.max_output_tokens} rule {r.name!r} allows (set it, at most that, in each "
+                                   "batched request)", param="max_tokens")  # fmt: skip
+            if r.max_cost_per_call_usd is not None:
+                row = self.price_of(call, call.model_requested)
+                out = 0 if call.route in EMBEDDING_ROUTES else (requested or self.defaults.default_max_output_tokens)
+                cost = max_cost(row, input_bound(call, model, row), output_bound(call, out))
+                if cost is not None and cost > r.max_cost_per_call_usd:
+                    raise GatewayError(400, "cost_limit_exceeded", f"this request could cost up to "
+                                       f"${format_usd(cost)} at the standard price, over the "
+                                       f"${format_usd(r.max_cost_per_call_usd)} rule {r.name!r} allows per call",
+                                       param="max_tokens")  # fmt: skip
+
     async def _batch_fits(self, held: Held, budgets: list[tuple[BudgetConfig, Window]]) -> None:
         """A batch (a call with :attr:`Call.preset_max`) is many calls in one: a hard budget admits it only if its
         whole maximum fits what is left, not merely while something is left (which would let one batch overshoot
