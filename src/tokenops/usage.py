@@ -10,6 +10,8 @@ provider field names. Conventions (they differ between providers, so they are fi
   provider reported as reasoning.
 * ``input_audio_tokens`` / ``output_audio_tokens`` are the parts of ``input_tokens`` / ``output_tokens`` that are
   audio (OpenAI's ``*_tokens_details.audio_tokens``): priced at a row's audio rates when it has them.
+* ``input_image_tokens`` / ``output_image_tokens`` likewise are the parts that are image tokens (OpenAI's
+  ``*_tokens_details.image_tokens``, Gemini's ``IMAGE`` modality counts): priced at a row's image rates.
 * ``web_searches`` is not tokens: the server-side web searches the provider ran and bills per call (Anthropic's
   ``server_tool_use.web_search_requests``, the Responses API's ``web_search_call`` output items).
 
@@ -82,6 +84,8 @@ class Usage:
     input_audio_tokens: int = 0
     output_audio_tokens: int = 0
     web_searches: int = 0
+    input_image_tokens: int = 0
+    output_image_tokens: int = 0
 
     def __post_init__(self) -> None:
         # on every call and every drained event: the field names are a module constant, not dataclasses.fields()
@@ -103,6 +107,12 @@ class Usage:
         if self.output_audio_tokens > self.output_tokens:
             raise MalformedUsage(
                 f"usage output_audio_tokens {self.output_audio_tokens} exceed output_tokens {self.output_tokens}"
+            )
+        if self.input_image_tokens > self.input_tokens:
+            raise MalformedUsage(f"usage input_image_tokens {self.input_image_tokens} exceed input_tokens {self.input_tokens}")
+        if self.output_image_tokens > self.output_tokens:
+            raise MalformedUsage(
+                f"usage output_image_tokens {self.output_image_tokens} exceed output_tokens {self.output_tokens}"
             )
 
     @property

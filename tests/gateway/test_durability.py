@@ -94,7 +94,10 @@ async def test_disk_full_refuses_calls_before_the_provider_and_keeps_what_it_ans
     assert len(fake_app.state.received) == seen + 1
     failed_id = r.headers["x-tokenops-request-id"]
     ready = await h.client.get("/readyz")
-    assert ready.status_code == 503 and any("wait for the spool's disk" in p for p in ready.json()["problems"])
+    waiting = any("wait for the spool's disk" in p for p in ready.json()["problems"])
+    # the record waits, and /readyz says so; unless a page freed up in between (the writer's own files on this
+    # disk are rewritten as it drains) and the spool already wrote it: then it is durable, which is the point
+    assert ready.status_code == 503 and (waiting or h.gateway.spool.deferred == 0)  # type: ignore[union-attr]
 
     filler.unlink()
     (small_disk / "filler2").unlink()

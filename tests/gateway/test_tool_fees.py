@@ -1,4 +1,4 @@
-"""Server-side tool fees (web searches) and audio tokens, priced from the usage the provider reports.
+"""Server-side tool fees (web searches), audio and image tokens, priced from the usage the provider reports.
 
 Published prices, each read on 2026-12-02 (the rates used are genai-prices' data; each test asserts they are the
 published ones):
@@ -9,7 +9,11 @@ published ones):
 * OpenAI web search tool calls, https://platform.openai.com/docs/pricing (Built-in tools): $10.00 per 1,000
   calls (gpt-5 and the other current models), tokens at the model's rates; gpt-5 $1.25 input / $10 output.
 * Google Gemini 3 grounding with Google Search, https://ai.google.dev/gemini-api/docs/pricing: $14 per 1,000
-  search queries.
+  search queries; Gemini 2.5 (Flash, Pro): $35 per 1,000 grounded prompts.
+* OpenAI gpt-image-1.5, https://platform.openai.com/docs/pricing (Image tokens): text $5 input / $10 output,
+  image $8 input / $32 output per 1M tokens.
+* Google gemini-2.5-flash-image, https://ai.google.dev/gemini-api/docs/pricing: $0.30 input, $2.50 text output,
+  $30 per 1M image output tokens ($0.039 an image of 1,290 tokens).
 * OpenAI gpt-audio, https://platform.openai.com/docs/pricing (Audio tokens): text $2.50 input / $10 output,
   audio $32 input / $64 output per 1M tokens.
 """
@@ -23,7 +27,7 @@ from typing import Any
 import orjson
 
 from harness import GatewayHarness
-from tokenops.gateway.providers.gemini import GeminiAdapter, GeminiStreamMeter
+from tokenops.gateway.providers.gemini import GeminiAdapter, GeminiStreamMeter, usage_from_gemini
 from tokenops.gateway.sse import SSEEvent
 from tokenops.pricing.genai import genai_price_rows
 from tokenops.pricing.model import price_usage
@@ -132,3 +136,94 @@ def test_gemini_grounding_queries_are_web_searches() -> None:
     meter = GeminiStreamMeter()
     meter.relay(SSEEvent(event=None, data=orjson.dumps(payload), raw=b""))
     assert meter.final_usage(0) == (usage, False)
+
+
+def test_gemini_2_grounding_is_billed_per_grounded_prompt() -> None:
+    """Google, https://ai.google.dev/gemini-api/docs/pricing (Grounding with Google Search), read 2026-12-02:
+    Gemini 2.5 Flash and Pro $35 per 1,000 grounded prompts, however many queries each ran; genai-prices the
+    same."""
+    (row,) = [r for r in genai_price_rows() if r.provider == "google" and r.model == "gemini-2.5-flash"
+              and not r.variant and r.in_force(NOW)]  # fmt: skip
+    assert row.web_search_per_k == 35
+    grounded = {"webSearchQueries": ["weather paris", "weather paris tomorrow", "paris forecast"]}
+    payload = {"candidates": [{"content": {"parts": [{"text": "sunny"}]}, "finishReason": "STOP",
+                               "groundingMetadata": grounded}],
+               "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 10},
+               "modelVersion": "gemini-2.5-flash"}  # fmt: skip
+    adapter = GeminiAdapter("https://example.test", None, {})
+    usage = adapter.usage("gemini.generate", payload)
+    assert usage.web_searches == 1  # one grounded prompt, not three queries
+    assert price_usage(usage, row).tools == Decimal(35) / 1000
+    chunks_only = {**payload, "candidates": [{"finishReason": "STOP",
+                                              "groundingMetadata": {"groundingChunks": [{"web": {"uri": "u"}}]}}]}
+    assert adapter.usage("gemini.generate", chunks_only).web_searches == 1
+    ungrounded = {**payload, "candidates": [{"finishReason": "STOP", "groundingMetadata": {"webSearchQueries": []}}]}
+    assert adapter.usage("gemini.generate", ungrounded).web_searches == 0
+    # a stream counts once per call, however many events carry the grounding
+    meter = GeminiStreamMeter()
+    first = {**payload, "candidates": [{"content": {"parts": [{"text": "sun"}]}, "groundingMetadata": grounded}]}
+    for event in (first, first, payload):
+        meter.relay(SSEEvent(event=None, data=orjson.dumps(event), raw=b""))
+    assert meter.final_usage(0) == (usage, False)
+    # the same answer from a Gemini 3 model: each query counts
+    assert adapter.usage("gemini.generate", {**payload, "modelVersion": "gemini-3-pro-preview"}).web_searches == 3
+
+
+async def test_image_tokens_are_billed_at_the_image_rates(make_gateway: Any) -> None:
+    gw: GatewayHarness = await make_gateway(clock=lambda: NOW)
+    row = rates(gw, "openai", "gpt-image-1.5")
+    assert (row.input_per_mtok, row.output_per_mtok) == (5, 10)  # as published
+    assert (row.input_image_per_mtok, row.output_image_per_mtok) == (8, 32)
+    usage = {"input": 1_000, "image_in": 700, "output": 5_000, "image_out": 4_160}
+    expected = cost(300, "5") + cost(700, "8") + cost(840, "10") + cost(4_160, "32")
+    body = {"model": "gpt-image-1.5", "input": "draw a cat", "fake": {"usage": usage}}
+    r = await gw.client.post("/v1/responses", json=body, headers=gw.auth())
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["input_tokens_details"]["image_tokens"] == 700
+    assert r.json()["usage"]["output_tokens_details"]["image_tokens"] == 4_160
+    assert Decimal(r.headers["x-tokenops-cost-usd"]) == expected
+    ev = gw.event(r.headers["x-tokenops-request-id"])
+    assert (ev.usage.input_image_tokens, ev.usage.output_image_tokens) == (700, 4_160) and ev.cost_usd == expected
+    chat = {"model": "gpt-image-1.5", "messages": [{"role": "user", "content": "draw a cat"}], "fake": {"usage": usage}}
+    r = await gw.client.post("/v1/chat/completions", json=chat, headers=gw.auth())
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens_details"]["image_tokens"] == 700
+    assert Decimal(r.headers["x-tokenops-cost-usd"]) == expected
+    # no image tokens: the field is not in the answer
+    plain = {**body, "fake": {"usage": {"input": 1_000, "output": 100}}}
+    r = await gw.client.post("/v1/responses", json=plain, headers=gw.auth())
+    assert "image_tokens" not in r.json()["usage"]["input_tokens_details"]
+    assert Decimal(r.headers["x-tokenops-cost-usd"]) == cost(1_000, "5") + cost(100, "10")
+
+
+def test_gemini_image_and_audio_modalities_are_priced_at_their_rates() -> None:
+    (row,) = [r for r in genai_price_rows() if r.provider == "google" and r.model == "gemini-2.5-flash-image"
+              and not r.variant and r.in_force(NOW)]  # fmt: skip
+    assert (row.input_per_mtok, row.output_per_mtok, row.output_image_per_mtok) == (Decimal("0.3"), Decimal("2.5"), 30)
+    assert row.input_image_per_mtok is None  # image input at the text input rate, as published
+    usage = usage_from_gemini({
+        "promptTokenCount": 1_400, "candidatesTokenCount": 1_300,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 142}, {"modality": "IMAGE", "tokenCount": 1_258}],
+        "candidatesTokensDetails": [{"modality": "TEXT", "tokenCount": 10}, {"modality": "IMAGE", "tokenCount": 1_290}],
+    })  # fmt: skip
+    assert usage is not None and (usage.input_image_tokens, usage.output_image_tokens) == (1_258, 1_290)
+    assert price_usage(usage, row).total == cost(1_400, "0.3") + cost(10, "2.5") + cost(1_290, "30")
+    audio = usage_from_gemini({"promptTokenCount": 500, "candidatesTokenCount": 20,
+                               "promptTokensDetails": [{"modality": "AUDIO", "tokenCount": 480}]})  # fmt: skip
+    assert audio is not None and (audio.input_audio_tokens, audio.input_image_tokens) == (480, 0)
+
+
+async def test_a_config_row_with_a_search_price_bills_searches(make_gateway: Any) -> None:
+    gw: GatewayHarness = await make_gateway("""
+models:
+  - {name: llama, provider: local, model: llama-3.1-8b}
+prices:
+  - {provider: local, model: llama-3.1-8b, input_per_mtok: "0.05", output_per_mtok: "0.08", web_search_per_k: "10",
+     input_image_per_mtok: "1", effective_from: 2025-01-01}
+""", clock=lambda: NOW)  # fmt: skip
+    body = {"model": "llama", "input": "news?", "fake": {"usage": {"input": 1_000, "output": 100, "web_searches": 2}}}
+    r = await gw.client.post("/v1/responses", json=body, headers=gw.auth())
+    assert r.status_code == 200, r.text
+    ev = gw.event(r.headers["x-tokenops-request-id"])
+    assert ev.status == "ok" and ev.usage.web_searches == 2 and ev.error_code is None  # not tool_fee_unpriced
+    assert ev.cost_usd == cost(1_000, "0.05") + cost(100, "0.08") + 2 * Decimal(10) / 1000

@@ -61,6 +61,24 @@ def test_every_price_field_refuses_floats():
         entry(tiers=[{"above_input_tokens": 200_000, "input_per_mtok": 6.0}])
 
 
+EXTRA = ("web_search_per_k", "input_audio_per_mtok", "output_audio_per_mtok", "input_image_per_mtok",
+         "output_image_per_mtok")
+
+
+def test_tool_audio_and_image_rates_become_the_rows_rates():
+    plain = entry().to_row("config")
+    for i, field in enumerate(EXTRA, start=1):
+        row = entry(**{field: f"{i}.5"}).to_row("config")
+        assert getattr(row, field) == D(f"{i}.5") and row.id != plain.id  # in the id once set
+        with pytest.raises(ValidationError, match="quoted"):
+            entry(**{field: 0.1})
+        with pytest.raises(ValidationError, match="negative"):
+            entry(**{field: "-1"})
+    assert all(getattr(plain, field) is None for field in EXTRA)
+    with pytest.raises(ValidationError):  # not a long-context tier price
+        entry(tiers=[{"above_input_tokens": 1, "web_search_per_k": "10"}])
+
+
 def test_ints_and_decimals_are_exact_prices():
     e = entry(input_per_mtok=3, output_per_mtok=D("15.00"), per_request="0.012")
     assert (e.input_per_mtok, e.output_per_mtok, e.per_request) == (D(3), D("15.00"), D("0.012"))

@@ -268,6 +268,8 @@ class Reported:
     web_searches: int = 0
     audio_in: int = 0
     audio_out: int = 0
+    image_in: int = 0
+    image_out: int = 0
 
 
 def resolve_usage(
@@ -290,6 +292,8 @@ def resolve_usage(
         override.web_searches,
         override.audio_in,
         override.audio_out,
+        override.image_in,
+        override.image_out,
     )
 
 

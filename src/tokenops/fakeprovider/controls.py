@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 USAGE_KEYS = ("input", "cached", "cache_write_5m", "cache_write_1h", "output", "reasoning", "web_searches", "audio_in",
-              "audio_out")
+              "audio_out", "image_in", "image_out")
 
 
 class ControlError(ValueError):
@@ -31,6 +31,8 @@ class UsageOverride:
     web_searches: int = 0  # server-side web searches (omitted from the answer when 0)
     audio_in: int = 0  # audio parts of input and output (OpenAI's *_tokens_details.audio_tokens)
     audio_out: int = 0
+    image_in: int = 0  # image parts of input and output (OpenAI's *_tokens_details.image_tokens; omitted when 0)
+    image_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,9 @@ def _usage(raw: Any) -> UsageOverride:
     if (override.input is not None and override.audio_in > override.input) or (
             override.output is not None and override.audio_out > override.output):
         raise ControlError("fake.usage: audio tokens exceed input or output")
+    if (override.input is not None and override.image_in > override.input) or (
+            override.output is not None and override.image_out > override.output):
+        raise ControlError("fake.usage: image tokens exceed input or output")
     return override
 
 

@@ -38,7 +38,12 @@ def _text(content: Any) -> str:
 def _usage(r: Reported, tool_prompt: int) -> dict[str, Any]:
     u: dict[str, Any] = {"promptTokenCount": r.input, "candidatesTokenCount": r.output - r.reasoning,
                          "totalTokenCount": r.input + r.output + tool_prompt,
-                         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": r.input}]}  # fmt: skip
+                         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": r.input - r.image_in}]}  # fmt: skip
+    if r.image_in:
+        u["promptTokensDetails"].append({"modality": "IMAGE", "tokenCount": r.image_in})
+    if r.image_out:
+        u["candidatesTokensDetails"] = [{"modality": "TEXT", "tokenCount": r.output - r.reasoning - r.image_out},
+                                        {"modality": "IMAGE", "tokenCount": r.image_out}]  # fmt: skip
     if r.reasoning:
         u["thoughtsTokenCount"] = r.reasoning
     if r.cached:
@@ -82,7 +87,8 @@ async def generate(request: Request, model: str, method: str) -> ASGIApp:
     completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think)
     reported = resolve_usage(prompt.tokens, 0, 0, 0, completion, controls.usage)
     if controls.usage is not None:
-        reported = Reported(reported.input, controls.usage.cached, 0, 0, reported.output, reported.reasoning)
+        reported = Reported(reported.input, controls.usage.cached, 0, 0, reported.output, reported.reasoning,
+                            image_in=reported.image_in, image_out=reported.image_out)  # fmt: skip
     tools = body.get("tools")
     searched = isinstance(tools, list) and any(isinstance(t, dict) and "googleSearch" in t for t in tools)
     tool_prompt = SEARCH_RESULT_TOKENS if searched else 0
@@ -102,7 +108,8 @@ async def generate(request: Request, model: str, method: str) -> ASGIApp:
             if last:
                 candidate["finishReason"] = finish
             so_far = Reported(reported.input, reported.cached, 0, 0,
-                              reported.output if last else reported.reasoning + i + 1, reported.reasoning)  # fmt: skip
+                              reported.output if last else reported.reasoning + i + 1, reported.reasoning,
+                              image_in=reported.image_in, image_out=reported.image_out if last else 0)  # fmt: skip
             events.append({"candidates": [candidate], "usageMetadata": _usage(so_far, tool_prompt),
                            "modelVersion": version, "responseId": response_id})  # fmt: skip
         if request.query_params.get("alt") != "sse":  # the REST default: one JSON array, streamed

@@ -48,10 +48,12 @@ def _usage(r: Reported) -> dict[str, Any]:
         "completion_tokens": r.output,
         "total_tokens": r.input + r.output,
         "prompt_tokens_details": {"cached_tokens": r.cached, "audio_tokens": r.audio_in,
+                                  **({"image_tokens": r.image_in} if r.image_in else {}),
                                   **({"cache_write_tokens": r.write_5m + r.write_1h} if r.write_5m + r.write_1h else {})},
         "completion_tokens_details": {
             "reasoning_tokens": r.reasoning,
             "audio_tokens": r.audio_out,
+            **({"image_tokens": r.image_out} if r.image_out else {}),
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         },

@@ -68,9 +68,11 @@ def usage_object(r: Reported) -> dict[str, Any]:
     """The Responses usage (web searches are not in it: they are ``web_search_call`` output items)."""
     return {
         "input_tokens": r.input,
-        "input_tokens_details": {"cached_tokens": r.cached, "cache_write_tokens": r.write_5m + r.write_1h},
+        "input_tokens_details": {"cached_tokens": r.cached, "cache_write_tokens": r.write_5m + r.write_1h,
+                                 **({"image_tokens": r.image_in} if r.image_in else {})},
         "output_tokens": r.output,
-        "output_tokens_details": {"reasoning_tokens": r.reasoning},
+        "output_tokens_details": {"reasoning_tokens": r.reasoning,
+                                  **({"image_tokens": r.image_out} if r.image_out else {})},
         "total_tokens": r.input + r.output,
     }
 

@@ -52,10 +52,11 @@ EVENT_COLUMNS = (
     *STANDARD_TAGS, "tags", "missing_tags", "status", "http_status", "error_code", "latency_ms", "ttft_ms",
     "cache", "upstream_request_id", "approval_id", "recorded_at",
     "input_audio_tokens", "output_audio_tokens", "web_searches",  # 0011: at the end, where ALTER TABLE puts them
+    "input_image_tokens", "output_image_tokens",  # 0012
 )  # fmt: skip
 USAGE_COLUMNS = ("input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "output_tokens", "reasoning_tokens", "input_audio_tokens", "output_audio_tokens",
-                 "web_searches")  # fmt: skip
+                 "web_searches", "input_image_tokens", "output_image_tokens")  # fmt: skip
 PriceRows = Callable[[str], PriceRow | None]
 
 
@@ -200,7 +201,7 @@ def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
         u.reasoning_tokens, e.usage_estimated, e.cost_usd, e.price_row_id, e.key_id, e.end_user,
         *(e.tags.get(t) for t in STANDARD_TAGS), dict(e.tags), list(e.missing_tags), e.status, e.http_status,
         e.error_code, e.latency_ms, e.ttft_ms, e.cache, e.upstream_request_id, e.approval_id, recorded_at,
-        u.input_audio_tokens, u.output_audio_tokens, u.web_searches,
+        u.input_audio_tokens, u.output_audio_tokens, u.web_searches, u.input_image_tokens, u.output_image_tokens,
     )  # fmt: skip
     return dict(zip(EVENT_COLUMNS, values, strict=True))
 
@@ -242,9 +243,9 @@ _RECORD_FIELDS = {
 def price_row_record(row: PriceRow) -> dict[str, Any]:
     """The spool record of a price row, written before the first event priced with it, so that a drain needs
     no price catalog of its own (see :class:`tokenops.gateway.writer.LedgerWriter`). ``variant``, ``hours`` and
-    the rates of :data:`~tokenops.pricing.model.EXTRA_PRICE_FIELDS` (web searches, audio tokens; exact decimal
+    the rates of :data:`~tokenops.pricing.model.EXTRA_PRICE_FIELDS` (web searches, audio and image tokens; exact decimal
     strings) are written only when set (a service tier's row, a row of some hours of the day, a row with a web
-    search or audio price)."""
+    search, audio or image price)."""
     record = {"record": "price_row", "id": row.id, "provider": row.provider, "model": row.model,
               "effective_from": None if row.effective_from is None else row.effective_from.isoformat(),
               "effective_to": None if row.effective_to is None else row.effective_to.isoformat(),

@@ -69,6 +69,7 @@ _TYPES = {
     "latency_ms": "DOUBLE", "ttft_ms": "DOUBLE", "cache": "VARCHAR", "upstream_request_id": "VARCHAR",
     "approval_id": "VARCHAR", "recorded_at": "TIMESTAMP",
     "input_audio_tokens": "BIGINT", "output_audio_tokens": "BIGINT", "web_searches": "BIGINT",
+    "input_image_tokens": "BIGINT", "output_image_tokens": "BIGINT",
 }  # fmt: skip
 assert tuple(_TYPES) == EVENT_COLUMNS
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)

@@ -173,6 +173,8 @@ class _WireUsage(msgspec.Struct, forbid_unknown_fields=True):
     input_audio_tokens: _Tokens
     output_audio_tokens: _Tokens
     web_searches: _Tokens
+    input_image_tokens: _Tokens
+    output_image_tokens: _Tokens
 
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
@@ -222,7 +224,8 @@ def canonical(line: bytes) -> _WireEvent | None:
     u = w.usage
     if (w.ts.tzinfo is None or u.cache_read_tokens + u.cache_write_5m_tokens + u.cache_write_1h_tokens > u.input_tokens
             or u.reasoning_tokens > u.output_tokens or u.input_audio_tokens > u.input_tokens
-            or u.output_audio_tokens > u.output_tokens):  # fmt: skip
+            or u.output_audio_tokens > u.output_tokens or u.input_image_tokens > u.input_tokens
+            or u.output_image_tokens > u.output_tokens):  # fmt: skip
         return None
     return w
 

@@ -179,6 +179,15 @@ DUCKDB: list[tuple[str, str]] = [
         ALTER TABLE price_rows ADD COLUMN output_audio_per_mtok DECIMAL(38, 12);  -- NULL: the text rate
         """,
     ),
+    (
+        "0012_events_image_tokens",  # image tokens (parts of input/output) and their rates
+        """
+        ALTER TABLE events ADD COLUMN input_image_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN output_image_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE price_rows ADD COLUMN input_image_per_mtok DECIMAL(38, 12);   -- NULL: the text rate
+        ALTER TABLE price_rows ADD COLUMN output_image_per_mtok DECIMAL(38, 12);  -- NULL: the text rate
+        """,
+    ),
 ]
 
 
@@ -365,6 +374,16 @@ POSTGRESQL: list[tuple[str, str]] = [
         ALTER TABLE price_rows ADD COLUMN web_search_per_k NUMERIC(38, 12),       -- USD per 1,000; NULL: none
                                ADD COLUMN input_audio_per_mtok NUMERIC(38, 12),   -- NULL: the text rate
                                ADD COLUMN output_audio_per_mtok NUMERIC(38, 12);  -- NULL: the text rate
+        """,
+    ),
+    (
+        "0012_events_image_tokens",  # image tokens (parts of input/output) and their rates
+        # on the partitioned parent, as 0011. events_hourly sums neither: unchanged.
+        """
+        ALTER TABLE events ADD COLUMN input_image_tokens BIGINT NOT NULL DEFAULT 0,
+                           ADD COLUMN output_image_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE price_rows ADD COLUMN input_image_per_mtok NUMERIC(38, 12),   -- NULL: the text rate
+                               ADD COLUMN output_image_per_mtok NUMERIC(38, 12);  -- NULL: the text rate
         """,
     ),
 ]

@@ -15,7 +15,10 @@
 Prices are USD per million tokens (``per_request`` is USD per call), given as quoted decimal strings or
 integers. ``input_per_mtok`` and ``output_per_mtok`` are required, so that no kind of token is billed at $0
 by omission (write ``"0"`` for a free one); the cache and reasoning prices default to the input and output
-prices as in :func:`~tokenops.pricing.model.price_usage`. ``effective_from`` is a date (midnight UTC) or a
+prices as in :func:`~tokenops.pricing.model.price_usage`. Optional rates beside them (not in ``tiers``):
+``web_search_per_k`` (USD per 1,000 server-side web searches; without it a call's searches are not priced and its
+event is flagged ``tool_fee_unpriced``), ``input_audio_per_mtok`` / ``output_audio_per_mtok`` and
+``input_image_per_mtok`` / ``output_image_per_mtok`` (audio and image tokens; without them, the text rates). ``effective_from`` is a date (midnight UTC) or a
 datetime (one without a time zone is UTC). Each entry becomes one :class:`PriceRow` through :meth:`to_row`;
 the catalog (:mod:`tokenops.pricing.catalog`) turns entries for the same model into a history.
 """
@@ -29,7 +32,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from tokenops import money
-from tokenops.pricing.model import STANDARD_TIERS, LongContextTier, PriceRow
+from tokenops.pricing.model import EXTRA_PRICE_FIELDS, STANDARD_TIERS, LongContextTier, PriceRow
 
 __all__ = ["PriceEntry", "TierEntry", "Variant"]
 
@@ -128,6 +131,11 @@ class PriceEntry(BaseModel):
     cache_write_1h_per_mtok: Price | None = None
     reasoning_per_mtok: Price | None = None
     per_request: Price | None = None
+    web_search_per_k: Price | None = None  # USD per 1,000 web searches
+    input_audio_per_mtok: Price | None = None
+    output_audio_per_mtok: Price | None = None
+    input_image_per_mtok: Price | None = None
+    output_image_per_mtok: Price | None = None
     tiers: tuple[TierEntry, ...] = ()
     context_window: int | None = Field(None, gt=0, le=1_000_000_000)
     # the service tier this row prices ("flex", "priority", "batch", …); absent: the standard price
@@ -151,5 +159,5 @@ class PriceEntry(BaseModel):
             variant=self.variant,
             per_request=self.per_request,
             tiers=tuple(t.to_tier() for t in sorted(self.tiers, key=lambda t: t.above_input_tokens)),
-            **{name: getattr(self, name) for name in _TOKEN_PRICES},
+            **{name: getattr(self, name) for name in (*_TOKEN_PRICES, *EXTRA_PRICE_FIELDS)},
         )

@@ -31,12 +31,13 @@ How genai-prices' data maps onto a price row:
 
 What a price row cannot represent, and what is done instead:
 
-* ``input_audio_mtok`` and ``output_audio_mtok`` map to ``input_audio_per_mtok`` / ``output_audio_per_mtok``
+* ``input_audio_mtok`` and ``output_audio_mtok`` map to ``input_audio_per_mtok`` / ``output_audio_per_mtok``,
+  ``input_image_mtok`` / ``output_image_mtok`` to ``input_image_per_mtok`` / ``output_image_per_mtok``,
   and ``web_searches_kcount`` (USD per 1,000 web searches) to ``web_search_per_k``; a row has them only when
   genai-prices does, so every other row keeps its id.
-* Other modality prices (image and video tokens, cached audio, their cache prices), ``audio_hours``, pixels,
+* Other modality prices (video tokens, cached audio and image tokens, their cache prices), ``audio_hours``, pixels,
   characters, document pages, messages, citation tokens, and the other per-call tool prices
-  (``storage_searches_kcount``, …) are dropped: :class:`~tokenops.usage.Usage` has no such counts, so image
+  (``storage_searches_kcount``, …) are dropped: :class:`~tokenops.usage.Usage` has no such counts, so video
   tokens are billed at the plain input/output price and those tool calls are not billed. A model whose period has only such prices (text-to-speech per character, transcription per hour,
   OCR per page) gets no row for that period: it is unpriced then, never $0. A model genai-prices lists with
   no price at all is free by its data (OpenRouter ``:free`` models, Copilot-included ones, OpenAI
@@ -102,6 +103,8 @@ _EXTRA_KEYS: tuple[tuple[str, str], ...] = (
     ("web_searches_kcount", "web_search_per_k"),  # USD per 1,000 web searches, as the row keeps it
     ("input_audio_mtok", "input_audio_per_mtok"),
     ("output_audio_mtok", "output_audio_per_mtok"),
+    ("input_image_mtok", "input_image_per_mtok"),
+    ("output_image_mtok", "output_image_per_mtok"),
 )
 _THOUSAND = Decimal(1000)
 
@@ -381,7 +384,7 @@ def _representable(price: ModelPrice) -> dict[str, Any] | None:
     result["per_request"] = per_request / _THOUSAND if per_request is not None else None
     for key, name in _EXTRA_KEYS:
         extra = values.get(key)
-        if isinstance(extra, TieredPrices):  # audio tiers are not in the data; the base price is what a row holds
+        if isinstance(extra, TieredPrices):  # audio/image tiers are not in the data; the base price is what a row holds
             extra = extra.base
         if extra is not None:
             result[name] = extra

@@ -12,7 +12,8 @@ history per (provider, model, variant, hours).
 
 A row may also price what is not text tokens (each ``None`` when the source does not say, and then part of the
 row's id only when set, so that rows without them keep their ids): ``input_audio_per_mtok`` /
-``output_audio_per_mtok`` (audio tokens; without them audio is billed at the text rates) and
+``output_audio_per_mtok`` (audio tokens; without them audio is billed at the text rates),
+``input_image_per_mtok`` / ``output_image_per_mtok`` (image tokens, likewise) and
 ``web_search_per_k`` (USD per 1,000 server-side web searches, the :attr:`Cost.tools` fee; without it a call's
 searches are not priced, and the meter flags the event ``tool_fee_unpriced``).
 
@@ -43,7 +44,8 @@ PRICE_FIELDS = (
     "reasoning_per_mtok",
 )
 # Rates a row may have beside PRICE_FIELDS (not in long-context tiers); in the id only when set.
-EXTRA_PRICE_FIELDS = ("web_search_per_k", "input_audio_per_mtok", "output_audio_per_mtok")
+EXTRA_PRICE_FIELDS = ("web_search_per_k", "input_audio_per_mtok", "output_audio_per_mtok", "input_image_per_mtok",
+                      "output_image_per_mtok")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class PriceRow:
     web_search_per_k: Decimal | None = None
     input_audio_per_mtok: Decimal | None = None
     output_audio_per_mtok: Decimal | None = None
+    input_image_per_mtok: Decimal | None = None  # per million image tokens (None: the text rates)
+    output_image_per_mtok: Decimal | None = None
 
     def __post_init__(self) -> None:
         if self.effective_from.tzinfo is None:
@@ -104,7 +108,7 @@ class PriceRow:
             parts.append(f"variant={self.variant}")
         if self.hours:
             parts.append(f"hours={format_hours(self.hours)}")
-        for name in EXTRA_PRICE_FIELDS:  # likewise: rows without tool or audio rates keep their ids
+        for name in EXTRA_PRICE_FIELDS:  # likewise: rows without tool, audio or image rates keep their ids
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{name}={value}")
@@ -146,9 +150,10 @@ def scaled(row: PriceRow, factor: Decimal, variant: str, why: str) -> PriceRow:
     def times(value: Decimal | None) -> Decimal | None:
         return None if value is None else value * factor
 
-    # token rates scale (audio included); a per-call tool fee (web searches) is not a token price: kept as it is
+    # token rates scale (audio and image included); a per-call tool fee (web searches) is not a token price: kept
     rates: dict[str, Any] = {f: times(getattr(row, f)) for f in (*PRICE_FIELDS, "input_audio_per_mtok",
-                                                                 "output_audio_per_mtok")}
+                                                                 "output_audio_per_mtok", "input_image_per_mtok",
+                                                                 "output_image_per_mtok")}
     tiers = tuple(replace(t, **{f: times(getattr(t, f)) for f in PRICE_FIELDS}) for t in row.tiers)  # type: ignore[arg-type]
     return replace(row, **rates, per_request=times(row.per_request), tiers=tiers, variant=variant,
                    source=f"{row.source}; {why}", id="")
@@ -234,16 +239,22 @@ def price_usage(usage: Usage, row: PriceRow) -> Cost:
     audio_out = min(usage.output_audio_tokens, usage.output_tokens - usage.reasoning_tokens)
     audio_in_price = row.input_audio_per_mtok if row.input_audio_per_mtok is not None else input_price
     audio_out_price = row.output_audio_per_mtok if row.output_audio_per_mtok is not None else output_price
+    # image tokens likewise (what the audio left of the uncached input and plain output, should both be reported)
+    image_in = min(usage.input_image_tokens, usage.uncached_input_tokens - audio_in)
+    image_out = min(usage.output_image_tokens, usage.output_tokens - usage.reasoning_tokens - audio_out)
+    image_in_price = row.input_image_per_mtok if row.input_image_per_mtok is not None else input_price
+    image_out_price = row.output_image_per_mtok if row.output_image_per_mtok is not None else output_price
 
-    c_input = money.add(money.per_mtok(input_price, usage.uncached_input_tokens - audio_in),
-                        money.per_mtok(audio_in_price, audio_in))  # fmt: skip
+    c_input = money.add(money.per_mtok(input_price, usage.uncached_input_tokens - audio_in - image_in),
+                        money.per_mtok(audio_in_price, audio_in), money.per_mtok(image_in_price, image_in))  # fmt: skip
     c_read = money.per_mtok(cache_read_price, usage.cache_read_tokens)
     c_write = money.add(
         money.per_mtok(w5, usage.cache_write_5m_tokens), money.per_mtok(w1h, usage.cache_write_1h_tokens)
     )
     c_output = money.add(
-        money.per_mtok(output_price, usage.output_tokens - usage.reasoning_tokens - audio_out),
+        money.per_mtok(output_price, usage.output_tokens - usage.reasoning_tokens - audio_out - image_out),
         money.per_mtok(audio_out_price, audio_out),
+        money.per_mtok(image_out_price, image_out),
         money.per_mtok(reasoning_price, usage.reasoning_tokens),
     )
     c_request = row.per_request or money.ZERO

@@ -11,9 +11,15 @@ Google Search fed back to the model) is billed as input on top; ``candidatesToke
 and ``thoughtsTokenCount`` the thinking, billed as output: the output is their sum and the thoughts are its
 reasoning part. A stream (``?alt=sse``) has no end marker: each event may carry the usage so far, and the event
 whose candidate has a ``finishReason`` ends it. Embeddings report no usage: they are estimated from the input,
-flagged. Grounding with Google Search: the web searches are the ``candidates[].groundingMetadata.webSearchQueries``
-(in a stream, the most any event reported), priced at the row's per-search rate (genai-prices'
-``web_searches_kcount``).
+flagged. ``promptTokensDetails`` / ``candidatesTokensDetails`` entries of ``modality`` ``IMAGE`` or ``AUDIO`` are
+the image and audio parts of the prompt and the answer, priced at the row's image and audio rates.
+
+Grounding with Google Search, priced at the row's per-search rate (genai-prices' ``web_searches_kcount``): Google
+bills Gemini 1.x and 2.x per grounded *prompt* (one per answer that used grounding: non-empty
+``groundingMetadata.webSearchQueries`` or ``groundingChunks``) and Gemini 3 and later per search *query* (the
+``webSearchQueries``). Which rule applies is read from the answer's ``modelVersion`` (a stream's first one); an
+answer without one is counted per query. A stream counts once per call: one grounded prompt if any event was
+grounded, else the most queries any event reported.
 """
 
 from __future__ import annotations
@@ -31,6 +37,15 @@ METHODS = {"gemini.generate": "generateContent", "gemini.stream": "streamGenerat
            "gemini.batch_embed": "batchEmbedContents"}  # fmt: skip
 
 
+def _modality(details: Any, modality: str) -> int:
+    """The tokens of ``modality`` in a ``*TokensDetails`` list (``[{"modality": "IMAGE", "tokenCount": 258}]``)."""
+    total = 0
+    for entry in details if isinstance(details, list) else ():
+        if obj(entry).get("modality") == modality:
+            total += count(entry.get("tokenCount"), "tokenCount")
+    return total
+
+
 def usage_from_gemini(u: Any) -> Usage | None:
     """``usageMetadata`` as a Usage; None when there is none; MalformedUsage when a count cannot be trusted."""
     if not isinstance(u, dict):
@@ -40,8 +55,13 @@ def usage_from_gemini(u: Any) -> Usage | None:
     cached = min(count(u.get("cachedContentTokenCount"), "cachedContentTokenCount"), prompt)
     answer = count(u.get("candidatesTokenCount"), "candidatesTokenCount")
     thoughts = count(u.get("thoughtsTokenCount"), "thoughtsTokenCount")
+    prompt_details, answer_details = u.get("promptTokensDetails"), u.get("candidatesTokensDetails")
     return Usage(input_tokens=prompt + tool_prompt, cache_read_tokens=cached, output_tokens=answer + thoughts,
-                 reasoning_tokens=thoughts)  # fmt: skip
+                 reasoning_tokens=thoughts,
+                 input_audio_tokens=min(_modality(prompt_details, "AUDIO"), prompt),
+                 output_audio_tokens=min(_modality(answer_details, "AUDIO"), answer),
+                 input_image_tokens=min(_modality(prompt_details, "IMAGE"), prompt),
+                 output_image_tokens=min(_modality(answer_details, "IMAGE"), answer))  # fmt: skip
 
 
 def web_search_queries(payload: Any) -> int:
@@ -52,6 +72,30 @@ def web_search_queries(payload: Any) -> int:
         queries = obj(obj(candidate).get("groundingMetadata")).get("webSearchQueries")
         total += len(queries) if isinstance(queries, list) else 0
     return total
+
+
+def grounded(payload: Any) -> bool:
+    """Whether a Gemini answer used grounding: a candidate with ``webSearchQueries`` or ``groundingChunks``."""
+    candidates = obj(payload).get("candidates")
+    for candidate in candidates if isinstance(candidates, list) else ():
+        metadata = obj(obj(candidate).get("groundingMetadata"))
+        if any(isinstance(metadata.get(k), list) and metadata[k] for k in ("webSearchQueries", "groundingChunks")):
+            return True
+    return False
+
+
+def billed_per_prompt(model: Any) -> bool:
+    """Whether Google bills ``model``'s grounding per grounded prompt (Gemini 1.x, 2.x) rather than per query."""
+    name = model.removeprefix("models/") if isinstance(model, str) else ""
+    return name.startswith(("gemini-1", "gemini-2"))
+
+
+def web_searches(payload: Any) -> int:
+    """The web searches a Gemini answer is billed for (see the module's doc): 1 per grounded prompt on Gemini
+    1.x/2.x, else its search queries."""
+    if billed_per_prompt(obj(payload).get("modelVersion")):
+        return 1 if grounded(payload) else 0
+    return web_search_queries(payload)
 
 
 def _text_chars(payload: dict[str, Any]) -> int:
@@ -74,7 +118,8 @@ def _finished(payload: dict[str, Any]) -> bool:
 class GeminiStreamMeter(StreamMeter):
     def __init__(self) -> None:
         super().__init__()
-        self._searches = 0
+        self._queries = 0  # the most any event reported
+        self._grounded = False
 
     def relay(self, event: SSEEvent) -> bytes:
         payload = event_json(event)
@@ -88,9 +133,11 @@ class GeminiStreamMeter(StreamMeter):
         self.text_chars += _text_chars(payload)
         if payload.get("usageMetadata") is not None:
             self.take_usage(usage_from_gemini, payload["usageMetadata"])  # the usage so far: the last one wins
-        self._searches = max(self._searches, web_search_queries(payload))
-        if self._searches and self.usage is not None and self.usage.web_searches != self._searches:
-            self.usage = dataclasses.replace(self.usage, web_searches=self._searches)
+        self._queries = max(self._queries, web_search_queries(payload))
+        self._grounded = self._grounded or grounded(payload)
+        searches = (1 if self._grounded else 0) if billed_per_prompt(self.model) else self._queries
+        if searches and self.usage is not None and self.usage.web_searches != searches:
+            self.usage = dataclasses.replace(self.usage, web_searches=searches)
         return event.raw
 
     def is_final(self, event: SSEEvent) -> bool:
@@ -138,7 +185,7 @@ class GeminiAdapter(Adapter):
         u = usage_from_gemini(obj(payload).get("usageMetadata"))
         if u is None:
             raise MissingUsage("the response has no usageMetadata")
-        searches = web_search_queries(payload)
+        searches = web_searches(payload)
         return dataclasses.replace(u, web_searches=searches) if searches else u
 
     def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:

@@ -14,7 +14,8 @@ carries its usage in its last event (``response.completed``, ``.incomplete`` or 
 that served the call (``service_tier``: ``default``, ``flex``, ``priority``, ``scale``) is read from the answer,
 every chat chunk, or the Responses stream's ``response`` object, and prices the call with that tier's row.
 Audio tokens (``prompt_tokens_details.audio_tokens``, ``completion_tokens_details.audio_tokens``) are parts of
-the prompt and completion, priced at the row's audio rates. A Responses call's web searches (billed per call)
+the prompt and completion, priced at the row's audio rates; image tokens (``*_tokens_details.image_tokens``, as
+gpt-image models report them) likewise, at its image rates. A Responses call's web searches (billed per call)
 are the ``web_search_call`` items of its final response's ``output``.
 """
 
@@ -54,9 +55,12 @@ def usage_from_openai(u: Any) -> Usage | None:
         completion += reasoning  # reported beside completion_tokens, not inside it (some compatible servers)
     audio_in = min(count(pd.get("audio_tokens"), "audio_tokens"), prompt)
     audio_out = min(count(cd.get("audio_tokens"), "audio_tokens"), completion)
+    image_in = min(count(pd.get("image_tokens"), "image_tokens"), prompt)
+    image_out = min(count(cd.get("image_tokens"), "image_tokens"), completion)
     return Usage(input_tokens=prompt, cache_read_tokens=cached, cache_write_5m_tokens=written,
                  output_tokens=completion, reasoning_tokens=reasoning, input_audio_tokens=audio_in,
-                 output_audio_tokens=audio_out)  # fmt: skip
+                 output_audio_tokens=audio_out, input_image_tokens=image_in,
+                 output_image_tokens=image_out)  # fmt: skip
 
 
 def web_search_calls(response: Any) -> int:

@@ -1,0 +1,88 @@
+"""Image tokens in the ledger (migration 0012_events_image_tokens), on every backend: the usage columns, the
+price rows' image rates, and spool lines written before the fields existed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from ledger_samples import event, write_segment
+
+from tokenops.ledger import migrations
+from tokenops.ledger.base import Ledger, price_row_record
+from tokenops.ledger.postgres import PostgresLedger
+from tokenops.pricing.model import PriceRow
+from tokenops.usage import Usage
+
+IMAGES = Usage(input_tokens=1_000, output_tokens=5_000, input_image_tokens=700, output_image_tokens=4_160)
+
+
+def sql(ledger: Ledger, statement: str) -> list[Any]:
+    with ledger.connect() as conn:  # type: ignore[attr-defined]
+        cur = conn.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+def rates_row() -> PriceRow:
+    return PriceRow(provider="openai", model="gpt-image-1.5", effective_from=datetime(2026, 1, 1, tzinfo=UTC),
+                    source="test", input_per_mtok=Decimal(5), output_per_mtok=Decimal(10),
+                    input_image_per_mtok=Decimal(8), output_image_per_mtok=Decimal(32))  # fmt: skip
+
+
+def test_image_usage_round_trips_with_its_price_row(any_ledger: Ledger) -> None:
+    row = rates_row()
+    e = event(1, usage=IMAGES, price_row_id=row.id)
+    assert any_ledger.append([e], [row]) == 1
+    assert any_ledger.get_event(e.request_id) == e
+    assert sql(any_ledger, f"SELECT input_image_tokens, output_image_tokens FROM events "
+                           f"WHERE request_id = '{e.request_id}'") == [(700, 4_160)]  # fmt: skip
+    assert sql(any_ledger, "SELECT input_image_per_mtok, output_image_per_mtok FROM price_rows") == [
+        (Decimal(8), Decimal(32))]
+    (exported,) = any_ledger.export_rows("price_rows", None, 10)
+    assert exported["output_image_per_mtok"] == Decimal(32)
+    assert any_ledger.totals().tokens["output_image_tokens"] == 4_160
+
+
+def test_spool_lines_with_and_without_the_image_fields_drain(any_ledger: Ledger, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    row = rates_row()
+    exact = event(1, usage=IMAGES, price_row_id=row.id)
+    old = event(2)
+    old_line = orjson.loads(old.to_json())
+    for name in ("input_image_tokens", "output_image_tokens"):
+        del old_line["usage"][name]  # a line written before 0012
+    bad = orjson.loads(event(3).to_json())
+    bad["usage"]["output_image_tokens"] = 10**6  # more image tokens than output
+    write_segment(spool_dir, [orjson.dumps(price_row_record(row)), exact.to_json(), orjson.dumps(old_line),
+                              orjson.dumps(bad)])  # fmt: skip
+    assert any_ledger.drain(spool_dir) == 2
+    assert any_ledger.get_event(exact.request_id) == exact
+    stored = any_ledger.get_event(old.request_id)
+    assert stored == old and stored.usage.input_image_tokens == 0
+    assert sql(any_ledger, f"SELECT input_image_per_mtok FROM price_rows WHERE id = '{row.id}'") == [(Decimal(8),)]
+
+
+def test_a_ledger_before_0012_gains_the_columns_with_zeros(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    postgres = isinstance(backend(), PostgresLedger)
+    steps = [m for m in (migrations.POSTGRESQL if postgres else migrations.DUCKDB) if m[0] != "0012_events_image_tokens"]
+    assert len(steps) == len(migrations.NAMES) - 1
+    if postgres:
+        monkeypatch.setattr(migrations, "POSTGRESQL", steps)
+    else:
+        real = migrations.apply
+        monkeypatch.setattr(migrations, "apply", lambda conn, **kw: real(conn, steps, **kw))
+    old = backend()
+    assert old.migrate() == [n for n, _ in steps]
+    sql(old, "INSERT INTO events (request_id, ts, source, status, input_tokens, output_tokens, recorded_at) VALUES "
+             "('req_old', TIMESTAMP '2026-11-01 08:00:00', 'test', 'ok', 10, 5, TIMESTAMP '2026-11-01 08:00:01')")  # fmt: skip
+    monkeypatch.undo()
+    new = backend()
+    assert new.migrate() == ["0012_events_image_tokens"]
+    got = new.get_event("req_old")
+    assert got is not None and got.usage == Usage(input_tokens=10, output_tokens=5)
+    e = event(1, usage=IMAGES)
+    assert new.append([e], [rates_row()]) == 1 and new.get_event(e.request_id) == e
