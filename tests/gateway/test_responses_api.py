@@ -317,3 +317,19 @@ def test_openai_cache_writes_are_priced_at_the_write_rate(stack: Stack, oai: ope
     expected = (1_000 * row.input_per_mtok + 1_000 * row.cache_read_per_mtok + 8_000 * Decimal("2.5")
                 + 100 * row.output_per_mtok) / M
     assert ev.cost_usd == expected
+
+
+def test_n_answers_stream_interleaved_and_are_all_billed(stack: Stack, oai: openai.OpenAI) -> None:
+    with oai.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Two answers"}], n=2, stream=True,
+            stream_options={"include_usage": True}) as raw:  # fmt: skip
+        chunks = list(raw.parse())
+        request_id = raw.headers["x-tokenops-request-id"]
+    texts = {i: "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+             for i in (0, 1)}  # fmt: skip
+    assert texts[0] and texts[0] == texts[1]
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 2 * len(texts[0].split())
+    ev = stack.event(request_id)
+    assert ev.usage.output_tokens == usage.completion_tokens
+    assert ev.cost_usd == mini_cost(ev.usage.input_tokens, ev.usage.cache_read_tokens, ev.usage.output_tokens)

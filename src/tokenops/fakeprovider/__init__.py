@@ -16,7 +16,7 @@ Routes: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``), ``PO
 ``POST /v1/messages`` (JSON or SSE), ``POST /v1/messages/count_tokens``, ``GET /v1/models`` (Anthropic's shape
 when ``anthropic-version`` is sent).
 Any model name is accepted and echoed back. ``n`` answers are billed (the prompt once, the output ``n`` times)
-and returned as ``n`` identical choices in JSON (a stream carries the first choice only); function tools are called
+and returned as ``n`` identical choices (a stream interleaves them, one chunk per choice index); function tools are called
 only when ``fake.tool_call`` asks (below); Anthropic's ``max_tokens`` and ``anthropic-version`` header are optional.
 
 Token accounting

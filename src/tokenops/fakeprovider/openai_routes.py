@@ -148,19 +148,22 @@ def _stream(
     if include_usage:
         base["usage"] = None
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return sse({**base, "choices": [choice]})
+    n = body.get("n") or 1  # n answers stream interleaved, one chunk per answer (choices[].index), as OpenAI does
 
-    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    def chunks(delta: dict[str, Any], finish_reason: str | None = None) -> list[bytes]:
+        return [sse({**base, "choices": [{"index": i, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish_reason}]}) for i in range(n)]  # fmt: skip
+
+    events = chunks({"role": "assistant", "content": "", "refusal": None})
     if tool is not None:  # the call's name first, then its arguments, as OpenAI streams them
         fn = tool["function"]
-        events.append(chunk({"tool_calls": [{"index": 0, "id": tool["id"], "type": "function",
-                                             "function": {"name": fn["name"], "arguments": ""}}]}))  # fmt: skip
-        events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": fn["arguments"]}}]}))
+        events += chunks({"tool_calls": [{"index": 0, "id": tool["id"], "type": "function",
+                                          "function": {"name": fn["name"], "arguments": ""}}]})  # fmt: skip
+        events += chunks({"tool_calls": [{"index": 0, "function": {"arguments": fn["arguments"]}}]})
     else:
-        events += [chunk({"content": piece}) for piece in completion.pieces(controls.chunks)]
-    events.append(chunk({}, finish))
+        for piece in completion.pieces(controls.chunks):
+            events += chunks({"content": piece})
+    events += chunks({}, finish)
     if include_usage:
         events.append(sse({**base, "choices": [], "usage": _usage(usage)}))
     events.append(_DONE)
