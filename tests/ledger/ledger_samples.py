@@ -93,3 +93,22 @@ def alert_record(i: int, at: datetime, budget: str = "monthly") -> bytes:
                          "period_start": datetime(2026, 11, 1, tzinfo=UTC).isoformat(), "threshold": 0.5 + i / 10,
                          "message": f"{budget} at {50 + 10 * i} %", "fired_at": at.isoformat(),
                          "details": {"spent": "12.5"}})  # fmt: skip
+
+
+def ledger_before(backend: Any, monkeypatch: Any, migration: str) -> Any:
+    """A ledger of ``backend`` migrated with every step but ``migration``: the schema of a TokenOps from before it.
+    The caller undoes ``monkeypatch`` before opening the ledger again (which then applies that one step)."""
+    from tokenops.ledger import migrations
+    from tokenops.ledger.postgres import PostgresLedger
+
+    postgres = isinstance(backend(), PostgresLedger)
+    steps = [m for m in (migrations.POSTGRESQL if postgres else migrations.DUCKDB) if m[0] != migration]
+    assert len(steps) == len(migrations.NAMES) - 1
+    if postgres:
+        monkeypatch.setattr(migrations, "POSTGRESQL", steps)
+    else:
+        real = migrations.apply
+        monkeypatch.setattr(migrations, "apply", lambda conn, **kw: real(conn, steps, **kw))
+    old = backend()
+    assert old.migrate() == [n for n, _ in steps]
+    return old

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from ledger_samples import START, alert_record, approval_record, event, sample_events, write_segment
+from ledger_samples import START, alert_record, approval_record, event, ledger_before, sample_events, write_segment
 
 from services import fresh_database
 from tokenops.errors import LedgerError
@@ -433,17 +433,7 @@ def test_an_interrupted_migration_is_rolled_back_and_completed_next_time(backend
 
 def test_keys_of_a_ledger_before_0009_gain_an_empty_end_user(backend: Opener,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    probe = backend()
-    postgres = isinstance(probe, PostgresLedger)
-    steps = [m for m in (migrations.POSTGRESQL if postgres else migrations.DUCKDB) if m[0] != "0009_keys_end_user"]
-    assert len(steps) == len(migrations.NAMES) - 1
-    if postgres:
-        monkeypatch.setattr(migrations, "POSTGRESQL", steps)
-    else:
-        real = migrations.apply
-        monkeypatch.setattr(migrations, "apply", lambda conn, **kw: real(conn, steps, **kw))
-    old = backend()
-    assert old.migrate() == [n for n, _ in steps]  # the schema of a TokenOps before 0009
+    old = ledger_before(backend, monkeypatch, "0009_keys_end_user")
     sql(old, "INSERT INTO keys VALUES ('key_old', 'old', 'h-old', 'tok-old', NULL, NULL, "
              "TIMESTAMP '2026-11-01 08:00:00', NULL)")  # fmt: skip
     monkeypatch.undo()

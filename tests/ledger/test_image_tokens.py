@@ -10,11 +10,9 @@ from typing import Any
 
 import orjson
 import pytest
-from ledger_samples import event, write_segment
+from ledger_samples import event, ledger_before, write_segment
 
-from tokenops.ledger import migrations
 from tokenops.ledger.base import Ledger, price_row_record
-from tokenops.ledger.postgres import PostgresLedger
 from tokenops.pricing.model import PriceRow
 from tokenops.usage import Usage
 
@@ -67,16 +65,7 @@ def test_spool_lines_with_and_without_the_image_fields_drain(any_ledger: Ledger,
 
 
 def test_a_ledger_before_0012_gains_the_columns_with_zeros(backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    postgres = isinstance(backend(), PostgresLedger)
-    steps = [m for m in (migrations.POSTGRESQL if postgres else migrations.DUCKDB) if m[0] != "0012_events_image_tokens"]
-    assert len(steps) == len(migrations.NAMES) - 1
-    if postgres:
-        monkeypatch.setattr(migrations, "POSTGRESQL", steps)
-    else:
-        real = migrations.apply
-        monkeypatch.setattr(migrations, "apply", lambda conn, **kw: real(conn, steps, **kw))
-    old = backend()
-    assert old.migrate() == [n for n, _ in steps]
+    old = ledger_before(backend, monkeypatch, "0012_events_image_tokens")
     sql(old, "INSERT INTO events (request_id, ts, source, status, input_tokens, output_tokens, recorded_at) VALUES "
              "('req_old', TIMESTAMP '2026-11-01 08:00:00', 'test', 'ok', 10, 5, TIMESTAMP '2026-11-01 08:00:01')")  # fmt: skip
     monkeypatch.undo()
