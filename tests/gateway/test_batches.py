@@ -48,6 +48,7 @@ class Stack:
         from tokenops.fakeprovider import create_fake_provider
         from tokenops.servers import BackgroundServer
 
+        self.clients: list[Any] = []
         self.fake_app = create_fake_provider(api_key=PROVIDER_KEY)
         self.fake = BackgroundServer(self.fake_app).start()
         self.config = write_config(tmp, extra, upstream=self.fake.url, gateway=f"background_poll: {poll}")
@@ -68,10 +69,14 @@ class Stack:
         self._start()
 
     def oai(self, key: str | None = None) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key or self.key, max_retries=0)
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=key or self.key, max_retries=0)
+        self.clients.append(client)  # closed with the stack: an unclosed client's socket warns in a later test
+        return client
 
     def claude(self, key: str | None = None) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=key or self.key, max_retries=0)
+        client = anthropic.Anthropic(base_url=self.url, api_key=key or self.key, max_retries=0)
+        self.clients.append(client)
+        return client
 
     def drain(self) -> None:
         self.gateway.ledger.drain(self.gateway.spool_dir, timeout=10)
@@ -83,6 +88,8 @@ class Stack:
         return ev
 
     def close(self) -> None:
+        for client in self.clients:
+            client.close()
         self.server.stop()
         self.fake.stop()
 

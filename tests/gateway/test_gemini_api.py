@@ -37,8 +37,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SocketStack]:
 
 
 @pytest.fixture(scope="module")
-def client(stack: SocketStack) -> genai.Client:
-    return genai.Client(api_key=stack.key, http_options=types.HttpOptions(base_url=stack.url))
+def client(stack: SocketStack) -> Iterator[genai.Client]:
+    with genai.Client(api_key=stack.key, http_options=types.HttpOptions(base_url=stack.url)) as c:
+        yield c
 
 
 def _request_id(response: Any) -> str:
@@ -138,8 +139,8 @@ def test_errors_are_in_googles_shape(stack: SocketStack, client: genai.Client) -
     assert r.status_code == 401 and r.json()["error"]["status"] == "UNAUTHENTICATED"
     r = httpx.post(f"{stack.url}/v1beta/models/gemini-2.5-flash:nonsense", json={}, headers={"x-goog-api-key": stack.key})
     assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
-    bad = genai.Client(api_key="tok-nope", http_options=types.HttpOptions(base_url=stack.url))
-    with pytest.raises(errors.ClientError) as caught:
+    with genai.Client(api_key="tok-nope", http_options=types.HttpOptions(base_url=stack.url)) as bad, \
+            pytest.raises(errors.ClientError) as caught:  # fmt: skip
         bad.models.generate_content(model="gemini-2.5-flash", contents="hi")
     assert caught.value.code == 401
 

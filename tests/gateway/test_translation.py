@@ -255,20 +255,20 @@ def test_gemini_answers_an_anthropic_call_through_the_openai_format(stack: Socke
 # provider first; the anthropic/ prefix names the provider
 @pytest.mark.parametrize("model,provider", [("gpt-4o-mini", "openai"), (f"anthropic/{HAIKU}", "anthropic")])
 def test_google_genai_calls_gpt_and_claude(stack: SocketStack, model: str, provider: str) -> None:
-    client = genai.Client(api_key=stack.key, http_options=types.HttpOptions(base_url=stack.url))
-    r = client.models.generate_content(model=model, contents="Summarise Q3.",
-                                       config=types.GenerateContentConfig(system_instruction="Be brief.",
-                                                                          max_output_tokens=120))  # fmt: skip
-    assert r.text and r.usage_metadata is not None and r.candidates
-    assert r.candidates[0].finish_reason == types.FinishReason.STOP
-    ev = stack.event(str(r.sdk_http_response.headers["x-tokenops-request-id"]))  # type: ignore[union-attr]
-    assert ev.provider == provider and ev.route == "gemini.generate"
-    assert r.usage_metadata.candidates_token_count == ev.usage.output_tokens
-    chunks = list(client.models.generate_content_stream(model=model, contents="Stream it"))
-    assert "".join(c.text or "" for c in chunks) and chunks[-1].usage_metadata is not None
-    sev = stack.event(str(chunks[0].sdk_http_response.headers["x-tokenops-request-id"]))  # type: ignore[union-attr]
-    assert sev.provider == provider and sev.stream and not sev.usage_estimated
-    assert chunks[-1].usage_metadata.candidates_token_count == sev.usage.output_tokens
+    with genai.Client(api_key=stack.key, http_options=types.HttpOptions(base_url=stack.url)) as client:
+        r = client.models.generate_content(model=model, contents="Summarise Q3.",
+                                           config=types.GenerateContentConfig(system_instruction="Be brief.",
+                                                                              max_output_tokens=120))  # fmt: skip
+        assert r.text and r.usage_metadata is not None and r.candidates
+        assert r.candidates[0].finish_reason == types.FinishReason.STOP
+        ev = stack.event(str(r.sdk_http_response.headers["x-tokenops-request-id"]))  # type: ignore[union-attr]
+        assert ev.provider == provider and ev.route == "gemini.generate"
+        assert r.usage_metadata.candidates_token_count == ev.usage.output_tokens
+        chunks = list(client.models.generate_content_stream(model=model, contents="Stream it"))
+        assert "".join(c.text or "" for c in chunks) and chunks[-1].usage_metadata is not None
+        sev = stack.event(str(chunks[0].sdk_http_response.headers["x-tokenops-request-id"]))  # type: ignore[union-attr]
+        assert sev.provider == provider and sev.stream and not sev.usage_estimated
+        assert chunks[-1].usage_metadata.candidates_token_count == sev.usage.output_tokens
 
 
 def test_a_gemini_stream_without_alt_sse_gets_the_json_array(stack: SocketStack) -> None:
