@@ -45,6 +45,7 @@ from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, Ru
 from tokenops.pricing.datafile import DEFAULT_UPDATE_URL
 from tokenops.pricing.entries import PriceEntry
 from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
+from tokenops.yamlpaths import format_loc, line_of
 
 CONFIG_ENV = "TOKENOPS_CONFIG"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `serve --workers N`: the workers' metrics in one answer
@@ -327,7 +328,7 @@ def _interpolate(node: Any, env: Mapping[str, str], found: list[tuple[str, str |
             if default is not None:
                 return default
             raise ConfigError(f"environment variable {name} is not set", file=file,
-                              path=_format_loc(loc) or None, line=_line_of(root, loc))  # fmt: skip
+                              path=format_loc(loc) or None, line=line_of(root, loc))  # fmt: skip
 
         return _PLACEHOLDER.sub(repl, node)
     if isinstance(node, dict):
@@ -335,37 +336,6 @@ def _interpolate(node: Any, env: Mapping[str, str], found: list[tuple[str, str |
     if isinstance(node, list):
         return [_interpolate(v, env, found, file, root, (*loc, i)) for i, v in enumerate(node)]
     return node
-
-
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML node at a pydantic error location (best effort)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.value == str(part):
-                    node = value_node
-                    line = key_node.start_mark.line + 1
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 def _expected(err: Any) -> str:
@@ -516,7 +486,7 @@ def parse_config(text: str, *, file: str = "tokenops.yaml", env: Mapping[str, st
         loc = tuple(err["loc"])
         more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
         raise ConfigError(
-            _expected(err) + more, file=file, path=_format_loc(loc) or None, line=_line_of(root, loc)
+            _expected(err) + more, file=file, path=format_loc(loc) or None, line=line_of(root, loc)
         ) from None
 
 

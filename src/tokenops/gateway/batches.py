@@ -408,13 +408,19 @@ def _code(error: Any, default: str) -> str:
     return default
 
 
-def _openai_result(raw: bytes) -> Result | None:
+def _result_item(raw: bytes) -> dict[str, Any] | None:
+    """A result line as an object with a ``custom_id``, or None (its request then counts as without a result)."""
     try:
         item = orjson.loads(raw)
     except orjson.JSONDecodeError:
         log.warning("a batch result line is not JSON; skipped: %r", raw[:200])
         return None
-    if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
+    return item if isinstance(item, dict) and isinstance(item.get("custom_id"), str) else None
+
+
+def _openai_result(raw: bytes) -> Result | None:
+    item = _result_item(raw)
+    if item is None:
         return None
     response: dict[str, Any] = item["response"] if isinstance(item.get("response"), dict) else {}
     status = response.get("status_code")
@@ -425,12 +431,8 @@ def _openai_result(raw: bytes) -> Result | None:
 
 
 def _anthropic_result(raw: bytes) -> Result | None:
-    try:
-        item = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        log.warning("a batch result line is not JSON; skipped: %r", raw[:200])
-        return None
-    if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
+    item = _result_item(raw)
+    if item is None:
         return None
     result: dict[str, Any] = item["result"] if isinstance(item.get("result"), dict) else {}
     kind = result.get("type")

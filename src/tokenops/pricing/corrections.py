@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tokenops.errors import ConfigError
 from tokenops.pricing.entries import Moment, Name, Price, TierEntry, Variant
 from tokenops.pricing.model import PRICE_FIELDS, PriceRow
+from tokenops.yamlpaths import format_loc, line_of
 
 __all__ = ["CORRECTIONS_FILE", "Correction", "PriceFix", "apply_corrections", "load_corrections"]
 
@@ -165,7 +166,7 @@ def _parse(path: Path) -> tuple[Correction, ...]:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "this key is required"
-        raise ConfigError(msg, file=file, path=_format_loc(loc) or None, line=_line_of(root, loc)) from None
+        raise ConfigError(msg, file=file, path=format_loc(loc) or None, line=line_of(root, loc)) from None
     _check_overlaps(parsed.corrections, root, file)
     return parsed.corrections
 
@@ -179,7 +180,7 @@ def _check_overlaps(corrections: tuple[Correction, ...], root: yaml.Node | None,
             if _overlap(earlier, later):
                 raise ConfigError(
                     f"overlaps corrections[{j}]: two corrections of {later.provider}/{later.model} cover the same time",
-                    file=file, path=f"corrections[{i}]", line=_line_of(root, ("corrections", i)),
+                    file=file, path=f"corrections[{i}]", line=line_of(root, ("corrections", i)),
                 )  # fmt: skip
 
 
@@ -262,31 +263,3 @@ def _patch(row: PriceRow, c: Correction) -> list[PriceRow]:
     return out
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML node at a validation error's location (the deepest one found)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.value == str(part):
-                    node, line = value_node, key_node.start_mark.line + 1
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
