@@ -33,7 +33,8 @@ from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import health, validate
 from tokenops.gateway.background import BackgroundResponses
-from tokenops.gateway.batches import BatchBook, BatchRoutes
+from tokenops.gateway.batch_routes import BatchRoutes
+from tokenops.gateway.batches import BatchBook
 from tokenops.gateway.client import TransportFailure, UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.health import HealthWatch
