@@ -372,3 +372,27 @@ def test_every_request_of_a_batch_meets_the_rules(tmp_path: Path) -> None:
         assert oai.batches.create(input_file_id=ok.id, endpoint="/v1/chat/completions", completion_window="24h").id
     finally:
         s.close()
+
+
+def test_batches_are_not_paced_by_rate_limits(tmp_path: Path) -> None:
+    """A batch runs from the provider's queue over hours: it takes nothing from a rate limit's buckets, so two
+    batches in one minute pass a one-request-per-minute limit and leave the key's interactive call its request."""
+    s = Stack(tmp_path, extra='limits:\n  - {name: slow, per: key, requests_per_minute: 1, usd_per_hour: "0.01"}\n')
+    try:
+        oai = s.oai()
+        ids = []
+        for n in range(2):
+            uploaded = oai.files.create(file=("in.jsonl", jsonl([chat_line(f"r{n}{i}", "hi") for i in range(3)])),
+                                        purpose="batch")  # fmt: skip
+            ids.append(oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                          completion_window="24h").id)  # fmt: skip
+        assert [oai.batches.retrieve(i).status for i in ids] == ["completed", "completed"]
+        assert s.event(line_request_id(ids[1], "r12")).cost_usd > 0
+        chat = oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=5)  # fmt: skip
+        assert chat.choices
+        with pytest.raises(openai.RateLimitError) as limited:  # the limit holds for calls
+            oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        assert limited.value.code == "rate_limited"
+    finally:
+        s.close()

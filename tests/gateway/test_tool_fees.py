@@ -167,6 +167,15 @@ def test_gemini_2_grounding_is_billed_per_grounded_prompt() -> None:
     assert meter.final_usage(0) == (usage, False)
     # the same answer from a Gemini 3 model: each query counts
     assert adapter.usage("gemini.generate", {**payload, "modelVersion": "gemini-3-pro-preview"}).web_searches == 3
+    # an answer that does not name its model is billed by the rule of the model the call was sent as
+    unnamed = {k: v for k, v in payload.items() if k != "modelVersion"}
+    assert adapter.usage("gemini.generate", unnamed, "gemini-2.5-flash").web_searches == 1
+    assert adapter.usage("gemini.generate", unnamed, "gemini-3-pro-preview").web_searches == 3
+    meter = GeminiStreamMeter("gemini-2.5-flash")
+    for event in (first, unnamed):
+        meter.relay(SSEEvent(event=None, data=orjson.dumps({k: v for k, v in event.items() if k != "modelVersion"}),
+                             raw=b""))  # fmt: skip
+    assert meter.final_usage(0)[0].web_searches == 1
 
 
 async def test_image_tokens_are_billed_at_the_image_rates(make_gateway: Any) -> None:

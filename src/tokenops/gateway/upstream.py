@@ -181,7 +181,7 @@ class Upstream:
             return
         problem = None
         try:
-            usage = adapter.usage(call.upstream_route or call.route, payload)
+            usage = adapter.usage(call.upstream_route or call.route, payload, call.upstream_model)
         except MalformedUsage as exc:
             # Some OpenAI-compatible servers omit usage, some report nonsense: estimate rather than record nothing
             # (or trillions), and say so.
@@ -234,7 +234,7 @@ class Upstream:
         self, call: Call, adapter: Adapter, resp: UpstreamResponse, wants_usage: bool, receive: Receive, send: Send
     ) -> None:
         route = call.upstream_route or call.route
-        relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage, route), call.flavor, send)
+        relay = _StreamRelay(self, call, adapter.stream_meter(wants_usage, route, call.upstream_model), call.flavor, send)
         if route != call.route:
             relay.converter = translate.stream(call.route, route, call.body)
         elif route == "gemini.stream" and "alt=sse" not in call.query:  # the client reads Gemini's JSON array

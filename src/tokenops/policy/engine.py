@@ -191,8 +191,11 @@ class PolicyEngine:
         if call.preset_max is not None:
             await self._batch_fits(held, budgets)
         try:
-            held.rate_claims = await self.limiter.take(call, call.model_requested,
-                                                       typical_input(call, model) + out * call.choices, cost)  # fmt: skip
+            # A batch is not paced by the rate limits: providers run it from a queue with its own limits, over
+            # hours, and the limits pace interactive traffic. Budgets, rules and approvals govern it as above.
+            if call.preset_max is None:
+                held.rate_claims = await self.limiter.take(call, call.model_requested,
+                                                           typical_input(call, model) + out * call.choices, cost)
         except (GatewayError, StateUnavailable):
             await self.state.settle(held.id, {})
             raise

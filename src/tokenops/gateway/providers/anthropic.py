@@ -150,7 +150,7 @@ class AnthropicAdapter(Adapter):
         self.limit_output(out, route, upstream_model, output_limit)
         return out, True
 
-    def usage(self, route: str, payload: Any) -> Usage:
+    def usage(self, route: str, payload: Any, model: str = "") -> Usage:
         u = usage_from_anthropic(obj(payload).get("usage"))
         if u is None:
             raise MissingUsage("the response has no usage object")
@@ -160,5 +160,5 @@ class AnthropicAdapter(Adapter):
         # "standard", "priority" or "batch", in the usage object
         return text(obj(obj(payload).get("usage")).get("service_tier"))
 
-    def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
+    def stream_meter(self, client_wants_usage: bool, route: str = "", model: str = "") -> StreamMeter:
         return AnthropicStreamMeter()

@@ -111,12 +111,13 @@ class Adapter:
         for name in sent or [self.output_limit_field(route, model)]:
             out[name] = limit
 
-    def usage(self, route: str, payload: Any) -> Usage:
-        """The usage of a JSON answer; raises :class:`~tokenops.usage.MalformedUsage` (a ValueError) when it is
+    def usage(self, route: str, payload: Any, model: str = "") -> Usage:
+        """The usage of a JSON answer to a call sent as ``model`` (what a usage rule may depend on when the answer
+        does not name its model); raises :class:`~tokenops.usage.MalformedUsage` (a ValueError) when it is
         missing or cannot be trusted."""
         raise NotImplementedError
 
-    def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
+    def stream_meter(self, client_wants_usage: bool, route: str = "", model: str = "") -> StreamMeter:
         raise NotImplementedError
 
     def service_tier(self, route: str, payload: Any) -> str | None:

@@ -17,8 +17,8 @@ the image and audio parts of the prompt and the answer, priced at the row's imag
 Grounding with Google Search, priced at the row's per-search rate (genai-prices' ``web_searches_kcount``): Google
 bills Gemini 1.x and 2.x per grounded *prompt* (one per answer that used grounding: non-empty
 ``groundingMetadata.webSearchQueries`` or ``groundingChunks``) and Gemini 3 and later per search *query* (the
-``webSearchQueries``). Which rule applies is read from the answer's ``modelVersion`` (a stream's first one); an
-answer without one is counted per query. A stream counts once per call: one grounded prompt if any event was
+``webSearchQueries``). Which rule applies is read from the answer's ``modelVersion`` (a stream's first one), else
+from the model the call was sent as. A stream counts once per call: one grounded prompt if any event was
 grounded, else the most queries any event reported.
 """
 
@@ -90,10 +90,10 @@ def billed_per_prompt(model: Any) -> bool:
     return name.startswith(("gemini-1", "gemini-2"))
 
 
-def web_searches(payload: Any) -> int:
-    """The web searches a Gemini answer is billed for (see the module's doc): 1 per grounded prompt on Gemini
-    1.x/2.x, else its search queries."""
-    if billed_per_prompt(obj(payload).get("modelVersion")):
+def web_searches(payload: Any, model: str = "") -> int:
+    """The web searches a Gemini answer to a call sent as ``model`` is billed for (see the module's doc): 1 per
+    grounded prompt on Gemini 1.x/2.x, else its search queries."""
+    if billed_per_prompt(obj(payload).get("modelVersion") or model):
         return 1 if grounded(payload) else 0
     return web_search_queries(payload)
 
@@ -116,8 +116,9 @@ def _finished(payload: dict[str, Any]) -> bool:
 
 
 class GeminiStreamMeter(StreamMeter):
-    def __init__(self) -> None:
+    def __init__(self, sent_as: str = "") -> None:
         super().__init__()
+        self._sent_as = sent_as  # the model the call was sent as: the billing rule when no event names one
         self._queries = 0  # the most any event reported
         self._grounded = False
 
@@ -135,7 +136,8 @@ class GeminiStreamMeter(StreamMeter):
             self.take_usage(usage_from_gemini, payload["usageMetadata"])  # the usage so far: the last one wins
         self._queries = max(self._queries, web_search_queries(payload))
         self._grounded = self._grounded or grounded(payload)
-        searches = (1 if self._grounded else 0) if billed_per_prompt(self.model) else self._queries
+        per_prompt = billed_per_prompt(self.model or self._sent_as)
+        searches = (1 if self._grounded else 0) if per_prompt else self._queries
         if searches and self.usage is not None and self.usage.web_searches != searches:
             self.usage = dataclasses.replace(self.usage, web_searches=searches)
         return event.raw
@@ -181,15 +183,15 @@ class GeminiAdapter(Adapter):
             else limit  # fmt: skip
         out["generationConfig"] = config
 
-    def usage(self, route: str, payload: Any) -> Usage:
+    def usage(self, route: str, payload: Any, model: str = "") -> Usage:
         u = usage_from_gemini(obj(payload).get("usageMetadata"))
         if u is None:
             raise MissingUsage("the response has no usageMetadata")
-        searches = web_searches(payload)
+        searches = web_searches(payload, model)
         return dataclasses.replace(u, web_searches=searches) if searches else u
 
-    def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
-        return GeminiStreamMeter()
+    def stream_meter(self, client_wants_usage: bool, route: str = "", model: str = "") -> StreamMeter:
+        return GeminiStreamMeter(model)
 
     @staticmethod
     def response_model(payload: Any) -> str | None:

@@ -184,7 +184,7 @@ class OpenAIAdapter(Adapter):
             out["stream_options"] = opts
         return out, wants_usage
 
-    def usage(self, route: str, payload: Any) -> Usage:
+    def usage(self, route: str, payload: Any, model: str = "") -> Usage:
         u = usage_from_response(payload) if route == "responses" else usage_from_openai(obj(payload).get("usage"))
         if u is None:
             raise MissingUsage("the response has no usage object")
@@ -195,7 +195,7 @@ class OpenAIAdapter(Adapter):
         # ("default", "flex", "priority", "scale"); a request for "auto" is answered with the tier used
         return text(obj(payload).get("service_tier"))
 
-    def stream_meter(self, client_wants_usage: bool, route: str = "") -> StreamMeter:
+    def stream_meter(self, client_wants_usage: bool, route: str = "", model: str = "") -> StreamMeter:
         if route == "responses":
             return ResponsesStreamMeter()
         return OpenAIStreamMeter(client_wants_usage)
