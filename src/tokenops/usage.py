@@ -14,6 +14,11 @@ provider field names. Conventions (they differ between providers, so they are fi
   ``*_tokens_details.image_tokens``, Gemini's ``IMAGE`` modality counts): priced at a row's image rates.
 * ``web_searches`` is not tokens: the server-side web searches the provider ran and bills per call (Anthropic's
   ``server_tool_use.web_search_requests``, the Responses API's ``web_search_call`` output items).
+* ``file_searches`` likewise: the Responses API's ``file_search_call`` output items (OpenAI bills each call).
+* ``code_containers``: the code-interpreter containers a Responses answer ran code in (the distinct
+  ``container_id`` of its ``code_interpreter_call`` items). OpenAI bills containers by session time and memory,
+  which no response reports, so they are counted (for reconciling with the provider's bill), never priced: the
+  meter flags such a call ``tool_fee_unpriced``.
 
 A usage is validated when it is made: counts are whole numbers from 0 to :data:`MAX_CALL_TOKENS`, a hundred
 times the largest context window any model offers. A provider that reports more (``prompt_tokens: 10**19``) is
@@ -86,6 +91,8 @@ class Usage:
     web_searches: int = 0
     input_image_tokens: int = 0
     output_image_tokens: int = 0
+    file_searches: int = 0
+    code_containers: int = 0
 
     def __post_init__(self) -> None:
         # on every call and every drained event: the field names are a module constant, not dataclasses.fields()

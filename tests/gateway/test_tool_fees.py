@@ -8,6 +8,9 @@ published ones):
   tokens (https://docs.anthropic.com/en/docs/about-claude/pricing).
 * OpenAI web search tool calls, https://platform.openai.com/docs/pricing (Built-in tools): $10.00 per 1,000
   calls (gpt-5 and the other current models), tokens at the model's rates; gpt-5 $1.25 input / $10 output.
+* OpenAI file search tool calls, same page (Built-in tools): $2.50 per 1,000 calls, Responses API only (a
+  reviewed tool fee shipped with TokenOps: genai-prices has none). Code Interpreter: billed per container
+  session by memory and minutes, which no response reports: counted, flagged, not priced.
 * Google Gemini 3 grounding with Google Search, https://ai.google.dev/gemini-api/docs/pricing: $14 per 1,000
   search queries; Gemini 2.5 (Flash, Pro): $35 per 1,000 grounded prompts.
 * OpenAI gpt-image-1.5, https://platform.openai.com/docs/pricing (Image tokens): text $5 input / $10 output,
@@ -87,6 +90,49 @@ async def test_responses_web_search_calls_are_billed_at_openais_per_call_fee(mak
         rid = s.headers["x-tokenops-request-id"]
     ev = gw.event(rid)
     assert ev.usage.web_searches == 2 and ev.cost_usd == expected
+
+
+async def test_responses_file_searches_are_billed_and_code_containers_flagged(make_gateway: Any) -> None:
+    gw: GatewayHarness = await make_gateway(clock=lambda: NOW)
+    row = rates(gw, "openai", "gpt-5")
+    assert row.file_search_per_k == Decimal("2.50") and "platform.openai.com/docs/pricing" in row.source
+    body = {"model": "gpt-5", "input": "what do my files say?", "tools": [{"type": "file_search"}],
+            "fake": {"usage": {"input": 1_000, "output": 200, "file_searches": 3}}}  # fmt: skip
+    expected = cost(1_000, "1.25") + cost(200, "10") + 3 * Decimal("2.50") / 1000
+    r = await gw.client.post("/v1/responses", json=body, headers=gw.auth())
+    assert r.status_code == 200, r.text
+    assert [i["type"] for i in r.json()["output"]].count("file_search_call") == 3
+    assert Decimal(r.headers["x-tokenops-cost-usd"]) == expected
+    ev = gw.event(r.headers["x-tokenops-request-id"])
+    assert ev.usage.file_searches == 3 and ev.cost_usd == expected and ev.error_code is None
+    async with gw.client.stream("POST", "/v1/responses", json={**body, "stream": True}, headers=gw.auth()) as s:
+        assert s.status_code == 200
+        _ = [chunk async for chunk in s.aiter_text()]
+        rid = s.headers["x-tokenops-request-id"]
+    ev = gw.event(rid)
+    assert ev.usage.file_searches == 3 and ev.cost_usd == expected
+    # code interpreter: two runs in each of two containers = two containers; tokens priced, the call flagged
+    code = {**body, "tools": [{"type": "code_interpreter", "container": {"type": "auto"}}],
+            "fake": {"usage": {"input": 1_000, "output": 200, "code_containers": 2}}}  # fmt: skip
+    r = await gw.client.post("/v1/responses", json=code, headers=gw.auth())
+    assert [i["type"] for i in r.json()["output"]].count("code_interpreter_call") == 4
+    ev = gw.event(r.headers["x-tokenops-request-id"])
+    assert ev.usage.code_containers == 2 and ev.error_code == "tool_fee_unpriced"
+    assert ev.cost_usd == cost(1_000, "1.25") + cost(200, "10")
+
+
+def test_a_row_with_its_own_file_search_rate_keeps_it() -> None:
+    from tokenops.pricing.corrections import apply_tool_fees, load_tool_fees
+    from tokenops.pricing.model import PriceRow
+
+    (fee,) = load_tool_fees()
+    own = PriceRow("openai", "m", NOW, "config", input_per_mtok=Decimal(1), output_per_mtok=Decimal(1),
+                   file_search_per_k=Decimal(3))  # fmt: skip
+    bare = PriceRow("openai", "m2", NOW, "config", input_per_mtok=Decimal(1), output_per_mtok=Decimal(1))
+    other = PriceRow("anthropic", "m3", NOW, "config", input_per_mtok=Decimal(1), output_per_mtok=Decimal(1))
+    kept, given, untouched = apply_tool_fees([own, bare, other], [fee])
+    assert kept == own and given.file_search_per_k == Decimal("2.50") and given.id != bare.id
+    assert untouched == other and untouched.file_search_per_k is None
 
 
 async def test_audio_tokens_are_billed_at_the_audio_rates(make_gateway: Any) -> None:

@@ -167,7 +167,12 @@ def test_load_catalog_holds_the_genai_rows_with_the_corrections(catalog):
     sources = {r.source for r in catalog.rows()}
     assert genai_source() in sources
     corrected = sources - {genai_source()}
-    assert corrected and all(s.startswith(f"{genai_source()}, corrected per https://") for s in corrected)
+    # a corrected row names the correction's source; an OpenAI row names the shipped file-search fee's
+    assert corrected and all(s.startswith(f"{genai_source()}, ") and "per https://" in s for s in corrected)
+    assert any("corrected per https://" in s for s in corrected)
+    openai_rows = [r for r in catalog.rows() if r.provider == "openai"]
+    assert openai_rows and all(r.file_search_per_k == Decimal("2.50") and "file_search_per_k per https://" in r.source
+                               for r in openai_rows)  # fmt: skip
     # a correction splits a row where it starts or ends: a few more rows than genai-prices has
     assert 0 < len(catalog) - len(genai_price_rows()) <= len(load_corrections())
 

@@ -12,7 +12,13 @@ import pytest
 
 from tokenops.errors import ConfigError
 from tokenops.pricing.catalog import PriceCatalog, base_rows, load_catalog
-from tokenops.pricing.corrections import CORRECTIONS_FILE, apply_corrections, load_corrections
+from tokenops.pricing.corrections import (
+    CORRECTIONS_FILE,
+    apply_corrections,
+    apply_tool_fees,
+    load_corrections,
+    load_tool_fees,
+)
 from tokenops.pricing.genai import EPOCH, genai_price_rows
 from tokenops.pricing.model import LongContextTier, PriceRow, price_usage
 from tokenops.usage import Usage
@@ -178,7 +184,7 @@ def test_a_correction_the_data_already_has_changes_nothing(tmp_path: Path) -> No
 
 
 def test_the_base_rows_are_the_bundled_rows_with_the_shipped_corrections() -> None:
-    assert base_rows() == apply_corrections(genai_price_rows(), load_corrections())
+    assert base_rows() == apply_tool_fees(apply_corrections(genai_price_rows(), load_corrections()), load_tool_fees())
 
 
 # --- a malformed corrections file -------------------------------------------------------------------------------
@@ -209,3 +215,31 @@ def test_a_malformed_corrections_file_names_the_file_and_line(tmp_path: Path, te
         load_corrections(path)
     assert (err.value.file, err.value.line) == (str(path), line), str(err.value)
     assert str(err.value).startswith(f"{path}:{line}: ") and fragment in str(err.value)
+
+
+TOOL_FEE = "tool_fees:\n  - provider: openai\n    set: {{{fix}}}\n    source: {source}\n    checked: 2026-12-02\n    note: n\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        (TOOL_FEE.format(fix="file_search_per_k: 2.5", source="https://x.test/p"), 3, "quoted decimal strings"),
+        (TOOL_FEE.format(fix='code_per_k: "1"', source="https://x.test/p"), 3, "unknown key"),
+        (TOOL_FEE.format(fix="", source="https://x.test/p"), 3, "at least one rate"),
+        (TOOL_FEE.format(fix='file_search_per_k: "2.50"', source="x.test/p"), 4, "https:// URL"),
+    ],
+)
+def test_a_malformed_tool_fee_names_the_file_and_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    path = tmp_path / "corrections.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_tool_fees(path)
+    assert str(err.value).startswith(f"{path}:{line}: ") and fragment in str(err.value), str(err.value)
+
+
+def test_the_shipped_tool_fee_is_openais_published_file_search_price() -> None:
+    """https://platform.openai.com/docs/pricing (Built-in tools), read 2026-12-02: "File search tool call
+    (Responses API only): $2.50 / 1K tool calls"."""
+    (fee,) = load_tool_fees()
+    assert fee.provider == "openai" and fee.fix.values() == {"file_search_per_k": Decimal("2.50")}
+    assert fee.source == "https://platform.openai.com/docs/pricing#built-in-tools" and fee.note

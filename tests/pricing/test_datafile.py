@@ -112,12 +112,14 @@ def test_a_valid_file_is_installed_and_the_catalog_prefers_it(server: str, data_
     catalog = load_catalog(data_dir=data_dir)
     row = catalog.lookup(["openai"], "tokenops-test-model", AT)  # only the new file has it
     assert row is not None and row.input_per_mtok == Decimal("0.123456789")  # read as a decimal, never a float
-    assert row.source == data_source(SAMPLE) and row.source.startswith("genai-prices data ")
+    assert row.source.startswith(f"{data_source(SAMPLE)}, file_search_per_k per https://")  # + the shipped tool fee
+    assert row.source.startswith("genai-prices data ") and row.file_search_per_k == Decimal("2.50")
     # the shipped corrections apply to the new file too; one it already has right changes nothing
     sonnet = catalog.lookup(["anthropic"], "claude-sonnet-4-20250514", AT)
     assert sonnet is not None and [t.above_input_tokens for t in sonnet.tiers] == [200_000]
     o3 = catalog.lookup(["openai"], "o3", datetime(2025, 5, 1, tzinfo=UTC))
-    assert o3 is not None and o3.cache_read_per_mtok == Decimal("2.5") and o3.source == data_source(SAMPLE)
+    assert o3 is not None and o3.cache_read_per_mtok == Decimal("2.5")
+    assert o3.source == f"{data_source(SAMPLE)}, file_search_per_k per https://platform.openai.com/docs/pricing#built-in-tools"
     assert load_catalog(data_dir=data_dir / "none").lookup(["openai"], "tokenops-test-model", AT) is None
 
 

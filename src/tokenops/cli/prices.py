@@ -132,6 +132,10 @@ def calc(
     cache_write_1h: Annotated[int, typer.Option(
         "--cache-write-1h", min=0, help="Of --input: 1-hour prompt-cache writes.")] = 0,
     reasoning: Annotated[int, typer.Option("--reasoning", min=0, help="Of --output: reasoning tokens.")] = 0,
+    web_searches: Annotated[int, typer.Option(
+        "--web-searches", min=0, max=1_000_000, help="Server-side web searches (priced per 1,000).")] = 0,
+    file_searches: Annotated[int, typer.Option(
+        "--file-searches", min=0, max=1_000_000, help="File-search tool calls (priced per 1,000).")] = 0,
     tier: Annotated[str | None, typer.Option(
         "--tier", help="Service tier (standard, flex, priority, batch, …): priced with the catalog's row for that "
                        "tier; a tier the catalog has no row for is priced at the standard rate, and flagged.")] = None,
@@ -159,7 +163,8 @@ def calc(
     when = parse_time(at, what="--at") or datetime.now(UTC)
     try:
         usage = Usage(input_tokens=input_tokens, cache_read_tokens=cached, cache_write_5m_tokens=cache_write_5m,
-                      cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning)  # fmt: skip
+                      cache_write_1h_tokens=cache_write_1h, output_tokens=output_tokens, reasoning_tokens=reasoning,
+                      web_searches=web_searches, file_searches=file_searches)  # fmt: skip
     except MalformedUsage:
         if cached + cache_write_5m + cache_write_1h > input_tokens:
             raise UsageError("--cached, --cache-write-5m and --cache-write-1h are parts of --input: together they "
@@ -199,10 +204,11 @@ def calc(
         "long_context_tier": None if applied is None else {"above_input_tokens": applied.above_input_tokens,
                                                            **{f: _dec(getattr(applied, f)) for f in _FIELDS}},
         "tiers": [t.above_input_tokens for t in row.tiers],
+        "tool_rates_per_k": {"web_search": _dec(row.web_search_per_k), "file_search": _dec(row.file_search_per_k)},
     }  # fmt: skip
     parts = {"input": cost.input, "cache_read": cost.cache_read, "cache_write": cost.cache_write,
              "output": cost.output, "request": cost.request}  # fmt: skip
-    if usage.web_searches:
+    if usage.web_searches or usage.file_searches:
         parts["tools"] = cost.tools
     totals = {
         "cost_usd": money.format_usd(exact),  # every term exact, nothing rounded
@@ -218,12 +224,15 @@ def calc(
         emit([], fmt, payload=payload)
         return
     tokens = {"input": usage.uncached_input_tokens, "cache_read": usage.cache_read_tokens,
-              "cache_write": usage.cache_write_tokens, "output": usage.output_tokens, "request": None}  # fmt: skip
+              "cache_write": usage.cache_write_tokens, "output": usage.output_tokens, "request": None,
+              "tools": usage.web_searches + usage.file_searches}  # fmt: skip
     lines = [{"part": k, "tokens": tokens[k], "cost_usd": money.format_usd(v)} for k, v in parts.items()]
     lines += [{"part": "total (exact)", "tokens": usage.total_tokens, "cost_usd": totals["cost_usd"]},
               {"part": "total (recorded, to the pico-dollar)", "tokens": None, "cost_usd": totals["cost_usd_recorded"]},
               {"part": "total (rounded to the cent)", "tokens": None, "cost_usd": totals["cost_usd_rounded"]}]  # fmt: skip
     notes = []
+    if cost.tool_fee_unpriced:
+        notes.append("warning: the price row has no rate for these tool calls: they are not in the cost (flagged)")
     if service_tier and service_tier["flagged"]:
         notes.append(f"warning: {service_tier['note']} (flagged)")
     if others:

@@ -270,6 +270,8 @@ class Reported:
     audio_out: int = 0
     image_in: int = 0
     image_out: int = 0
+    file_searches: int = 0
+    code_containers: int = 0
 
 
 def resolve_usage(
@@ -294,6 +296,8 @@ def resolve_usage(
         override.audio_out,
         override.image_in,
         override.image_out,
+        override.file_searches,
+        override.code_containers,
     )
 
 

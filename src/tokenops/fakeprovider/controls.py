@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 USAGE_KEYS = ("input", "cached", "cache_write_5m", "cache_write_1h", "output", "reasoning", "web_searches", "audio_in",
-              "audio_out", "image_in", "image_out")
+              "audio_out", "image_in", "image_out", "file_searches", "code_containers")
 
 
 class ControlError(ValueError):
@@ -33,6 +33,8 @@ class UsageOverride:
     audio_out: int = 0
     image_in: int = 0  # image parts of input and output (OpenAI's *_tokens_details.image_tokens; omitted when 0)
     image_out: int = 0
+    file_searches: int = 0  # Responses: file_search_call output items
+    code_containers: int = 0  # Responses: code_interpreter_call items, one container each
 
 
 @dataclass(frozen=True, slots=True)

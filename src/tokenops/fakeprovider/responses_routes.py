@@ -136,6 +136,12 @@ async def create(request: Request) -> ASGIApp:
         output.append({"type": "reasoning", "id": _id("rs_"), "summary": []})
     output += [{"type": "web_search_call", "id": _id("ws_"), "status": "completed",
                 "action": {"type": "search", "query": "fake"}} for _ in range(reported.web_searches)]  # fmt: skip
+    output += [{"type": "file_search_call", "id": _id("fs_"), "status": "completed", "queries": ["fake"],
+                "results": None} for _ in range(reported.file_searches)]  # fmt: skip
+    for _ in range(reported.code_containers):  # two runs in each container: one container, billed once
+        container = _id("cntr_")
+        output += [{"type": "code_interpreter_call", "id": _id("ci_"), "status": "completed", "code": "print(1)",
+                    "container_id": container, "outputs": None} for _ in range(2)]  # fmt: skip
     call = _tool_call(body, items) if controls.tool_call else None
     output.append(call or message)
     incomplete = completion.truncated

@@ -175,6 +175,8 @@ class _WireUsage(msgspec.Struct, forbid_unknown_fields=True):
     web_searches: _Tokens
     input_image_tokens: _Tokens
     output_image_tokens: _Tokens
+    file_searches: _Tokens
+    code_containers: _Tokens
 
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):

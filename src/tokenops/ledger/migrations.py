@@ -188,6 +188,14 @@ DUCKDB: list[tuple[str, str]] = [
         ALTER TABLE price_rows ADD COLUMN output_image_per_mtok DECIMAL(38, 12);  -- NULL: the text rate
         """,
     ),
+    (
+        "0013_events_file_search_code",  # Responses file-search calls and code-interpreter containers; the search rate
+        """
+        ALTER TABLE events ADD COLUMN file_searches BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN code_containers BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE price_rows ADD COLUMN file_search_per_k DECIMAL(38, 12);      -- USD per 1,000; NULL: none
+        """,
+    ),
 ]
 
 
@@ -384,6 +392,15 @@ POSTGRESQL: list[tuple[str, str]] = [
                            ADD COLUMN output_image_tokens BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE price_rows ADD COLUMN input_image_per_mtok NUMERIC(38, 12),   -- NULL: the text rate
                                ADD COLUMN output_image_per_mtok NUMERIC(38, 12);  -- NULL: the text rate
+        """,
+    ),
+    (
+        "0013_events_file_search_code",  # Responses file-search calls and code-interpreter containers; the search rate
+        # on the partitioned parent, as 0011. events_hourly sums neither: unchanged.
+        """
+        ALTER TABLE events ADD COLUMN file_searches BIGINT NOT NULL DEFAULT 0,
+                           ADD COLUMN code_containers BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE price_rows ADD COLUMN file_search_per_k NUMERIC(38, 12);      -- USD per 1,000; NULL: none
         """,
     ),
 ]

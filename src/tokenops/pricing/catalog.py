@@ -204,9 +204,9 @@ def base_rows(data: GenaiData | None = None) -> tuple[PriceRow, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _corrected(data: GenaiData) -> tuple[PriceRow, ...]:
-    from tokenops.pricing.corrections import apply_corrections, load_corrections
+    from tokenops.pricing.corrections import apply_corrections, apply_tool_fees, load_corrections, load_tool_fees
 
-    return apply_corrections(data.rows, load_corrections())
+    return apply_tool_fees(apply_corrections(data.rows, load_corrections()), load_tool_fees())
 
 
 def _group(rows: Iterable[PriceRow], what: str) -> dict[_LineKey, list[PriceRow]]:

@@ -23,6 +23,19 @@ as genai-prices has it. A corrected row's ``source`` says both where it came fro
 Where genai-prices already has the corrected prices nothing changes, so a fixed upstream data file makes a
 correction moot instead of wrong, and a correction for a model the data does not have is skipped.
 
+The file's ``tool_fees:`` list gives a provider's per-use tool fees that genai-prices does not carry to every
+row of that provider (every model, every service tier) that has no such rate, each with its ``source``,
+``checked`` and ``note`` like a correction:
+
+.. code-block:: yaml
+
+    tool_fees:
+      - provider: openai
+        set: {file_search_per_k: "2.50"}   # USD per 1,000 file-search tool calls
+        source: https://openai.com/api/pricing/
+        checked: 2026-12-02
+        note: Responses API file search, $2.50 per 1,000 tool calls, whichever model calls it
+
 A malformed file is a :class:`~tokenops.errors.ConfigError` naming the file, the line and the problem.
 """
 
@@ -43,9 +56,16 @@ from tokenops.pricing.entries import Moment, Name, Price, TierEntry, Variant
 from tokenops.pricing.model import PRICE_FIELDS, PriceRow
 from tokenops.yamlpaths import format_loc, line_of
 
-__all__ = ["CORRECTIONS_FILE", "Correction", "PriceFix", "apply_corrections", "load_corrections"]
+__all__ = ["CORRECTIONS_FILE", "Correction", "PriceFix", "ToolFee", "apply_corrections", "apply_tool_fees",
+           "load_corrections", "load_tool_fees"]
 
 CORRECTIONS_FILE = Path(__file__).with_name("corrections.yaml")
+
+
+def _source_url(v: str) -> str:
+    if not v.startswith("https://") or len(v) <= len("https://") or any(c.isspace() for c in v):
+        raise ValueError("source must be the https:// URL of the provider's published price")
+    return v
 
 
 class PriceFix(BaseModel):
@@ -99,9 +119,7 @@ class Correction(BaseModel):
     @field_validator("source")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not v.startswith("https://") or len(v) <= len("https://") or any(c.isspace() for c in v):
-            raise ValueError("source must be the https:// URL of the provider's published price")
-        return v
+        return _source_url(v)
 
     @model_validator(mode="after")
     def _span(self) -> Correction:
@@ -118,25 +136,81 @@ class Correction(BaseModel):
         return starts_before_row_ends and ends_after_row_starts
 
 
+class ToolFeeFix(BaseModel):
+    """The ``set:`` of a tool fee: per-use rates (USD per 1,000 uses)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file_search_per_k: Price | None = None
+    web_search_per_k: Price | None = None
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> ToolFeeFix:
+        if not self.values():
+            raise ValueError("set: needs at least one rate")
+        return self
+
+    def values(self) -> dict[str, Any]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class ToolFee(BaseModel):
+    """One provider's per-use tool fee, for every row of that provider without its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
+
+    provider: Name
+    fix: ToolFeeFix = Field(alias="set")
+    source: Annotated[str, Field(max_length=500)]
+    checked: date
+    note: Annotated[str, Field(min_length=1)]
+
+    @field_validator("source")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _source_url(v)
+
+
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     corrections: tuple[Correction, ...] = ()
+    tool_fees: tuple[ToolFee, ...] = ()
 
 
 def load_corrections(path: Path | None = None) -> tuple[Correction, ...]:
     """The corrections of ``path`` (default: the file shipped with TokenOps, read once per process)."""
-    if path is None:
-        return _shipped()
-    return _parse(path)
+    return (_shipped() if path is None else _parse(path)).corrections
+
+
+def load_tool_fees(path: Path | None = None) -> tuple[ToolFee, ...]:
+    """The tool fees of ``path`` (default: the file shipped with TokenOps, read once per process)."""
+    return (_shipped() if path is None else _parse(path)).tool_fees
+
+
+def apply_tool_fees(rows: Iterable[PriceRow], fees: Iterable[ToolFee]) -> tuple[PriceRow, ...]:
+    """``rows`` with each fee's rates given to every row of its provider that has none of its own (a row that has
+    one, from genai-prices or a config, keeps it)."""
+    by_provider: dict[str, list[ToolFee]] = {}
+    for fee in fees:
+        by_provider.setdefault(fee.provider, []).append(fee)
+    out = []
+    for row in rows:
+        for fee in by_provider.get(row.provider, ()):
+            missing = {name: value for name, value in fee.fix.values().items() if getattr(row, name) is None}
+            if missing:
+                row = dataclasses.replace(row, **missing, source=f"{row.source}, {', '.join(missing)} per {fee.source}",
+                                          id="")  # fmt: skip
+        out.append(row)
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=1)
-def _shipped() -> tuple[Correction, ...]:
+def _shipped() -> _File:
     return _parse(CORRECTIONS_FILE)
 
 
-def _parse(path: Path) -> tuple[Correction, ...]:
+def _parse(path: Path) -> _File:
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -168,7 +242,7 @@ def _parse(path: Path) -> tuple[Correction, ...]:
             msg = "this key is required"
         raise ConfigError(msg, file=file, path=format_loc(loc) or None, line=line_of(root, loc)) from None
     _check_overlaps(parsed.corrections, root, file)
-    return parsed.corrections
+    return parsed
 
 
 def _check_overlaps(corrections: tuple[Correction, ...], root: yaml.Node | None, file: str) -> None:

@@ -17,7 +17,8 @@ integers. ``input_per_mtok`` and ``output_per_mtok`` are required, so that no ki
 by omission (write ``"0"`` for a free one); the cache and reasoning prices default to the input and output
 prices as in :func:`~tokenops.pricing.model.price_usage`. Optional rates beside them (not in ``tiers``):
 ``web_search_per_k`` (USD per 1,000 server-side web searches; without it a call's searches are not priced and its
-event is flagged ``tool_fee_unpriced``), ``input_audio_per_mtok`` / ``output_audio_per_mtok`` and
+event is flagged ``tool_fee_unpriced``), ``file_search_per_k`` (likewise, per 1,000 file-search tool calls),
+``input_audio_per_mtok`` / ``output_audio_per_mtok`` and
 ``input_image_per_mtok`` / ``output_image_per_mtok`` (audio and image tokens; without them, the text rates). ``effective_from`` is a date (midnight UTC) or a
 datetime (one without a time zone is UTC). Each entry becomes one :class:`PriceRow` through :meth:`to_row`;
 the catalog (:mod:`tokenops.pricing.catalog`) turns entries for the same model into a history.
@@ -132,6 +133,7 @@ class PriceEntry(BaseModel):
     reasoning_per_mtok: Price | None = None
     per_request: Price | None = None
     web_search_per_k: Price | None = None  # USD per 1,000 web searches
+    file_search_per_k: Price | None = None  # USD per 1,000 file-search tool calls
     input_audio_per_mtok: Price | None = None
     output_audio_per_mtok: Price | None = None
     input_image_per_mtok: Price | None = None

@@ -15,7 +15,9 @@ row's id only when set, so that rows without them keep their ids): ``input_audio
 ``output_audio_per_mtok`` (audio tokens; without them audio is billed at the text rates),
 ``input_image_per_mtok`` / ``output_image_per_mtok`` (image tokens, likewise) and
 ``web_search_per_k`` (USD per 1,000 server-side web searches, the :attr:`Cost.tools` fee; without it a call's
-searches are not priced, and the meter flags the event ``tool_fee_unpriced``).
+searches are not priced, and the meter flags the event ``tool_fee_unpriced``) and ``file_search_per_k`` (likewise,
+per 1,000 file-search tool calls). Code-interpreter containers are never priced (billed by session time, which
+no response reports): a call that ran one is flagged ``tool_fee_unpriced``.
 
 Long-context tiers follow the providers' rule: when the call's whole prompt exceeds a tier's threshold,
 every token of the call is priced at that tier's prices (not only the tokens above the threshold).
@@ -45,7 +47,7 @@ PRICE_FIELDS = (
 )
 # Rates a row may have beside PRICE_FIELDS (not in long-context tiers); in the id only when set.
 EXTRA_PRICE_FIELDS = ("web_search_per_k", "input_audio_per_mtok", "output_audio_per_mtok", "input_image_per_mtok",
-                      "output_image_per_mtok")
+                      "output_image_per_mtok", "file_search_per_k")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class PriceRow:
     output_audio_per_mtok: Decimal | None = None
     input_image_per_mtok: Decimal | None = None  # per million image tokens (None: the text rates)
     output_image_per_mtok: Decimal | None = None
+    file_search_per_k: Decimal | None = None  # USD per 1,000 file-search tool calls (OpenAI's Responses API)
 
     def __post_init__(self) -> None:
         if self.effective_from.tzinfo is None:
@@ -258,9 +261,14 @@ def price_usage(usage: Usage, row: PriceRow) -> Cost:
         money.per_mtok(reasoning_price, usage.reasoning_tokens),
     )
     c_request = row.per_request or money.ZERO
-    unpriced_fee = usage.web_searches > 0 and row.web_search_per_k is None
-    search_price = row.web_search_per_k
-    c_tools = money.per_k(search_price, usage.web_searches) if search_price is not None else money.ZERO
+    # server-side tools: what the row prices is billed; what it does not (or nobody can, as code-interpreter
+    # containers billed by session time) leaves the call flagged rather than silently free
+    unpriced_fee = (usage.web_searches > 0 and row.web_search_per_k is None) or usage.code_containers > 0 \
+        or (usage.file_searches > 0 and row.file_search_per_k is None)  # fmt: skip
+    c_tools = money.add(
+        money.per_k(row.web_search_per_k, usage.web_searches) if row.web_search_per_k is not None else money.ZERO,
+        money.per_k(row.file_search_per_k, usage.file_searches) if row.file_search_per_k is not None else money.ZERO,
+    )
     total = money.quantize(money.add(c_input, c_read, c_write, c_output, c_request, c_tools))
     return Cost(
         input=c_input,

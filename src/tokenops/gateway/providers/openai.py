@@ -16,7 +16,8 @@ every chat chunk, or the Responses stream's ``response`` object, and prices the 
 Audio tokens (``prompt_tokens_details.audio_tokens``, ``completion_tokens_details.audio_tokens``) are parts of
 the prompt and completion, priced at the row's audio rates; image tokens (``*_tokens_details.image_tokens``, as
 gpt-image models report them) likewise, at its image rates. A Responses call's web searches (billed per call)
-are the ``web_search_call`` items of its final response's ``output``.
+are the ``web_search_call`` items of its final response's ``output``; its file searches the ``file_search_call``
+items, and its code-interpreter containers the distinct ``container_id`` of ``code_interpreter_call`` items.
 """
 
 from __future__ import annotations
@@ -63,17 +64,24 @@ def usage_from_openai(u: Any) -> Usage | None:
                  output_image_tokens=image_out)  # fmt: skip
 
 
-def web_search_calls(response: Any) -> int:
-    """The web searches a Responses API response ran: its ``output`` items of type ``web_search_call``."""
+def tool_calls(response: Any) -> dict[str, int]:
+    """The server-side tool work a Responses API response billed per use: its ``output`` items of type
+    ``web_search_call`` (``web_searches``) and ``file_search_call`` (``file_searches``), and the distinct
+    containers of its ``code_interpreter_call`` items (``code_containers``), as Usage fields."""
     output = obj(response).get("output")
-    return sum(1 for item in output if obj(item).get("type") == "web_search_call") if isinstance(output, list) else 0
+    items = [obj(item) for item in output] if isinstance(output, list) else []
+    containers = {item.get("container_id") for item in items if item.get("type") == "code_interpreter_call"}
+    counts = {"web_searches": sum(1 for item in items if item.get("type") == "web_search_call"),
+              "file_searches": sum(1 for item in items if item.get("type") == "file_search_call"),
+              "code_containers": len(containers)}  # fmt: skip
+    return {name: n for name, n in counts.items() if n}
 
 
 def usage_from_response(response: Any) -> Usage | None:
-    """The usage of a whole Responses API response: its ``usage`` object and its web search calls."""
+    """The usage of a whole Responses API response: its ``usage`` object and its server-side tool calls."""
     u = usage_from_openai(obj(response).get("usage"))
-    searches = web_search_calls(response)
-    return dataclasses.replace(u, web_searches=searches) if u is not None and searches else u
+    tools = tool_calls(response)
+    return dataclasses.replace(u, **tools) if u is not None and tools else u
 
 
 def _is_done(data: bytes | None) -> bool:
