@@ -49,3 +49,10 @@ class Call:
     # (tokens, cost) the call's maximum as the gateway worked it out itself, for the policy engine to reserve
     # instead of estimating it from the body: a batch, whose lines are bounded one by one at batch prices
     preset_max: tuple[int, Decimal | None] | None = None
+    # set by the router: the model it routed (the requested one, when the call was routed since) and the price
+    # row a call to it would be priced with now, which the policy reserves on (the meter prices with the row of
+    # the model that answered)
+    routed_model: str | None = None
+    quote_row: PriceRow | None = None
+    receive: Any = None  # the ASGI receive callable, for the stage that reads the body
+    path_model: str | None = None  # a model named by the path (Gemini's /models/{model}:generateContent)

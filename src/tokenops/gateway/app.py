@@ -54,11 +54,13 @@ from tokenops.gateway.keycache import KeyCache
 from tokenops.gateway.meter import Meter
 from tokenops.gateway.metrics import OTHER, GatewayMetrics
 from tokenops.gateway.providers import ADAPTERS, Adapter
+from tokenops.gateway.stages import Answer, Stage
 from tokenops.gateway.stages.auth import KeyStage, presented_key
 from tokenops.gateway.stages.cache import CacheStage
 from tokenops.gateway.stages.policy import PolicyStage
 from tokenops.gateway.stages.router import RouterStage
 from tokenops.gateway.stages.tags import TagStage
+from tokenops.gateway.stages.validate import ValidateStage
 from tokenops.gateway.upstream import Upstream, call_headers, relayed_headers
 from tokenops.gateway.writer import LedgerWriter
 from tokenops.ledger import open_ledger
@@ -110,9 +112,18 @@ METERED = ("chat.completions", "completions", "embeddings", "messages", "respons
            "gemini.embed", "gemini.batch_embed")
 
 
-def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: RouterStage) -> tuple[KeyStage, list[Any]]:
-    """The pipeline before the upstream: key first (nothing is parsed for an unknown caller), then the rest."""
-    return KeyStage(keys), [TagStage(config.tagging.policy()), PolicyStage([engine]), CacheStage(), router]
+def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: RouterStage) -> list[Stage]:
+    """The pipeline before the upstream, in order (see :mod:`tokenops.gateway.stages`): the key first (nothing
+    is read for an unknown caller), the body's validation, the tags, the router (so that the policy reads the
+    provider, model and price it resolved), the policy, then the response cache."""
+    return [
+        KeyStage(keys),
+        ValidateStage(config.gateway.max_body_bytes),
+        TagStage(config.tagging.policy()),
+        router,
+        PolicyStage([engine]),
+        CacheStage(),
+    ]
 
 
 class Gateway:
@@ -140,7 +151,8 @@ class Gateway:
         self.state = state or open_state(config.state, config.state_options)
         self.engine = PolicyEngine(
             budgets=config.budgets, limits=config.limits, rules=config.rules, defaults=config.policy,
-            price_of=self._price_of, resolve=self._resolve, approvals=Approvals(state=self.state), clock=self.clock,
+            price_of=self.router.quote, resolve=self.router.upstream_name, reroute=self.router.route,
+            approvals=Approvals(state=self.state), clock=self.clock,
             state=self.state, reservation_ttl=config.state_options.reservation_ttl, seed=self._seed,
             grant_spend=self._grant_spend,
         )  # fmt: skip
@@ -148,7 +160,8 @@ class Gateway:
         self.watch: HealthWatch | None = None
         self.governance_fingerprint = governance_fingerprint(config)
         self.config_mismatch: str | None = None  # another gateway's fingerprint, while they differ
-        self.key_stage, self.stages = build_stages(self.keys, config, self.engine, self.router)
+        self.stages = build_stages(self.keys, config, self.engine, self.router)
+        self.key_stage = next(stage for stage in self.stages if isinstance(stage, KeyStage))  # for other routes
         self.dispatcher: AlertDispatcher | None = None
         self._admin_factory = admin
         self._admin: ASGIApp | None = None  # the admin API, built on first use (FastAPI is slow to import)
@@ -174,20 +187,6 @@ class Gateway:
     def _row_model(self, row_id: str) -> str | None:
         row = self.catalog.get(row_id)
         return row.model if row is not None else None
-
-    def _price_of(self, call: Call, model: str) -> Any:
-        """The price row a call to ``model`` would be priced with now (None: unknown or unroutable)."""
-        try:
-            provider, upstream_model = self.router.resolve(model, call.flavor, call.ts, call.route)
-        except GatewayError:
-            return None
-        return self.catalog.lookup(self.router.price_ids[provider], upstream_model, call.ts)
-
-    def _resolve(self, call: Call, model: str) -> str | None:
-        try:
-            return self.router.resolve(model, call.flavor, call.ts, call.route)[1]
-        except GatewayError:
-            return None
 
     async def _seed(self, budget: BudgetConfig, w: Window) -> Decimal:
         return await asyncio.to_thread(self.ledger.spent, budget.scope, w.start, w.end, budget.unit)
@@ -468,6 +467,8 @@ class Gateway:
             ts=self.clock(),
             headers=header_dict(scope),
             query=scope.get("query_string", b"").decode("latin-1"),
+            receive=receive,
+            path_model=path_model,
         )
         response_started = False
 
@@ -477,14 +478,11 @@ class Gateway:
             await send(message)
 
         try:
-            await self.key_stage(call)  # headers only: an unknown caller's body is never read
-            raw = await read_body(receive, call.headers, self.config.gateway.max_body_bytes)
-            if path_model is not None:  # Gemini: the model is in the path
-                validate.gemini_request(call, raw, path_model)
-            else:
-                validate.request(call, raw)
             for stage in self.stages:
-                await stage(call)
+                answer = await stage(call)
+                if answer is not None:
+                    await self._answer(call, answer, tracking_send)
+                    return
             assert self.upstream is not None, "Gateway.start() was not called"
             await self.upstream.forward(call, receive, tracking_send)
         except ConnectionAbortedError:
@@ -509,6 +507,14 @@ class Gateway:
                 await self.engine.release(call)  # a no-op when the meter settled the call, as it normally does
             except StateUnavailable as exc:  # the reservation lapses by itself (state_options.reservation_ttl)
                 log.warning("call %s: reservation not released: %s", call.request_id, exc)
+
+    async def _answer(self, call: Call, answer: Answer, send: Send) -> None:
+        """Send a stage's answer (a cache hit) in place of the provider's, recorded once as its outcome."""
+        assert self.meter is not None, "Gateway.start() was not called"
+        event = await self.meter.record(call, status=answer.outcome, http_status=answer.status, **answer.fields)
+        headers = {**answer.headers, "content-length": str(len(answer.body)), **call_headers(call, event)}
+        await send({"type": "http.response.start", "status": answer.status, "headers": encode_headers(headers)})
+        await send({"type": "http.response.body", "body": answer.body})
 
     async def _reject(self, call: Call, err: GatewayError, send: Send) -> None:
         """Answer a call with an error in its route's shape, recording it once (a call refused before any

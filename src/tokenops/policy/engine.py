@@ -79,6 +79,7 @@ class PolicyEngine:
         defaults: PolicyDefaults | None = None,
         price_of: Callable[[Call, str], Any] | None = None,
         resolve: Callable[[Call, str], str | None] | None = None,
+        reroute: Callable[[Call], None] | None = None,
         state: PolicyState | None = None,
         approvals: Approvals | None = None,
         alerts: Any = None,
@@ -96,8 +97,12 @@ class PolicyEngine:
         self.state: PolicyState = state or InMemoryState()
         self.limiter = RateLimiter(limits, self.state)
         self.defaults = defaults or PolicyDefaults()
+        # The router runs before the policy stage: a routed call carries its upstream model and price row
+        # (Call.routed_model, upstream_model, quote_row). These ask the router about another model (a budget's
+        # downgrade target, a batch's request), and reroute routes a call whose model a downgrade changed.
         self.price_of = price_of or (lambda call, model: None)
         self.resolve = resolve or (lambda call, model: None)  # the upstream name of a model (alias, provider/...)
+        self.reroute = reroute
         self.reservation_ttl = reservation_ttl
         self.seed = seed  # a budget's spend this period from the ledger: for counters the state does not hold
         self.grant_spend = grant_spend  # an approval grant's spend from the ledger, likewise
@@ -139,6 +144,8 @@ class PolicyEngine:
             call.response_headers["x-tokenops-downgrade-reason"] = f"budget {downgrade[0].name}"
             call.downgraded_from = call.model_requested
             call.model_requested = downgrade[1].model
+            if self.reroute is not None:
+                self.reroute(call)
             rules = self._rules_for(call, key_id)
             self._model_rules(call, rules)  # the cheaper model must be allowed too
         needs = [f"rule:{r.name}" for r in rules if r.require_approval]
@@ -147,8 +154,8 @@ class PolicyEngine:
         capped = [g for g in grants if g.max_usd is not None]
 
         out = self._caps(call, rules)  # the output limit of one answer
-        model = self.resolve(call, call.model_requested) or call.model_requested
-        row = self.price_of(call, call.model_requested)
+        model = self._upstream(call, call.model_requested) or call.model_requested
+        row = self._quote(call, call.model_requested)
         bound = input_bound(call, model, row)
         cap = min((r.max_cost_per_call_usd for r in rules if r.max_cost_per_call_usd is not None), default=None)
         hard = [f"budget {b.name}" for b, _w in budgets if self._limits.get(b.name) is not None]
@@ -247,11 +254,11 @@ class PolicyEngine:
         away from a model whose price is unknown)."""
         if target == call.model_requested:
             return False
-        here, there = self.price_of(call, call.model_requested), self.price_of(call, target)
+        here, there = self._quote(call, call.model_requested), self.price_of(call, target)
         if here is None or there is None:
             return False
         out = output_bound(call, requested_output(call) or self.defaults.default_max_output_tokens)
-        model = self.resolve(call, call.model_requested) or call.model_requested
+        model = self._upstream(call, call.model_requested) or call.model_requested
         bound = input_bound(call, model, here)
         mine, theirs = max_cost(here, bound, out), max_cost(there, bound, out)
         return mine is not None and theirs is not None and theirs < mine
@@ -317,10 +324,18 @@ class PolicyEngine:
                     downgrade = (b, t)
         return None, approvals, downgrade
 
+    def _upstream(self, call: Call, model: str) -> str | None:
+        """The upstream name of ``model``: the router's, when it routed the call to it."""
+        return call.upstream_model if call.routed_model == model else self.resolve(call, model)
+
+    def _quote(self, call: Call, model: str) -> Any:
+        """The price row a call to ``model`` would be priced with now: the router's, when it routed it."""
+        return call.quote_row if call.routed_model == model else self.price_of(call, model)
+
     def _names(self, call: Call) -> tuple[str, ...]:
         """The requested model and the model it resolves to: a rule on ``gpt-4o`` also holds for an alias of it
         or for ``openai/gpt-4o``."""
-        resolved = self.resolve(call, call.model_requested)
+        resolved = self._upstream(call, call.model_requested)
         return (call.model_requested,) if not resolved or resolved == call.model_requested else (
             call.model_requested, resolved)  # fmt: skip
 
@@ -346,7 +361,7 @@ class PolicyEngine:
 
     def _caps(self, call: Call, rules: list[RuleConfig]) -> int:
         """Apply input/output token caps; returns the output ceiling used for reservations."""
-        est_in = typical_input(call, self.resolve(call, call.model_requested) or call.model_requested)
+        est_in = typical_input(call, self._upstream(call, call.model_requested) or call.model_requested)
         if call.route in EMBEDDING_ROUTES:  # no output tokens: only the input cap applies
             for r in rules:
                 if r.max_input_tokens is not None and est_in > r.max_input_tokens:
@@ -424,7 +439,7 @@ class PolicyEngine:
                                    headers=err.headers) from None  # fmt: skip
 
     def _line_caps(self, call: Call, rules: list[RuleConfig]) -> None:
-        model = self.resolve(call, call.model_requested) or call.model_requested
+        model = self._upstream(call, call.model_requested) or call.model_requested
         est_in = typical_input(call, model)
         requested = requested_output(call)
         for r in rules:
@@ -437,7 +452,7 @@ class PolicyEngine:
                                    f"{r.max_output_tokens} rule {r.name!r} allows (set it, at most that, in each "
                                    "batched request)", param="max_tokens")  # fmt: skip
             if r.max_cost_per_call_usd is not None:
-                row = self.price_of(call, call.model_requested)
+                row = self._quote(call, call.model_requested)
                 out = 0 if call.route in EMBEDDING_ROUTES else (requested or self.defaults.default_max_output_tokens)
                 cost = max_cost(row, input_bound(call, model, row), output_bound(call, out))
                 if cost is not None and cost > r.max_cost_per_call_usd:

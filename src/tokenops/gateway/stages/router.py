@@ -14,6 +14,7 @@ from tokenops.call import Call
 from tokenops.config import Config
 from tokenops.errors import GatewayError
 from tokenops.pricing.catalog import PriceCatalog
+from tokenops.pricing.model import PriceRow
 
 # route -> {another provider kind the gateway translates it to: that kind's route}
 _TO_OTHERS = {"openai": "chat.completions", "anthropic": "messages", "gemini": "gemini.generate"}
@@ -80,9 +81,32 @@ class RouterStage:
             )
         return provider
 
+    def quote(self, call: Call, model: str) -> PriceRow | None:
+        """The price row a call to ``model`` would be priced with now (None: unknown or unroutable): for a model
+        other than the routed one (a budget's downgrade target)."""
+        try:
+            provider, upstream_model = self.resolve(model, call.flavor, call.ts, call.route)
+        except GatewayError:
+            return None
+        return self.catalog.lookup(self.price_ids[provider], upstream_model, call.ts)
+
+    def upstream_name(self, call: Call, model: str) -> str | None:
+        """The upstream name of ``model`` (through an alias or a ``provider/`` prefix), None if unroutable."""
+        try:
+            return self.resolve(model, call.flavor, call.ts, call.route)[1]
+        except GatewayError:
+            return None
+
     async def __call__(self, call: Call) -> None:
+        self.route(call)
+
+    def route(self, call: Call) -> None:
+        """Route the call's requested model: provider, upstream name and route, and the price row it would be
+        priced with now (for the policy stage's reservation)."""
         call.provider_name, call.upstream_model = self.resolve(call.model_requested, call.flavor, call.ts, call.route)
         call.price_providers = self.price_ids[call.provider_name]
+        call.routed_model = call.model_requested
+        call.quote_row = self.catalog.lookup(call.price_providers, call.upstream_model, call.ts)
         kind = self.config.provider_kind(call.provider_name)
         call.upstream_route = call.route if kind == call.flavor else TRANSLATED[call.route][kind]
         if call.upstream_route == "gemini.generate" and call.stream:
