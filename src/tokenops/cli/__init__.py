@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tokenops.cli import approvals, budgets, demo, keys, ledger, prices, report, serve
+from tokenops.cli import approvals, budgets, demo, evaluate, keys, ledger, prices, report, serve
 
 app = typer.Typer(
     name="tokenops",
@@ -25,6 +25,7 @@ app.add_typer(prices.app, name="prices")
 app.add_typer(budgets.app, name="budgets")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(ledger.app, name="ledger")
+app.add_typer(evaluate.app, name="evaluate")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 
