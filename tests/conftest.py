@@ -53,8 +53,9 @@ async def make_gateway(tmp_path: Path, fake_app: Any) -> AsyncIterator[Callable[
 
     async def make(extra: str = "", *, transport: httpx.AsyncBaseTransport | None = None,
                    key_tags: dict[str, str] | None = None, locked: tuple[str, ...] = (),
-                   upstream: str = FAKE_URL, clock: Callable[[], Any] | None = None) -> GatewayHarness:  # fmt: skip
-        cfg = write_config(tmp_path, extra, upstream=upstream)
+                   upstream: str = FAKE_URL, clock: Callable[[], Any] | None = None,
+                   providers: str = "") -> GatewayHarness:  # fmt: skip
+        cfg = write_config(tmp_path, extra, upstream=upstream, providers=providers)
         gw = create_app(cfg, transport=transport or httpx.ASGITransport(app=fake_app), clock=clock)
         rec, key = create_key(gw.ledger, tags=key_tags, locked=locked)
         await gw.start()

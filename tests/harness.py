@@ -70,13 +70,14 @@ CURRENT = Stack()
 
 
 def write_config(tmp_path: Path, extra: str = "", *, upstream: str = FAKE_URL, gateway: str = "",
-                 gemini: bool = False) -> Config:  # fmt: skip
+                 gemini: bool = False, providers: str = "") -> Config:  # fmt: skip
+    """``providers``: more lines of the providers: mapping (``  name: {…}\n``)."""
     text = f"""
 {CURRENT.lines(tmp_path)}providers:
   openai: {{base_url: "{upstream}/v1", api_key: {PROVIDER_KEY}}}
   anthropic: {{base_url: "{upstream}", api_key: {PROVIDER_KEY}}}
   local: {{base_url: "{upstream}/v1", kind: openai, api_key: {PROVIDER_KEY}}}
-{f'  google: {{base_url: "{upstream}", kind: gemini, api_key: {PROVIDER_KEY}}}' + chr(10) if gemini else ""}gateway: {{writer_interval: 0.2, writer: thread{", " + gateway if gateway else ""}}}
+{f'  google: {{base_url: "{upstream}", kind: gemini, api_key: {PROVIDER_KEY}}}' + chr(10) if gemini else ""}{providers}gateway: {{writer_interval: 0.2, writer: thread{", " + gateway if gateway else ""}}}
 {extra}
 """
     path = tmp_path / "tokenops.yaml"

@@ -43,6 +43,9 @@ class Call:
     body_bytes: int = 0  # size of the request body: an upper bound of its input tokens (a token is >= 1 byte)
     approval_id: str | None = None  # the approval grant that let this call through
     downgraded_from: str | None = None  # the model the client asked for, when a budget downgraded the call
+    client_model: str | None = None  # the model the client asked for, kept by the router before it chooses any other
+    routed_from: str | None = None  # the model the router was asked for, when it chose another (a task, a fallback)
+    route_reason: str | None = None  # why the call is served by another model than the one asked for
     reservation: Any = None  # the policy engine's claims on budgets and rate limits, settled by the meter
     output_limit: int | None = None  # an output limit the gateway sends upstream (a clamp, or a hard bound)
     recorded: SpendEvent | None = None  # the one event this call was recorded as (a call is recorded once)
@@ -54,5 +57,9 @@ class Call:
     # the model that answered)
     routed_model: str | None = None
     quote_row: PriceRow | None = None
+    # the models to try, in order, when the provider fails before answering (routing.fallbacks), and the price row
+    # each would be priced with now: the reservation covers the dearest
+    fallbacks: tuple[str, ...] = ()
+    fallback_rows: tuple[PriceRow | None, ...] = ()
     receive: Any = None  # the ASGI receive callable, for the stage that reads the body
     path_model: str | None = None  # a model named by the path (Gemini's /models/{model}:generateContent)

@@ -44,6 +44,7 @@ from tokenops.errors import ConfigError
 from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, contradictions
 from tokenops.pricing.datafile import DEFAULT_UPDATE_URL
 from tokenops.pricing.entries import PriceEntry
+from tokenops.routing import RoutingConfig
 from tokenops.tags import STANDARD_TAGS, TaggingPolicy, check_name
 from tokenops.yamlpaths import format_loc, line_of
 
@@ -181,6 +182,7 @@ class Config(_Model):
     state_options: StateOptions = StateOptions()
     providers: dict[str, ProviderConfig] = {}
     models: list[ModelAlias] = []
+    routing: RoutingConfig = RoutingConfig()
     prices: list[PriceEntry] = []
     pricing: PricingConfig = PricingConfig()
     tagging: TaggingConfig = TaggingConfig()

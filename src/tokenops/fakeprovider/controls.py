@@ -40,6 +40,7 @@ class UsageOverride:
 @dataclass(frozen=True, slots=True)
 class Controls:
     status: int | None = None
+    status_models: str | None = None  # comma-separated: the status applies only to calls to these models
     retry_after: float | None = None
     delay_ms: float = 0
     chunk_delay_ms: float = 0
@@ -60,6 +61,7 @@ NO_CONTROLS = Controls()
 # control name -> kind: "int" non-negative integer, "num" non-negative number, "bool", "str"
 _FIELDS: dict[str, str] = {
     "status": "int",
+    "status_models": "str",
     "retry_after": "num",
     "delay_ms": "num",
     "chunk_delay_ms": "num",

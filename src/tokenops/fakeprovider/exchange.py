@@ -75,6 +75,9 @@ async def begin(request: Request, dialect: Dialect, *, needs_body: bool = True) 
         return error_response(dialect, 400, str(exc), param="fake")
     if controls.delay_ms:
         await asyncio.sleep(controls.delay_ms / 1000)
-    if controls.status is not None and controls.status >= 400:
+    model = body.get("model") if isinstance(body, dict) else None
+    only = controls.status_models
+    if controls.status is not None and controls.status >= 400 and (
+            only is None or model in [m.strip() for m in only.split(",")]):  # fmt: skip
         return error_response(dialect, controls.status, retry_after=controls.retry_after)
     return Exchange(body if isinstance(body, dict) else {}, controls, {dialect.request_id_header: dialect.request_id()})

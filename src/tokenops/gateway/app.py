@@ -35,6 +35,7 @@ from tokenops.gateway import health, validate
 from tokenops.gateway.background import BackgroundResponses
 from tokenops.gateway.batch_routes import BatchRoutes
 from tokenops.gateway.batches import BatchBook
+from tokenops.gateway.breaker import Breakers
 from tokenops.gateway.client import TransportFailure, UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.health import HealthWatch
@@ -148,6 +149,8 @@ class Gateway:
         self.metrics = GatewayMetrics(known, self._row_model, metrics_dir())
         self.keys = KeyCache(self.ledger.list_keys)
         self.router = RouterStage(config, self.catalog)
+        self.breakers = Breakers(config.routing.breaker.failures, config.routing.breaker.cooldown)
+        self.router.healthy = self.breakers.healthy
         self.state = state or open_state(config.state, config.state_options)
         self.engine = PolicyEngine(
             budgets=config.budgets, limits=config.limits, rules=config.rules, defaults=config.policy,
@@ -283,6 +286,8 @@ class Gateway:
         self.meter = Meter(self.spool, self.catalog, self.metrics)
         self.meter.listeners.append(self.engine.settle)
         self.upstream = Upstream(self.client, self.adapters, self._timeouts, self.meter)
+        self.upstream.breakers, self.upstream.router = self.breakers, self.router
+        self.upstream.backoff = self.config.routing.backoff
         self.background = BackgroundResponses(self.spool_dir / "background", self.client, self.adapters,
                                               self._timeouts, self.meter, self.config.gateway.background_poll)  # fmt: skip
         self.upstream.background = self.background

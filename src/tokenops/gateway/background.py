@@ -60,6 +60,7 @@ def _dump(call: Call, response_id: str) -> bytes:
         "provider": call.provider_name, "upstream_model": call.upstream_model,
         "price_providers": list(call.price_providers), "approval_id": call.approval_id,
         "downgraded_from": call.downgraded_from, "shape": dataclasses.asdict(call.shape),
+        "client_model": call.client_model, "route_reason": call.route_reason,
     })  # fmt: skip
 
 
@@ -73,7 +74,8 @@ def _load(data: dict[str, Any]) -> tuple[Call, str]:
         end_user=data.get("end_user"), model_requested=data["model_requested"], provider_name=data["provider"],
         upstream_model=data["upstream_model"], price_providers=tuple(data.get("price_providers") or ()),
         approval_id=data.get("approval_id"), downgraded_from=data.get("downgraded_from"),
-        shape=InputShape(**data.get("shape") or {}),
+        shape=InputShape(**data.get("shape") or {}), client_model=data.get("client_model"),
+        route_reason=data.get("route_reason"),
     )  # fmt: skip
     return call, data["response_id"]
 

@@ -138,7 +138,7 @@ class Meter:
             ts=call.ts,
             source=self.source,
             provider=call.provider_name,
-            model_requested=call.downgraded_from or call.model_requested,  # what the client asked for
+            model_requested=call.client_model or call.downgraded_from or call.model_requested,  # what the client asked for
             model_used=model_used or "",
             route=call.route,
             stream=call.stream,
@@ -158,6 +158,7 @@ class Meter:
             cache=call.cache,
             upstream_request_id=clean_text(upstream_request_id),
             approval_id=call.approval_id,
+            route_reason=call.route_reason,
         )
 
     async def record(self, call: Call, **fields: Any) -> SpendEvent:

@@ -49,6 +49,8 @@ class GatewayMetrics:
         )  # fmt: skip
         self.rejected = Counter("tokenops_rejected", "Calls refused before reaching a provider", ["code"],
                                 registry=self.registry)  # fmt: skip
+        self.fallbacks = Counter("tokenops_fallbacks", "Calls sent on to a fallback model, by the provider that failed "
+                                 "and the reason", ["provider", "reason"], registry=self.registry)  # fmt: skip
         self.estimated = Counter("tokenops_usage_estimated", "Calls whose usage was estimated, by reason",
                                  ["reason"], registry=self.registry)  # fmt: skip
         self.spool_healthy = Gauge("tokenops_spool_healthy", "1 while the spool can record calls, else 0",

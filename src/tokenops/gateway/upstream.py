@@ -17,6 +17,13 @@ Before a provider is called, the spool must be able to take the call's record (e
 ``spool_unavailable``, and the provider is never called). Upstream failures: unreachable → 502, timed out →
 504, garbage → 502, each in the route's error shape and recorded (estimated when the provider may have billed
 the call); upstream HTTP errors are relayed with their status and body.
+
+Fallbacks (``routing.fallbacks``): when the provider answers 429 or 5xx, times out or cannot be reached, and
+the call has a fallback model whose provider's breaker is not open, that model is tried instead (after
+``routing.backoff`` seconds, doubled each time), before anything reaches the client: a stream falls back only
+on its status, never after its first byte. The answer is priced for the model that gave it, and the event says
+why (``route_reason``). When every model failed: 502 ``fallbacks_exhausted`` listing what was tried. A failed
+attempt is not recorded as an event of its own (providers do not bill a 429 or a 5xx).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from tokenops.call import Call
 from tokenops.errors import GatewayError, UpstreamError
 from tokenops.gateway import translate
 from tokenops.gateway.background import RUNNING, BackgroundResponses
+from tokenops.gateway.breaker import Breakers
 from tokenops.gateway.client import TransportFailure, UpstreamClient, UpstreamResponse
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.http import Receive, Send, encode_headers
@@ -44,6 +52,7 @@ from tokenops.ledger.events import SpendEvent
 from tokenops.ledger.spool import SpoolUnavailable
 from tokenops.money import format_usd
 from tokenops.policy.estimate import EMBEDDING_ROUTES
+from tokenops.routing import FALLBACK_ON
 from tokenops.tokens import estimate_input
 from tokenops.usage import MalformedUsage, MissingUsage, Usage
 
@@ -97,6 +106,9 @@ class Upstream:
         self.timeouts = timeouts
         self.meter = meter
         self.background: BackgroundResponses | None = None  # set by the gateway: background Responses, metered later
+        self.breakers = Breakers(5, 30.0)  # the gateway's, from routing.breaker
+        self.router: Any = None  # the gateway's RouterStage: where a fallback model is routed
+        self.backoff = 0.2  # routing.backoff
 
     def input_estimate(self, call: Call) -> int:
         return estimate_input(call.shape, call.upstream_model or call.model_requested)
@@ -105,30 +117,84 @@ class Upstream:
         problem = self.meter.spool.problem()
         if problem is not None:  # the answer could not be recorded: do not call the provider at all
             raise SpoolUnavailable(f"TokenOps cannot record calls right now ({problem}); try again shortly")
-        adapter = self.adapters[call.provider_name]
-        route = call.upstream_route or call.route
-        given = call.body
-        if route != call.route:  # the provider speaks another format: translate (tokenops.gateway.translate)
-            given = translate.request(call.route, route, call.body, call.upstream_model,
-                                      adapter.output_limit_field(route, call.upstream_model), call.stream)  # fmt: skip
-        body, wants_usage = adapter.prepare(route, given, call.upstream_model, call.output_limit)
-        connect, read = self.timeouts[call.provider_name]
-        try:
-            resp = await self.client.send(adapter.request_url(route, call.query, call.upstream_model),
-                                          adapter.headers(call.headers),
-                                          orjson.dumps(body), connect=connect, read=read)  # fmt: skip
-        except TransportFailure as exc:
-            raise await self._failed(call, exc, "is unreachable") from None
-        try:
-            ctype = resp.headers.get("content-type", "")
-            if resp.status >= 400:
-                await self._relay_error(call, resp, send)
-            elif call.stream and ctype.startswith("text/event-stream"):
-                await self._relay_stream(call, adapter, resp, wants_usage, receive, send)
-            else:
-                await self._relay_json(call, adapter, resp, send)
-        finally:
-            await resp.close()
+        tried: list[str] = []
+        while True:
+            if not self.breakers.healthy(call.provider_name) and await self._fall_back(call, tried, "breaker open"):
+                continue
+            adapter = self.adapters[call.provider_name]
+            route = call.upstream_route or call.route
+            given = call.body
+            if route != call.route:  # the provider speaks another format: translate (tokenops.gateway.translate)
+                given = translate.request(call.route, route, call.body, call.upstream_model,
+                                          adapter.output_limit_field(route, call.upstream_model), call.stream)  # fmt: skip
+            body, wants_usage = adapter.prepare(route, given, call.upstream_model, call.output_limit)
+            connect, read = self.timeouts[call.provider_name]
+            try:
+                resp = await self.client.send(adapter.request_url(route, call.query, call.upstream_model),
+                                              adapter.headers(call.headers),
+                                              orjson.dumps(body), connect=connect, read=read)  # fmt: skip
+            except TransportFailure as exc:
+                self.breakers.failed(call.provider_name)
+                if await self._fall_back(call, tried, "timeout" if exc.timeout else "unreachable"):
+                    continue
+                if tried:
+                    raise await self._exhausted(call, tried, "timeout" if exc.timeout else "unreachable") from None
+                raise await self._failed(call, exc, "is unreachable") from None
+            if resp.status in FALLBACK_ON:
+                if resp.status != 429:  # a rate limit is the model's quota, not the provider's health
+                    self.breakers.failed(call.provider_name)
+                if self._next(call) is not None or tried:
+                    await resp.close()
+                    if await self._fall_back(call, tried, str(resp.status)):
+                        continue
+                    raise await self._exhausted(call, tried, str(resp.status))
+            elif resp.status < 400:
+                self.breakers.succeeded(call.provider_name)
+            try:
+                ctype = resp.headers.get("content-type", "")
+                if resp.status >= 400:
+                    await self._relay_error(call, resp, send)
+                elif call.stream and ctype.startswith("text/event-stream"):
+                    await self._relay_stream(call, adapter, resp, wants_usage, receive, send)
+                else:
+                    await self._relay_json(call, adapter, resp, send)
+            finally:
+                await resp.close()
+            return
+
+    def _next(self, call: Call) -> str | None:
+        """The first of the call's remaining fallbacks whose provider may take calls (its breaker not open)."""
+        if self.router is None:
+            return None
+        for model in call.fallbacks:
+            provider = self.router.provider_of(call, model)
+            if provider is not None and self.breakers.healthy(provider):
+                return model
+        return None
+
+    async def _fall_back(self, call: Call, tried: list[str], reason: str) -> bool:
+        """Move the call to its next fallback model (False: none left); ``reason``: why the current one failed."""
+        model = self._next(call)
+        if model is None:
+            return False
+        tried.append(f"{call.model_requested} ({reason})")
+        self.meter.metrics.fallbacks.labels(call.provider_name, reason).inc()
+        log.info("call %s: %s failed (%s); trying %s", call.request_id, call.model_requested, reason, model)
+        rest = call.fallbacks[call.fallbacks.index(model) + 1:]
+        call.fallback_rows = call.fallback_rows[len(call.fallbacks) - len(rest):]
+        call.fallbacks = rest
+        if reason != "breaker open" and self.backoff:
+            await asyncio.sleep(self.backoff * 2 ** (len(tried) - 1))
+        self.router.fall_back(call, model, f"fallback: {'; '.join(tried)} failed")
+        return True
+
+    async def _exhausted(self, call: Call, tried: list[str], reason: str) -> UpstreamError:
+        """Every model of the call's chain failed: recorded, and the 502 to raise."""
+        tried = [*tried, f"{call.model_requested} ({reason})"]
+        err = UpstreamError(502, "fallbacks_exhausted", f"every model tried failed: {', '.join(tried)}")
+        call.route_reason = f"fallback: {'; '.join(tried)} failed"
+        await self.meter.record(call, status="error", http_status=err.status, error_code=err.code)
+        return err
 
     async def _failed(self, call: Call, exc: TransportFailure, what: str) -> UpstreamError:
         """Record a transport failure; returns the error to raise. When the request may have reached the provider

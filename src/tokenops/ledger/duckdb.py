@@ -70,7 +70,7 @@ _TYPES = {
     "approval_id": "VARCHAR", "recorded_at": "TIMESTAMP",
     "input_audio_tokens": "BIGINT", "output_audio_tokens": "BIGINT", "web_searches": "BIGINT",
     "input_image_tokens": "BIGINT", "output_image_tokens": "BIGINT",
-    "file_searches": "BIGINT", "code_containers": "BIGINT",
+    "file_searches": "BIGINT", "code_containers": "BIGINT", "route_reason": "VARCHAR",
 }  # fmt: skip
 assert tuple(_TYPES) == EVENT_COLUMNS
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)

@@ -73,6 +73,9 @@ class SpendEvent:
     cache: str = "off"
     upstream_request_id: str | None = None
     approval_id: str | None = None  # the approval grant this call was let through under, if any
+    # why the gateway's router chose another model than the one requested (a task's tier, the auto router's
+    # estimate, a fallback); None when it served the model asked for
+    route_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:
@@ -98,7 +101,8 @@ class SpendEvent:
         texts = [self.source, self.provider, self.model_requested, self.model_used, self.route]
         texts += [k for k in self.tags] + list(self.tags.values()) + list(self.missing_tags)
         texts += [v for v in (self.key_id, self.end_user, self.error_code, self.upstream_request_id,
-                              self.price_row_id, self.approval_id, self.cache) if v is not None]  # fmt: skip
+                              self.price_row_id, self.approval_id, self.cache, self.route_reason)
+                  if v is not None]  # fmt: skip
         if any(not isinstance(t, str) for t in texts):
             out.append("a text field is not a string")
         return out
@@ -207,6 +211,7 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     cache: str
     upstream_request_id: str | None
     approval_id: str | None
+    route_reason: str | None
 
 
 assert tuple(_WireEvent.__struct_fields__) == tuple(f.name for f in fields(SpendEvent))

@@ -195,6 +195,9 @@ DUCKDB: list[tuple[str, str]] = [
         ALTER TABLE events ADD COLUMN code_containers BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE price_rows ADD COLUMN file_search_per_k DECIMAL(38, 12);      -- USD per 1,000; NULL: none
         """,
+    ),    (
+        "0014_events_route_reason",  # why the router served another model than the one requested
+        "ALTER TABLE events ADD COLUMN route_reason VARCHAR",
     ),
 ]
 
@@ -402,6 +405,9 @@ POSTGRESQL: list[tuple[str, str]] = [
                            ADD COLUMN code_containers BIGINT NOT NULL DEFAULT 0;
         ALTER TABLE price_rows ADD COLUMN file_search_per_k NUMERIC(38, 12);      -- USD per 1,000; NULL: none
         """,
+    ),    (
+        "0014_events_route_reason",  # why the router served another model than the one requested
+        "ALTER TABLE events ADD COLUMN route_reason TEXT",  # on the partitioned parent; events_hourly: unchanged
     ),
 ]
 

@@ -144,6 +144,7 @@ class PolicyEngine:
             call.response_headers["x-tokenops-downgrade-reason"] = f"budget {downgrade[0].name}"
             call.downgraded_from = call.model_requested
             call.model_requested = downgrade[1].model
+            call.route_reason = f"budget {downgrade[0].name}: downgrade threshold at {downgrade[1].at}"
             if self.reroute is not None:
                 self.reroute(call)
             rules = self._rules_for(call, key_id)
@@ -175,6 +176,11 @@ class PolicyEngine:
                 out = requested_output(call) or out
                 cost = max_cost(row, bound, output_bound(call, out))
             tokens = bound + output_bound(call, out)
+            # the call may end on one of its fallbacks: reserve for the dearest model it may be priced at
+            for name, fallback in zip(call.fallbacks, call.fallback_rows, strict=True):
+                other = max_cost(fallback, input_bound(call, name, fallback), output_bound(call, out))
+                if other is not None and (cost is None or other > cost):
+                    cost = other
 
         held = Held(str(next(self._ids)), budgets, [], grants=[g.id for g in capped])
         for b, w in budgets:

@@ -4,17 +4,28 @@ In order: an alias from the config's ``models:`` list; a ``provider/model`` pref
 provider; the configured provider (of the route's wire format) whose price catalog knows the model; else the
 first provider of the route's format (a model missing from the catalog is still served, and recorded as
 unpriced rather than $0).
+
+Before that, the config's ``routing:`` (:mod:`tokenops.routing`) may choose the model: a call tagged with a task
+of the task matrix, whose model is a tier's model or ``tokenops/auto``, is served by the cheapest healthy model
+of the task's tier or a higher one, priced for this call (its estimated input and its output limit, at each
+model's price row now); models with no price rank after priced ones. The event keeps the model asked for
+(``model_requested``), the one that served (``model_used``) and why (``route_reason``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from tokenops.call import Call
 from tokenops.config import Config
-from tokenops.errors import GatewayError
+from tokenops.errors import ConfigError, GatewayError
+from tokenops.policy.estimate import requested_output, typical_input
 from tokenops.pricing.catalog import PriceCatalog
-from tokenops.pricing.model import PriceRow
+from tokenops.pricing.model import PriceRow, price_usage
+from tokenops.routing import AUTO_MODEL
+from tokenops.usage import Usage
 
 # route -> {another provider kind the gateway translates it to: that kind's route}
 _TO_OTHERS = {"openai": "chat.completions", "anthropic": "messages", "gemini": "gemini.generate"}
@@ -36,6 +47,25 @@ class RouterStage:
         for kind, names in self.by_kind.items():
             names.sort(key=lambda n: n != kind)  # the provider named like its kind comes first
         self.price_ids = {name: self._price_ids(name) for name in config.providers}
+        self.routing = config.routing
+        self.default_output = config.policy.default_max_output_tokens
+        # whether a provider may take calls now (the fallback issue's circuit breaker); every provider, until then
+        self.healthy: Callable[[str], bool] = lambda provider: True
+        self._check_tiers()
+
+    def _check_tiers(self) -> None:
+        """Every model of a tier must be servable: an alias, a configured ``provider/`` prefix, or a model a
+        configured provider's price catalog knows (a clear error at start, not a 400 on the first routed call)."""
+        now = datetime.now(UTC)
+        for tier, models in self.routing.tiers.items():
+            for model in models:
+                prefix, sep, rest = model.partition("/")
+                if model in self.aliases or (sep and prefix in self.config.providers and rest):
+                    continue
+                if not any(self.catalog.lookup(ids, model, now) for ids in self.price_ids.values()):
+                    raise ConfigError(f"model {model!r} of tier {tier!r} is served by no configured provider: name "
+                                      "it as an alias (models:), as provider/model, or add its price under prices:",
+                                      file=self.config.source, path=f"routing.tiers.{tier}")  # fmt: skip
 
     def _price_ids(self, name: str) -> tuple[str, ...]:
         return self.config.price_catalogs(name)
@@ -102,7 +132,34 @@ class RouterStage:
 
     def route(self, call: Call) -> None:
         """Route the call's requested model: provider, upstream name and route, and the price row it would be
-        priced with now (for the policy stage's reservation)."""
+        priced with now (for the policy stage's reservation), and its fallbacks. A task's call may be served by
+        another model."""
+        if call.client_model is None:
+            call.client_model = call.model_requested
+        self._choose(call)
+        self.place(call)
+        chain = self.routing.fallbacks.get(call.model_requested, ())
+        call.fallbacks = chain
+        call.fallback_rows = tuple(self.quote(call, m) for m in chain)
+
+    def provider_of(self, call: Call, model: str) -> str | None:
+        """The provider a call to ``model`` would go to (None: unroutable on this call's route)."""
+        try:
+            return self.resolve(model, call.flavor, call.ts, call.route)[0]
+        except GatewayError:
+            return None
+
+    def fall_back(self, call: Call, model: str, why: str) -> None:
+        """Send the call to ``model`` instead (its provider failed): routed as that model, without a task's choice."""
+        call.routed_from = call.routed_from or call.model_requested
+        call.model_requested = model
+        call.route_reason = why
+        call.response_headers["x-tokenops-routed-from"] = call.routed_from
+        call.response_headers["x-tokenops-route-reason"] = why
+        self.place(call)
+
+    def place(self, call: Call) -> None:
+        """The provider, upstream name and route of the call's model, and its price row now."""
         call.provider_name, call.upstream_model = self.resolve(call.model_requested, call.flavor, call.ts, call.route)
         call.price_providers = self.price_ids[call.provider_name]
         call.routed_model = call.model_requested
@@ -111,3 +168,49 @@ class RouterStage:
         call.upstream_route = call.route if kind == call.flavor else TRANSLATED[call.route][kind]
         if call.upstream_route == "gemini.generate" and call.stream:
             call.upstream_route = "gemini.stream"
+
+    # --- the task matrix ------------------------------------------------------------------------
+    def _choose(self, call: Call) -> None:
+        requested = call.model_requested
+        task = call.tags.get("task")
+        routable = requested == AUTO_MODEL or self.routing.tier_of(requested) is not None
+        if task is not None and routable and task in self.routing.tasks:
+            chosen, why = self._for_task(call, task)
+        elif requested == AUTO_MODEL:
+            tasks = ", ".join(self.routing.tasks) or "none configured"
+            raise GatewayError(400, "invalid_request", f"model {AUTO_MODEL!r} needs a task tag (X-TokenOps-Tags: "
+                               f"task=…) naming a task of the routing config's task matrix ({tasks})",
+                               param="model")  # fmt: skip
+        else:
+            return
+        if chosen != requested:
+            call.routed_from = call.routed_from or requested
+            call.route_reason = why
+            call.model_requested = chosen
+            call.response_headers["x-tokenops-routed-from"] = requested
+            call.response_headers["x-tokenops-route-reason"] = why
+
+    def _for_task(self, call: Call, task: str) -> tuple[str, str]:
+        """The cheapest healthy model that may serve ``task`` for this call, and why it was chosen."""
+        tier = self.routing.tasks[task]
+        ranked: list[tuple[bool, Decimal, int, str]] = []
+        for order, model in enumerate(self.routing.eligible(task)):
+            try:
+                provider, upstream = self.resolve(model, call.flavor, call.ts, call.route)
+            except GatewayError:
+                continue  # not servable from this route's format
+            if not self.healthy(provider):
+                continue
+            row = self.catalog.lookup(self.price_ids[provider], upstream, call.ts)
+            if row is None and model not in self.aliases and "/" not in model:
+                continue  # a model no provider of a usable kind knows: it would be sent to the wrong provider
+            out = requested_output(call) or self.default_output
+            cost = None if row is None else price_usage(
+                Usage(input_tokens=typical_input(call, upstream), output_tokens=out * call.choices), row).total
+            ranked.append((cost is None, cost if cost is not None else Decimal(0), order, model))
+        if not ranked:
+            raise GatewayError(503, "no_model_available", f"no healthy model of tier {tier!r} or above can serve task "
+                               f"{task!r} on this route: {', '.join(self.routing.eligible(task))}")  # fmt: skip
+        unpriced, cost, _order, model = min(ranked)
+        price = "unpriced" if unpriced else f"${cost:f} estimated"
+        return model, f"task {task}: cheapest healthy model of tier {tier} or above ({price})"
