@@ -50,3 +50,45 @@ def spend(
         return
     payload = report.to_json()
     emit(payload["rows"], fmt, payload=payload, columns=report.json_columns)
+
+
+@app.command("savings")
+def savings(
+    by: Annotated[str, typer.Option("--by", help="Group by: kind (routed, fallback, downgrade, cache_hit), model, "
+                                    "key, user, or tag names (comma-separated).")] = "kind",
+    since: Annotated[str | None, typer.Option(help="From (inclusive): 2026-11-01, 2026-11-01T08:00, 7d.")] = None,
+    until: Annotated[str | None, typer.Option(help="Until (exclusive), same forms as --since.")] = None,
+    where: Annotated[str, typer.Option(help="Filter: team=search,env=prod")] = "",
+    config: ConfigOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """What routing, fallbacks, budget downgrades and the response cache saved: each such call's cost against
+    the same usage priced at the model its client asked for."""
+    from tokenops.pricing.catalog import load_catalog
+    from tokenops.services.savings import savings_report
+    from tokenops.tags import TagError, parse_tags
+
+    cfg = load(config)
+    try:
+        filters = parse_tags(where, what="--where")
+    except TagError as exc:
+        raise UsageError(str(exc)) from None
+    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
+    if start and end and start >= end:
+        raise UsageError("--since must be before --until")
+    catalog = load_catalog(tuple(e.to_row(cfg.source) for e in cfg.prices))
+    ledger = ledger_for(cfg)
+    try:
+        drain(cfg, ledger)
+        report = savings_report(ledger, cfg, catalog, by=[d.strip() for d in by.split(",") if d.strip()],
+                                since=start, until=end, where=filters)  # fmt: skip
+    finally:
+        ledger.close()
+    payload = report.to_json()
+    if fmt is Format.json:
+        emit(payload["rows"], fmt, payload=payload)
+        return
+    total = payload["total"]
+    rows = payload["rows"] + ([{**{d: "total" if i == 0 else "" for i, d in enumerate(report.by)},
+                                **{k: v for k, v in total.items()}}] if payload["rows"] else [])  # fmt: skip
+    emit(rows, fmt, title="Savings (USD): paid vs the model asked for", whole=True)

@@ -379,6 +379,19 @@ class DuckDBLedger:
                                "ORDER BY ts LIMIT 1", [upstream_id, route]).fetchone()  # fmt: skip
         return None if row is None else row_event(row)
 
+    def routed_events(self, since: datetime | None, until: datetime | None) -> list[SpendEvent]:
+        where, params = ["(route_reason IS NOT NULL OR cache = 'hit')"], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(naive_utc(since))
+        if until is not None:
+            where.append("ts < ?")
+            params.append(naive_utc(until))
+        with self.connect() as conn:
+            rows = conn.execute(f"SELECT {_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY ts",
+                                params).fetchall()  # fmt: skip
+        return [row_event(r) for r in rows]
+
     def count_events(self) -> int:
         return int(self._one("SELECT count(*) FROM events"))
 
