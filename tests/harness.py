@@ -166,13 +166,14 @@ class SocketStack:
     """The fake provider and a whole gateway (admin API included) each served by uvicorn on loopback, and a key:
     what an SDK or a captured client request meets in production."""
 
-    def __init__(self, tmp: Path, *, tags: dict[str, str] | None = None, gateway: str = "", gemini: bool = False):
+    def __init__(self, tmp: Path, *, tags: dict[str, str] | None = None, gateway: str = "", gemini: bool = False,
+                 extra: str = ""):  # fmt: skip
         from tokenops.app import create_app
         from tokenops.fakeprovider import create_fake_provider
         from tokenops.servers import BackgroundServer
 
         self.fake = BackgroundServer(create_fake_provider(api_key=PROVIDER_KEY)).start()
-        self.config = write_config(tmp, upstream=self.fake.url, gateway=gateway, gemini=gemini)
+        self.config = write_config(tmp, extra, upstream=self.fake.url, gateway=gateway, gemini=gemini)
         self.gateway = create_app(self.config)
         self.record, self.key = create_key(self.gateway.ledger, tags=tags)
         self.server = BackgroundServer(self.gateway).start()

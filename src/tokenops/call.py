@@ -61,5 +61,6 @@ class Call:
     # each would be priced with now: the reservation covers the dearest
     fallbacks: tuple[str, ...] = ()
     fallback_rows: tuple[PriceRow | None, ...] = ()
+    cache_keys: tuple[str, str] | None = None  # a cache miss: (exact key, semantic context key) to keep the answer
     receive: Any = None  # the ASGI receive callable, for the stage that reads the body
     path_model: str | None = None  # a model named by the path (Gemini's /models/{model}:generateContent)

@@ -37,6 +37,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from tokenops.alerts.config import AlertsConfig
@@ -150,6 +151,26 @@ class TaggingConfig(_Model):
         )
 
 
+class CacheConfig(_Model):
+    """The response cache (see :mod:`tokenops.gateway.cache`): off by default."""
+
+    mode: Literal["off", "exact", "semantic"] = "off"
+    ttl: float = Field(3600.0, gt=0, le=30 * 86400)  # seconds an answer stays
+    scope: str = "key"  # who shares entries: each key alone, or the calls with the same value of this tag
+    nondeterministic: bool = False  # also cache calls that sample (no temperature, or temperature > 0)
+    store: Literal["auto", "memory", "redis"] = "auto"  # auto: Redis when the state is Redis, else this process
+    max_entries: int = Field(10_000, ge=1, le=10_000_000)  # the in-process store's size
+    max_entry_bytes: int = Field(1 << 20, ge=1024, le=64 << 20)  # larger answers are not kept
+    threshold: float | None = Field(None, gt=0, le=1)  # semantic: the similarity a hit needs (default: the model's)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, v: str) -> str:
+        if v != "key":
+            check_name(v)
+        return v
+
+
 class GatewayConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
@@ -183,6 +204,7 @@ class Config(_Model):
     providers: dict[str, ProviderConfig] = {}
     models: list[ModelAlias] = []
     routing: RoutingConfig = RoutingConfig()
+    cache: CacheConfig = CacheConfig()
     prices: list[PriceEntry] = []
     pricing: PricingConfig = PricingConfig()
     tagging: TaggingConfig = TaggingConfig()
@@ -209,6 +231,13 @@ class Config(_Model):
         if v != "memory" and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected 'memory' or redis://host:port/db (also rediss:// or unix://)")
         return v
+
+    @model_validator(mode="after")
+    def _cache_store(self) -> Config:
+        if self.cache.store == "redis" and not self.state.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("cache.store: redis needs a Redis state (state: redis://…); with state: memory the "
+                             "cache can only be kept in this process (store: memory)")
+        return self
 
     @field_validator("providers")
     @classmethod

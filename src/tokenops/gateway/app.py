@@ -36,6 +36,7 @@ from tokenops.gateway.background import BackgroundResponses
 from tokenops.gateway.batch_routes import BatchRoutes
 from tokenops.gateway.batches import BatchBook
 from tokenops.gateway.breaker import Breakers
+from tokenops.gateway.cache import CacheStore, MemoryStore, RedisStore
 from tokenops.gateway.client import TransportFailure, UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.health import HealthWatch
@@ -113,7 +114,8 @@ METERED = ("chat.completions", "completions", "embeddings", "messages", "respons
            "gemini.embed", "gemini.batch_embed")
 
 
-def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: RouterStage) -> list[Stage]:
+def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: RouterStage,
+                 cache: CacheStage) -> list[Stage]:  # fmt: skip
     """The pipeline before the upstream, in order (see :mod:`tokenops.gateway.stages`): the key first (nothing
     is read for an unknown caller), the body's validation, the tags, the router (so that the policy reads the
     provider, model and price it resolved), the policy, then the response cache."""
@@ -123,7 +125,7 @@ def build_stages(keys: KeyCache, config: Config, engine: PolicyEngine, router: R
         TagStage(config.tagging.policy()),
         router,
         PolicyStage([engine]),
-        CacheStage(),
+        cache,
     ]
 
 
@@ -163,7 +165,8 @@ class Gateway:
         self.watch: HealthWatch | None = None
         self.governance_fingerprint = governance_fingerprint(config)
         self.config_mismatch: str | None = None  # another gateway's fingerprint, while they differ
-        self.stages = build_stages(self.keys, config, self.engine, self.router)
+        self.cache = CacheStage(config.cache)  # its store opens with the gateway (start)
+        self.stages = build_stages(self.keys, config, self.engine, self.router, self.cache)
         self.key_stage = next(stage for stage in self.stages if isinstance(stage, KeyStage))  # for other routes
         self.dispatcher: AlertDispatcher | None = None
         self._admin_factory = admin
@@ -282,6 +285,7 @@ class Gateway:
         self.spool = Spool(self.spool_dir, fsync=self.config.gateway.durability == "fsync")
         self.engine.alerts.record = self.spool.append_record
         self.engine.approvals.record = self.spool.append_record
+        self.cache.store, self.cache.semantic = open_cache(self.config)
         self.dispatcher.start()
         self.meter = Meter(self.spool, self.catalog, self.metrics)
         self.meter.listeners.append(self.engine.settle)
@@ -330,6 +334,8 @@ class Gateway:
         self.spool.close()  # first, so the final drain sees the segment as finished and can remove it
         await asyncio.to_thread(self.writer.stop)
         await self.state.close()
+        if self.cache.store is not None:
+            await self.cache.store.close()
         await asyncio.to_thread(self.ledger.close)  # a database's connection pool (opened again if used later)
 
     async def __aenter__(self) -> Gateway:
@@ -476,10 +482,20 @@ class Gateway:
             path_model=path_model,
         )
         response_started = False
+        kept: dict[str, Any] = {"status": 0, "type": "", "body": [], "size": 0}  # what a cache miss may keep
 
         async def tracking_send(message: dict[str, Any]) -> None:
             nonlocal response_started
             response_started = True
+            if call.cache_keys is not None:
+                if message["type"] == "http.response.start":
+                    kept["status"] = message["status"]
+                    kept["type"] = next((v.decode("latin-1") for k, v in message.get("headers", ())
+                                         if k.lower() == b"content-type"), "application/json")  # fmt: skip
+                elif kept["size"] <= self.config.cache.max_entry_bytes:
+                    chunk = message.get("body", b"")
+                    kept["body"].append(chunk)
+                    kept["size"] += len(chunk)
             await send(message)
 
         try:
@@ -490,6 +506,8 @@ class Gateway:
                     return
             assert self.upstream is not None, "Gateway.start() was not called"
             await self.upstream.forward(call, receive, tracking_send)
+            if call.cache_keys is not None:
+                await self.cache.keep(call, call.recorded, kept["status"], kept["type"], b"".join(kept["body"]))
         except ConnectionAbortedError:
             return
         except StateUnavailable as exc:  # the shared state (Redis) is down and this call needs it (fail_closed)
@@ -782,6 +800,25 @@ class Gateway:
                 body["identity"] = identity_proof(secret, challenge)
         await send_bytes(send, 200 if not problems else 503, orjson.dumps(body), {})
 
+
+
+def open_cache(config: Config) -> tuple[CacheStore | None, Any]:
+    """The response cache's store (None: off) and, in semantic mode, its similarity index."""
+    c = config.cache
+    if c.mode == "off":
+        return None, None
+    store: CacheStore
+    if c.store == "redis" or (c.store == "auto" and config.state != "memory"):
+        store = RedisStore(config.state, prefix=config.state_options.prefix + ":", timeout=config.state_options.timeout)
+    else:
+        store = MemoryStore(c.max_entries)
+    semantic = None
+    if c.mode == "semantic":
+        from tokenops.optimize.semantic import SemanticIndex
+
+        semantic = SemanticIndex(threshold=c.threshold)
+        semantic.scorer.embedder.load()  # the model now: a missing extra or a bad model file is an error at start
+    return store, semantic
 
 
 def governance_fingerprint(config: Config) -> str:

@@ -121,6 +121,7 @@ class Meter:
         ttft: float | None = None,
         upstream_request_id: str | None = None,
         service_tier: str | None = None,
+        cost_avoided: Decimal | None = None,
     ) -> SpendEvent:
         """The priced event of a finished call (not yet recorded). ``service_tier``: the tier the provider's
         answer reports; one without a price row is billed at the standard rate and the event says so
@@ -159,6 +160,7 @@ class Meter:
             upstream_request_id=clean_text(upstream_request_id),
             approval_id=call.approval_id,
             route_reason=call.route_reason,
+            cost_avoided_usd=cost_avoided,
         )
 
     async def record(self, call: Call, **fields: Any) -> SpendEvent:

@@ -54,7 +54,7 @@ EVENT_COLUMNS = (
     "input_audio_tokens", "output_audio_tokens", "web_searches",  # 0011: at the end, where ALTER TABLE puts them
     "input_image_tokens", "output_image_tokens",  # 0012
     "file_searches", "code_containers",  # 0013
-    "route_reason",  # 0014
+    "route_reason", "cost_avoided_usd",  # 0014
 )  # fmt: skip
 USAGE_COLUMNS = ("input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "output_tokens", "reasoning_tokens", "input_audio_tokens", "output_audio_tokens",
@@ -207,7 +207,7 @@ def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
         *(e.tags.get(t) for t in STANDARD_TAGS), dict(e.tags), list(e.missing_tags), e.status, e.http_status,
         e.error_code, e.latency_ms, e.ttft_ms, e.cache, e.upstream_request_id, e.approval_id, recorded_at,
         u.input_audio_tokens, u.output_audio_tokens, u.web_searches, u.input_image_tokens, u.output_image_tokens,
-        u.file_searches, u.code_containers, e.route_reason,
+        u.file_searches, u.code_containers, e.route_reason, e.cost_avoided_usd,
     )  # fmt: skip
     return dict(zip(EVENT_COLUMNS, values, strict=True))
 
@@ -224,6 +224,7 @@ def row_event(row: Sequence[Any]) -> SpendEvent:
     tags = d["tags"]
     d["tags"] = dict(orjson.loads(tags) if isinstance(tags, str | bytes) else tags or {})
     d["cost_usd"] = None if d["cost_usd"] is None else format(d["cost_usd"], "f")
+    d["cost_avoided_usd"] = None if d["cost_avoided_usd"] is None else format(d["cost_avoided_usd"], "f")
     return SpendEvent.from_dict(d)
 
 

@@ -71,6 +71,7 @@ _TYPES = {
     "input_audio_tokens": "BIGINT", "output_audio_tokens": "BIGINT", "web_searches": "BIGINT",
     "input_image_tokens": "BIGINT", "output_image_tokens": "BIGINT",
     "file_searches": "BIGINT", "code_containers": "BIGINT", "route_reason": "VARCHAR",
+    "cost_avoided_usd": "DECIMAL(38,12)",
 }  # fmt: skip
 assert tuple(_TYPES) == EVENT_COLUMNS
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)

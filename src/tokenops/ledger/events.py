@@ -76,6 +76,8 @@ class SpendEvent:
     # why the gateway's router chose another model than the one requested (a task's tier, the auto router's
     # estimate, a fallback); None when it served the model asked for
     route_reason: str | None = None
+    # a call answered from the response cache: what the answer cost when the provider gave it, at today's price
+    cost_avoided_usd: Decimal | None = None
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:
@@ -87,8 +89,10 @@ class SpendEvent:
         out = []
         if not isinstance(self.request_id, str) or not self.request_id:
             out.append("request_id is not a non-empty string")
-        if self.cost_usd is not None and (not self.cost_usd.is_finite() or abs(self.cost_usd) >= MAX_MONEY):
-            out.append(f"cost_usd {self.cost_usd} does not fit DECIMAL(38,12)")
+        for name in ("cost_usd", "cost_avoided_usd"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, Decimal) or not value.is_finite() or abs(value) >= MAX_MONEY):
+                out.append(f"{name} {value} does not fit DECIMAL(38,12)")
         if not isinstance(self.http_status, int) or not 0 <= self.http_status < 2**31:
             out.append(f"http_status {self.http_status!r} is not a status")
         for name in ("latency_ms", "ttft_ms"):
@@ -127,7 +131,7 @@ class SpendEvent:
                 v = v.to_dict()
             elif f.name == "ts":
                 v = v.astimezone(UTC).isoformat()
-            elif f.name == "cost_usd":
+            elif f.name in ("cost_usd", "cost_avoided_usd"):
                 v = None if v is None else format(v, "f")
             elif f.name == "missing_tags":
                 v = list(v)
@@ -147,6 +151,8 @@ class SpendEvent:
         kw["usage"] = Usage.from_dict(d.get("usage") or {})
         kw["ts"] = _parse_ts(d["ts"])
         kw["cost_usd"] = None if d.get("cost_usd") in (None, "unpriced") else Decimal(str(d["cost_usd"]))
+        avoided = d.get("cost_avoided_usd")
+        kw["cost_avoided_usd"] = None if avoided is None else Decimal(str(avoided))
         kw["missing_tags"] = tuple(d.get("missing_tags") or ())
         kw["tags"] = dict(d.get("tags") or {})
         return cls(**{k: v for k, v in kw.items() if k in _EVENT_FIELDS})
@@ -212,6 +218,7 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     upstream_request_id: str | None
     approval_id: str | None
     route_reason: str | None
+    cost_avoided_usd: _Money | None
 
 
 assert tuple(_WireEvent.__struct_fields__) == tuple(f.name for f in fields(SpendEvent))

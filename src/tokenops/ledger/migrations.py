@@ -196,8 +196,11 @@ DUCKDB: list[tuple[str, str]] = [
         ALTER TABLE price_rows ADD COLUMN file_search_per_k DECIMAL(38, 12);      -- USD per 1,000; NULL: none
         """,
     ),    (
-        "0014_events_route_reason",  # why the router served another model than the one requested
-        "ALTER TABLE events ADD COLUMN route_reason VARCHAR",
+        "0014_events_routing",  # why another model served the call; what a cached answer saved
+        """
+        ALTER TABLE events ADD COLUMN route_reason VARCHAR;
+        ALTER TABLE events ADD COLUMN cost_avoided_usd DECIMAL(38, 12);
+        """,
     ),
 ]
 
@@ -406,8 +409,12 @@ POSTGRESQL: list[tuple[str, str]] = [
         ALTER TABLE price_rows ADD COLUMN file_search_per_k NUMERIC(38, 12);      -- USD per 1,000; NULL: none
         """,
     ),    (
-        "0014_events_route_reason",  # why the router served another model than the one requested
-        "ALTER TABLE events ADD COLUMN route_reason TEXT",  # on the partitioned parent; events_hourly: unchanged
+        "0014_events_routing",  # why another model served the call; what a cached answer saved
+        # on the partitioned parent, as 0011; events_hourly: unchanged
+        """
+        ALTER TABLE events ADD COLUMN route_reason TEXT,
+                           ADD COLUMN cost_avoided_usd NUMERIC(38, 12);
+        """,
     ),
 ]
 

@@ -82,7 +82,7 @@ MAX_KEY_BYTES = 1000  # a request id longer than this cannot be an index key: re
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
 _STAGING_TYPES = {
     "ts": "TIMESTAMP", "stream": "BOOLEAN", **{c: "BIGINT" for c in USAGE_COLUMNS}, "usage_estimated": "BOOLEAN",
-    "cost_usd": "NUMERIC(38,12)", "tags": "TEXT", "missing_tags": "TEXT[]", "http_status": "INTEGER",
+    "cost_usd": "NUMERIC(38,12)", "cost_avoided_usd": "NUMERIC(38,12)", "tags": "TEXT", "missing_tags": "TEXT[]", "http_status": "INTEGER",
     "latency_ms": "DOUBLE PRECISION", "ttft_ms": "DOUBLE PRECISION", "recorded_at": "TIMESTAMP",
 }  # fmt: skip; every other column is TEXT
 _STAGING = "tokenops_staging"

@@ -6,7 +6,7 @@ for, routed as the gateway would have routed it then (alias, ``provider/`` prefi
 model's row in force at the call's time. ``saved`` is the counterfactual minus what was paid; it is negative
 where a fallback ended on a dearer model (the price of keeping the call alive). A call whose counterfactual
 cannot be priced (``tokenops/auto`` names no model; an unpriced model) counts in ``calls`` but not in the dollars,
-and in ``unpriced``.
+and in ``unpriced``. A cache hit's counterfactual is its event's ``cost_avoided_usd``.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def savings_report(ledger: Ledger, config: Config, catalog: PriceCatalog, *, by:
         values = {d: _value(e, d) for d in by}
         row = groups.setdefault(tuple(values.values()), SavingsRow(values))
         row.calls += 1
-        other = counterfactual.cost(e)
+        # a cache hit paid nothing; its event says what the kept answer would cost now
+        other = e.cost_avoided_usd if e.cache == "hit" else counterfactual.cost(e)
         if other is None or e.cost_usd is None:
             row.unpriced += 1
             continue
