@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from tokenops.cli import approvals, budgets, demo, evaluate, keys, ledger, prices, report, serve
+from tokenops.cli import approvals, budgets, demo, evaluate, keys, ledger, prices, recommend, report, serve
 
 app = typer.Typer(
     name="tokenops",
@@ -28,6 +28,7 @@ app.add_typer(ledger.app, name="ledger")
 app.add_typer(evaluate.app, name="evaluate")
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
+app.command("recommend")(recommend.recommend)
 
 
 @app.command("version")

@@ -31,14 +31,16 @@ from typing import Any
 import orjson
 
 from tokenops.call import Call
+from tokenops.gateway.fingerprint import fingerprint
 from tokenops.gateway.metrics import GatewayMetrics
 from tokenops.ledger.base import price_row_record
 from tokenops.ledger.events import SpendEvent, Status
 from tokenops.ledger.spool import Spool, SpoolUnavailable
 from tokenops.money import ZERO
+from tokenops.policy.estimate import EMBEDDING_ROUTES, requested_output
 from tokenops.pricing.catalog import PriceCatalog
 from tokenops.pricing.model import price_usage, scaled, tier_variant
-from tokenops.usage import Usage
+from tokenops.usage import MAX_CALL_TOKENS, Usage
 
 log = logging.getLogger("tokenops.meter")
 RECENT = 20_000
@@ -134,6 +136,7 @@ class Meter:
         if fee_unpriced and error_code is None:
             error_code = TOOL_FEE_UNPRICED
         latency = (time.perf_counter() - call.started) * 1000.0
+        prefix_hash, prefix_tokens, request_hash = fingerprint(call.route, call.body)
         return SpendEvent(
             request_id=call.request_id,
             ts=call.ts,
@@ -161,6 +164,10 @@ class Meter:
             approval_id=call.approval_id,
             route_reason=call.route_reason,
             cost_avoided_usd=cost_avoided,
+            prefix_hash=prefix_hash,
+            prefix_tokens=min(prefix_tokens, MAX_CALL_TOKENS),
+            request_hash=request_hash,
+            max_output=requested_output(call) if call.route not in EMBEDDING_ROUTES else None,
         )
 
     async def record(self, call: Call, **fields: Any) -> SpendEvent:

@@ -54,13 +54,16 @@ EVENT_COLUMNS = (
     "input_audio_tokens", "output_audio_tokens", "web_searches",  # 0011: at the end, where ALTER TABLE puts them
     "input_image_tokens", "output_image_tokens",  # 0012
     "file_searches", "code_containers",  # 0013
-    "route_reason", "cost_avoided_usd",  # 0014
+    "route_reason", "cost_avoided_usd", "prefix_hash", "prefix_tokens", "request_hash", "max_output",  # 0014
 )  # fmt: skip
 USAGE_COLUMNS = ("input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
                  "output_tokens", "reasoning_tokens", "input_audio_tokens", "output_audio_tokens",
                  "web_searches", "input_image_tokens", "output_image_tokens", "file_searches",
                  "code_containers")  # fmt: skip
 PriceRows = Callable[[str], PriceRow | None]
+USAGE_ROW_COLUMNS = ("ts", "key_id", "team", "feature", "workload", "provider", "model_used", "route", "stream",
+                     "input_tokens", "cache_read_tokens", "output_tokens", "max_output", "cost_usd", "prefix_hash",
+                     "prefix_tokens", "request_hash", "cache")  # fmt: skip
 
 
 class Ledger(Protocol):
@@ -85,6 +88,8 @@ class Ledger(Protocol):
     def get_event(self, request_id: str) -> SpendEvent | None: ...
     def event_by_upstream_id(self, upstream_id: str, route: str) -> SpendEvent | None: ...
     def count_events(self) -> int: ...
+    # the answered calls (status ok) of a window, as tokenops recommend reads them (USAGE_ROW_COLUMNS), oldest first
+    def usage_rows(self, since: datetime | None, until: datetime | None) -> list[tuple[Any, ...]]: ...
     # calls served by another model than the one asked for (route_reason) or from the response cache, oldest first
     def routed_events(self, since: datetime | None, until: datetime | None) -> list[SpendEvent]: ...
     def spend_report(self, query: ReportQuery) -> SpendReport: ...
@@ -207,7 +212,8 @@ def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
         *(e.tags.get(t) for t in STANDARD_TAGS), dict(e.tags), list(e.missing_tags), e.status, e.http_status,
         e.error_code, e.latency_ms, e.ttft_ms, e.cache, e.upstream_request_id, e.approval_id, recorded_at,
         u.input_audio_tokens, u.output_audio_tokens, u.web_searches, u.input_image_tokens, u.output_image_tokens,
-        u.file_searches, u.code_containers, e.route_reason, e.cost_avoided_usd,
+        u.file_searches, u.code_containers, e.route_reason, e.cost_avoided_usd, e.prefix_hash, e.prefix_tokens,
+        e.request_hash, e.max_output,
     )  # fmt: skip
     return dict(zip(EVENT_COLUMNS, values, strict=True))
 

@@ -37,6 +37,7 @@ from tokenops.ledger.base import (
     EVENT_COLUMNS,
     TABLES,
     USAGE_COLUMNS,
+    USAGE_ROW_COLUMNS,
     EventLine,
     PriceRows,
     Totals,
@@ -71,7 +72,8 @@ _TYPES = {
     "input_audio_tokens": "BIGINT", "output_audio_tokens": "BIGINT", "web_searches": "BIGINT",
     "input_image_tokens": "BIGINT", "output_image_tokens": "BIGINT",
     "file_searches": "BIGINT", "code_containers": "BIGINT", "route_reason": "VARCHAR",
-    "cost_avoided_usd": "DECIMAL(38,12)",
+    "cost_avoided_usd": "DECIMAL(38,12)", "prefix_hash": "VARCHAR", "prefix_tokens": "BIGINT", "request_hash": "VARCHAR",
+    "max_output": "BIGINT",
 }  # fmt: skip
 assert tuple(_TYPES) == EVENT_COLUMNS
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
@@ -379,6 +381,20 @@ class DuckDBLedger:
             row = conn.execute(f"SELECT {_COLS} FROM events WHERE upstream_request_id = ? AND route = ? "
                                "ORDER BY ts LIMIT 1", [upstream_id, route]).fetchone()  # fmt: skip
         return None if row is None else row_event(row)
+
+    def usage_rows(self, since: datetime | None, until: datetime | None) -> list[tuple[Any, ...]]:
+        where, params = ["status = 'ok'"], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(naive_utc(since))
+        if until is not None:
+            where.append("ts < ?")
+            params.append(naive_utc(until))
+        cols = ", ".join(f'"{c}"' for c in USAGE_ROW_COLUMNS)
+        with self.connect() as conn:
+            rows = conn.execute(f"SELECT {cols} FROM events WHERE {' AND '.join(where)} ORDER BY ts",
+                                params).fetchall()  # fmt: skip
+        return [tuple(r) for r in rows]
 
     def routed_events(self, since: datetime | None, until: datetime | None) -> list[SpendEvent]:
         where, params = ["(route_reason IS NOT NULL OR cache = 'hit')"], []

@@ -78,6 +78,13 @@ class SpendEvent:
     route_reason: str | None = None
     # a call answered from the response cache: what the answer cost when the provider gave it, at today's price
     cost_avoided_usd: Decimal | None = None
+    # what `tokenops recommend` reads where prompts are not stored: a hash of the prompt's stable prefix (system,
+    # tools, every message but the last) and its estimated tokens, a hash of the whole request (duplicates),
+    # and the output limit the call went with
+    prefix_hash: str | None = None
+    prefix_tokens: int = 0
+    request_hash: str | None = None
+    max_output: int | None = None
 
     def __post_init__(self) -> None:
         if self.ts.tzinfo is None:
@@ -105,7 +112,8 @@ class SpendEvent:
         texts = [self.source, self.provider, self.model_requested, self.model_used, self.route]
         texts += [k for k in self.tags] + list(self.tags.values()) + list(self.missing_tags)
         texts += [v for v in (self.key_id, self.end_user, self.error_code, self.upstream_request_id,
-                              self.price_row_id, self.approval_id, self.cache, self.route_reason)
+                              self.price_row_id, self.approval_id, self.cache, self.route_reason, self.prefix_hash,
+                              self.request_hash)
                   if v is not None]  # fmt: skip
         if any(not isinstance(t, str) for t in texts):
             out.append("a text field is not a string")
@@ -219,6 +227,10 @@ class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     approval_id: str | None
     route_reason: str | None
     cost_avoided_usd: _Money | None
+    prefix_hash: str | None
+    prefix_tokens: _Tokens
+    request_hash: str | None
+    max_output: _Tokens | None
 
 
 assert tuple(_WireEvent.__struct_fields__) == tuple(f.name for f in fields(SpendEvent))

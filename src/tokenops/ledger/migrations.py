@@ -200,6 +200,10 @@ DUCKDB: list[tuple[str, str]] = [
         """
         ALTER TABLE events ADD COLUMN route_reason VARCHAR;
         ALTER TABLE events ADD COLUMN cost_avoided_usd DECIMAL(38, 12);
+        ALTER TABLE events ADD COLUMN prefix_hash VARCHAR;       -- tokenops recommend: prompt caching, duplicates
+        ALTER TABLE events ADD COLUMN prefix_tokens BIGINT NOT NULL DEFAULT 0;
+        ALTER TABLE events ADD COLUMN request_hash VARCHAR;
+        ALTER TABLE events ADD COLUMN max_output BIGINT;
         """,
     ),
 ]
@@ -413,7 +417,11 @@ POSTGRESQL: list[tuple[str, str]] = [
         # on the partitioned parent, as 0011; events_hourly: unchanged
         """
         ALTER TABLE events ADD COLUMN route_reason TEXT,
-                           ADD COLUMN cost_avoided_usd NUMERIC(38, 12);
+                           ADD COLUMN cost_avoided_usd NUMERIC(38, 12),
+                           ADD COLUMN prefix_hash TEXT,
+                           ADD COLUMN prefix_tokens BIGINT NOT NULL DEFAULT 0,
+                           ADD COLUMN request_hash TEXT,
+                           ADD COLUMN max_output BIGINT;
         """,
     ),
 ]

@@ -47,6 +47,7 @@ from tokenops.ledger.base import (
     EVENT_COLUMNS,
     TABLES,
     USAGE_COLUMNS,
+    USAGE_ROW_COLUMNS,
     EventLine,
     PriceRows,
     Totals,
@@ -82,7 +83,8 @@ MAX_KEY_BYTES = 1000  # a request id longer than this cannot be an index key: re
 _COLS = ", ".join(f'"{c}"' for c in EVENT_COLUMNS)
 _STAGING_TYPES = {
     "ts": "TIMESTAMP", "stream": "BOOLEAN", **{c: "BIGINT" for c in USAGE_COLUMNS}, "usage_estimated": "BOOLEAN",
-    "cost_usd": "NUMERIC(38,12)", "cost_avoided_usd": "NUMERIC(38,12)", "tags": "TEXT", "missing_tags": "TEXT[]", "http_status": "INTEGER",
+    "cost_usd": "NUMERIC(38,12)", "cost_avoided_usd": "NUMERIC(38,12)", "prefix_tokens": "BIGINT",
+    "max_output": "BIGINT", "tags": "TEXT", "missing_tags": "TEXT[]", "http_status": "INTEGER",
     "latency_ms": "DOUBLE PRECISION", "ttft_ms": "DOUBLE PRECISION", "recorded_at": "TIMESTAMP",
 }  # fmt: skip; every other column is TEXT
 _STAGING = "tokenops_staging"
@@ -436,6 +438,20 @@ class PostgresLedger:
             row = conn.execute(f"SELECT {_COLS} FROM events WHERE upstream_request_id = %s AND route = %s "
                                "ORDER BY ts LIMIT 1", [upstream_id, route]).fetchone()  # fmt: skip
         return None if row is None else row_event(row)
+
+    def usage_rows(self, since: datetime | None, until: datetime | None) -> list[tuple[Any, ...]]:
+        where, params = ["status = 'ok'"], []
+        if since is not None:
+            where.append("ts >= %s")
+            params.append(naive_utc(since))
+        if until is not None:
+            where.append("ts < %s")
+            params.append(naive_utc(until))
+        cols = ", ".join(f'"{c}"' for c in USAGE_ROW_COLUMNS)
+        with self.connect() as conn:
+            rows = conn.execute(f"SELECT {cols} FROM events WHERE {' AND '.join(where)} ORDER BY ts",
+                                params).fetchall()  # fmt: skip
+        return [tuple(r) for r in rows]
 
     def routed_events(self, since: datetime | None, until: datetime | None) -> list[SpendEvent]:
         where, params = ["(route_reason IS NOT NULL OR cache = 'hit')"], []
