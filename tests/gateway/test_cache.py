@@ -147,3 +147,25 @@ async def test_gateways_sharing_a_redis_state_share_the_cache(make_gateway: Any)
     r = await two.client.post("/v1/chat/completions", json=body, headers=one.auth())
     shared = one.gateway.config.state != "memory"
     assert r.status_code == 200 and r.headers["x-tokenops-cache"] == ("hit" if shared else "miss")
+
+
+async def test_semantic_mode_answers_a_paraphrase_but_not_another_question(make_gateway: Any, fake_app: Any) -> None:
+    """The local MiniLM model (no download): "How can I reset my password?" is answered with the kept answer of
+    "How do I reset my password?" (similarity 0.99); "How do I lose 50 kg?" is not answered with the one for
+    5 kg (numbers differ: vetoed); another system prompt is another context."""
+    gw: GatewayHarness = await make_gateway("cache: {mode: semantic}\n")
+
+    def ask(text: str, system: str = "Be brief.") -> dict[str, Any]:
+        return {**BODY, "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}]}
+
+    for text in ("How do I reset my password?", "How do I lose 5 kg?"):
+        r = await gw.client.post("/v1/chat/completions", json=ask(text), headers=gw.auth())
+        assert r.headers["x-tokenops-cache"] == "miss"
+    kept = r.json()
+    r = await gw.client.post("/v1/chat/completions", json=ask("How can I reset my password?"), headers=gw.auth())
+    assert r.headers["x-tokenops-cache"] == "hit" and r.headers["x-tokenops-cost-usd"] == "0.00"
+    r = await gw.client.post("/v1/chat/completions", json=ask("How do I lose 50 kg?"), headers=gw.auth())
+    assert r.headers["x-tokenops-cache"] == "miss" and r.json() != kept
+    r = await gw.client.post("/v1/chat/completions", json=ask("How can I reset my password?", "Be thorough."),
+                             headers=gw.auth())  # fmt: skip
+    assert r.headers["x-tokenops-cache"] == "miss"

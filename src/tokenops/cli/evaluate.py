@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from tokenops.cli import evaluate_models
+from tokenops.cli import evaluate_cache, evaluate_models
 
 app = typer.Typer(help="Evaluate the router, the response cache, and candidate models.", no_args_is_help=True)
+app.command("cache")(evaluate_cache.cache)
 app.command("models")(evaluate_models.models)
