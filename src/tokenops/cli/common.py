@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from tokenops.errors import UsageError
+
 ConfigOption = Annotated[
     str | None,
     typer.Option("--config", "-c", help="Config file (default: $TOKENOPS_CONFIG, else ./tokenops.yaml).",
@@ -99,3 +101,23 @@ def _cell(v: Any) -> str:
     if isinstance(v, list | tuple):
         return ",".join(str(x) for x in v)
     return str(v)
+
+
+def window(since: str | None, until: str | None) -> tuple[Any, Any]:
+    """``--since`` and ``--until`` as times (either may be None); a window that ends before it starts is refused."""
+    from tokenops.timespec import parse_time
+
+    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
+    if start and end and start >= end:
+        raise UsageError("--since must be before --until")
+    return start, end
+
+
+def where_tags(where: str) -> dict[str, str]:
+    """``--where team=search,env=prod`` as a mapping (a malformed one is a usage error)."""
+    from tokenops.tags import TagError, parse_tags
+
+    try:
+        return parse_tags(where, what="--where")
+    except TagError as exc:
+        raise UsageError(str(exc)) from None

@@ -6,9 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
-from tokenops.errors import UsageError
-from tokenops.timespec import parse_time
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, window
 
 
 def recommend(
@@ -25,9 +23,7 @@ def recommend(
     from tokenops.services.recommend import recommend as find
 
     cfg = load(config)
-    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
-    if start and end and start >= end:
-        raise UsageError("--since must be before --until")
+    start, end = window(since, until)
     catalog = load_catalog(tuple(e.to_row(cfg.source) for e in cfg.prices))
     ledger = ledger_for(cfg)
     try:

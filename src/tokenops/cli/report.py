@@ -6,9 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
-from tokenops.errors import UsageError
-from tokenops.timespec import parse_time
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, where_tags, window
 
 app = typer.Typer(help="Spend reports.", no_args_is_help=True)
 
@@ -27,16 +25,10 @@ def spend(
 ) -> None:
     """Spend grouped by any mix of tags and dimensions, including calls answered a moment ago."""
     from tokenops.services.reports import spend_report
-    from tokenops.tags import TagError, parse_tags
 
     cfg = load(config)
-    try:
-        filters = parse_tags(where, what="--where")
-    except TagError as exc:
-        raise UsageError(str(exc)) from None
-    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
-    if start and end and start >= end:
-        raise UsageError("--since must be before --until")
+    filters = where_tags(where)
+    start, end = window(since, until)
     ledger = ledger_for(cfg)
     try:
         drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
@@ -66,16 +58,10 @@ def savings(
     the same usage priced at the model its client asked for."""
     from tokenops.pricing.catalog import load_catalog
     from tokenops.services.savings import savings_report
-    from tokenops.tags import TagError, parse_tags
 
     cfg = load(config)
-    try:
-        filters = parse_tags(where, what="--where")
-    except TagError as exc:
-        raise UsageError(str(exc)) from None
-    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
-    if start and end and start >= end:
-        raise UsageError("--since must be before --until")
+    filters = where_tags(where)
+    start, end = window(since, until)
     catalog = load_catalog(tuple(e.to_row(cfg.source) for e in cfg.prices))
     ledger = ledger_for(cfg)
     try:

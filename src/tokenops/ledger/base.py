@@ -218,6 +218,19 @@ def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
     return dict(zip(EVENT_COLUMNS, values, strict=True))
 
 
+def window_filter(first: str, since: datetime | None, until: datetime | None, mark: str) -> tuple[str, list[Any]]:
+    """``WHERE`` text for ``first`` and ``since <= ts < until`` (either may be None), with its parameters;
+    ``mark`` is the driver's placeholder."""
+    where, params = [first], []
+    if since is not None:
+        where.append(f"ts >= {mark}")
+        params.append(naive_utc(since))
+    if until is not None:
+        where.append(f"ts < {mark}")
+        params.append(naive_utc(until))
+    return " AND ".join(where), params
+
+
 def row_event(row: Sequence[Any]) -> SpendEvent:
     """A row of EVENT_COLUMNS back into an event."""
     d = dict(zip(EVENT_COLUMNS, row, strict=True))

@@ -61,6 +61,7 @@ from tokenops.ledger.base import (
     price_row_record,
     price_row_values,
     row_event,
+    window_filter,
 )
 from tokenops.ledger.events import SpendEvent
 from tokenops.ledger.postgres_sql import HOURLY_SUMS, ROLLUP_DIMS, C
@@ -440,30 +441,16 @@ class PostgresLedger:
         return None if row is None else row_event(row)
 
     def usage_rows(self, since: datetime | None, until: datetime | None) -> list[tuple[Any, ...]]:
-        where, params = ["status = 'ok'"], []
-        if since is not None:
-            where.append("ts >= %s")
-            params.append(naive_utc(since))
-        if until is not None:
-            where.append("ts < %s")
-            params.append(naive_utc(until))
+        where, params = window_filter("status = 'ok'", since, until, "%s")
         cols = ", ".join(f'"{c}"' for c in USAGE_ROW_COLUMNS)
         with self.connect() as conn:
-            rows = conn.execute(f"SELECT {cols} FROM events WHERE {' AND '.join(where)} ORDER BY ts",
-                                params).fetchall()  # fmt: skip
-        return [tuple(r) for r in rows]
+            return [tuple(r) for r in conn.execute(f"SELECT {cols} FROM events WHERE {where} ORDER BY ts",
+                                                   params).fetchall()]  # fmt: skip
 
     def routed_events(self, since: datetime | None, until: datetime | None) -> list[SpendEvent]:
-        where, params = ["(route_reason IS NOT NULL OR cache = 'hit')"], []
-        if since is not None:
-            where.append("ts >= %s")
-            params.append(naive_utc(since))
-        if until is not None:
-            where.append("ts < %s")
-            params.append(naive_utc(until))
+        where, params = window_filter("(route_reason IS NOT NULL OR cache = 'hit')", since, until, "%s")
         with self.connect() as conn:
-            rows = conn.execute(f"SELECT {_COLS} FROM events WHERE {' AND '.join(where)} ORDER BY ts",
-                                params).fetchall()  # fmt: skip
+            rows = conn.execute(f"SELECT {_COLS} FROM events WHERE {where} ORDER BY ts", params).fetchall()
         return [row_event(r) for r in rows]
 
     def count_events(self) -> int:

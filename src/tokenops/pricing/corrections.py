@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tokenops.errors import ConfigError
 from tokenops.pricing.entries import Moment, Name, Price, TierEntry, Variant
@@ -66,6 +66,10 @@ def _source_url(v: str) -> str:
     if not v.startswith("https://") or len(v) <= len("https://") or any(c.isspace() for c in v):
         raise ValueError("source must be the https:// URL of the provider's published price")
     return v
+
+
+# the provider's published price, as an https:// URL
+Source = Annotated[str, Field(max_length=500), AfterValidator(_source_url)]
 
 
 class PriceFix(BaseModel):
@@ -112,14 +116,9 @@ class Correction(BaseModel):
     effective_from: Moment | None = None
     effective_to: Moment | None = None
     fix: PriceFix = Field(alias="set")
-    source: Annotated[str, Field(max_length=500)]
+    source: Source
     checked: date
     note: Annotated[str, Field(min_length=1)]
-
-    @field_validator("source")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _source_url(v)
 
     @model_validator(mode="after")
     def _span(self) -> Correction:
@@ -161,14 +160,9 @@ class ToolFee(BaseModel):
 
     provider: Name
     fix: ToolFeeFix = Field(alias="set")
-    source: Annotated[str, Field(max_length=500)]
+    source: Source
     checked: date
     note: Annotated[str, Field(min_length=1)]
-
-    @field_validator("source")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _source_url(v)
 
 
 class _File(BaseModel):
