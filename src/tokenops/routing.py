@@ -15,6 +15,10 @@
         gpt-5: [claude-sonnet-4-5, gpt-4.1]
       backoff: 0.2           # seconds before trying the next model (doubled for each further one)
       breaker: {failures: 5, cooldown: 30}   # a provider failing 5 times running is skipped for 30 s
+      auto:                  # tokenops/auto without a task: the difficulty router picks one of two models
+        strong: gpt-5
+        weak: gpt-4o-mini
+        threshold: 0.5       # route to strong when the estimate that it is needed is at least this
 
 A call tagged with a task (``task=summarize``) whose model is one of the tiers' models, or the routing alias
 ``tokenops/auto``, is served by the cheapest healthy model of the task's tier or a higher one (priced for that
@@ -50,6 +54,27 @@ class BreakerConfig(BaseModel):
     cooldown: float = Field(30.0, gt=0, le=3600)
 
 
+class AutoConfig(BaseModel):
+    """``tokenops/auto`` without a task: the difficulty router chooses between a strong and a weak model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strong: _Name
+    weak: _Name
+    # the quality/cost trade-off: a call goes to the strong model when the router's estimate that it is needed is at
+    # least this (lower: more calls to the strong model, more quality; higher: cheaper)
+    threshold: float = Field(0.5, ge=0, le=1)
+    model_file: str | None = None  # another trained router (bench/train_router.py); default: the one shipped
+
+    @model_validator(mode="after")
+    def _two(self) -> AutoConfig:
+        if self.strong == self.weak:
+            raise ValueError("auto: strong and weak must be two models")
+        if AUTO_MODEL in (self.strong, self.weak):
+            raise ValueError(f"auto: {AUTO_MODEL!r} is the routing alias, not a model")
+        return self
+
+
 class RoutingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +83,7 @@ class RoutingConfig(BaseModel):
     fallbacks: dict[_Name, tuple[_Name, ...]] = Field(default_factory=dict)
     backoff: float = Field(0.2, ge=0, le=30)
     breaker: BreakerConfig = BreakerConfig()
+    auto: AutoConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RoutingConfig:

@@ -111,3 +111,53 @@ async def test_a_tier_model_no_provider_serves_is_an_error_at_start(make_gateway
     with pytest.raises(ConfigError) as err:
         await make_gateway("routing:\n  tiers: {small: [no-such-model-7b]}\n")
     assert "no-such-model-7b" in str(err.value) and "routing.tiers.small" in str(err.value)
+
+
+async def test_auto_routing_picks_strong_or_weak_from_the_prompt(make_gateway: Any, tmp_path: Path) -> None:
+    """tokenops/auto without a task: the shipped difficulty router's estimate against the threshold (0: always the
+    strong model, 1: the weak one), the reason on the event and the header."""
+    for threshold, expected in (("0", "gpt-5"), ("1", "gpt-4o-mini")):
+        gw: GatewayHarness = await make_gateway(
+            f"routing:\n  auto: {{strong: gpt-5, weak: gpt-4o-mini, threshold: {threshold}}}\n")
+        r = await gw.client.post("/v1/chat/completions", json=chat("tokenops/auto", "hi"), headers=gw.auth())
+        assert r.status_code == 200, r.text
+        assert r.headers["x-tokenops-model"].startswith(expected)
+        ev = gw.event(r.headers["x-tokenops-request-id"])
+        assert ev.model_requested == "tokenops/auto" and ev.route_reason is not None
+        assert ev.route_reason.startswith("auto: p_strong ") and ("strong model" if expected == "gpt-5" else
+                                                                 "weak model") in ev.route_reason  # fmt: skip
+
+
+async def test_a_corrupt_router_model_file_is_an_error_at_start(make_gateway: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "router.json"
+    bad.write_text('{"version": "router-v1", "weights": [1, 2')
+    with pytest.raises(ConfigError) as err:
+        await make_gateway(f"routing:\n  auto: {{strong: gpt-5, weak: gpt-4o-mini, model_file: {bad}}}\n")
+    assert str(bad) in str(err.value)
+
+
+def test_routing_through_the_openai_sdk(tmp_path: Path) -> None:
+    """A task-tagged call to tokenops/auto from the official openai SDK, on real sockets: served by the cheapest
+    model of the task's tier, the SDK reading the answer as usual."""
+    import openai
+
+    from harness import SocketStack
+
+    stack = SocketStack(tmp_path, extra=ROUTING)
+    try:
+        with openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0) as client:
+            raw = client.chat.completions.with_raw_response.create(
+                model="tokenops/auto", messages=[{"role": "user", "content": "Is this spam? Buy now!"}],
+                max_tokens=20, extra_headers={"X-TokenOps-Tags": "task=classify"})  # fmt: skip
+            answer = raw.parse()
+            assert answer.choices[0].message.content and answer.model.startswith("gpt-4o-mini")
+            assert raw.headers["x-tokenops-routed-from"] == "tokenops/auto"
+            with client.chat.completions.create(model="tokenops/auto", stream=True, max_tokens=20,
+                                                messages=[{"role": "user", "content": "Write a parser."}],
+                                                extra_headers={"X-TokenOps-Tags": "task=code"}) as chunks:  # fmt: skip
+                models = {c.model for c in chunks}
+            assert models and all(m.startswith("gpt-5") for m in models)
+        ev = stack.event(raw.headers["x-tokenops-request-id"])
+        assert ev.model_requested == "tokenops/auto" and ev.route_reason and ev.cost_usd > 0
+    finally:
+        stack.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import typer
 
-from tokenops.cli import evaluate_cache, evaluate_models
+from tokenops.cli import evaluate_cache, evaluate_models, evaluate_router
 
 app = typer.Typer(help="Evaluate the router, the response cache, and candidate models.", no_args_is_help=True)
+app.command("router")(evaluate_router.router)
 app.command("cache")(evaluate_cache.cache)
 app.command("models")(evaluate_models.models)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from tokenops.call import Call
 from tokenops.config import Config
@@ -52,6 +53,11 @@ class RouterStage:
         # whether a provider may take calls now (the fallback issue's circuit breaker); every provider, until then
         self.healthy: Callable[[str], bool] = lambda provider: True
         self._check_tiers()
+        self.difficulty: Any = None  # the auto router (routing.auto): loaded now, so a bad model file fails the start
+        if self.routing.auto is not None:
+            from tokenops.optimize.router import load_router
+
+            self.difficulty = load_router(self.routing.auto.model_file)
 
     def _check_tiers(self) -> None:
         """Every model of a tier must be servable: an alias, a configured ``provider/`` prefix, or a model a
@@ -176,6 +182,8 @@ class RouterStage:
         routable = requested == AUTO_MODEL or self.routing.tier_of(requested) is not None
         if task is not None and routable and task in self.routing.tasks:
             chosen, why = self._for_task(call, task)
+        elif requested == AUTO_MODEL and self.routing.auto is not None:
+            chosen, why = self._auto(call)
         elif requested == AUTO_MODEL:
             tasks = ", ".join(self.routing.tasks) or "none configured"
             raise GatewayError(400, "invalid_request", f"model {AUTO_MODEL!r} needs a task tag (X-TokenOps-Tags: "
@@ -214,3 +222,35 @@ class RouterStage:
         unpriced, cost, _order, model = min(ranked)
         price = "unpriced" if unpriced else f"${cost:f} estimated"
         return model, f"task {task}: cheapest healthy model of tier {tier} or above ({price})"
+
+    def _auto(self, call: Call) -> tuple[str, str]:
+        """The difficulty router's choice between ``routing.auto``'s strong and weak model, from the prompt."""
+        auto = self.routing.auto
+        assert auto is not None and self.difficulty is not None
+        prompt = prompt_text(call.route, call.body)
+        p = self.difficulty.p_strong(prompt)
+        strong = p >= auto.threshold
+        model = auto.strong if strong else auto.weak
+        for candidate in (model, auto.weak if strong else auto.strong):  # the other one if this one's provider is down
+            provider = self.provider_of(call, candidate)
+            if provider is not None and self.healthy(provider):
+                model = candidate
+                break
+        sign = ">=" if strong else "<"
+        return model, f"auto: p_strong {p:.3f} {sign} {auto.threshold} ({'strong' if strong else 'weak'} model)"
+
+
+def prompt_text(route: str, body: dict[str, Any]) -> str:
+    """What the difficulty router reads: the text of the user's turns (the last ones weigh most), or the input."""
+    texts: list[str] = []
+    turns = body.get("messages") if route in ("chat.completions", "messages") else body.get("input")
+    if isinstance(turns, str):
+        return turns
+    for turn in turns if isinstance(turns, list) else ():
+        if isinstance(turn, dict) and turn.get("role") == "user":
+            content = turn.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(texts[-3:])
