@@ -125,14 +125,16 @@ def test_openai_batch_each_result_metered_at_the_batch_price(stack: Stack) -> No
     assert uploaded.purpose == "batch"
     raw = oai.batches.with_raw_response.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
                                                completion_window="24h", metadata={"feature": "nightly"},
-                                               extra_body={"fake": {"pending": 1}})  # fmt: skip
+                                               extra_body={"fake": {"pending": 5}})  # fmt: skip
     batch = raw.parse()
     assert batch.status == "validating"
     assert raw.headers["x-tokenops-cost-usd"] == "pending"
     request_id = raw.headers["x-tokenops-request-id"]
     assert (stack.gateway.spool_dir / "batches" / f"{request_id}.json").is_file()  # durable before the answer
-    assert oai.batches.retrieve(batch.id).status == "in_progress"
-    done = oai.batches.retrieve(batch.id)  # seen finished: metered now, before the poll
+    assert oai.batches.retrieve(batch.id).status == "in_progress"  # five retrievals see it running (see below)
+    deadline = time.monotonic() + 10
+    while (done := oai.batches.retrieve(batch.id)).status != "completed" and time.monotonic() < deadline:
+        time.sleep(0.05)  # the client's retrievals or the gateway's poll (every 0.2 s): whichever sees it finished
     assert done.status == "completed" and done.output_file_id
     out = output_lines(oai, done.output_file_id)
     assert sorted(o["custom_id"] for o in out) == ["row-0", "row-1", "row-2"]
@@ -239,10 +241,15 @@ def test_anthropic_message_batch_metered_at_the_batch_price(stack: Stack) -> Non
     requests: Any = [{"custom_id": f"q{i}", "params": {"model": "claude-haiku-4-5", "max_tokens": 100,
                                                        "messages": [{"role": "user", "content": f"Ticket {i}?"}]}}
                      for i in range(2)]  # fmt: skip
-    raw = claude.messages.batches.with_raw_response.create(requests=requests, extra_body={"fake": {"pending": 1}})
+    # five retrievals (the client's or the gateway's poller's, every 0.2 s) see it running: enough margin for the
+    # client's first one on a loaded machine
+    raw = claude.messages.batches.with_raw_response.create(requests=requests, extra_body={"fake": {"pending": 5}})
     batch = raw.parse()
     assert batch.processing_status == "in_progress" and raw.headers["x-tokenops-cost-usd"] == "pending"
     assert claude.messages.batches.retrieve(batch.id).processing_status == "in_progress"
+    deadline = time.monotonic() + 10
+    while claude.messages.batches.retrieve(batch.id).processing_status != "ended" and time.monotonic() < deadline:
+        time.sleep(0.05)
     results = list(claude.messages.batches.results(batch.id))  # retrieves it (ended), then fetches the results
     assert sorted(r.custom_id for r in results) == ["q0", "q1"]
     for r in results:
