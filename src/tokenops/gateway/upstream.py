@@ -68,11 +68,15 @@ def relayed_headers(resp: UpstreamResponse) -> dict[str, str]:
     return {n: v for n, v in resp.headers.items() if n in _RELAY_NAMES or n.startswith(_RELAY_PREFIXES)}
 
 
+_CACHE_HEADER = {"bypass": "off", "error": "miss"}
+
+
 def call_headers(call: Call, event: SpendEvent | None) -> dict[str, str]:
     h = {
         "x-tokenops-request-id": call.request_id,
         "x-tokenops-model": (event.model_used if event else None) or call.upstream_model or call.model_requested,
-        "x-tokenops-cache": call.cache,
+        # the header's contract is hit / miss / off; the event keeps why a call was not cached (bypass, error)
+        "x-tokenops-cache": _CACHE_HEADER.get(call.cache, call.cache),
         "x-tokenops-cost-usd": format_usd(event.cost_usd) if event else "pending",
     }
     h.update(call.response_headers)

@@ -1,9 +1,10 @@
 """Cache stage: answer a call from the response cache (see :mod:`tokenops.gateway.cache`), after the router and
 the policy (so the key holds the model that will serve, and a hit still meets budgets and limits).
 
-``call.cache`` (the ``X-TokenOps-Cache`` header and the event's ``cache``): ``off`` (no cache configured),
-``bypass`` (the client asked, or the call is not cacheable: it samples, or its route is not cached), ``miss``
-(the answer will be kept if it can be), ``hit``, or ``error`` (the store failed: the call went on uncached).
+``call.cache`` (the event's ``cache``): ``off`` (no cache configured), ``bypass`` (the client asked, or the call
+is not cacheable: it samples, or its route is not cached), ``miss`` (the answer will be kept if it can be),
+``hit``, or ``error`` (the store failed: the call went on uncached). The ``X-TokenOps-Cache`` header keeps to
+its contract, ``hit`` / ``miss`` / ``off``: ``bypass`` is ``off``, ``error`` is ``miss``.
 """
 
 from __future__ import annotations
