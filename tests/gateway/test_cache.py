@@ -171,3 +171,21 @@ async def test_semantic_mode_answers_a_paraphrase_but_not_another_question(make_
     r = await gw.client.post("/v1/chat/completions", json=ask("How can I reset my password?", "Be thorough."),
                              headers=gw.auth())  # fmt: skip
     assert r.headers["x-tokenops-cache"] == "miss"
+
+
+async def test_gateways_sharing_a_redis_state_share_semantic_matches(make_gateway: Any) -> None:
+    """With a Redis state the semantic index sits beside the answers in Redis: a paraphrase asked of the second
+    gateway finds what the first kept. Each process keeps its own index otherwise."""
+    one: GatewayHarness = await make_gateway("cache: {mode: semantic}\n")
+    two: GatewayHarness = await make_gateway("cache: {mode: semantic}\n")
+
+    def ask(text: str) -> dict[str, Any]:
+        return {**BODY, "max_tokens": 26, "messages": [{"role": "user", "content": text}]}
+
+    r = await one.client.post("/v1/chat/completions", json=ask("How do I reset my password?"), headers=one.auth())
+    assert r.headers["x-tokenops-cache"] == "miss"
+    r = await two.client.post("/v1/chat/completions", json=ask("How can I reset my password?"), headers=one.auth())
+    shared = one.gateway.config.state != "memory"
+    assert r.status_code == 200 and r.headers["x-tokenops-cache"] == ("hit" if shared else "miss")
+    r = await two.client.post("/v1/chat/completions", json=ask("How do I lose 50 kg?"), headers=one.auth())
+    assert r.headers["x-tokenops-cache"] == "miss"

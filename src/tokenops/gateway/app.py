@@ -812,11 +812,12 @@ def open_cache(config: Config) -> tuple[CacheStore | None, Any]:
         store = RedisStore(config.state, prefix=config.state_options.prefix + ":", timeout=config.state_options.timeout)
     else:
         store = MemoryStore(c.max_entries)
-    semantic = None
+    semantic: Any = None
     if c.mode == "semantic":
-        from tokenops.optimize.semantic import SemanticIndex
+        from tokenops.optimize.semantic import RedisSemanticIndex, SemanticIndex
 
-        semantic = SemanticIndex(threshold=c.threshold)
+        semantic = RedisSemanticIndex(store, c.threshold) if isinstance(store, RedisStore) \
+            else SemanticIndex(threshold=c.threshold)  # fmt: skip
         semantic.scorer.embedder.load()  # the model now: a missing extra or a bad model file is an error at start
     return store, semantic
 

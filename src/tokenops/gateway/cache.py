@@ -18,8 +18,8 @@ events), its content type, the usage and the model that served it. A hit is reco
 ``cost_avoided_usd``: the entry's usage priced at the model's price now.
 
 **Stores.** In the process (an LRU of ``cache.max_entries``, each entry at most ``cache.max_entry_bytes``), or
-Redis (``cache.store: redis``, or ``auto`` with a Redis state): several gateways share it; entries expire after
-``cache.ttl`` seconds in both. A store that fails (:class:`CacheUnavailable`) leaves calls uncached, never refused.
+Redis (``cache.store: redis``, or ``auto`` with a Redis state): several gateways share it, the semantic index
+too; entries expire after ``cache.ttl`` seconds in both. A store that fails (:class:`CacheUnavailable`) leaves calls uncached, never refused.
 """
 
 from __future__ import annotations
@@ -168,6 +168,13 @@ class RedisStore:
     async def put(self, key: str, entry: CacheEntry, ttl: float) -> None:
         try:
             await self._redis().set(self.prefix + key, entry.dumps(), px=max(1, int(ttl * 1000)))
+        except Exception as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    async def call(self, command: str, *args: Any) -> Any:
+        """Another Redis command on this store's client (the semantic index's lists); failures as for get/put."""
+        try:
+            return await getattr(self._redis(), command)(*args)
         except Exception as exc:
             raise CacheUnavailable(str(exc)) from exc
 
