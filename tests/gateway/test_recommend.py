@@ -105,3 +105,37 @@ def test_each_kind_of_waste_is_found_and_priced(make_gateway: Any, tmp_path: Any
     assert {f["kind"] for f in payload["findings"]} >= {"prompt_caching", "batch", "duplicates"}
     bad = CliRunner().invoke(app, ["recommend", "--by", "colour", "-c", str(tmp_path / "tokenops.yaml")])
     assert bad.exit_code != 0
+
+
+def test_background_work_at_peak_hours_is_pointed_to_the_off_peak_price(tmp_path: Any) -> None:
+    """A model with time-of-day prices (as DeepSeek had: $0.27 / $1.10 from 00:30 to 16:30 UTC, half that the
+    rest of the day): a nightly job's call sent at 10:00 would have cost half at 20:00; one sent at 20:00 saves
+    nothing."""
+    from datetime import time
+
+    from harness import write_config
+    from tokenops.ledger import open_ledger
+    from tokenops.pricing.catalog import load_catalog
+    from tokenops.pricing.model import PriceRow
+
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+    peak = PriceRow("nightco", "night-1", since, "test", input_per_mtok=Decimal("0.27"),
+                    output_per_mtok=Decimal("1.10"), hours=((time(0, 30), time(16, 30)),))  # fmt: skip
+    night = PriceRow("nightco", "night-1", since, "test", input_per_mtok=Decimal("0.135"),
+                     output_per_mtok=Decimal("0.55"), hours=((time(16, 30), time(0, 30)),))  # fmt: skip
+    catalog = load_catalog((peak, night))
+    cfg = write_config(tmp_path)
+    ledger = open_ledger(cfg.ledger, cfg.base_dir)
+    day = NOW.replace(hour=0, minute=0, second=0) - timedelta(days=1)
+    ten, eight = day + timedelta(hours=10), day + timedelta(hours=20)
+    paid_peak = (Decimal(10_000) * Decimal("0.27") + Decimal(2_000) * Decimal("1.10")) / M
+    ledger.append([
+        event((NOW - ten).total_seconds() / 60, model="night-1", provider="nightco", inp=10_000, out=2_000,
+              feature="digest", tags={"workload": "nightly"}, cost=paid_peak),
+        event((NOW - eight).total_seconds() / 60, model="night-1", provider="nightco", inp=10_000, out=2_000,
+              feature="digest", tags={"workload": "nightly"}, cost=paid_peak / 2),
+    ])  # fmt: skip
+    found = recommend(ledger, cfg, catalog, since=NOW - timedelta(days=3), until=NOW, now=NOW)
+    (off_peak,) = [f for f in found if f.kind == "off_peak"]
+    assert off_peak.calls == 1 and off_peak.window_usd == paid_peak / 2
+    ledger.close()

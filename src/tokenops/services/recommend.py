@@ -25,6 +25,10 @@ rows in force now. Each finding is one group (``--by``, team and feature by defa
 ``batch``
     background work (the ``workload`` tag ``batch``, ``background``, ``offline`` or ``nightly``) sent as live
     calls: the part of its cost the batch APIs' 50 % discount would save.
+``off_peak``
+    background work sent at hours when its model's price is higher than at other hours of the same day (a
+    provider's time-of-day prices, such as DeepSeek's off-peak discount while it ran): each call's usage at the
+    cheapest hour's price row against the row of the hour it was sent.
 
 A window's saving is scaled to 30 days (``monthly_usd``).
 """
@@ -44,7 +48,8 @@ from tokenops.config import Config
 from tokenops.errors import UsageError
 from tokenops.ledger.base import USAGE_ROW_COLUMNS, Ledger
 from tokenops.pricing.catalog import PriceCatalog
-from tokenops.pricing.model import PriceRow
+from tokenops.pricing.model import PriceRow, price_usage
+from tokenops.usage import Usage
 
 MIN_CACHE_PREFIX = 1024  # tokens: OpenAI's and Anthropic's smallest cacheable prefix
 MIN_REPEATS = 3
@@ -103,6 +108,21 @@ class _Prices:
     def __init__(self, catalog: PriceCatalog, config: Config, now: datetime):
         self.catalog, self.config, self.now = catalog, config, now
         self._rows: dict[tuple[str, str], PriceRow | None] = {}
+        self._days: dict[tuple[str, str, str], list[PriceRow]] = {}
+
+    def row_at(self, provider: str, model: str, at: datetime) -> PriceRow | None:
+        ids = self.config.price_catalogs(provider) if provider in self.config.providers else (provider,)
+        return self.catalog.lookup(ids, model, at)
+
+    def cheapest_hour(self, provider: str, model: str, day: datetime) -> list[PriceRow]:
+        """The distinct rows that price ``model`` over the 24 UTC hours of ``day`` (more than one: time-of-day
+        prices)."""
+        key = (provider, model, day.date().isoformat())
+        if key not in self._days:
+            start = day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=day.tzinfo or UTC)
+            found = [self.row_at(provider, model, start + timedelta(minutes=30 + 60 * h)) for h in range(24)]
+            self._days[key] = list({r.id: r for r in found if r is not None}.values())
+        return self._days[key]
 
     def row(self, provider: str, model: str) -> PriceRow | None:
         key = (provider, model)
@@ -130,7 +150,7 @@ def recommend(ledger: Ledger, config: Config, catalog: PriceCatalog, *, by: Sequ
     findings: list[Finding] = []
     for key, members in groups.items():
         group = dict(zip(by, key, strict=True))
-        for finder in (_prompt_caching, _oversized, _headroom, _frontier, _duplicates, _batch):
+        for finder in (_prompt_caching, _oversized, _headroom, _frontier, _duplicates, _batch, _off_peak):
             for kind, calls, evidence, usd in finder(members, prices, config):
                 findings.append(Finding(kind, group, calls, evidence, usd, money.quantize(usd * scale)))
     findings.sort(key=lambda f: (-f.monthly_usd, f.kind, tuple(f.group.values())))
@@ -259,3 +279,27 @@ def _batch(rows: list[_Row], prices: _Prices, config: Config) -> _Out:
         paid = sum((r.cost_usd or Decimal(0) for r in live), Decimal(0))
         yield ("batch", len(live), f"{len(live)} calls of background work (workload tag) sent live: the batch APIs "
                "(/v1/batches, /v1/messages/batches) bill them at half price within 24 h", paid / 2)  # fmt: skip
+
+
+def _off_peak(rows: list[_Row], prices: _Prices, config: Config) -> _Out:
+    calls, usd = 0, Decimal(0)
+    for r in rows:
+        if (r.workload or "") not in BATCH_WORKLOADS or r.cost_usd is None:
+            continue
+        at = r.ts if r.ts.tzinfo else r.ts.replace(tzinfo=UTC)
+        day_rows = prices.cheapest_hour(r.provider, r.model_used, at)
+        if len(day_rows) < 2:
+            continue
+        usage = Usage(input_tokens=r.input_tokens, cache_read_tokens=min(r.cache_read_tokens, r.input_tokens),
+                      output_tokens=r.output_tokens)  # fmt: skip
+        here = prices.row_at(r.provider, r.model_used, at)
+        if here is None:
+            continue
+        cheapest = min(price_usage(usage, row).total for row in day_rows)
+        paid_here = price_usage(usage, here).total
+        if cheapest < paid_here:
+            calls += 1
+            usd += paid_here - cheapest
+    if calls:
+        yield ("off_peak", calls, f"{calls} calls of background work sent at peak-price hours: their model is cheaper at "
+               "other hours of the day; schedule them there", usd)  # fmt: skip
