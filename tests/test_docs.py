@@ -89,14 +89,28 @@ def test_the_complete_example_sets_every_section() -> None:
 def test_every_config_key_is_documented() -> None:
     """A key added to the config models without a word in docs/configuration.md fails here."""
     from tokenops.alerts.config import AlertsConfig, EmailChannelConfig, SlackChannelConfig, WebhookChannelConfig
-    from tokenops.config import Config, GatewayConfig, ModelAlias, ProviderConfig, StateOptions, TaggingConfig, Timeouts
+    from tokenops.config import (
+        AnomaliesConfig,
+        ChargebackConfig,
+        Config,
+        CostCentreConfig,
+        GatewayConfig,
+        ModelAlias,
+        PlanningConfig,
+        ProviderConfig,
+        SharedCostConfig,
+        StateOptions,
+        TaggingConfig,
+        Timeouts,
+    )
     from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
     from tokenops.pricing.entries import PriceEntry, TierEntry
 
     doc = (DOCS / "configuration.md").read_text(encoding="utf-8")
     models: list[Any] = [Config, GatewayConfig, ModelAlias, ProviderConfig, StateOptions, TaggingConfig, Timeouts, PriceEntry,
                          TierEntry, BudgetConfig, ThresholdConfig, LimitConfig, RuleConfig, PolicyDefaults,
-                         AlertsConfig, WebhookChannelConfig, SlackChannelConfig, EmailChannelConfig]  # fmt: skip
+                         AlertsConfig, WebhookChannelConfig, SlackChannelConfig, EmailChannelConfig, AnomaliesConfig,
+                         PlanningConfig, ChargebackConfig, CostCentreConfig, SharedCostConfig]  # fmt: skip
     for model in models:
         for name, field in model.model_fields.items():
             if field.exclude:

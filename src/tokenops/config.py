@@ -23,6 +23,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -171,6 +172,62 @@ class CacheConfig(_Model):
         return v
 
 
+Signal = Literal["cost", "tokens", "requests", "tokens_per_call", "error_rate", "rate_limited", "latency"]
+SIGNALS: tuple[Signal, ...] = typing.get_args(Signal)
+
+
+class AnomaliesConfig(_Model):
+    """The anomaly detector that watches spend inside the gateway (see :mod:`tokenops.analytics.watch`)."""
+
+    enabled: bool = True
+    bucket: int = Field(300, ge=60, le=86400)  # seconds per time bucket: a spike is flagged within one bucket
+    scopes: list[list[str]] = [["team"], ["feature"], ["model"], ["key"], ["team", "feature"]]  # what to watch
+    signals: list[Signal] = list(SIGNALS)
+    threshold: float = Field(0.99, gt=0, le=1)  # the detector's score that makes an anomaly
+    history: int = Field(3 * 86400, ge=3600, le=90 * 86400)  # seconds of history the detectors learn from
+    min_history: int = Field(150, ge=1, le=100_000)  # buckets a scope must have been seen before it can alert
+    min_change_usd: Decimal = Field(Decimal("0.50"), ge=0)  # a cost anomaly must be at least this far off
+    min_requests: int = Field(10, ge=1)  # error and 429 rates need this many calls in the bucket
+    call_factor: float = Field(50.0, ge=2)  # a call with this many times its feature's usual tokens is an outlier
+    call_min_tokens: int = Field(20_000, ge=1)  # ...and at least this many tokens
+    settle: float = Field(15.0, ge=0, le=3600)  # seconds after a bucket ends before it is read (spool drained)
+    quiet: int = Field(3600, ge=0, le=7 * 86400)  # seconds an incident stays one alert (no repeats on channels)
+    max_series: int = Field(2000, ge=1, le=1_000_000)  # scopes watched at most (the biggest spenders first)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scope_names(cls, v: list[list[str]]) -> list[list[str]]:
+        for dims in v:
+            if not dims or len(set(dims)) != len(dims):
+                raise ValueError("each scope is a non-empty list of distinct dimensions, e.g. [team, feature]")
+            for name in dims:
+                if name not in ("key", "user", "model", "provider"):
+                    check_name(name)
+        return v
+
+
+class PlanningConfig(_Model):
+    """Budget planning and variance (``tokenops plan budget``, ``tokenops report variance``, ``tokenops forecast``)."""
+
+    buffer: Decimal = Field(Decimal("0.25"), ge=0, le=10)  # emergency buffer on top of a forecast (25 %)
+    level: int = Field(80, ge=50, le=99)  # the forecasts' prediction interval, percent
+    # each environment's share of the total that the organisation aims for (fractions: [low, high])
+    env_targets: dict[str, tuple[Decimal, Decimal]] = {"dev": (Decimal("0.15"), Decimal("0.20")),
+                                                       "prod": (Decimal("0.60"), Decimal("0.70"))}  # fmt: skip
+    # a reserve for training and fine-tuning: a fraction of the variable allowance, or the forecast of the spend
+    # tagged workload=training when there is more of it
+    training_reserve: Decimal = Field(Decimal("0.10"), ge=0, le=10)
+    fixed_sources: list[str] = ["import:focus", "import:gpu"]  # event sources that are fixed (base) costs
+
+    @field_validator("env_targets")
+    @classmethod
+    def _targets(cls, v: dict[str, tuple[Decimal, Decimal]]) -> dict[str, tuple[Decimal, Decimal]]:
+        for env, (low, high) in v.items():
+            if not 0 <= low <= high <= 1:
+                raise ValueError(f"env_targets.{env}: expected [low, high] fractions with 0 <= low <= high <= 1")
+        return v
+
+
 class GatewayConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8787, ge=0, le=65535)
@@ -197,6 +254,118 @@ class StateOptions(_Model):
     timeout: float = Field(1.0, gt=0, le=60)  # seconds for one state operation before it counts as unavailable
 
 
+# --- chargeback: showback and chargeback statements (tokenops report chargeback) -------------------------------
+CHARGEBACK_RULES = ("proportional", "even", "weights")  # how a pool of spend is spread over the cost centres
+UNALLOCATED = "Unallocated"  # the statement of spend kept apart (untagged: keep)
+
+
+def _chargeback_match(v: dict[str, str]) -> dict[str, str]:
+    """A match: tag values (or model, provider, key, user…), all of which must hold; no time buckets."""
+    from tokenops.scopes import Scope
+
+    for name in v:
+        if name in ("day", "week", "month"):
+            raise ValueError(f"match cannot name the time bucket {name!r}")
+    Scope.parse(v)  # tag names and values as in every scope (ValueError says what is wrong)
+    return v
+
+
+def _chargeback_weights(v: dict[str, Decimal]) -> dict[str, Decimal]:
+    for name, w in v.items():
+        if not w.is_finite() or w <= 0:
+            raise ValueError(f"weight of {name!r} must be a number greater than 0")
+    return v
+
+
+class CostCentreConfig(_Model):
+    name: str = Field(min_length=1, max_length=100)
+    match: Annotated[dict[str, str], AfterValidator(_chargeback_match)] = Field(min_length=1)
+
+
+class SharedCostConfig(_Model):
+    match: Annotated[dict[str, str], AfterValidator(_chargeback_match)] = Field(min_length=1)
+    rule: Literal["proportional", "even", "weights"] = "proportional"
+    weights: Annotated[dict[str, Decimal], AfterValidator(_chargeback_weights)] = {}
+    name: str | None = Field(None, min_length=1, max_length=100)  # the pool's label (default: its match)
+
+    @model_validator(mode="after")
+    def _weights(self) -> SharedCostConfig:
+        if (self.rule == "weights") != bool(self.weights):
+            raise ValueError("rule: weights goes with weights: {cost centre: weight, …}, and weights with it only")
+        return self
+
+
+class ChargebackConfig(_Model):
+    """How spend is charged to cost centres (``tokenops report chargeback``): direct spend by match (first match
+    wins), shared pools spread by a rule, untagged spend spread or kept, cents assigned by largest remainder."""
+
+    cost_centres: list[CostCentreConfig] = []
+    cost_centre_tag: str = "team"  # without cost_centres: one cost centre per value of this tag
+    shared: list[SharedCostConfig] = []
+    untagged: str = "keep"  # proportional | even | weights | keep | the name of a cost centre
+    untagged_weights: Annotated[dict[str, Decimal], AfterValidator(_chargeback_weights)] = Field({}, validate_default=True)
+    rounding: Literal["largest_remainder"] = "largest_remainder"
+    lines: list[str] = ["team", "feature", "model"]  # what a statement's direct lines are grouped by
+
+    @field_validator("cost_centres")
+    @classmethod
+    def _unique(cls, v: list[CostCentreConfig]) -> list[CostCentreConfig]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"cost centre names must be unique: {', '.join(dupes)}")
+        if UNALLOCATED in names:
+            raise ValueError(f"{UNALLOCATED!r} is the statement of spend kept apart: name the cost centre otherwise")
+        return v
+
+    @field_validator("cost_centre_tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        _chargeback_match({v: "x"})
+        return v
+
+    @field_validator("shared")
+    @classmethod
+    def _shared_weights(cls, v: list[SharedCostConfig], info: ValidationInfo) -> list[SharedCostConfig]:
+        names = {c.name for c in info.data.get("cost_centres") or []}
+        for i, pool in enumerate(v):
+            unknown = sorted(set(pool.weights) - names) if names else []
+            if unknown:
+                raise ValueError(f"[{i}] weights name {', '.join(map(repr, unknown))}, not a cost centre")
+        return v
+
+    @field_validator("untagged")
+    @classmethod
+    def _untagged(cls, v: str, info: ValidationInfo) -> str:
+        names = {c.name for c in info.data.get("cost_centres") or []}
+        if v not in (*CHARGEBACK_RULES, "keep") and (v not in names if names else not v.strip()):
+            raise ValueError(f"{v!r} is not proportional, even, weights, keep or a cost centre's name")
+        return v
+
+    @field_validator("untagged_weights")
+    @classmethod
+    def _untagged_weights(cls, v: dict[str, Decimal], info: ValidationInfo) -> dict[str, Decimal]:
+        names = {c.name for c in info.data.get("cost_centres") or []}
+        untagged = info.data.get("untagged")
+        if untagged is None:
+            return v
+        if (untagged == "weights") != bool(v):
+            raise ValueError("untagged: weights goes with untagged_weights: {cost centre: weight, …}, and "
+                             "untagged_weights with it only")  # fmt: skip
+        unknown = sorted(set(v) - names) if names else []
+        if unknown:
+            raise ValueError(f"names {', '.join(map(repr, unknown))}, not a cost centre")
+        return v
+
+    @field_validator("lines")
+    @classmethod
+    def _lines(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v) or len(v) > 6:
+            raise ValueError("at most 6 names, each once")
+        _chargeback_match({name: "x" for name in v})
+        return v
+
+
 class Config(_Model):
     ledger: str = "duckdb:///./tokenops.duckdb"
     state: str = "memory"
@@ -205,6 +374,8 @@ class Config(_Model):
     models: list[ModelAlias] = []
     routing: RoutingConfig = RoutingConfig()
     cache: CacheConfig = CacheConfig()
+    anomalies: AnomaliesConfig = AnomaliesConfig()
+    planning: PlanningConfig = PlanningConfig()
     prices: list[PriceEntry] = []
     pricing: PricingConfig = PricingConfig()
     tagging: TaggingConfig = TaggingConfig()
@@ -214,6 +385,7 @@ class Config(_Model):
     rules: list[RuleConfig] = []
     policy: PolicyDefaults = PolicyDefaults()
     alerts: AlertsConfig = AlertsConfig()
+    chargeback: ChargebackConfig = ChargebackConfig()
     admin_key: AccessKey | None = None
     source: str = Field("<defaults>", exclude=True)
     base_dir: str = Field(".", exclude=True)

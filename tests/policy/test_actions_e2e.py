@@ -215,3 +215,40 @@ limits:
             time.sleep(0.1)
     finally:
         s.close()
+
+
+def test_thresholds_on_the_forecast_act_before_the_money_is_spent(tmp_path: Path) -> None:
+    """Half way through a period, $0.55 of $1.00 spent projects to $1.10: a downgrade set on the forecast at 100 %
+    applies to the next call, and an alert set on the forecast at 90 % has gone out, while an alert on spend at
+    80 % has not (the money is not spent)."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    policy = f"""
+budgets:
+  - name: alpha-sprint
+    scope: {{team: alpha}}
+    amount_usd: "1.00"
+    period: custom
+    start: {(now - timedelta(days=5)).isoformat()}
+    end: {(now + timedelta(days=5)).isoformat()}
+    thresholds: [{{at: 0.8, action: alert}}, {{at: 0.9, action: alert, when: forecast}},
+                 {{at: 1.0, action: downgrade, model: gpt-4o-mini, when: forecast}}]
+"""
+    s = Stack(tmp_path, policy)
+    try:
+        first = s.chat(usage={"input": 100_000, "output": 30_000})  # gpt-4o: $0.25 + $0.30
+        assert first.headers["x-tokenops-cost-usd"] == "0.55"
+        alert = s.receiver.wait_for(lambda a: a["kind"] == "threshold")[0]["alert"]
+        assert alert["threshold"] == 0.9 and alert["details"]["when"] == "forecast"
+        assert "forecast to pass 90%" in alert["message"]
+        second = s.chat()  # projected 110 %: downgraded
+        assert second.headers["x-tokenops-model"] == "gpt-4o-mini"
+        assert second.headers["x-tokenops-downgraded-from"] == "gpt-4o"
+        status = orjson.loads(s.cli("budgets", "status", "--format", "json").stdout)
+        row = next(b for b in (status if isinstance(status, list) else status["budgets"]) if b["name"] == "alpha-sprint")
+        reached = {(t["at"], t["action"]): t["reached"] for t in row["thresholds"]}
+        assert reached == {(0.8, "alert"): False, (0.9, "alert"): True, (1.0, "downgrade"): True}
+        assert [t.get("when") for t in row["thresholds"]] == ["spend", "forecast", "forecast"]
+    finally:
+        s.close()

@@ -1,7 +1,8 @@
 """The alert value type, the channel interface and the words every channel uses to describe an alert.
 
 The policy engine builds an :class:`Alert` when a budget crosses a threshold, is forecast to run out before its
-period ends, or blocks a call; the gateway builds a ``system`` alert when one of its parts goes down or comes back
+period ends, or blocks a call; the anomaly detector builds an ``anomaly`` alert (``budget`` names the signal and scope, ``details`` holds the
+expected range, the actual value, the severity and the contributors); the gateway builds a ``system`` alert when one of its parts goes down or comes back
 (``budget`` then names the part: ``ledger``, ``state``, ``spool``; ``details.status`` is ``down`` or ``recovered``). An alert is a plain frozen value: it is serialised once (:meth:`Alert.to_json`)
 for machines (webhooks) and described once (:func:`describe`, :func:`subject`) for people (Slack, email), so
 every channel says the same thing the same way.
@@ -29,8 +30,8 @@ from zoneinfo import ZoneInfo
 
 from tokenops.errors import TokenOpsError
 
-AlertKind = Literal["threshold", "forecast", "blocked", "system"]
-KINDS: tuple[str, ...] = ("threshold", "forecast", "blocked", "system")
+AlertKind = Literal["threshold", "forecast", "blocked", "system", "anomaly"]
+KINDS: tuple[str, ...] = ("threshold", "forecast", "blocked", "system", "anomaly")
 
 
 class AlertDeliveryError(TokenOpsError):
@@ -145,7 +146,7 @@ def _jsonable(value: Any) -> Any:
 # --- words for people ---------------------------------------------------------------------------------------
 
 _EMOJI = {"threshold": ":warning:", "forecast": ":chart_with_upwards_trend:", "blocked": ":no_entry:",
-          "system": ":rotating_light:"}
+          "system": ":rotating_light:", "anomaly": ":mag:"}
 
 
 def format_usd(value: Decimal) -> str:
@@ -224,6 +225,9 @@ def describe(alert: Alert, *, bold: Callable[[str], str] = str, emoji: bool = Fa
     ``TokenOps budget alpha-monthly (team=alpha) passed 80% — $200.00 of $250.00 spent (Nov 2026, Europe/Berlin).``
     Slack passes ``bold`` (``*name*``) and ``emoji``; email uses the plain line.
     """
+    if alert.kind == "anomaly":  # the anomaly detector: budget names the signal and scope, message explains it
+        return " ".join([*([_EMOJI["anomaly"]] if emoji else []), "TokenOps anomaly", bold(alert.budget) + ":",
+                         alert.message])
     if alert.kind == "system":  # about TokenOps itself (a part down or back), not a budget
         return " ".join([*([_EMOJI["system"]] if emoji else []), "TokenOps", bold(alert.budget) + ":", alert.message])
     scope = scope_label(alert.scope)
@@ -245,6 +249,8 @@ def subject(alert: Alert) -> str:
     budget = " ".join(alert.budget.split())  # no CR/LF may reach a mail header
     if alert.kind == "system":
         return f"[TokenOps] {budget} {alert.details.get('status', 'problem')}"
+    if alert.kind == "anomaly":
+        return f"[TokenOps] Anomaly ({alert.details.get('severity', 'unknown')}): {budget}"
     if alert.kind == "threshold":
         at = format_percent(alert.threshold) if alert.threshold is not None else "threshold"
         return f"[TokenOps] Budget {budget} at {at}"

@@ -78,3 +78,113 @@ def savings(
     rows = payload["rows"] + ([{**{d: "total" if i == 0 else "" for i, d in enumerate(report.by)},
                                 **{k: v for k, v in total.items()}}] if payload["rows"] else [])  # fmt: skip
     emit(rows, fmt, title="Savings (USD): paid vs the model asked for", whole=True)
+
+
+@app.command("units")
+def units(
+    metric: Annotated[str, typer.Option("--metric", help="The business metric (as imported with `tokenops import "
+                                        "metrics`), e.g. tickets_resolved.", show_default=False)],
+    scope: Annotated[str, typer.Option(help="Tags of the spend and of the metric rows: feature=support-bot")] = "",
+    since: Annotated[str | None, typer.Option(help="From the start of this day: 2026-10-01, 30d.")] = None,
+    until: Annotated[str | None, typer.Option(help="Until (exclusive) this day's start, same forms as --since.")] = None,
+    by: Annotated[str, typer.Option("--by", help="Period: day, week or month.")] = "day",
+    value_per_unit: Annotated[str | None, typer.Option("--value-per-unit", help="What one unit is worth in USD "
+                                                       "(adds value and ROI).")] = None,
+    timezone: Annotated[str, typer.Option("--timezone", "--tz", help="Zone of the days and periods.")] = "UTC",
+    config: ConfigOption = None,
+    fmt: FormatOption = Format.table,
+) -> None:
+    """Unit economics: spend, units, cost per unit (and ROI) per period, with the trend of the cost per unit."""
+    from tokenops.errors import UsageError
+    from tokenops.money import usd_setting
+    from tokenops.services.units import units_report
+    from tokenops.tags import TagError, parse_tags
+
+    cfg = load(config)
+    try:
+        filters = parse_tags(scope, what="--scope")
+    except TagError as exc:
+        raise UsageError(str(exc)) from None
+    start, end = window(since, until)
+    worth = None
+    if value_per_unit is not None:
+        try:
+            worth = usd_setting(value_per_unit.strip(), what="--value-per-unit", allow_zero=True)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    ledger = ledger_for(cfg)
+    try:
+        drain(cfg, ledger)
+        report = units_report(ledger, metric=metric, scope=filters, by=by, since=start, until=end, timezone=timezone,
+                              value_per_unit=worth)  # fmt: skip
+    finally:
+        ledger.close()
+    if fmt is Format.json:
+        payload = report.to_json()
+        emit(payload["periods"], fmt, payload=payload)
+        return
+    rows = [report.row(p) for p in report.periods]
+    if fmt is Format.csv:
+        emit(rows, fmt, columns=report.columns)
+        return
+    rows += [report.row(report.total)] if rows else []
+    emit(rows, fmt, title=f"Cost per unit of {report.metric} (USD)", columns=report.columns, footer=report.footer(),
+         whole=True)  # fmt: skip
+
+
+@app.command("chargeback")
+def chargeback(
+    month: Annotated[str, typer.Option("--month", help="Calendar month: 2026-10.", show_default=False)],
+    timezone: Annotated[str, typer.Option("--timezone", "--tz", help="Zone the month is a calendar month of.")] = "UTC",
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file instead of the "
+                                               "terminal.")] = None,
+    config: ConfigOption = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: table, json, csv or html (a printable "
+                                     "statement per cost centre).")] = "table",
+) -> None:
+    """Showback / chargeback: a statement per cost centre (direct spend, shares of shared and untagged spend)
+    that add up to the month's bill to the cent (`chargeback:` in the config says how)."""
+    import contextlib
+    import sys
+
+    import orjson
+
+    from tokenops.errors import UsageError
+    from tokenops.services.chargeback import TABLE_COLUMNS, chargeback_report
+
+    if fmt not in ("table", "json", "csv", "html"):
+        raise UsageError(f"--format: {fmt!r} is not table, json, csv or html")
+    cfg = load(config)
+    ledger = ledger_for(cfg)
+    try:
+        drain(cfg, ledger)
+        report = chargeback_report(ledger, cfg, month, timezone)
+    finally:
+        ledger.close()
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(output, "w", encoding="utf-8")) if output else sys.stdout
+        stack.enter_context(contextlib.redirect_stdout(out))
+        if fmt == "json":
+            out.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        elif fmt == "html":
+            out.write(report.html() + "\n")
+        elif report.no_data:
+            typer.echo(report.message)
+        elif fmt == "csv":
+            out.write(report.csv())
+        else:
+            for s in report.allocation.statements:
+                emit(report.table_rows(s), Format.table, title=f"{s.cost_centre}: statement {report.month} (USD)",
+                     columns=TABLE_COLUMNS, footer=f"total {s.cost_centre}: ${s.total} (calls: {s.requests}, "
+                     f"unpriced: {s.unpriced})", whole=True)  # fmt: skip
+            summary = [{"cost_centre": s.cost_centre, "requests": s.requests, "unpriced": s.unpriced,
+                        "amount_usd": format(s.total, "f")} for s in report.allocation.statements]  # fmt: skip
+            summary.append({"cost_centre": "sum of statements", "amount_usd": format(report.allocation.statements_total, "f")})
+            pools = report.to_json()["pools"]
+            if pools:
+                emit([{**p, "shares": ", ".join(f"{c}: {v}" for c, v in p["shares"].items()) or "kept apart"}
+                      for p in pools], Format.table, title="Pools spread over the cost centres", whole=True)  # fmt: skip
+            emit(summary, Format.table, title=f"Chargeback {report.month} ({report.timezone})", footer=report.footer(),
+                 whole=True)  # fmt: skip
+    if output:
+        typer.echo(f"wrote {output}", err=True)

@@ -32,6 +32,7 @@ from tokenops.call import Call
 from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import health, validate
+from tokenops.gateway.anomalies import AnomalyRounds
 from tokenops.gateway.background import BackgroundResponses
 from tokenops.gateway.batch_routes import BatchRoutes
 from tokenops.gateway.batches import BatchBook
@@ -185,6 +186,7 @@ class Gateway:
         self.upstream: Upstream | None = None
         self.writer: LedgerWriter | None = None
         self.background: BackgroundResponses | None = None
+        self.anomalies: AnomalyRounds | None = None  # the anomaly watch's rounds (gateway.anomalies)
         self.batches: BatchBook | None = None  # /v1/files, /v1/batches, /v1/messages/batches (gateway.batches)
         self.batch_routes: BatchRoutes | None = None
         self.started = False
@@ -305,6 +307,10 @@ class Gateway:
         if resumed := await asyncio.to_thread(self.batches.load):
             log.info("checking %d batches left running by an earlier process", resumed)
         self.batches.start()
+        if self.config.anomalies.enabled:
+            self.anomalies = AnomalyRounds(self.ledger, self.config.anomalies, self.state, self.dispatcher.submit,
+                                           self.spool.append_record, self.clock)  # fmt: skip
+            self.anomalies.start()
         self.writer = LedgerWriter(
             self.ledger,
             self.spool_dir,
@@ -328,6 +334,8 @@ class Gateway:
             await self.background.close()
         if self.batches is not None:
             await self.batches.close()
+        if self.anomalies is not None:
+            await self.anomalies.close()
         await self.client.aclose()
         if self.dispatcher is not None:
             await self.dispatcher.close()

@@ -27,7 +27,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,9 +36,10 @@ import orjson
 
 from tokenops.keys import KeyRecord
 from tokenops.ledger import spool as spoolmod
+from tokenops.ledger.business_metrics import MetricRow, MetricsWritten
 from tokenops.ledger.events import SpendEvent, canonical
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
-from tokenops.ledger.reports import ReportQuery, SpendReport, UnpricedModel
+from tokenops.ledger.reports import ActivityRow, ReportQuery, SpendReport, UnpricedModel
 from tokenops.pricing.model import EXTRA_PRICE_FIELDS, PRICE_FIELDS, PriceRow, format_hours, parse_hours
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
@@ -65,6 +66,9 @@ USAGE_ROW_COLUMNS = ("ts", "key_id", "team", "feature", "workload", "provider", 
                      "input_tokens", "cache_read_tokens", "output_tokens", "max_output", "cost_usd", "prefix_hash",
                      "prefix_tokens", "request_hash", "cache")  # fmt: skip
 
+CALL_ROW_COLUMNS = ("request_id", "ts", "key_id", "end_user", "team", "feature", "model_used", "input_tokens",
+                    "output_tokens", "cost_usd")  # fmt: skip
+
 
 class Ledger(Protocol):
     """What TokenOps asks of a ledger. Times are timezone-aware; money is Decimal."""
@@ -81,6 +85,9 @@ class Ledger(Protocol):
     def delete_definition(self, kind: str, name: str) -> bool: ...
     def decide_approval(self, approval_id: str, status: ApprovalStatus, *, by: str, at: datetime,
                         until: datetime | None, max_usd: Decimal | None) -> None: ...  # fmt: skip
+    # business metrics (tokenops import metrics): all rows or none, in one transaction; a row the ledger holds
+    # (same day, metric and tags) has its value replaced
+    def put_business_metrics(self, rows: Sequence[MetricRow], source: str | None = None) -> MetricsWritten: ...
 
     # --- reads ---
     def list_keys(self) -> list[KeyRecord]: ...
@@ -93,12 +100,20 @@ class Ledger(Protocol):
     # calls served by another model than the one asked for (route_reason) or from the response cache, oldest first
     def routed_events(self, since: datetime | None, until: datetime | None) -> list[SpendEvent]: ...
     def spend_report(self, query: ReportQuery) -> SpendReport: ...
+    def activity(self, q: ReportQuery, bucket_seconds: int) -> list[ActivityRow]: ...
     def unpriced_models(self) -> list[UnpricedModel]: ...
+    # anomalies the detector recorded (alerts of kind anomaly) whose bucket starts in the window, oldest first
+    def anomalies(self, since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]: ...
+    # answered calls of a window that used at least min_tokens (input + output), as CALL_ROW_COLUMNS
+    def large_calls(self, since: datetime, until: datetime, min_tokens: int) -> list[tuple[Any, ...]]: ...
     def spent(self, scope: Scope, start: datetime, end: datetime, unit: str) -> Decimal: ...
     def approval_spend(self) -> dict[str, Decimal]: ...
     def approvals(self) -> list[Approval]: ...
     def fired_alerts(self, since: datetime) -> set[AlertKey]: ...
     def alerts(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    # metric rows of one metric (None: every metric) with since <= day < until (either may be None), by day
+    def business_metrics(self, metric: str | None = None, since: date | None = None,
+                         until: date | None = None) -> list[MetricRow]: ...  # fmt: skip
 
     # --- meta ---
     def ping(self, timeout: float = 0.5) -> None: ...
@@ -218,15 +233,16 @@ def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
     return dict(zip(EVENT_COLUMNS, values, strict=True))
 
 
-def window_filter(first: str, since: datetime | None, until: datetime | None, mark: str) -> tuple[str, list[Any]]:
-    """``WHERE`` text for ``first`` and ``since <= ts < until`` (either may be None), with its parameters;
+def window_filter(first: str, since: datetime | None, until: datetime | None, mark: str,
+                  column: str = "ts") -> tuple[str, list[Any]]:  # fmt: skip
+    """``WHERE`` text for ``first`` and ``since <= column < until`` (either may be None), with its parameters;
     ``mark`` is the driver's placeholder."""
     where, params = [first], []
     if since is not None:
-        where.append(f"ts >= {mark}")
+        where.append(f"{column} >= {mark}")
         params.append(naive_utc(since))
     if until is not None:
-        where.append(f"ts < {mark}")
+        where.append(f"{column} < {mark}")
         params.append(naive_utc(until))
     return " AND ".join(where), params
 

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from tokenops.keys import KeyRecord
 from tokenops.ledger import identity, migrations
 from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.base import (
+    CALL_ROW_COLUMNS,
     DEFINITION_KINDS,
     EVENT_COLUMNS,
     TABLES,
@@ -52,9 +53,23 @@ from tokenops.ledger.base import (
     row_event,
     window_filter,
 )
+from tokenops.ledger.business_metrics import MetricRow, MetricsWritten
 from tokenops.ledger.events import SpendEvent
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
-from tokenops.ledger.reports import UNPRICED_SQL, Dimension, ReportQuery, SpendReport, UnpricedModel, report_from_rows
+from tokenops.ledger.reports import (
+    ERROR_SQL,
+    MAX_BUCKETS,
+    RATE_LIMITED_SQL,
+    UNPRICED_SQL,
+    ActivityRow,
+    Dimension,
+    ReportQuery,
+    SpendReport,
+    UnpricedModel,
+    activity_from_rows,
+    check_bucket,
+    report_from_rows,
+)
 from tokenops.pricing.model import PriceRow
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
@@ -422,6 +437,31 @@ class DuckDBLedger:
         )
         return report_from_rows(q, self._all(sql, params))
 
+    def activity(self, q: ReportQuery, bucket_seconds: int) -> list[ActivityRow]:
+        n = check_bucket(bucket_seconds)
+        dims = [_dimension_sql(d, q.timezone) for d in q.by]
+        conds: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if q.since is not None:
+            conds.append("ts >= ?")
+            params.append(naive_utc(q.since))
+        if q.until is not None:
+            conds.append("ts < ?")
+            params.append(naive_utc(q.until))
+        for d, value in q.where:
+            conds.append(f"{_dimension_sql(d, q.timezone)} = ?")
+            params.append(value)
+        select_dims = "".join(f"{d} AS d{i}, " for i, d in enumerate(dims))
+        sql = (
+            f"SELECT CAST(floor(epoch(ts) / {n}) AS BIGINT) * {n} AS b, {select_dims} count(*), "
+            f"count(*) FILTER (WHERE {ERROR_SQL}), count(*) FILTER (WHERE {RATE_LIMITED_SQL}), "
+            "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
+            "coalesce(sum(cost_usd), 0)::DECIMAL(38,12), coalesce(sum(latency_ms) FILTER (WHERE status = 'ok'), 0), "
+            f"count(latency_ms) FILTER (WHERE status = 'ok') FROM events WHERE {' AND '.join(conds)} "
+            f"GROUP BY ALL ORDER BY 1 LIMIT {MAX_BUCKETS}"
+        )
+        return activity_from_rows(q, self._all(sql, params))
+
     def unpriced_models(self) -> list[UnpricedModel]:
         rows = self._all(
             "SELECT provider, model_used, count(*), min(ts), max(ts), sum(input_tokens), sum(output_tokens) "
@@ -512,6 +552,19 @@ class DuckDBLedger:
         return [{"id": r[0], "kind": r[1], "budget": r[2], "period_start": aware(r[3]).isoformat(),  # type: ignore[union-attr]
                  "threshold": r[4], "message": r[5], "fired_at": aware(r[6]).isoformat()} for r in rows]  # type: ignore[union-attr]  # fmt: skip
 
+    def anomalies(self, since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:
+        where, params = window_filter("kind = 'anomaly'", since, until, "?", column="period_start")
+        rows = self._all("SELECT id, budget, period_start, threshold, message, fired_at, details FROM alerts "
+                         f"WHERE {where} ORDER BY period_start, id", params)  # fmt: skip
+        return [{"id": r[0], "name": r[1], "bucket_start": aware(r[2]), "score": r[3], "message": r[4],
+                 "fired_at": aware(r[5]), "details": orjson.loads(r[6]) if r[6] else {}} for r in rows]  # fmt: skip
+
+    def large_calls(self, since: datetime, until: datetime, min_tokens: int) -> list[tuple[Any, ...]]:
+        where, params = window_filter("status = 'ok' AND input_tokens + output_tokens >= ?", since, until, "?")
+        cols = ", ".join(f'"{c}"' for c in CALL_ROW_COLUMNS)
+        return [tuple(r) for r in self._all(f"SELECT {cols} FROM events WHERE {where} ORDER BY ts LIMIT 10000",
+                                            [min_tokens, *params])]  # fmt: skip
+
     def approvals(self) -> list[Approval]:
         rows = self._all("SELECT id, status, key_id, reason, model, message, requested_at, decided_at, decided_by, "
                          "until, max_usd FROM approvals ORDER BY requested_at DESC")  # fmt: skip
@@ -525,6 +578,38 @@ class DuckDBLedger:
                 "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, until = ?, max_usd = ? WHERE id = ?",
                 [status, naive_utc(at), by, naive_utc(until), max_usd, approval_id],
             )
+
+    # --- business metrics (tokenops import metrics) -----------------------------------------------
+    def put_business_metrics(self, rows: Sequence[MetricRow], source: str | None = None) -> MetricsWritten:
+        if not rows:
+            return MetricsWritten(0, 0)
+        ids = [r.id for r in rows]
+        now = naive_utc(datetime.now(UTC))
+        with self.connect() as conn:
+            session = _Session(conn, self.path.parent)
+            with session.transaction():
+                held = conn.execute("SELECT count(*) FROM business_metrics WHERE list_contains(?, id)",
+                                    [ids]).fetchone()  # fmt: skip
+                conn.executemany(
+                    "INSERT INTO business_metrics (id, day, metric, tags, value, source, imported_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET value = excluded.value, "
+                    "source = excluded.source, imported_at = excluded.imported_at",
+                    [[r.id, r.day, r.metric, dict(r.tags), r.value, source, now] for r in rows],
+                )
+        replaced = int(held[0]) if held else 0
+        return MetricsWritten(len(set(ids)) - replaced, replaced)
+
+    def business_metrics(self, metric: str | None = None, since: date | None = None,
+                         until: date | None = None) -> list[MetricRow]:  # fmt: skip
+        conds: list[str] = ["TRUE"]
+        params: list[Any] = []
+        for cond, value in (("metric = ?", metric), ("day >= ?", since), ("day < ?", until)):
+            if value is not None:
+                conds.append(cond)
+                params.append(value)
+        rows = self._all(f"SELECT day, metric, value, tags FROM business_metrics WHERE {' AND '.join(conds)} "
+                         "ORDER BY day, metric, id", params)  # fmt: skip
+        return [MetricRow(d, m, Decimal(v), dict(t or {})) for d, m, v, t in rows]
 
     # --- transfer (tokenops ledger migrate) -------------------------------------------------------
     def export_rows(self, table: str, after: tuple[Any, ...] | None, limit: int) -> list[dict[str, Any]]:

@@ -206,6 +206,20 @@ DUCKDB: list[tuple[str, str]] = [
         ALTER TABLE events ADD COLUMN max_output BIGINT;
         """,
     ),
+    (
+        "0015_business_metrics",  # outside counts (tickets resolved…) for unit costs: tokenops import metrics
+        """
+        CREATE TABLE business_metrics (
+            id VARCHAR PRIMARY KEY,            -- day|metric|k=v,… (tags sorted): one value per day, metric and tags
+            day DATE NOT NULL,
+            metric VARCHAR NOT NULL,
+            tags MAP(VARCHAR, VARCHAR) NOT NULL,
+            value DECIMAL(38, 12) NOT NULL,    -- never negative
+            source VARCHAR,                    -- the file it was imported from
+            imported_at TIMESTAMP NOT NULL
+        )
+        """,
+    ),
 ]
 
 
@@ -422,6 +436,21 @@ POSTGRESQL: list[tuple[str, str]] = [
                            ADD COLUMN prefix_tokens BIGINT NOT NULL DEFAULT 0,
                            ADD COLUMN request_hash TEXT,
                            ADD COLUMN max_output BIGINT;
+        """,
+    ),
+    (
+        "0015_business_metrics",  # outside counts (tickets resolved…) for unit costs: tokenops import metrics
+        """
+        CREATE TABLE business_metrics (
+            id TEXT PRIMARY KEY,               -- day|metric|k=v,… (tags sorted): one value per day, metric and tags
+            day DATE NOT NULL,
+            metric TEXT NOT NULL,
+            tags JSONB NOT NULL,
+            value NUMERIC(38, 12) NOT NULL,    -- never negative
+            source TEXT,                       -- the file it was imported from
+            imported_at TIMESTAMP NOT NULL
+        );
+        CREATE INDEX business_metrics_metric_day ON business_metrics (metric, day);
         """,
     ),
 ]

@@ -215,3 +215,52 @@ class UnpricedModel:
     last_seen: datetime
     input_tokens: int
     output_tokens: int
+
+
+# --- activity: the same events in fixed-width time buckets (anomaly detection) --------------------------------
+MAX_BUCKETS = 200_000  # rows one activity query may answer with
+
+
+@dataclass(frozen=True)
+class ActivityRow:
+    """What a scope did in one time bucket: the signals the anomaly detector watches."""
+
+    bucket: datetime  # the bucket's start, UTC
+    keys: dict[str, str]
+    requests: int
+    errors: int  # calls that failed (upstream error or gateway error), blocked calls not counted
+    rate_limited: int  # calls the provider answered with 429
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    latency_ms_sum: float  # over successful calls that report a latency
+    latency_n: int
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+ERROR_SQL = "status IN ('upstream_error', 'error')"
+RATE_LIMITED_SQL = "(status = 'upstream_error' AND http_status = 429)"
+
+
+def activity_from_rows(q: ReportQuery, rows: Sequence[Sequence[Any]]) -> list[ActivityRow]:
+    """Rows of (bucket epoch seconds, dims..., requests, errors, rate_limited, input, output, cost, latency sum,
+    latency count) into :class:`ActivityRow` values, oldest first."""
+    n = len(q.by)
+    out = []
+    for r in rows:
+        out.append(ActivityRow(
+            bucket=datetime.fromtimestamp(int(r[0]), UTC), keys={d.name: str(r[1 + i]) for i, d in enumerate(q.by)},
+            requests=int(r[n + 1]), errors=int(r[n + 2]), rate_limited=int(r[n + 3]), input_tokens=int(r[n + 4]),
+            output_tokens=int(r[n + 5]), cost_usd=Decimal(r[n + 6]), latency_ms_sum=float(r[n + 7] or 0.0),
+            latency_n=int(r[n + 8]),
+        ))  # fmt: skip
+    return out
+
+
+def check_bucket(seconds: int) -> int:
+    if not 1 <= seconds <= 31 * 86400:
+        raise UsageError(f"a time bucket must be 1 s to 31 days, not {seconds} s")
+    return seconds

@@ -79,12 +79,20 @@ class BudgetAlerts:
         spent = counter.spent
         used = spent / b.amount
         period = w.start.isoformat() if not w.key else w.key
+        elapsed = w.fraction_elapsed(now)
+        projected = used / Decimal(str(elapsed)) if elapsed >= FORECAST_MIN_ELAPSED else used
         for t in b.thresholds:
-            if used >= t.at and ("threshold", b.name, period, float(t.at)) not in self.fired:
+            if t.reached(used, projected) and ("threshold", b.name, period, float(t.at)) not in self.fired:
                 action = "" if t.action == "alert" else f" (action: {t.action}{' to ' + t.model if t.model else ''})"
-                await self._fire("threshold", b, w, float(t.at), spent,
-                                 f"budget {b.name} ({b.scope}) passed {t.at * 100:.0f}%: {_amount(b, spent)} of "
-                                 f"{_amount(b, b.amount)}{action}", now)  # fmt: skip
+                if t.when == "forecast":
+                    text = (f"budget {b.name} ({b.scope}) is forecast to pass {t.at * 100:.0f}% by the period's end: "
+                            f"{_amount(b, (projected * b.amount).quantize(Decimal('0.01')))} projected, "
+                            f"{_amount(b, spent)} spent of {_amount(b, b.amount)}{action}")  # fmt: skip
+                else:
+                    text = (f"budget {b.name} ({b.scope}) passed {t.at * 100:.0f}%: {_amount(b, spent)} of "
+                            f"{_amount(b, b.amount)}{action}")  # fmt: skip
+                await self._fire("threshold", b, w, float(t.at), spent, text, now,
+                                 {"when": t.when} if t.when == "forecast" else None)  # fmt: skip
         # the run-rate projection is worth a look once a minute per budget, not on every call
         last = self._projected.get((b.name, period))
         if last is not None and (now - last).total_seconds() < FORECAST_EVERY:

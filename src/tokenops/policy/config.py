@@ -74,6 +74,10 @@ class ThresholdConfig(_Model):
     at: Decimal = Field(gt=0, le=10)  # pydantic refuses a NaN or infinite Decimal
     action: Literal["alert", "downgrade", "require_approval", "block"] = "alert"
     model: str | None = None
+    # spend: reached when the period's spend passes ``at``; forecast: when the spend projected to the period's end
+    # at the current run rate passes it (from a tenth of the period on), so the action starts before the money
+    # is spent. A block acts on money spent only.
+    when: Literal["spend", "forecast"] = "spend"
 
     @field_validator("at", mode="before")
     @classmethod
@@ -86,7 +90,14 @@ class ThresholdConfig(_Model):
             raise ValueError("a downgrade threshold needs the model to downgrade to (model: gpt-4o-mini)")
         if self.action != "downgrade" and self.model:
             raise ValueError(f"'model' only applies to downgrade thresholds, not {self.action}")
+        if self.when == "forecast" and self.action == "block":
+            raise ValueError("a block acts on money spent, not on a forecast (when: forecast takes alert, downgrade "
+                             "or require_approval)")
         return self
+
+    def reached(self, used: Decimal, projected: Decimal) -> bool:
+        """Whether the threshold is reached at ``used`` (spent / amount) or, for ``when: forecast``, ``projected``."""
+        return (projected if self.when == "forecast" else used) >= self.at
 
 
 class BudgetConfig(_Model):
@@ -176,8 +187,8 @@ class BudgetConfig(_Model):
             "name": self.name, "scope": self.scope.as_dict(), "unit": self.unit,
             "amount": format(self.amount, "f"), "period": self.period, "timezone": self.timezone,
             "hard": self.hard,
-            "thresholds": [{"at": float(t.at), "action": t.action, **({"model": t.model} if t.model else {})}
-                           for t in self.thresholds],
+            "thresholds": [{"at": float(t.at), "action": t.action, **({"model": t.model} if t.model else {}),
+                            **({"when": t.when} if t.when != "spend" else {})} for t in self.thresholds],
         }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from tokenops.call import Call
 from tokenops.errors import GatewayError
 from tokenops.ledger.events import SpendEvent
 from tokenops.money import ZERO, format_usd
+from tokenops.policy.alerting import FORECAST_MIN_ELAPSED
 from tokenops.policy.approvals import Approvals, grant_counter
 from tokenops.policy.config import BudgetConfig, LimitConfig, PolicyDefaults, RuleConfig, ThresholdConfig
 from tokenops.policy.estimate import (
@@ -315,14 +316,16 @@ class PolicyEngine:
                    for b, _w in budgets):  # fmt: skip
                 raise
             return None, [], None
-        for (b, _w), counter in zip(budgets, counters, strict=True):
+        now = self.clock()
+        for (b, w), counter in zip(budgets, counters, strict=True):
             committed = counter.committed
             limit = self._limits.get(b.name)
             if limit is not None and committed >= limit:
                 return b, [], None
             used = committed / b.amount
+            projected = projected_fraction(used, w, now)
             for t in b.thresholds:
-                if used < t.at:
+                if not t.reached(used, projected):
                     continue
                 if t.action == "require_approval" and b not in approvals:
                     approvals.append(b)
@@ -593,6 +596,13 @@ def _expiry(w: Window) -> float:
     return w.end.timestamp() + 86_400
 
 
+def projected_fraction(used: Decimal, w: Window, now: datetime) -> Decimal:
+    """The share of the budget the period will have used at its end at the current run rate (``used`` itself
+    in the first tenth of the period: too early to project)."""
+    elapsed = w.fraction_elapsed(now)
+    return used / Decimal(str(elapsed)) if elapsed >= FORECAST_MIN_ELAPSED else used
+
+
 def budget_status(b: BudgetConfig, w: Window, spent: Decimal, reserved: Decimal, at: datetime) -> dict[str, Any]:
     elapsed = w.fraction_elapsed(at)
     forecast = (spent / Decimal(str(elapsed))) if elapsed > 0.0 else spent
@@ -607,7 +617,8 @@ def budget_status(b: BudgetConfig, w: Window, spent: Decimal, reserved: Decimal,
         "remaining": fmt(max(ZERO, b.amount - spent - reserved)),
         "forecast_at_period_end": fmt(forecast.quantize(Decimal("0.000001")) if b.unit == "usd" else forecast),
         "used_fraction": round(float(used), 4),
-        "thresholds": [{"at": float(t.at), "action": t.action, "reached": used >= t.at,
+        "thresholds": [{"at": float(t.at), "action": t.action, "when": t.when,
+                        "reached": t.reached(used, projected_fraction(used, w, at)),
                         **({"model": t.model} if t.model else {})} for t in b.thresholds],  # fmt: skip
     }
 

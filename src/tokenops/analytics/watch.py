@@ -1,0 +1,459 @@
+"""The live anomaly watch: every scope's spend, tokens, calls, error and 429 rates and latency, bucket by bucket,
+scored by the streaming detector (:mod:`tokenops.analytics.detector`), plus calls that use far more tokens than
+their feature usually does.
+
+The watch reads the ledger through its read interface only (:meth:`Ledger.activity`, ``spend_report``,
+``large_calls``), so it runs the same on DuckDB and PostgreSQL. It keeps one detector per (scope, signal) in
+memory; :meth:`AnomalyWatch.advance` feeds the buckets that finished since the last call (a bucket is read
+``settle`` seconds after it ends, when the spool's writer has caught up) and answers the anomalies found in
+them. The first call, or one after a gap, learns from ``history`` seconds of the ledger first (no alerts for
+what it learns from). The gateway calls it in the background and lets one replica do each round
+(:mod:`tokenops.gateway.anomalies`); ``tokenops anomalies --scan`` runs it over a window of the ledger at once.
+
+An anomaly says what was seen and why it matters: the actual value, the expected value and range (the median
+and spread of the scope's recent buckets at this time of day where days of history exist, else of its recent
+buckets), a severity, the top contributors (key, user, model, feature) against the hour before, and for money
+what changed (volume, model mix, tokens per call, price: :mod:`tokenops.analytics.variance`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import statistics
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tokenops.analytics.variance import MixRow, decompose
+from tokenops.ledger.reports import NONE, ActivityRow, ReportQuery
+from tokenops.money import format_usd
+from tokenops.tags import UNTAGGED
+
+if TYPE_CHECKING:
+    from tokenops.config import AnomaliesConfig
+    from tokenops.ledger.base import Ledger
+
+BASELINE_BUCKETS = 12  # the buckets before an anomaly that its contributors are compared with
+CONTRIBUTOR_DIMENSIONS = ("key", "user", "model", "feature")
+MONEY_SIGNALS = ("cost", "tokens", "requests", "tokens_per_call")
+UP_ONLY = ("error_rate", "rate_limited", "latency", "tokens_per_call")  # a drop in these is good news
+LABELS = {"cost": "spend", "tokens": "tokens", "requests": "calls", "tokens_per_call": "tokens per call",
+          "error_rate": "error rate", "rate_limited": "upstream 429 rate", "latency": "mean latency"}  # fmt: skip
+
+
+class Detector(Protocol):
+    def update(self, ts: datetime, value: float) -> float: ...
+
+
+def default_detector() -> Detector:
+    from tokenops.analytics.detector import AnomalyDetector
+
+    return AnomalyDetector()
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    kind: str  # "series" (a bucket of a scope) | "call" (one call far above its feature's usual tokens)
+    signal: str
+    scope: dict[str, str]
+    bucket_start: datetime
+    bucket_seconds: int
+    actual: float
+    expected: float | None
+    low: float | None
+    high: float | None
+    score: float
+    severity: str  # low | medium | high | critical
+    direction: str  # up | down
+    contributors: list[dict[str, Any]] = field(default_factory=list)
+    changes: dict[str, str] | None = None
+    request_id: str | None = None
+    related: list[dict[str, Any]] = field(default_factory=list)  # other signals of the same scope and bucket
+
+    @property
+    def id(self) -> str:
+        text = f"{self.kind}|{self.signal}|{sorted(self.scope.items())}|{self.bucket_start.isoformat()}|{self.request_id}"
+        return "anom_" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    @property
+    def name(self) -> str:
+        """What the alert is about: ``spend team=search`` (the incident: one per scope and signal)."""
+        scope = ",".join(f"{k}={v}" for k, v in self.scope.items()) or "all"
+        return f"{self.signal} {scope}"
+
+    def show(self, value: float | None) -> str:
+        if value is None:
+            return "?"
+        if self.signal == "cost":
+            return "$" + format_usd(Decimal(repr(round(value, 6))))
+        if self.signal in ("error_rate", "rate_limited"):
+            return f"{value:.1%}"
+        if self.signal == "latency":
+            return f"{value:,.0f} ms"
+        return f"{value:,.0f}" if abs(value) >= 10 else f"{value:,.2f}"
+
+    @property
+    def message(self) -> str:
+        if self.kind == "call":
+            who = ", ".join(f"{c['dimension']}={c['value']}" for c in self.contributors)
+            return (f"call {self.request_id} used {self.show(self.actual)} tokens, {self.actual / (self.expected or 1):,.0f}× "
+                    f"the {self.show(self.expected)} a call of {_scope(self.scope)} usually uses ({who})")  # fmt: skip
+        when = f"{self.bucket_start:%Y-%m-%d %H:%M} UTC"
+        text = (f"{LABELS.get(self.signal, self.signal)} of {_scope(self.scope)} was {self.show(self.actual)} in the "
+                f"{_duration(self.bucket_seconds)} from {when}")  # fmt: skip
+        if self.expected is not None:
+            text += f", expected {self.show(self.expected)} ({self.show(self.low)}–{self.show(self.high)})"
+        if self.contributors:
+            text += "; top contributors: " + ", ".join(
+                f"{c['dimension']}={c['value']} {c['change']}" for c in self.contributors[:3])
+        if self.changes:
+            text += "; what changed: " + self.changes["sentence"]
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "signal": self.signal, "scope": dict(self.scope),
+                "bucket_start": self.bucket_start.isoformat(), "bucket_seconds": self.bucket_seconds,
+                "actual": self.actual, "expected": self.expected, "low": self.low, "high": self.high,
+                "score": round(self.score, 6), "severity": self.severity, "direction": self.direction,
+                "contributors": self.contributors, "changes": self.changes, "request_id": self.request_id,
+                "related": self.related, "message": self.message}  # fmt: skip
+
+
+def _scope(scope: Mapping[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in scope.items()) or "all traffic"
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hour" + ("s" if seconds != 3600 else "")
+    return f"{seconds // 60} minutes" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def severity(actual: float, expected: float | None, high: float | None, direction: str) -> str:
+    """How bad: by how many times the actual is off the expected value (critical ≥ 10×, high ≥ 3×, medium ≥ 1.5×)."""
+    if expected is None:
+        return "medium"
+    if direction == "down":
+        ratio = (expected + 1e-9) / (actual + 1e-9)
+    else:
+        ratio = (actual + 1e-9) / (max(expected, high or 0.0) + 1e-9) if expected > 0 else float("inf")
+    return "critical" if ratio >= 10 else "high" if ratio >= 3 else "medium" if ratio >= 1.5 else "low"
+
+
+def signal_value(signal: str, row: ActivityRow | None, min_requests: int) -> float | None:
+    """The value of a signal in one bucket (None: the bucket says nothing about it, e.g. a rate without calls)."""
+    if row is None:
+        return 0.0 if signal in ("cost", "tokens", "requests") else None
+    if signal == "cost":
+        return float(row.cost_usd)
+    if signal == "tokens":
+        return float(row.tokens)
+    if signal == "requests":
+        return float(row.requests)
+    if signal == "tokens_per_call":
+        ok = row.requests - row.errors
+        return row.tokens / ok if ok > 0 else None
+    if signal == "error_rate":
+        return row.errors / row.requests if row.requests >= min_requests else None
+    if signal == "rate_limited":
+        return row.rate_limited / row.requests if row.requests >= min_requests else None
+    if signal == "latency":
+        return row.latency_ms_sum / row.latency_n if row.latency_n >= min_requests else None
+    raise ValueError(f"unknown signal {signal!r}")
+
+
+class _Track:
+    """One (scope, signal): its detector and the values it has seen, for the expected range."""
+
+    def __init__(self, detector: Detector, per_day: int, keep_days: int = 7) -> None:
+        self.detector = detector
+        self.seen = 0
+        self.recent: deque[float] = deque(maxlen=48)
+        self.per_day = per_day
+        self.by_slot: dict[int, deque[float]] = {}
+        self.keep_days = keep_days
+
+    def expected(self, slot: int) -> tuple[float, float, float] | None:
+        same = self.by_slot.get(slot)
+        values = list(same) if same is not None and len(same) >= 3 else list(self.recent)
+        if len(values) < 3:
+            return None
+        mid = statistics.median(values)
+        spread = 1.4826 * statistics.median(abs(v - mid) for v in values)
+        spread = max(spread, 0.1 * abs(mid), 1e-9)
+        return mid, max(mid - 3 * spread, 0.0), mid + 3 * spread
+
+    def add(self, slot: int, value: float) -> None:
+        self.seen += 1
+        self.recent.append(value)
+        self.by_slot.setdefault(slot, deque(maxlen=self.keep_days)).append(value)
+
+
+@dataclass
+class _Series:
+    scope: dict[str, str]
+    tracks: dict[str, _Track]
+    first: datetime
+    last: datetime | None = None  # the last bucket fed
+
+
+class AnomalyWatch:
+    """See the module docstring. Not thread-safe: one caller at a time (the gateway's round, or the CLI)."""
+
+    def __init__(self, ledger: Ledger, settings: AnomaliesConfig, *,
+                 detector: Callable[[], Detector] = default_detector) -> None:  # fmt: skip
+        self.ledger = ledger
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.make_detector = detector
+        self.series: dict[tuple[tuple[str, ...], tuple[str, ...]], _Series] = {}
+        self.fed_until: datetime | None = None  # buckets before this one have been fed
+        self.usual_tokens: dict[str, tuple[int, int]] = {}  # feature -> (calls, tokens) learnt so far
+        self.pace: Callable[[], None] | None = None  # called between series: a gateway lets its calls run there
+
+    # --- time ---------------------------------------------------------------------------------------------
+    def floor(self, t: datetime) -> datetime:
+        epoch = int(t.timestamp())
+        return datetime.fromtimestamp(epoch - epoch % self.bucket, UTC)
+
+    def ready_until(self, now: datetime) -> datetime:
+        """The end of the last bucket that has settled at ``now``."""
+        return self.floor(now - timedelta(seconds=self.settings.settle))
+
+    # --- rounds -------------------------------------------------------------------------------------------
+    def advance(self, now: datetime) -> list[Anomaly]:
+        """Feed every bucket settled by ``now`` that has not been fed; the anomalies of those buckets. A cold
+        watch (first call, or a gap of more than a bucket since the last) learns the history first."""
+        end = self.ready_until(now)
+        if self.fed_until is None or self.fed_until < end - timedelta(seconds=2 * self.bucket):
+            self.reset()
+            self.run(end - timedelta(seconds=self.settings.history), end - timedelta(seconds=self.bucket), alert=False)
+        if self.fed_until is not None and self.fed_until >= end:
+            return []
+        return self.run(self.fed_until or end - timedelta(seconds=self.bucket), end, alert=True)
+
+    def scan(self, since: datetime, until: datetime) -> list[Anomaly]:
+        """Learn from ``history`` before ``since``, then the anomalies of the buckets in [since, until)."""
+        self.reset()
+        since, until = self.floor(since), self.floor(until)
+        self.run(since - timedelta(seconds=self.settings.history), since, alert=False)
+        return self.run(since, until, alert=True)
+
+    def reset(self) -> None:
+        self.series.clear()
+        self.fed_until = None
+        self.usual_tokens.clear()
+
+    def run(self, start: datetime, end: datetime, *, alert: bool) -> list[Anomaly]:
+        start, end = self.floor(start), self.floor(end)
+        if end <= start:
+            self.fed_until = max(self.fed_until or end, end)
+            return []
+        found: list[Anomaly] = []
+        step = timedelta(seconds=self.bucket)
+        for dims in self.settings.scopes:
+            rows = self.ledger.activity(ReportQuery.build(by=dims, since=start, until=end), self.bucket)
+            by_key: dict[tuple[str, ...], dict[datetime, ActivityRow]] = {}
+            for r in rows:
+                by_key.setdefault(tuple(r.keys[d] for d in dims), {})[r.bucket] = r
+            keys = list(by_key)
+            known = [k for (d, k) in self.series if d == tuple(dims)]
+            for k in known:
+                if k not in by_key:
+                    keys.append(k)  # a scope gone quiet: its buckets are zeros
+            if len(keys) > self.settings.max_series:  # the biggest spenders first
+                keys.sort(key=lambda k: -sum(float(r.cost_usd) for r in by_key.get(k, {}).values()))
+                keys = keys[: self.settings.max_series]
+            for key in keys:
+                found += self._feed(tuple(dims), key, by_key.get(key, {}), start, end, step, alert)
+                if self.pace is not None:
+                    self.pace()
+        if alert:
+            found = fold(found) + self._call_outliers(start, end)
+        for f in self.ledger.spend_report(ReportQuery.build(by=["feature"], since=start, until=end)).rows:
+            c, t = self.usual_tokens.get(f.keys["feature"], (0, 0))
+            self.usual_tokens[f.keys["feature"]] = (c + f.requests, t + f.input_tokens + f.output_tokens)
+        self.fed_until = end
+        return found
+
+    def _feed(self, dims: tuple[str, ...], key: tuple[str, ...], buckets: Mapping[datetime, ActivityRow],
+              start: datetime, end: datetime, step: timedelta, alert: bool) -> list[Anomaly]:  # fmt: skip
+        s = self.series.get((dims, key))
+        if s is None:
+            if not buckets:
+                return []
+            first = min(buckets)
+            per_day = max(1, 86400 // self.bucket)
+            s = _Series(dict(zip(dims, key, strict=True)),
+                        {sig: _Track(self.make_detector(), per_day) for sig in self.settings.signals}, first)  # fmt: skip
+            self.series[(dims, key)] = s
+            t = first
+        else:
+            t = start if s.last is None else max(start, s.last + step)
+        found = []
+        per_day = max(1, 86400 // self.bucket)
+        while t < end:
+            row = buckets.get(t)
+            slot = int(t.timestamp()) // self.bucket % per_day
+            for signal, track in s.tracks.items():
+                value = signal_value(signal, row, self.settings.min_requests)
+                if value is None:
+                    continue
+                expected = track.expected(slot)
+                score = track.detector.update(t, value)
+                if alert and track.seen >= self.settings.min_history and score >= self.settings.threshold:
+                    a = self._judge(signal, s.scope, t, value, expected, score, row)
+                    if a is not None:
+                        found.append(self._explain(a))
+                track.add(slot, value)
+            s.last = t
+            t += step
+        return found
+
+    def _judge(self, signal: str, scope: dict[str, str], t: datetime, value: float,
+               expected: tuple[float, float, float] | None, score: float, row: ActivityRow | None) -> Anomaly | None:  # fmt: skip
+        """An anomaly if the value is outside its expected range by enough to matter, else None."""
+        if expected is None:
+            return None
+        mid, low, high = expected
+        if low <= value <= high:
+            return None
+        direction = "up" if value > high else "down"
+        if direction == "down" and signal in UP_ONLY:
+            return None
+        if signal == "cost" and abs(value - mid) < float(self.settings.min_change_usd):
+            return None
+        if signal in ("tokens", "requests", "tokens_per_call") and abs(value - mid) < 0.5 * max(mid, 1.0):
+            return None
+        if signal in ("error_rate", "rate_limited") and value - mid < 0.05:
+            return None
+        if signal == "latency" and value < 1.5 * mid:
+            return None
+        return Anomaly("series", signal, scope, t, self.bucket, value, mid, low, high, score,
+                       severity(value, mid, high, direction), direction)  # fmt: skip
+
+    # --- explanation --------------------------------------------------------------------------------------
+    def _explain(self, a: Anomaly) -> Anomaly:
+        """Contributors against the hour before, and for money what changed."""
+        end = a.bucket_start + timedelta(seconds=self.bucket)
+        base_start = a.bucket_start - timedelta(seconds=BASELINE_BUCKETS * self.bucket)
+        measure = _MEASURE.get(a.signal, _MEASURE["cost"])
+        contributors: list[dict[str, Any]] = []
+        for dim in CONTRIBUTOR_DIMENSIONS:
+            if dim in a.scope:
+                continue
+            rows = self.ledger.activity(ReportQuery.build(by=[dim], since=base_start, until=end, where=a.scope),
+                                        self.bucket)  # fmt: skip
+            now_v: dict[str, float] = {}
+            base_v: dict[str, float] = {}
+            for r in rows:
+                target = now_v if r.bucket == a.bucket_start else base_v
+                target[r.keys[dim]] = target.get(r.keys[dim], 0.0) + measure(r)
+            for value in set(now_v) | set(base_v):
+                if value in (NONE, UNTAGGED):
+                    continue  # "no user" is not a contributor
+                delta = now_v.get(value, 0.0) - base_v.get(value, 0.0) / BASELINE_BUCKETS
+                contributors.append({"dimension": dim, "value": value, "delta": delta})
+        total = sum(c["delta"] for c in contributors if c["dimension"] == "key") or sum(
+            c["delta"] for c in contributors if c["dimension"] == "model")
+        sign = 1 if a.direction == "up" else -1
+        contributors.sort(key=lambda c: -sign * c["delta"])
+        top: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for c in contributors:
+            if sign * c["delta"] <= 0 or len(top) >= 4 or c["dimension"] in seen and len(top) >= 2:
+                continue
+            seen.add(c["dimension"])
+            share = c["delta"] / total if total else None
+            shown = _show_delta(a.signal, c["delta"])
+            top.append({"dimension": c["dimension"], "value": c["value"], "delta": c["delta"],
+                        "share": None if share is None else round(share, 4),
+                        "change": shown + (f" ({share:.0%})" if share is not None and 0 < share <= 1 else "")})  # fmt: skip
+        changes = None
+        if a.signal in MONEY_SIGNALS:
+            rows = self.ledger.activity(ReportQuery.build(by=["model"], since=base_start, until=end, where=a.scope),
+                                        self.bucket)  # fmt: skip
+            base = [MixRow(r.keys["model"], r.requests, r.tokens, r.cost_usd) for r in rows if r.bucket != a.bucket_start]
+            now = [MixRow(r.keys["model"], r.requests, r.tokens, r.cost_usd) for r in rows if r.bucket == a.bucket_start]
+            effects = decompose(base, now, base_scale=Decimal(1) / BASELINE_BUCKETS)
+            changes = {**effects.to_json(), "largest": effects.largest(), "sentence": effects.sentence()}
+        return replace(a, contributors=top, changes=changes)
+
+    def _call_outliers(self, start: datetime, end: datetime) -> list[Anomaly]:
+        usual = {f: t / c for f, (c, t) in self.usual_tokens.items() if c >= 20 and t > 0}
+        if not usual:
+            return []
+        floor = max(self.settings.call_min_tokens, int(min(usual.values()) * self.settings.call_factor))
+        found = []
+        for rid, ts, key_id, user, team, feature, model, inp, out, cost in self.ledger.large_calls(start, end, floor):
+            typical = usual.get(feature or "")
+            tokens = int(inp) + int(out)
+            if typical is None or tokens < typical * self.settings.call_factor or tokens < self.settings.call_min_tokens:
+                continue
+            t = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+            who = [{"dimension": d, "value": v, "delta": None, "share": None, "change": ""}
+                   for d, v in (("key", key_id), ("user", user), ("model", model), ("team", team)) if v]  # fmt: skip
+            ratio = tokens / typical
+            found.append(Anomaly("call", "tokens_per_call", {"feature": feature}, t, 0, float(tokens), typical,
+                                 None, None, 1.0, "critical" if ratio >= 500 else "high", "up", who,
+                                 {"cost_usd": format_usd(Decimal(cost))} if cost is not None else None, rid))  # fmt: skip
+        return found
+
+
+def fold(found: list[Anomaly]) -> list[Anomaly]:
+    """One anomaly per incident: in a bucket, the tokens, calls and tokens-per-call anomalies of a scope whose spend
+    is anomalous too are folded into the spend anomaly (as ``related``), and a scope whose anomaly is the same as a
+    broader scope's (same signal, same value within 1 %) is left out for the broader one."""
+    by_scope: dict[tuple[datetime, str], dict[str, Anomaly]] = {}
+    for a in found:
+        by_scope.setdefault((a.bucket_start, repr(sorted(a.scope.items()))), {})[a.signal] = a
+    merged: list[Anomaly] = []
+    for signals in by_scope.values():
+        cost = signals.get("cost")
+        for signal, a in signals.items():
+            if cost is not None and signal in ("tokens", "requests", "tokens_per_call"):
+                continue
+            if a is cost:
+                related = [{"signal": o.signal, "actual": o.actual, "expected": o.expected, "message": o.message}
+                           for o in signals.values() if o is not cost and o.signal in ("tokens", "requests",
+                                                                                        "tokens_per_call")]  # fmt: skip
+                a = replace(a, related=related)
+            merged.append(a)
+    merged.sort(key=lambda a: (a.bucket_start, len(a.scope), a.name))
+    kept: list[Anomaly] = []
+    for a in merged:
+        if any(k.bucket_start == a.bucket_start and k.signal == a.signal and len(k.scope) <= len(a.scope)
+               and abs(k.actual - a.actual) <= 0.01 * max(abs(k.actual), 1e-9) for k in kept):  # fmt: skip
+            continue
+        kept.append(a)
+    return kept
+
+
+def _show_delta(signal: str, delta: float) -> str:
+    sign = "+" if delta >= 0 else "−"
+    if signal == "cost":
+        return f"{sign}${format_usd(Decimal(repr(round(abs(delta), 6))))}"
+    unit = {"latency": " calls", "requests": " calls", "error_rate": " errors", "rate_limited": " 429s"}.get(signal, "")
+    return f"{sign}{abs(delta):,.0f}{unit}"
+
+
+_MEASURE: dict[str, Callable[[ActivityRow], float]] = {
+    "cost": lambda r: float(r.cost_usd),
+    "tokens": lambda r: float(r.tokens),
+    "tokens_per_call": lambda r: float(r.tokens),
+    "requests": lambda r: float(r.requests),
+    "error_rate": lambda r: float(r.errors),
+    "rate_limited": lambda r: float(r.rate_limited),
+    "latency": lambda r: float(r.requests),  # who sent the slow calls: their calls
+}
+
+
+def matches(scope: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    """Whether an anomaly's scope is inside ``want`` (every condition of ``want`` is in the scope)."""
+    return all(scope.get(k) == v for k, v in want.items())
+
+
+__all__ = ["Anomaly", "AnomalyWatch", "Detector", "matches", "severity", "signal_value"]

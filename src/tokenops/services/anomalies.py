@@ -1,0 +1,67 @@
+"""``tokenops anomalies`` and the admin API's anomaly list: what the live watch recorded, or a scan of the ledger.
+
+The gateway's watch records each anomaly as an alert of kind ``anomaly`` (see :mod:`tokenops.gateway.anomalies`);
+listing reads them back. ``scan`` runs the same watch over a window of the ledger now, for a ledger no gateway
+watched (imports, a first look) or to see what a different setting would have flagged; it records nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tokenops.analytics.watch import AnomalyWatch, matches
+from tokenops.config import AnomaliesConfig
+from tokenops.errors import UsageError
+from tokenops.ledger.base import Ledger
+
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+def _keep(row: Mapping[str, Any], scope: Mapping[str, str], signal: str | None, min_severity: str | None) -> bool:
+    if not matches(row.get("scope") or {}, scope):
+        return False
+    if signal and row.get("signal") != signal:
+        return False
+    if min_severity and SEVERITIES.index(row.get("severity", "low")) < SEVERITIES.index(min_severity):
+        return False
+    return True
+
+
+def check(signal: str | None, min_severity: str | None) -> None:
+    from tokenops.config import SIGNALS
+
+    if signal is not None and signal not in SIGNALS:
+        raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}, not {signal!r}")
+    if min_severity is not None and min_severity not in SEVERITIES:
+        raise UsageError(f"--severity must be one of {', '.join(SEVERITIES)}, not {min_severity!r}")
+
+
+def recorded(ledger: Ledger, since: datetime | None, until: datetime | None, scope: Mapping[str, str],
+             signal: str | None = None, min_severity: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The anomalies the live watch recorded in the window, oldest first (each as :meth:`Anomaly.to_json`)."""
+    check(signal, min_severity)
+    out = []
+    for r in ledger.anomalies(since, until):
+        row = dict(r["details"]) or {"id": r["id"], "message": r["message"]}
+        row.setdefault("bucket_start", r["bucket_start"].isoformat())
+        row["recorded_at"] = r["fired_at"].isoformat()
+        if _keep(row, scope, signal, min_severity):
+            out.append(row)
+    return out
+
+
+def scan(ledger: Ledger, settings: AnomaliesConfig, since: datetime | None, until: datetime | None,
+         scope: Mapping[str, str], signal: str | None = None, min_severity: str | None = None,
+         now: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Run the watch over [since, until) of the ledger (default: the last day), learning from ``history`` before."""
+    check(signal, min_severity)
+    now = now or datetime.now(UTC)
+    end = until or now
+    start = since or end - timedelta(days=1)
+    if (end - start).total_seconds() / settings.bucket > 100_000:
+        raise UsageError(f"--scan over {end - start} in {settings.bucket} s buckets is too long: narrow --since")
+    watch = AnomalyWatch(ledger, settings)
+    found = watch.scan(start, end)
+    return [a.to_json() for a in found if _keep(a.to_json(), scope, signal, min_severity)]
