@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from tokenops.cli import app
 from tokenops.keys import KeyRecord
 from tokenops.ledger import migrations
 from tokenops.ledger.base import TABLES, Ledger
+from tokenops.ledger.business_metrics import MetricRow
 from tokenops.ledger.duckdb import DuckDBLedger
 from tokenops.ledger.postgres import PostgresLedger
 from tokenops.ledger.reports import ReportQuery
@@ -46,6 +47,9 @@ def fill(ledger: Ledger, tmp_path: Path) -> None:
                                        alert_record(2, at + timedelta(seconds=1))])  # fmt: skip
     ledger.drain(tmp_path / "spool")
     ledger.decide_approval("apr_1", "approved", by="boss", at=at, until=None, max_usd=Decimal("0.000000000001"))
+    ledger.put_business_metrics([MetricRow(date(2026, 10, 1), "tickets_resolved", Decimal("412.000000000001"),
+                                           {"team": "東京", "feature": "bot"}),
+                                 MetricRow(date(2026, 10, 2), "revenue", Decimal("0"))], source="m.csv")  # fmt: skip
 
 
 def everything(ledger: Ledger) -> dict[str, list[dict[str, object]]]:
@@ -109,7 +113,7 @@ def test_the_command_copies_verifies_and_reruns(tmp_path: Path, pg_url: str) -> 
                         catch_exceptions=False)  # fmt: skip
     assert out.exit_code == 0, out.output
     n = source.count_events()
-    assert f"copied 1 price_rows, 3 keys, 1 budgets, 1 policies, 2 approvals, 2 alerts, {n} events" in out.output
+    assert f"copied 1 price_rows, 3 keys, 1 budgets, 1 policies, 2 approvals, 2 alerts, 2 business_metrics, {n} events" in out.output
     assert f"verified: {n} events, ${source.totals().cost_usd:f}" in out.output
     again = runner.invoke(app, ["ledger", "migrate", "--from", src_url, "--to", pg_url], catch_exceptions=False)
     assert again.exit_code == 0 and "copied 0 price_rows, 0 keys" in again.output and ", 0 events" in again.output

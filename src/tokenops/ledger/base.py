@@ -157,6 +157,8 @@ TABLES: dict[str, Table] = {
     "approvals": Table(("id", "status", "key_id", "reason", "model", "message", "requested_at", "decided_at",
                         "decided_by", "until", "max_usd"), ("id",), mutable=True),
     "alerts": Table(("id", "kind", "budget", "period_start", "threshold", "message", "fired_at", "details"), ("id",)),
+    "business_metrics": Table(("id", "day", "metric", "tags", "value", "source", "imported_at"), ("id",),
+                              mutable=True),
     "events": Table(EVENT_COLUMNS, ("ts", "request_id")),
 }  # fmt: skip
 
