@@ -316,6 +316,72 @@ def create_admin_api(gw: Gateway) -> FastAPI:
                                       timezone=timezone)  # fmt: skip
         return report.to_json()
 
+    # --- analytics -------------------------------------------------------------------------------
+    def _scope(scope: str) -> dict[str, str]:
+        try:
+            return parse_tags(scope, what="scope")
+        except TagError as exc:
+            raise UsageError(str(exc)) from None
+
+    @api.get(f"{PREFIX}/reports/anomalies", response_model=dict[str, Any], tags=["analytics"])
+    def anomalies(
+        _: Admin,
+        since: Annotated[str | None, Query(max_length=64, description="Default: a day ago.")] = None,
+        until: Annotated[str | None, Query(max_length=64)] = None,
+        scope: Annotated[str, Query(max_length=1000)] = "",
+        signal: Annotated[str | None, Query(max_length=64)] = None,
+        severity: Annotated[str | None, Query(max_length=16)] = None,
+    ) -> dict[str, Any]:
+        """The anomalies the gateway's watch recorded (``tokenops anomalies``)."""
+        from datetime import UTC, datetime, timedelta
+
+        from tokenops.services import anomalies as svc
+
+        start, end = parse_time(since, what="since"), parse_time(until, what="until")
+        start = start or (end or datetime.now(UTC)) - timedelta(days=1)
+        gw.drain_now()
+        rows = svc.recorded(gw.ledger, start, end, _scope(scope), signal, severity)
+        return _json_safe({"anomalies": rows, "count": len(rows)})
+
+    @api.get(f"{PREFIX}/reports/forecast", response_model=dict[str, Any], tags=["analytics"])
+    def forecast(
+        _: Admin,
+        horizon: Annotated[str, Query(max_length=16, description="90d, 12w, 3m, 1q or days.")] = "30d",
+        scope: Annotated[str, Query(max_length=1000)] = "",
+    ) -> dict[str, Any]:
+        """The scope's daily spend forecast with its interval and suggested budget (``tokenops forecast``)."""
+        from tokenops.services import planning
+
+        days = planning.parse_horizon(horizon)
+        gw.drain_now()
+        return _json_safe(planning.forecast_scope(gw.ledger, gw.config, gw.catalog, _scope(scope), days).to_json())
+
+    @api.get(f"{PREFIX}/reports/variance", response_model=dict[str, Any], tags=["analytics"])
+    def variance(
+        _: Admin,
+        month: Annotated[str, Query(max_length=16, description="2026-10")],
+        by: Annotated[str, Query(max_length=500)] = "team",
+        timezone: Annotated[str, Query(max_length=64)] = "UTC",
+    ) -> dict[str, Any]:
+        """Budget vs actual vs forecast with the variance's causes (``tokenops report variance``)."""
+        from tokenops.services.variance import variance as review
+
+        gw.drain_now()
+        dims = [b.strip() for b in by.split(",") if b.strip()]
+        return review(gw.ledger, gw.config, month, by=dims, timezone=timezone).to_json()
+
+    @api.get(f"{PREFIX}/reports/chargeback", response_model=dict[str, Any], tags=["analytics"])
+    def chargeback(
+        _: Admin,
+        month: Annotated[str, Query(max_length=16, description="2026-10")],
+        timezone: Annotated[str, Query(max_length=64)] = "UTC",
+    ) -> dict[str, Any]:
+        """Per-cost-centre statements that sum to the month's bill to the cent (``tokenops report chargeback``)."""
+        from tokenops.services.chargeback import chargeback_report
+
+        gw.drain_now()
+        return chargeback_report(gw.ledger, gw.config, month, timezone).to_json()
+
     return api
 
 

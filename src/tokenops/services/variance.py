@@ -33,13 +33,14 @@ from tokenops.policy.definitions import Definitions
 
 
 def month_window(month: str, tz: str) -> tuple[datetime, datetime]:
+    zone = ZoneInfo(check_timezone(tz))
     try:
         year, mon = (int(p) for p in month.split("-"))
-        start = datetime(year, mon, 1, tzinfo=ZoneInfo(check_timezone(tz)))
-    except (ValueError, TypeError):
-        raise UsageError(f"--month: {month!r} is not a month like 2026-10") from None
-    end = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=start.tzinfo)
-    return start.astimezone(UTC), end.astimezone(UTC)
+        start = datetime(year, mon, 1, tzinfo=zone)
+        end = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=zone)
+        return start.astimezone(UTC), end.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
+        raise UsageError(f"--month: {month[:20]!r} is not a month like 2026-10") from None
 
 
 def monthly_amount(b: BudgetConfig, start: datetime, end: datetime) -> Decimal | None:
