@@ -5,7 +5,8 @@ Timestamps are ISO 8601 (``2026-11-01``, ``2026-11-01 13:00:00``, ``2026-11-01T1
 ``Z``); more than six fractional digits are cut to six. Rows must be in time order: a timestamp equal to or
 before the previous one is an error naming both lines. Timestamps with an offset are ordered by the instant
 they name, so a day that changes its UTC offset (daylight saving time) reads correctly; naive and offset
-timestamps cannot be mixed. Extra columns are ignored; blank lines are skipped; an empty value, ``nan`` or
+timestamps cannot be mixed. (``tokenops anomalies score`` reads in file order instead, see :func:`read_series`.) Extra columns are
+ignored; blank lines are skipped; an empty value, ``nan`` or
 ``inf`` is an error (a gap is a missing row, not a missing value).
 """
 
@@ -56,8 +57,10 @@ def _instant(dt: datetime) -> datetime:
     return dt.astimezone(UTC) if dt.tzinfo is not None else dt
 
 
-def read_series(path: str | Path) -> Series:
-    """Read ``timestamp,value`` rows (header required, column names case-insensitive)."""
+def read_series(path: str | Path, *, strict_order: bool = True) -> Series:
+    """Read ``timestamp,value`` rows (header required, column names case-insensitive). ``strict_order=False``
+    keeps rows whose timestamp repeats or steps back (an hour repeated when clocks go back, a clock reset) in
+    file order: a row-by-row detector can score them; a forecast, which needs a regular grid, cannot."""
     name = str(path)
     try:
         fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed below)
@@ -105,9 +108,9 @@ def read_series(path: str | Path) -> Series:
                     if (prev.tzinfo is None) != (ts.tzinfo is None):
                         raise UsageError(f"{name}:{line}: timestamp {ttext!r} mixes timestamps with and without "
                                          "a UTC offset")  # fmt: skip
-                    if _instant(ts) == _instant(prev):
+                    if strict_order and _instant(ts) == _instant(prev):
                         raise UsageError(f"{name}:{line}: timestamp {ttext!r} repeats line {lines[-1]}")
-                    if _instant(ts) < _instant(prev):
+                    if strict_order and _instant(ts) < _instant(prev):
                         raise UsageError(f"{name}:{line}: timestamp {ttext!r} is before line {lines[-1]}'s "
                                          f"{texts[-1]!r} (rows must be in time order)")  # fmt: skip
                 stamps.append(ts)

@@ -48,10 +48,12 @@ class Detector(Protocol):
     def update(self, ts: datetime, value: float) -> float: ...
 
 
-def default_detector() -> Detector:
+def default_detector(threshold: float) -> Detector:
+    """The streaming detector, resting (one incident, one alert) only after a score that the watch acts on: a
+    blip below the threshold must not silence the series when a real spike follows."""
     from tokenops.analytics.detector import AnomalyDetector
 
-    return AnomalyDetector()
+    return AnomalyDetector(rest_level=threshold)
 
 
 @dataclass(frozen=True)
@@ -204,11 +206,11 @@ class AnomalyWatch:
     """See the module docstring. Not thread-safe: one caller at a time (the gateway's round, or the CLI)."""
 
     def __init__(self, ledger: Ledger, settings: AnomaliesConfig, *,
-                 detector: Callable[[], Detector] = default_detector) -> None:  # fmt: skip
+                 detector: Callable[[], Detector] | None = None) -> None:  # fmt: skip
         self.ledger = ledger
         self.settings = settings
         self.bucket = settings.bucket
-        self.make_detector = detector
+        self.make_detector = detector or (lambda: default_detector(settings.threshold))
         self.series: dict[tuple[tuple[str, ...], tuple[str, ...]], _Series] = {}
         self.fed_until: datetime | None = None  # buckets before this one have been fed
         self.usual_tokens: dict[str, tuple[int, int]] = {}  # feature -> (calls, tokens) learnt so far
