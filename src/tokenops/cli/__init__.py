@@ -10,7 +10,22 @@ import sys
 
 import typer
 
-from tokenops.cli import approvals, budgets, demo, evaluate, keys, ledger, prices, recommend, report, serve
+from tokenops.cli import (
+    anomalies,
+    approvals,
+    budgets,
+    demo,
+    evaluate,
+    forecast,
+    imports,
+    keys,
+    ledger,
+    planning,
+    prices,
+    recommend,
+    report,
+    serve,
+)
 
 app = typer.Typer(
     name="tokenops",
@@ -26,6 +41,12 @@ app.add_typer(budgets.app, name="budgets")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(evaluate.app, name="evaluate")
+app.add_typer(imports.app, name="import")
+app.add_typer(anomalies.app, name="anomalies")
+app.add_typer(forecast.app, name="forecast")
+app.add_typer(planning.plan_app, name="plan")
+report.app.command("variance")(planning.variance)
+report.app.command("portfolio")(planning.portfolio)
 app.command("serve")(serve.serve)
 app.command("demo")(demo.demo)
 app.command("recommend")(recommend.recommend)
