@@ -178,6 +178,15 @@ def test_cli_scan_finds_the_loop_and_filters_by_scope(ledger_file: Path, tmp_pat
                               "--scope", "team=support", "--format", "json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert all(a["scope"].get("team") == "support" for a in orjson.loads(res.stdout)["anomalies"])
+    # a scan inside one team, in 10-minute buckets: every series is that team's, the loop is still found
+    res = runner.invoke(app, ["anomalies", "--scan", "--since", since, "--until", until, "-c", str(cfg),
+                              "--scope", "team=search", "--bucket", "600", "--format", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    scoped = orjson.loads(res.stdout)["anomalies"]
+    assert scoped and all(a["scope"]["team"] == "search" and a["bucket_seconds"] in (600, 0) for a in scoped)
+    assert any(a["signal"] == "cost" for a in scoped)
+    res = runner.invoke(app, ["anomalies", "--scan", "--bucket", "5", "-c", str(cfg)])
+    assert res.exit_code != 0 and "--bucket must be 60 to 86400" in str(res.exception)
     # nothing recorded by a gateway yet: the list says so and points at --scan
     res = runner.invoke(app, ["anomalies", "--since", since, "-c", str(cfg)])
     assert res.exit_code == 0 and "no anomalies in this window" in res.output

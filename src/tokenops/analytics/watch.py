@@ -205,9 +205,11 @@ class _Series:
 class AnomalyWatch:
     """See the module docstring. Not thread-safe: one caller at a time (the gateway's round, or the CLI)."""
 
-    def __init__(self, ledger: Ledger, settings: AnomaliesConfig, *,
-                 detector: Callable[[], Detector] | None = None) -> None:  # fmt: skip
+    def __init__(self, ledger: Ledger, settings: AnomaliesConfig, *, detector: Callable[[], Detector] | None = None,
+                 where: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self.ledger = ledger
+        # only the calls inside this scope (a scan of one team): each series is the scope and its dimensions
+        self.where = dict(where or {})
         self.settings = settings
         self.bucket = settings.bucket
         self.make_detector = detector or (lambda: default_detector(settings.threshold))
@@ -256,8 +258,14 @@ class AnomalyWatch:
             return []
         found: list[Anomaly] = []
         step = timedelta(seconds=self.bucket)
+        done: list[list[str]] = []
         for dims in self.settings.scopes:
-            rows = self.ledger.activity(ReportQuery.build(by=dims, since=start, until=end), self.bucket)
+            dims = [d for d in dims if d not in self.where]  # [] within a scope: the scope's own total
+            if dims in done:
+                continue
+            done.append(dims)
+            rows = self.ledger.activity(ReportQuery.build(by=dims, since=start, until=end, where=self.where),
+                                        self.bucket)  # fmt: skip
             by_key: dict[tuple[str, ...], dict[datetime, ActivityRow]] = {}
             for r in rows:
                 by_key.setdefault(tuple(r.keys[d] for d in dims), {})[r.bucket] = r
@@ -275,7 +283,8 @@ class AnomalyWatch:
                     self.pace()
         if alert:
             found = fold(found) + self._call_outliers(start, end)
-        for f in self.ledger.spend_report(ReportQuery.build(by=["feature"], since=start, until=end)).rows:
+        usual = ReportQuery.build(by=["feature"], since=start, until=end, where=self.where)
+        for f in self.ledger.spend_report(usual).rows:
             c, t = self.usual_tokens.get(f.keys["feature"], (0, 0))
             self.usual_tokens[f.keys["feature"]] = (c + f.requests, t + f.input_tokens + f.output_tokens)
         self.fed_until = end
@@ -289,7 +298,7 @@ class AnomalyWatch:
                 return []
             first = min(buckets)
             per_day = max(1, 86400 // self.bucket)
-            s = _Series(dict(zip(dims, key, strict=True)),
+            s = _Series({**self.where, **dict(zip(dims, key, strict=True))},
                         {sig: _Track(self.make_detector(), per_day) for sig in self.settings.signals}, first)  # fmt: skip
             self.series[(dims, key)] = s
             t = first
@@ -393,13 +402,16 @@ class AnomalyWatch:
         for rid, ts, key_id, user, team, feature, model, inp, out, cost in self.ledger.large_calls(start, end, floor):
             typical = usual.get(feature or "")
             tokens = int(inp) + int(out)
+            row = {"team": team, "feature": feature, "key": key_id, "user": user, "model": model}
+            if any(row.get(k) != v for k, v in self.where.items()):
+                continue
             if typical is None or tokens < typical * self.settings.call_factor or tokens < self.settings.call_min_tokens:
                 continue
             t = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
             who = [{"dimension": d, "value": v, "delta": None, "share": None, "change": ""}
                    for d, v in (("key", key_id), ("user", user), ("model", model), ("team", team)) if v]  # fmt: skip
             ratio = tokens / typical
-            found.append(Anomaly("call", "tokens_per_call", {"feature": feature}, t, 0, float(tokens), typical,
+            found.append(Anomaly("call", "tokens_per_call", {**self.where, "feature": feature}, t, 0, float(tokens), typical,
                                  None, None, 1.0, "critical" if ratio >= 500 else "high", "up", who,
                                  {"cost_usd": format_usd(Decimal(cost))} if cost is not None else None, rid))  # fmt: skip
         return found

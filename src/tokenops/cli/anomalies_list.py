@@ -24,6 +24,8 @@ def anomalies(
     scan: Annotated[bool, typer.Option("--scan", help="Run the detector over the ledger's window now (with the "
                                        "config's anomalies settings) instead of listing what the gateway recorded; "
                                        "records nothing.")] = False,
+    bucket: Annotated[int | None, typer.Option(help="--scan: seconds per bucket (default: the config's, 300); "
+                                               "3600 scans weeks in seconds.")] = None,
     config: ConfigOption = None,
     fmt: FormatOption = Format.table,
 ) -> None:
@@ -44,7 +46,7 @@ def anomalies(
     try:
         drain(cfg, ledger)
         if scan:
-            rows = svc.scan(ledger, cfg.anomalies, start, end, want, signal, severity)
+            rows = svc.scan(ledger, cfg.anomalies, start, end, want, signal, severity, bucket=bucket)
         else:
             rows = svc.recorded(ledger, start, end, want, signal, severity)
     finally:

@@ -161,6 +161,9 @@ In a second terminal:
   tokenops budgets status --config {cfg_path}
   tokenops report spend --config {cfg_path} --by day --where team=research
   tokenops prices list --config {cfg_path} --unpriced
+  tokenops anomalies --config {cfg_path} --scan --since 12d --scope team=research --bucket 3600
+  tokenops forecast --config {cfg_path} --scope team=search --horizon 90d
+  tokenops report chargeback --config {cfg_path} --month {datetime.now(UTC).strftime("%Y-%m")}
 """
     )
     def stop_on_term(signum: int, frame: object) -> None:

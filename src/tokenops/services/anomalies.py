@@ -54,14 +54,20 @@ def recorded(ledger: Ledger, since: datetime | None, until: datetime | None, sco
 
 def scan(ledger: Ledger, settings: AnomaliesConfig, since: datetime | None, until: datetime | None,
          scope: Mapping[str, str], signal: str | None = None, min_severity: str | None = None,
-         now: datetime | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Run the watch over [since, until) of the ledger (default: the last day), learning from ``history`` before."""
+         now: datetime | None = None, bucket: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Run the watch over [since, until) of the ledger (default: the last day), learning from ``history`` before:
+    within ``scope`` only (each series is the scope and one of the configured dimensions), in ``bucket``-second
+    buckets if given (an hour makes a scan of weeks quick)."""
     check(signal, min_severity)
+    if bucket is not None:
+        if not 60 <= bucket <= 86400:
+            raise UsageError(f"--bucket must be 60 to 86400 seconds, not {bucket}")
+        settings = settings.model_copy(update={"bucket": bucket})
     now = now or datetime.now(UTC)
     end = until or now
     start = since or end - timedelta(days=1)
     if (end - start).total_seconds() / settings.bucket > 100_000:
         raise UsageError(f"--scan over {end - start} in {settings.bucket} s buckets is too long: narrow --since")
-    watch = AnomalyWatch(ledger, settings)
+    watch = AnomalyWatch(ledger, settings, where=scope)
     found = watch.scan(start, end)
     return [a.to_json() for a in found if _keep(a.to_json(), scope, signal, min_severity)]
