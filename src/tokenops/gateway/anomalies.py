@@ -47,6 +47,17 @@ class AnomalyRounds(Periodic):
         self.found = 0  # anomalies recorded by this gateway (metrics, tests)
         self._busy = False
 
+    async def _run(self) -> None:
+        """A first round a second after start (the watch learns the history then, not a bucket later), then
+        every ``interval`` seconds."""
+        await asyncio.sleep(1.0)
+        while True:
+            try:
+                await self.check_all()
+            except Exception:  # a bug must not stop the next round
+                log.exception("anomaly round failed")
+            await asyncio.sleep(self.interval)
+
     def _round(self, end: datetime) -> str:
         return f"anomaly-round:{int(end.timestamp())}"
 
