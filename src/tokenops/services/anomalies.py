@@ -62,7 +62,9 @@ def scan(ledger: Ledger, settings: AnomaliesConfig, since: datetime | None, unti
     if bucket is not None:
         if not 60 <= bucket <= 86400:
             raise UsageError(f"--bucket must be 60 to 86400 seconds, not {bucket}")
-        settings = settings.model_copy(update={"bucket": bucket})
+        # coarser buckets need a longer history for the same number of them (the detector learns from rows)
+        history = min(max(settings.history, settings.min_history * bucket), 90 * 86400)
+        settings = settings.model_copy(update={"bucket": bucket, "history": history})
     now = now or datetime.now(UTC)
     end = until or now
     start = since or end - timedelta(days=1)
