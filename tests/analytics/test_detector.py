@@ -241,3 +241,22 @@ def test_cli_scores_repeated_or_backward_timestamps_in_file_order(tmp_path: Path
     bad.write_text("timestamp,value\n2014-03-09 03:00:00,1\n2014-03-09 02:00:00,2\n2014-03-09 02:05:00,oops\n")
     result = runner.invoke(app, ["anomalies", "score", str(bad), "-o", str(out)])
     assert isinstance(result.exception, UsageError) and f"{bad}:4:" in str(result.exception)
+
+
+def test_coarse_pattern_channels_report_once_per_block() -> None:
+    values = seasonal(24 * 60, seed=7)
+    ts = stamps(len(values))
+    det = AnomalyDetector()
+    seen: dict[str, list[int]] = {}
+    for i, (t, v) in enumerate(zip(ts, values, strict=True)):
+        det.update(t, v)
+        for name in det.last_channels:
+            seen.setdefault(name, []).append(i + 1)
+    assert set(seen) <= {"step", "pattern", "pattern_likelihood", "range"} | {f"pattern_x{k}" for k in (8, 16, 32, 64)}
+    assert seen["pattern_x8"] and all(n % 8 == 0 for n in seen["pattern_x8"])
+    assert seen["pattern_x16"] and all(n % 16 == 0 for n in seen["pattern_x16"])
+    assert all(0.0 < det_p <= 1.0 for det_p in det.last_channels.values())
+    # without coarse scales the detector still works (and stays causal)
+    plain = score_series(ts, values, scales=())
+    assert all(0.0 <= s <= 1.0 for s in plain)
+    assert score_series(ts[:500], values[:500], scales=()) == plain[:500]

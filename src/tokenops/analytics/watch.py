@@ -19,8 +19,9 @@ what changed (volume, model mix, tokens per call, price: :mod:`tokenops.analytic
 from __future__ import annotations
 
 import hashlib
+import math
 import statistics
-from collections import deque
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -168,19 +169,30 @@ def signal_value(signal: str, row: ActivityRow | None, min_requests: int) -> flo
 
 
 class _Track:
-    """One (scope, signal): its detector and the values it has seen, for the expected range."""
+    """One (scope, signal): its last days of values in one compact ring (8 bytes a bucket), for the expected range
+    and, for signals without a detector of their own, the score.
 
-    def __init__(self, detector: Detector, per_day: int, keep_days: int = 7) -> None:
+    The expected value of a bucket is the median of the same time of day on the days before (with at least three
+    of them), else of the last 48 buckets; the spread is the scaled median absolute deviation, at least 10 % of the
+    median. Only spend gets the full streaming detector (the one measured on NAB, about a megabyte of state); the
+    other signals are scored by how far they are from that range, on the same scale (``-log10(p) / 10``)."""
+
+    def __init__(self, detector: Detector | None, per_day: int, keep_days: int = 3) -> None:
         self.detector = detector
         self.seen = 0
-        self.recent: deque[float] = deque(maxlen=48)
         self.per_day = per_day
-        self.by_slot: dict[int, deque[float]] = {}
-        self.keep_days = keep_days
+        self.size = max(per_day * keep_days, 48)
+        self.ring = array("d", bytes(8 * self.size))
+        self.pos = 0  # where the next value goes
+
+    def _back(self, k: int) -> float:
+        return self.ring[(self.pos - k) % self.size]
 
     def expected(self, slot: int) -> tuple[float, float, float] | None:
-        same = self.by_slot.get(slot)
-        values = list(same) if same is not None and len(same) >= 3 else list(self.recent)
+        del slot  # the ring is in bucket order: the same time yesterday is per_day buckets back
+        days = [self._back(d * self.per_day) for d in range(1, self.size // self.per_day + 1)
+                if d * self.per_day <= self.seen and self.per_day > 1]  # fmt: skip
+        values = days if len(days) >= 3 else [self._back(k) for k in range(1, min(self.seen, 48) + 1)]
         if len(values) < 3:
             return None
         mid = statistics.median(values)
@@ -188,10 +200,23 @@ class _Track:
         spread = max(spread, 0.1 * abs(mid), 1e-9)
         return mid, max(mid - 3 * spread, 0.0), mid + 3 * spread
 
+    def score(self, value: float, expected: tuple[float, float, float] | None) -> float:
+        """The light score: the normal tail of the distance from the expected value in spreads."""
+        if expected is None:
+            return 0.0
+        mid, _, high = expected
+        z = abs(value - mid) / ((high - mid) / 3)
+        p = max(math.erfc(z / math.sqrt(2.0)), 1e-300)
+        return min(1.0, -math.log10(p) / 10.0)
+
     def add(self, slot: int, value: float) -> None:
+        del slot
         self.seen += 1
-        self.recent.append(value)
-        self.by_slot.setdefault(slot, deque(maxlen=self.keep_days)).append(value)
+        self.ring[self.pos] = value
+        self.pos = (self.pos + 1) % self.size
+
+
+FULL_DETECTOR = ("cost",)  # the signals scored by the streaming detector itself
 
 
 @dataclass
@@ -274,9 +299,10 @@ class AnomalyWatch:
             for k in known:
                 if k not in by_key:
                     keys.append(k)  # a scope gone quiet: its buckets are zeros
-            if len(keys) > self.settings.max_series:  # the biggest spenders first
+            cap = max(1, self.settings.max_series // len(self.settings.scopes))
+            if len(keys) > cap:  # the biggest spenders first
                 keys.sort(key=lambda k: -sum(float(r.cost_usd) for r in by_key.get(k, {}).values()))
-                keys = keys[: self.settings.max_series]
+                keys = keys[:cap]
             for key in keys:
                 found += self._feed(tuple(dims), key, by_key.get(key, {}), start, end, step, alert)
                 if self.pace is not None:
@@ -299,7 +325,8 @@ class AnomalyWatch:
             first = min(buckets)
             per_day = max(1, 86400 // self.bucket)
             s = _Series({**self.where, **dict(zip(dims, key, strict=True))},
-                        {sig: _Track(self.make_detector(), per_day) for sig in self.settings.signals}, first)  # fmt: skip
+                        {sig: _Track(self.make_detector() if sig in FULL_DETECTOR else None, per_day)
+                         for sig in self.settings.signals}, first)  # fmt: skip
             self.series[(dims, key)] = s
             t = first
         else:
@@ -314,7 +341,7 @@ class AnomalyWatch:
                 if value is None:
                     continue
                 expected = track.expected(slot)
-                score = track.detector.update(t, value)
+                score = track.detector.update(t, value) if track.detector else track.score(value, expected)
                 if alert and track.seen >= self.settings.min_history and score >= self.settings.threshold:
                     a = self._judge(signal, s.scope, t, value, expected, score, row)
                     if a is not None:
