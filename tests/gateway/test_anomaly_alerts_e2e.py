@@ -64,6 +64,8 @@ alerts:
                            params={"since": "2026-11-20T00:00:00Z", "until": "2026-11-21T00:00:00Z"},
                            headers={"authorization": f"Bearer {ADMIN}"}).json()  # fmt: skip
         assert {a["id"] for a in anomalies} <= {a["id"] for a in listed["anomalies"]}
+        metrics = httpx.get(server.url + "/metrics", headers={"authorization": f"Bearer {ADMIN}"}).text
+        assert 'tokenops_anomalies_total{severity="' in metrics and 'signal="cost"' in metrics
     finally:
         server.stop()
         fake.stop()

@@ -34,7 +34,8 @@ log = logging.getLogger("tokenops.anomalies")
 class AnomalyRounds(Periodic):
     def __init__(self, ledger: Ledger, settings: AnomaliesConfig, state: PolicyState,
                  submit: Callable[[Alert], None], record: Callable[[dict[str, Any]], Awaitable[None]],
-                 clock: Callable[[], datetime], watch: AnomalyWatch | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], datetime], watch: AnomalyWatch | None = None,
+                 count: Callable[[Anomaly], None] | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.state = state
         self.submit = submit
@@ -45,6 +46,7 @@ class AnomalyRounds(Periodic):
         self.interval = min(30.0, settings.bucket / 4)
         self.me = f"gw_{uuid.uuid4().hex[:12]}"
         self.found = 0  # anomalies recorded by this gateway (metrics, tests)
+        self.count = count  # the Prometheus counter's hook
         self._busy = False
 
     async def _run(self) -> None:
@@ -97,6 +99,8 @@ class AnomalyRounds(Periodic):
         now = self.clock()
         alert = to_alert(a, now)
         self.found += 1
+        if self.count is not None:
+            self.count(a)
         try:
             await self.record({"record": "alert", **alert.to_json()})
         except Exception as exc:  # the spool is down: the alert still goes out

@@ -308,8 +308,9 @@ class Gateway:
             log.info("checking %d batches left running by an earlier process", resumed)
         self.batches.start()
         if self.config.anomalies.enabled:
-            self.anomalies = AnomalyRounds(self.ledger, self.config.anomalies, self.state, self.dispatcher.submit,
-                                           self.spool.append_record, self.clock)  # fmt: skip
+            self.anomalies = AnomalyRounds(
+                self.ledger, self.config.anomalies, self.state, self.dispatcher.submit, self.spool.append_record,
+                self.clock, count=lambda a: self.metrics.anomalies.labels(a.signal, a.severity).inc())
             self.anomalies.start()
         self.writer = LedgerWriter(
             self.ledger,

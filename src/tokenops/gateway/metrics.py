@@ -51,6 +51,8 @@ class GatewayMetrics:
                                 registry=self.registry)  # fmt: skip
         self.fallbacks = Counter("tokenops_fallbacks", "Calls sent on to a fallback model, by the provider that failed "
                                  "and the reason", ["provider", "reason"], registry=self.registry)  # fmt: skip
+        self.anomalies = Counter("tokenops_anomalies", "Anomalies the watch recorded, by signal and severity",
+                                 ["signal", "severity"], registry=self.registry)  # fmt: skip
         self.estimated = Counter("tokenops_usage_estimated", "Calls whose usage was estimated, by reason",
                                  ["reason"], registry=self.registry)  # fmt: skip
         self.spool_healthy = Gauge("tokenops_spool_healthy", "1 while the spool can record calls, else 0",
