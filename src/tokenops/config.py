@@ -184,7 +184,7 @@ class AnomaliesConfig(_Model):
     scopes: list[list[str]] = [["team"], ["feature"], ["model"], ["key"], ["team", "feature"]]  # what to watch
     signals: list[Signal] = list(SIGNALS)
     threshold: float = Field(0.5, gt=0, le=1)  # the detector's score (0.5: about one in 100,000) for a candidate
-    history: int = Field(3 * 86400, ge=3600, le=90 * 86400)  # seconds of history the detectors learn from
+    history: int = Field(8 * 86400, ge=3600, le=90 * 86400)  # seconds of history learnt (a week and a day)
     min_history: int = Field(150, ge=1, le=100_000)  # buckets a scope must have been seen before it can alert
     min_change_usd: Decimal = Field(Decimal("0.50"), ge=0)  # a cost anomaly must be at least this far off
     min_requests: int = Field(10, ge=1)  # error and 429 rates need this many calls in the bucket

@@ -39,8 +39,11 @@ if TYPE_CHECKING:
 
 BASELINE_BUCKETS = 12  # the buckets before an anomaly that its contributors are compared with
 CONTRIBUTOR_DIMENSIONS = ("key", "user", "model", "feature")
+SEVERITIES = ("low", "medium", "high", "critical")
 MONEY_SIGNALS = ("cost", "tokens", "requests", "tokens_per_call")
-UP_ONLY = ("error_rate", "rate_limited", "latency", "tokens_per_call")  # a drop in these is good news
+UP_ONLY = ("error_rate", "rate_limited", "latency", "tokens_per_call", "tokens")  # a drop: good news, or the
+# same news as the drop in spend and calls (an outage), which are reported
+MAX_EXPLAINED = 50  # anomalies explained per round (each reads the ledger five times), the most severe first
 LABELS = {"cost": "spend", "tokens": "tokens", "requests": "calls", "tokens_per_call": "tokens per call",
           "error_rate": "error rate", "rate_limited": "upstream 429 rate", "latency": "mean latency"}  # fmt: skip
 
@@ -173,7 +176,8 @@ class _Track:
     and, for signals without a detector of their own, the score.
 
     The expected value of a bucket is the median of the same time of day on the days before (with at least three
-    of them), else of the last 48 buckets; the spread is the scaled median absolute deviation, at least 10 % of the
+    of them; spend keeps eight days, so a Monday morning is compared with a week of mornings, not with the weekend
+    alone), else of the last 48 buckets; the spread is the scaled median absolute deviation, at least 10 % of the
     median. Only spend gets the full streaming detector (the one measured on NAB, about a megabyte of state); the
     other signals are scored by how far they are from that range, on the same scale (``-log10(p) / 10``)."""
 
@@ -184,6 +188,7 @@ class _Track:
         self.size = max(per_day * keep_days, 48)
         self.ring = array("d", bytes(8 * self.size))
         self.pos = 0  # where the next value goes
+        self.rest_until = 0  # after an anomaly the track is not judged until it has seen this many values
 
     def _back(self, k: int) -> float:
         return self.ring[(self.pos - k) % self.size]
@@ -242,6 +247,8 @@ class AnomalyWatch:
         self.fed_until: datetime | None = None  # buckets before this one have been fed
         self.usual_tokens: dict[str, tuple[int, int]] = {}  # feature -> (calls, tokens) learnt so far
         self.pace: Callable[[], None] | None = None  # called between series: a gateway lets its calls run there
+        # after an anomaly a series' signal rests as the detector does: 100 buckets or 12 hours, the shorter
+        self.rest_buckets = max(1, min(100, 43_200 // self.bucket))
 
     # --- time ---------------------------------------------------------------------------------------------
     def floor(self, t: datetime) -> datetime:
@@ -308,7 +315,9 @@ class AnomalyWatch:
                 if self.pace is not None:
                     self.pace()
         if alert:
-            found = fold(found) + self._call_outliers(start, end)
+            kept = sorted(fold(found), key=lambda a: (-SEVERITIES.index(a.severity), -a.score))[:MAX_EXPLAINED]
+            kept.sort(key=lambda a: (a.bucket_start, len(a.scope), a.name))
+            found = [self._explain(a) for a in kept] + self._call_outliers(start, end)
         usual = ReportQuery.build(by=["feature"], since=start, until=end, where=self.where)
         for f in self.ledger.spend_report(usual).rows:
             c, t = self.usual_tokens.get(f.keys["feature"], (0, 0))
@@ -325,8 +334,8 @@ class AnomalyWatch:
             first = min(buckets)
             per_day = max(1, 86400 // self.bucket)
             s = _Series({**self.where, **dict(zip(dims, key, strict=True))},
-                        {sig: _Track(self.make_detector() if sig in FULL_DETECTOR else None, per_day)
-                         for sig in self.settings.signals}, first)  # fmt: skip
+                        {sig: _Track(self.make_detector(), per_day, keep_days=8) if sig in FULL_DETECTOR
+                         else _Track(None, per_day) for sig in self.settings.signals}, first)  # fmt: skip
             self.series[(dims, key)] = s
             t = first
         else:
@@ -340,12 +349,18 @@ class AnomalyWatch:
                 value = signal_value(signal, row, self.settings.min_requests)
                 if value is None:
                     continue
-                expected = track.expected(slot)
-                score = track.detector.update(t, value) if track.detector else track.score(value, expected)
-                if alert and track.seen >= self.settings.min_history and score >= self.settings.threshold:
+                # learning history, or resting after an anomaly (one incident, one anomaly): no range needed
+                judge = alert and track.seen >= max(self.settings.min_history, track.rest_until)
+                expected = track.expected(slot) if judge else None
+                if track.detector is not None:
+                    score = track.detector.update(t, value)
+                else:
+                    score = track.score(value, expected) if judge else 0.0
+                if judge and score >= self.settings.threshold:
                     a = self._judge(signal, s.scope, t, value, expected, score, row)
                     if a is not None:
-                        found.append(self._explain(a))
+                        found.append(a)
+                        track.rest_until = track.seen + self.rest_buckets
                 track.add(slot, value)
             s.last = t
             t += step
@@ -467,8 +482,9 @@ def fold(found: list[Anomaly]) -> list[Anomaly]:
     kept: list[Anomaly] = []
     for a in merged:
         if any(k.bucket_start == a.bucket_start and k.signal == a.signal and len(k.scope) <= len(a.scope)
+               and (k.actual > 0 or k.scope.items() <= a.scope.items())
                and abs(k.actual - a.actual) <= 0.01 * max(abs(k.actual), 1e-9) for k in kept):  # fmt: skip
-            continue
+            continue  # the same calls seen from a broader scope (a value of 0 is the same only within it)
         kept.append(a)
     return kept
 
