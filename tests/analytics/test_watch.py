@@ -155,3 +155,35 @@ def test_cli_scan_finds_the_loop_and_filters_by_scope(ledger_file: Path, tmp_pat
     assert res.exit_code == 0 and "no anomalies in this window" in res.output
     res = runner.invoke(app, ["anomalies", "--signal", "bogus", "-c", str(cfg)])
     assert res.exit_code != 0 and "--signal must be one of" in str(res.exception)
+
+
+def test_closing_the_gateway_stops_a_round_learning_history(ledger_file: Path) -> None:
+    """A round learning days of history in its thread gives up at the next series once the gateway closes (an
+    interpreter waits for such a thread at exit), and the throttle lets the gateway's calls run meanwhile."""
+    import threading
+    import time
+
+    from tokenops.gateway.anomalies import Stopped, Throttle
+
+    stop = threading.Event()
+    pace = Throttle(stop, work=0.0, rest=0.01)
+    started = time.monotonic()
+    pace()
+    assert time.monotonic() - started >= 0.01  # it rested
+    stop.set()
+    with pytest.raises(Stopped):
+        pace()
+
+    async def run() -> AnomalyRounds:
+        rounds = AnomalyRounds(DuckDBLedger(ledger_file), SETTINGS, InMemoryState(), lambda a: None,
+                               _ignore, lambda: NOW)  # fmt: skip
+        rounds.stopping.set()  # as close() does
+        await rounds.check_all()
+        return rounds
+
+    rounds = asyncio.run(run())
+    assert rounds.found == 0 and rounds.watch.fed_until is None
+
+
+async def _ignore(record: dict[str, object]) -> None:
+    return None

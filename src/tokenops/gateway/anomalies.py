@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,7 +43,8 @@ class AnomalyRounds(Periodic):
         self.record = record
         self.clock = clock
         self.watch = watch or AnomalyWatch(ledger, settings)
-        self.watch.pace = Throttle()
+        self.stopping = threading.Event()  # set at close: a round learning history in its thread stops there
+        self.watch.pace = Throttle(self.stopping)
         self.interval = min(30.0, settings.bucket / 4)
         self.me = f"gw_{uuid.uuid4().hex[:12]}"
         self.found = 0  # anomalies recorded by this gateway (metrics, tests)
@@ -59,6 +61,10 @@ class AnomalyRounds(Periodic):
             except Exception:  # a bug must not stop the next round
                 log.exception("anomaly round failed")
             await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        self.stopping.set()
+        await super().close()
 
     def _round(self, end: datetime) -> str:
         return f"anomaly-round:{int(end.timestamp())}"
@@ -81,6 +87,9 @@ class AnomalyRounds(Periodic):
         self._busy = True
         try:
             anomalies = await asyncio.to_thread(self.watch.advance, now)
+        except Stopped:
+            self.watch.fed_until = None
+            return
         except LedgerBusy:
             return  # another process has the ledger: the next round reads both buckets
         except LedgerError as exc:
@@ -113,17 +122,24 @@ class AnomalyRounds(Periodic):
             self.submit(alert)
 
 
+class Stopped(Exception):
+    """The gateway is closing: the round in the watch's thread gives up (it is learnt again on the next start)."""
+
+
 class Throttle:
     """Runs between series in the watch's thread: after ``work`` seconds of detector time it sleeps ``rest``
     seconds, so that learning days of history on start (tens of seconds of CPU for many scopes) takes at most
     about half a core from the gateway's calls. A round in steady state (one bucket) never sleeps."""
 
-    def __init__(self, work: float = 0.05, rest: float = 0.05) -> None:
+    def __init__(self, stop: threading.Event, work: float = 0.05, rest: float = 0.05) -> None:
+        self.stop = stop
         self.work = work
         self.rest = rest
         self._since = time.monotonic()
 
     def __call__(self) -> None:
+        if self.stop.is_set():
+            raise Stopped
         now = time.monotonic()
         if now - self._since >= self.work:
             time.sleep(self.rest)
