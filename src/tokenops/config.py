@@ -192,8 +192,8 @@ class AnomaliesConfig(_Model):
     call_min_tokens: int = Field(20_000, ge=1)  # ...and at least this many tokens
     settle: float = Field(15.0, ge=0, le=3600)  # seconds after a bucket ends before it is read (spool drained)
     quiet: int = Field(3600, ge=0, le=7 * 86400)  # seconds an incident stays one alert (no repeats on channels)
-    # series watched at most, over all the scope lists (the biggest spenders first): about 0.3 MB each
-    max_series: int = Field(250, ge=1, le=100_000)
+    # series watched at most, over all the scope lists (the biggest spenders first): 0.3 to 0.6 MB each
+    max_series: int = Field(150, ge=1, le=100_000)
 
     @field_validator("scopes")
     @classmethod

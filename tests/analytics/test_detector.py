@@ -252,7 +252,8 @@ def test_coarse_pattern_channels_report_once_per_block() -> None:
         det.update(t, v)
         for name in det.last_channels:
             seen.setdefault(name, []).append(i + 1)
-    assert set(seen) <= {"step", "pattern", "pattern_likelihood", "range"} | {f"pattern_x{k}" for k in (8, 16, 32, 64)}
+    names = {"step", "pattern", "pattern_likelihood", "range", "resonance"} | {f"pattern_x{k}" for k in (8, 16, 32, 64)}
+    assert set(seen) <= names
     assert seen["pattern_x8"] and all(n % 8 == 0 for n in seen["pattern_x8"])
     assert seen["pattern_x16"] and all(n % 16 == 0 for n in seen["pattern_x16"])
     assert all(0.0 < det_p <= 1.0 for det_p in det.last_channels.values())
@@ -260,3 +261,32 @@ def test_coarse_pattern_channels_report_once_per_block() -> None:
     plain = score_series(ts, values, scales=())
     assert all(0.0 <= s <= 1.0 for s in plain)
     assert score_series(ts[:500], values[:500], scales=()) == plain[:500]
+
+
+def test_resonance_channel_flags_a_new_shape_only_after_its_probation() -> None:
+    """The ARTime-like channel learns the first 750 rows as a batch, then flags a window that resonates with no
+    learned category (here the daily cycle turning into a square wave) with a p-value in (0, 1)."""
+    values = seasonal(24 * 60, seed=3)
+    values[1100:1200] = [160.0 if (i // 6) % 2 else 40.0 for i in range(100)]
+    det = AnomalyDetector()
+    flagged = []
+    for i, (t, v) in enumerate(zip(stamps(len(values)), values, strict=True)):
+        det.update(t, v)
+        if "resonance" in det.last_channels:
+            assert 0.0 < det.last_channels["resonance"] < 1.0
+            flagged.append(i)
+    assert flagged and min(flagged) >= 750
+    assert any(1100 <= i < 1220 for i in flagged)
+
+
+def test_resonance_categories_are_capped() -> None:
+    import numpy
+
+    from tokenops.analytics.detector import _Resonance
+
+    rng = random.Random(5)
+    res = _Resonance(numpy, probation=100, max_categories=16)
+    for _ in range(3000):
+        s = res.update(rng.choice([0.0, 1.0, 1e6, -3.0, rng.random()]))
+        assert 0.0 <= s <= 1.0 and math.isfinite(s)
+    assert 2 <= len(res.W) <= 16 and len(res.used) == len(res.W)

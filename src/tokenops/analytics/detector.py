@@ -22,6 +22,13 @@ state between calls). The method, and what each part is for:
      discord; each coarse channel reports only on the row that closes its block.
    * *range* -- the value leaves the range seen so far by more than 5 % of its width (as NAB's HTM detector
      does): rare, and nearly always worth an alert.
+   * *resonance* -- a causal re-implementation of ARTime (adaptive resonance theory; see :class:`_Resonance`):
+     windows of 8 downsampled, quantized levels plus their Haar shape are clustered by a dual-vigilance fuzzy ART
+     whose vigilance adapts to the matches seen; a window that resonates with no learned category (after the
+     first ``resonance_probation`` = 750 rows, learned as a batch) reports ARTime's confidence ``c`` in (0, 1]
+     as ``p = 10^(-5c)`` (a fixed mapping, not a calibrated tail; it reports only on the rows it flags).
+     Its value range is estimated causally (the probation's range widened by 25 % either side), where ARTime's
+     NAB wrapper is given each file's global min, max and length.
 
    Tail probabilities come from a sliding window of the statistic, kept sorted: the empirical tail, extended
    past its top 2 % by an exponential fitted to their mean excess (peaks over threshold, as in SPOT), so a
@@ -43,8 +50,10 @@ which is also ``rest_level``: 0.3 is the recommended default alert threshold.
 
 Seasonality (hour of day, day of week) is handled by the pattern channel: a subsequence is compared with every
 subsequence in memory, so yesterday's same-hour shape is a near neighbour. On the Numenta Anomaly Benchmark
-(bench/nab.py; docs/benchmarks.md) this scores 69.0 / 58.9 / 74.3 (standard / low FP / low FN) on the public
-half of NAB. Cost: ~90 microseconds per row; memory: O(window + memory x m x (1 + len(scales))) floats.
+(bench/nab.py; docs/benchmarks.md) this scores 72.1 / 61.6 / 77.5 (standard / low FP / low FN) on the public
+half of NAB (69.0 / 58.9 / 74.3 without the resonance channel). Cost: ~100 microseconds per row; memory:
+O(window + memory x m x (1 + len(scales))) floats plus at most 1,024 x 32 for the resonance categories
+(about 0.6 MB per series at most).
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from typing import Any
 
 _LOG_FLOOR = math.log(1e-10)
 _MIN_P = 1e-250
+_SQRT_HALF = math.sqrt(0.5)
 
 
 def _upper_normal_tail(z: float) -> float:
@@ -173,6 +183,284 @@ class _Pattern:
         return p
 
 
+def _haar(np: Any, v: Any) -> Any:
+    """Full orthonormal Haar decomposition of a vector of length 2^k: [approximation, coarsest .. finest details]."""
+    parts = []
+    a = v
+    while len(a) > 1:
+        parts.append((a[0::2] - a[1::2]) * _SQRT_HALF)
+        a = (a[0::2] + a[1::2]) * _SQRT_HALF
+    parts.append(a)
+    return np.concatenate(parts[::-1])
+
+
+class _Resonance:
+    """A causal re-implementation of ARTime (Hampton 2021, the leader of the NAB scoreboard; ARTimeNAB.jl): an
+    adaptive-resonance category learner (dual-vigilance fuzzy ART, complement-coded) over short windows of the
+    downsampled series. ``update`` answers ARTime's confidence in (0, 1] on a row where a window resonates with
+    no learned category (a new one is committed for it), else 0.
+
+    Every ``sstep`` rows (``probation / (window x 13)``, 7 for the default 750) the block's most extreme value
+    (its max or min, whichever is further from a running mean; the block mean unless 10 % away from it) is
+    normalized to [0, 1], quantized to ``nlevels`` levels and snapped to the running median when within 0.075
+    of it. The feature vector is the last ``window`` such values, plus their Haar transform after min-max
+    normalization of the window (the shape, whatever its level). The first ``probation`` rows are learned as a
+    batch: the starting vigilance is the mean best match when they are presented least-typical first. Then
+    each window is matched (feature similarity^3 x similarity of the newest level^2) against the categories:
+    a match above the upper vigilance refines that category, above the lower one commits a new category
+    quietly, below both commits one and flags the window. The vigilances follow the matches seen (upper: their
+    running mean, capped at 0.97; lower: pulled towards the worst recent match, or lowered after mismatches, not
+    below the mean match of past anomalies), and a flag right after a flag or a new category is suppressed
+    unless it matches clearly worse than the last one.
+
+    Unlike ARTime's NAB wrapper, which is handed each file's global min and max and length (the future), the
+    range is estimated causally: the values seen in the probation widened by ``margin`` of their width either
+    side, fixed after that (values beyond it are clipped to the edge; the *range* channel reports those), and
+    the probation is a fixed number of rows. Categories are capped at ``max_categories``; when full, the one
+    matched least recently is replaced."""
+
+    def __init__(self, np: Any, probation: int = 750, window: int = 8, nlevels: int = 80, margin: float = 0.25,
+                 initial_rho: float = 0.8, max_categories: int = 1024) -> None:  # fmt: skip
+        self.np = np
+        probation -= probation % 2
+        self.window = window
+        self.sstep = max(1, probation // (window * 13))
+        self.trend = max(window + 2, probation // self.sstep)
+        self.mask = window * 1.5
+        self.nlevels = nlevels
+        self.margin = margin
+        self.initial_rho = initial_rho
+        self.max_categories = max(2, max_categories)
+        self.i = 0
+        self.block: deque[float] = deque(maxlen=self.sstep)
+        self.dsi = 1
+        self.ds_mean = 0.0
+        self.lo = math.inf
+        self.hi = -math.inf
+        self.dmin = 0.0
+        self.dmax = 0.0
+        self.medbin = [0] * (nlevels + 1)
+        self.medlevel = 0
+        self.below = 0
+        self.above = 0
+        self.levels: deque[float] = deque([0.0] * window, maxlen=window)
+        self.buffer = array("d")  # the probation's downsampled values, until the batch
+        self.W = np.ones((1, 4 * window))  # categories, complement-coded; the first is ARTime's all-ones seed
+        self.used = np.zeros(1)  # when each category last resonated (for replacement)
+        self.seeded = False
+        self.rho_lb = 0.0
+        self.rho_ub = 0.0
+        self.last_anomaly_i = 0
+        self.last_anomaly_sim = 0.0
+        self.last_rho_update_i = 0
+        self.mask_after_cat = False
+        self.no_new_cat = 0
+        self.anomaly_sims = 0.0  # sum and count of the anomalies' (lowest) similarities, and the last one
+        self.anomalies = 0
+        self.last_sim = 0.0
+        self.sims: deque[float] = deque([1.0] * (self.trend // 2 + 1), maxlen=self.trend // 2 + 1)
+        self.sim_gaps: deque[float] = deque([0.0] * (self.trend + 1), maxlen=self.trend + 1)
+        self.sim_total = 0.0
+        self.sim_count = 0
+
+    def update(self, x: float) -> float:
+        self.i += 1
+        self.lo = min(self.lo, x)
+        self.hi = max(self.hi, x)
+        self.block.append(x)
+        if self.i % self.sstep:
+            return 0.0
+        mean = sum(self.block) / len(self.block)
+        hi, lo = max(self.block), min(self.block)
+        if self.dsi == 1:
+            self.ds_mean = mean
+        self.ds_mean = (self.ds_mean + mean) / 2
+        ds = lo if abs(hi - self.ds_mean) < abs(lo - self.ds_mean) else hi
+        if abs(ds - mean) < 0.1 * mean:  # a spike must be at least 10 %
+            ds = mean
+        out = 0.0
+        if self.dsi <= self.trend:
+            self.buffer.append(ds)
+            if self.dsi == self.trend:
+                width = self.hi - self.lo
+                self.dmin, self.dmax = self.lo - self.margin * width, self.hi + self.margin * width
+                features = [self._features(v, k) for k, v in enumerate(self.buffer, 1)]
+                self.buffer = array("d")
+                self._batch(features)
+        else:
+            out = self._detect(self._features(ds, self.dsi), self.dsi)
+        self.dsi += 1
+        return out
+
+    def _features(self, ds: float, dsi: int) -> Any:
+        np = self.np
+        nl = self.nlevels
+        span = self.dmax - self.dmin
+        u = (ds - self.dmin) / span if span > 0 else ds - self.dmin
+        level = int(round(min(max(u, 0.0), 1.0) * nl))
+        value = level / nl
+        # a running median of the levels (ARTime's approximation), by counts per level
+        self.medbin[level] += 1
+        if dsi == 1:
+            self.medlevel = level
+        if self.medlevel > level:
+            self.below += 1
+        elif self.medlevel < level:
+            self.above += 1
+        half = dsi // 2
+        if half < self.above:
+            self.below += self.medbin[self.medlevel]
+            self.medlevel += 1
+            while self.medlevel < nl and self.medbin[self.medlevel] == 0:
+                self.medlevel += 1
+            self.above -= self.medbin[self.medlevel]
+        elif half < self.below:
+            self.above += self.medbin[self.medlevel]
+            self.medlevel -= 1
+            while self.medlevel > 0 and self.medbin[self.medlevel] == 0:
+                self.medlevel -= 1
+            self.below -= self.medbin[self.medlevel]
+        median = self.medlevel / nl
+        if abs(value - median) < 0.075:
+            value = median
+        self.levels.append(value)
+        if dsi < self.window:
+            return np.zeros(2 * self.window)
+        w = np.fromiter(self.levels, dtype=float, count=self.window)
+        shape = w - w.min()
+        if shape.max() > 0:
+            shape /= shape.max()
+        shape = _haar(np, shape)
+        shape -= shape.min()
+        if shape.max() > 0:
+            shape /= shape.max()
+        return np.concatenate([shape, w])
+
+    def _match(self, W: Any, f: Any) -> tuple[Any, Any, Any]:
+        """Complement-coded input, its fuzzy-AND with every category, and (match, level similarity) of each."""
+        np = self.np
+        x = np.concatenate([f, 1.0 - f])
+        em = np.minimum(W, x)
+        size = W.sum(axis=1)
+        size[size == 0] = 0.001
+        e = 2 * self.window - 1  # the newest level and its complement: the "energy" of the window
+        level_sim = (em[:, e] + em[:, -1]) / np.maximum(W[:, e] + W[:, -1], 1e-12)
+        return x, em, ((em.sum(axis=1) / size) ** 3 * level_sim**2, level_sim)
+
+    def _train(self, f: Any, learning: bool = True) -> tuple[bool, float, float]:
+        """Dual-vigilance fuzzy ART step: (mismatch, best match, its level similarity)."""
+        if not self.seeded:  # ARTime's first input only seeds the all-ones category
+            self.seeded = True
+            return False, 0.0, 0.0
+        x, em, (M, level_sim) = self._match(self.W, f)
+        order = self.np.argsort(-M, kind="stable")
+        best = int(order[0])
+        A, Ae = float(M[best]), float(level_sim[best])
+        if not learning:
+            return False, A, Ae
+        resonated = False
+        for j in order:
+            m = M[j]
+            if m >= self.rho_ub:  # resonance: fast learning (every category above the upper vigilance)
+                self.W[j] = em[j]
+                self.used[j] = self.i
+                resonated = True
+            elif m >= self.rho_lb and not resonated:  # close enough: a new category, quietly
+                self._commit(x)
+                return False, A, Ae
+            else:
+                break
+        if resonated:
+            return False, A, Ae
+        self._commit(x)  # no resonance: a new category, and a candidate anomaly
+        return True, A, Ae
+
+    def _commit(self, x: Any) -> None:
+        np = self.np
+        if len(self.W) < self.max_categories:
+            self.W = np.vstack([self.W, x])
+            self.used = np.append(self.used, self.i)
+        else:
+            j = int(np.argmin(self.used))
+            self.W[j] = x
+            self.used[j] = self.i
+
+    def _batch(self, features: list[Any]) -> None:
+        np = self.np
+        X = np.array(features[self.window - 1 :])
+        norm = np.linalg.norm(X, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sim = (X @ X.T) / np.outer(norm, norm)
+        zero = norm == 0
+        sim[zero, :] = (1.0 - norm)[None, :].repeat(len(X), 0)[zero, :]
+        sim[:, zero] = (1.0 - norm)[:, None].repeat(len(X), 1)[:, zero]
+        np.fill_diagonal(sim, 1.0)
+        sim = np.nan_to_num(sim)
+        order = np.argsort(sim.sum(axis=0), kind="stable")  # least typical first
+        trial = _Resonance(np, window=self.window, max_categories=self.max_categories)
+        trial.rho_lb = trial.rho_ub = self.initial_rho
+        matches = [trial._train(X[k])[1] for k in order]
+        start = min(self.trend // 2 - 1, len(matches) - 1)
+        rho = float(np.mean(matches[start:]))
+        self.rho_lb = self.rho_ub = rho
+        for k, f in enumerate(features, 1):
+            self._detect(f, k)
+
+    def _detect(self, f: Any, i: int) -> float:
+        since = i - self.last_anomaly_i
+        update_after_anomaly = since == self.mask
+        update_for_trend = i - self.last_rho_update_i >= self.trend // 2
+        mask_after_anomaly = since <= self.mask
+        if i > self.trend + self.mask and self.mask_after_cat and self.no_new_cat >= self.mask:
+            self.mask_after_cat = False
+        if i < self.window:
+            _, A, Ae = self._train(f, learning=False)
+            new = True
+        else:
+            new, A, Ae = self._train(f)
+        self.no_new_cat = 0 if new else self.no_new_cat + 1
+        self.sim_total += A
+        self.sim_count += 1
+        self.sims.append(A)
+        self.sim_gaps.append(self.rho_ub - A)
+        if since < self.mask and self.anomalies and A < self.last_sim:
+            self.anomaly_sims += A - self.last_sim
+            self.last_sim = A
+        masking = self.mask_after_cat or mask_after_anomaly
+        below_last = A < self.last_anomaly_sim * (0.90 if mask_after_anomaly else 0.70)
+        out = 0.0
+        if i > self.trend and new and (not masking or below_last):
+            out = self._confidence(A, Ae)
+            self.anomaly_sims += A
+            self.anomalies += 1
+            self.last_sim = self.last_anomaly_sim = A
+            self.last_anomaly_i = i
+        self.mask_after_cat = new or self.mask_after_cat
+        if i > self.trend and (update_after_anomaly or update_for_trend):
+            lowest = min(self.sims)
+            ub = min(0.97, self.sim_total / self.sim_count)
+            lb = self.rho_lb
+            if lb <= lowest:
+                lb += (lowest - lb) * 0.19
+            else:
+                gaps = [min(0.37, g) for g in self.sim_gaps if g > 0.05] if i > 2 * self.trend else []
+                lb -= max(0.01, sum(gaps) / len(gaps) if gaps else 0.0) / 2
+                if self.anomalies:
+                    lb = max(self.anomaly_sims / self.anomalies, lb)
+            self.rho_lb = min(ub, lb)
+            self.rho_ub = ub
+            self.last_rho_update_i = i
+            self.mask_after_cat = True
+        return out
+
+    def _confidence(self, sim: float, level_sim: float) -> float:
+        sim = min(0.999, sim)
+        ub = ((1 - sim) - (1 - self.rho_ub)) / (1 - sim)
+        lb = ((1 - sim) - (1 - self.rho_lb)) / (1 - sim)
+        s = ub * 0.35 + lb * 0.65 + (1.0 - level_sim) * 1.5
+        return min(1.0, max(1e-6, s))
+
+
 class AnomalyDetector:
     """Incremental anomaly scores for one series; see the module docstring for the method.
 
@@ -184,7 +472,8 @@ class AnomalyDetector:
     def __init__(self, *, window: int = 2000, m: int = 8, memory: int = 2000, lik_long: int = 2000,
                  tail_frac: float = 0.02, range_tolerance: float = 0.05, warmup: int = 150, rest: int = 100,
                  rest_seconds: float = 43200.0, rest_level: float = 0.3,
-                 scales: Sequence[int] = (8, 16, 32, 64)) -> None:  # fmt: skip
+                 scales: Sequence[int] = (8, 16, 32, 64), resonance_probation: int = 750,
+                 resonance_margin: float = 0.25) -> None:  # fmt: skip
         import numpy
 
         self.warmup = warmup
@@ -202,6 +491,7 @@ class AnomalyDetector:
         self.scales = [max(2, int(k)) for k in scales]
         self.coarse = [_Pattern(numpy, m, memory, window, tail_frac) for _ in self.scales]
         self.block_sums = [0.0] * len(self.scales)
+        self.resonance = _Resonance(numpy, probation=resonance_probation, margin=resonance_margin)
         self.rest_seconds = rest_seconds
         self.since_alarm = rest
         self.alarm_at: datetime | None = None
@@ -234,6 +524,10 @@ class AnomalyDetector:
                 self.block_sums[j] = 0.0
                 if p is not None:
                     ps[f"pattern_x{scale}"] = p
+
+        confidence = self.resonance.update(x)
+        if confidence > 0.0:  # a window that resonates with no learned category
+            ps["resonance"] = 10.0 ** (-5.0 * confidence)
 
         if self.n > self.warmup and self.hi > self.lo:
             excess = max(x - self.hi, self.lo - x) / (self.hi - self.lo)
