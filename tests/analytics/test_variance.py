@@ -54,3 +54,11 @@ def test_the_effects_always_add_up_to_the_change(base: list, actual: list, scale
     e = decompose(b, a, base_scale=scale)
     assert _sum(e) == e.change
     assert e.actual == sum((r.cost_usd for r in a), Decimal(0))
+
+
+def test_a_model_without_tokens_keeps_its_own_base() -> None:
+    """Images or per-call fees (no tokens): twice the price per call is a price effect, not mix."""
+    base = [MixRow("image-1", 100, 0, Decimal("10")), MixRow("gpt-4o", 100, 100_000, Decimal("1"))]
+    actual = [MixRow("image-1", 100, 0, Decimal("20")), MixRow("gpt-4o", 100, 100_000, Decimal("1"))]
+    e = decompose(base, actual)
+    assert (e.volume, e.mix, e.tokens_per_call, e.price) == (0, 0, 0, Decimal(10))

@@ -187,3 +187,34 @@ def test_closing_the_gateway_stops_a_round_learning_history(ledger_file: Path) -
 
 async def _ignore(record: dict[str, object]) -> None:
     return None
+
+
+def test_review_findings_on_the_watch(ledger_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anomalies past the explanation cap are kept (unexplained), two teams with the same spike both alert, a quiet
+    signal keeps the ring in bucket order, and something where there is usually nothing is not 'critical'."""
+    import math
+
+    from tokenops.analytics import watch as w
+
+    full = AnomalyWatch(DuckDBLedger(ledger_file), SETTINGS).scan(NOW - timedelta(hours=6), NOW)
+    monkeypatch.setattr(w, "MAX_EXPLAINED", 1)
+    capped = AnomalyWatch(DuckDBLedger(ledger_file), SETTINGS).scan(NOW - timedelta(hours=6), NOW)
+    assert [a.id for a in capped] == [a.id for a in full]
+    assert sum(1 for a in capped if a.kind == "series" and a.contributors) <= 1
+
+    def anomaly(team: str, actual: float) -> w.Anomaly:
+        return w.Anomaly("series", "cost", {"team": team}, NOW, 300, actual, 1.0, 0.5, 1.5, 0.9, "high", "up")
+
+    kept = w.fold([anomaly("search", 5.00), anomaly("support", 5.02)])
+    assert {a.scope["team"] for a in kept} == {"search", "support"}
+
+    track = w._Track(None, per_day=4, keep_days=3)
+    for _day in range(3):
+        for slot, value in enumerate((None, None, 2000.0, 200.0)):
+            track.skip() if value is None else track.add(slot, value)
+    track.skip()
+    track.skip()  # the next day: two quiet buckets, then the busy one
+    expected = track.expected(2)
+    assert expected is not None and expected[0] == 2000.0
+    assert not any(math.isnan(x) for x in expected)
+    assert w.severity(3.0, 0.0, 0.0, "up") == "medium"

@@ -96,7 +96,9 @@ def test_budget_plan_for_next_quarter(cfg: Path) -> None:
     out = json.loads(run("plan", "budget", "--quarter", f"{year}-Q{nq}", "-c", str(cfg), "--format", "json"))
     assert out["lines"] and {"team", "env"} <= set(out["lines"][0])
     for line in out["lines"]:
-        parts = sum(Decimal(line[k]) for k in ("fixed_usd", "variable_usd", "training_reserve_usd", "buffer_usd"))
+        parts = sum(Decimal(line[k]) for k in ("spent_usd", "fixed_usd", "variable_usd", "training_reserve_usd",
+                                                "buffer_usd"))  # fmt: skip
+        assert line["spent_usd"] == "0.00"  # a quarter not begun
         assert parts == Decimal(line["budget_usd"])
         assert Decimal(line["buffer_usd"]) == pytest.approx(
             (Decimal(line["variable_usd"]) + Decimal(line["training_reserve_usd"])) * Decimal("0.25"), abs=Decimal("0.02"))
@@ -148,3 +150,37 @@ def test_workload_portfolio_with_the_policies_that_apply(cfg: Path) -> None:
     assert all("budget background-daily" in r["policies"] for r in background)
     assert all("budget search-monthly (team=search only)" in r["policies"] for r in rows)
     assert all(r["cost_per_call_usd"] is not None for r in rows if r["cost_usd"] != "unpriced")
+
+
+def test_review_findings_on_variance_and_plans(cfg: Path, tmp_path: Path) -> None:
+    """Daily budgets count calendar days in a month with a DST change; custom budgets (naive datetimes included)
+    are compared over the part of the month they cover, or left out; a forecast's scope may be any tag; years at
+    the calendar's edges are usage errors, not tracebacks."""
+    from tokenops.policy.config import BudgetConfig
+    from tokenops.services.variance import budget_window, month_window
+
+    start, end = month_window("2026-03", "Europe/Berlin")
+    daily = budget_window(BudgetConfig(name="d", amount_usd=Decimal(100), period="day"), start, end, "Europe/Berlin")
+    assert daily is not None and daily[0] == Decimal(3100)
+    weekly = budget_window(BudgetConfig(name="w", amount_usd=Decimal(70), period="week"), start, end, "Europe/Berlin")
+    assert weekly is not None and weekly[0] == Decimal(310)
+    text = cfg.read_text() + (
+        '  - {name: summer, scope: {team: search}, amount_usd: "500", period: custom, start: 2020-06-01, end: 2020-07-01}\n'
+        '  - {name: sprint, scope: {team: support}, amount_usd: "300", period: custom, '
+        f'start: "{LAST_MONTH}-11T00:00:00", end: "{NOW:%Y-%m}-01T00:00:00"}}\n')  # fmt: skip
+    other = tmp_path / "custom.yaml"
+    other.write_text(text)
+    out = json.loads(run("report", "variance", "--month", LAST_MONTH, "-c", str(other), "--format", "json"))
+    names = {r["budget"] for r in out["rows"]}
+    assert "summer" not in names and any("summer" in n and "does not touch" in n for n in out["notes"])
+    sprint = next(r for r in out["rows"] if r["budget"] == "sprint")
+    assert Decimal(sprint["budget_usd"]) == 300  # all of it falls in the month...
+    assert any("sprint" in n and "part of the month" in n for n in out["notes"])  # ...from the 11th on
+    spend = json.loads(run("report", "spend", "--by", "team", "--since", f"{LAST_MONTH}-01", "--until",
+                           f"{NOW:%Y-%m}-01", "--where", "team=support", "-c", str(cfg), "-f", "json"))  # fmt: skip
+    assert Decimal(sprint["actual_usd"]) < Decimal(spend["total_cost_usd"])  # compared over those days only
+    env = json.loads(run("forecast", "--scope", "env=prod", "--horizon", "7d", "-c", str(cfg), "-f", "json"))
+    assert len(env["forecast"]) == 7 and Decimal(env["total_usd"]) > 0
+    assert "not a quarter" in fails("plan", "budget", "--quarter", "0000-Q1", "-c", str(cfg))
+    assert "not a quarter" in fails("plan", "budget", "--quarter", "9999-Q4", "-c", str(cfg))
+    assert "no data for 0001-01" in fails("report", "variance", "--month", "0001-01", "-c", str(cfg))

@@ -50,4 +50,6 @@ def test_large_calls_and_recorded_anomalies(any_ledger: Ledger, tmp_path) -> Non
     any_ledger.append(_events())
     big = any_ledger.large_calls(T0, T0 + timedelta(hours=1), 1000)
     assert [dict(zip(CALL_ROW_COLUMNS, r, strict=True))["request_id"] for r in big] == ["r20"]
+    assert any_ledger.large_calls(T0, T0 + timedelta(hours=1), 1000, {"team": "a"}) == big  # r20: team a
+    assert any_ledger.large_calls(T0, T0 + timedelta(hours=1), 1000, {"team": "b"}) == []
     assert any_ledger.anomalies(T0 - timedelta(days=1)) == []

@@ -100,7 +100,7 @@ def decompose(base: Iterable[MixRow], actual: Iterable[MixRow], *, base_scale: D
     def base_of(m: str) -> tuple[Decimal, Decimal]:
         """(tokens per call, cost per token) in the base; a model the base lacks uses its actual ones."""
         r = b.get(m)
-        if r is None or r.requests == 0 or r.tokens == 0:
+        if r is None or r.requests == 0:
             r = a.get(m) or r
         if r is None or r.requests == 0:
             return ZERO, ZERO

@@ -43,7 +43,8 @@ SEVERITIES = ("low", "medium", "high", "critical")
 MONEY_SIGNALS = ("cost", "tokens", "requests", "tokens_per_call")
 UP_ONLY = ("error_rate", "rate_limited", "latency", "tokens_per_call", "tokens")  # a drop: good news, or the
 # same news as the drop in spend and calls (an outage), which are reported
-MAX_EXPLAINED = 50  # anomalies explained per round (each reads the ledger five times), the most severe first
+MAX_EXPLAINED = 50  # anomalies explained per round (each reads the ledger five times), the most severe first;
+# the others are reported without contributors
 LABELS = {"cost": "spend", "tokens": "tokens", "requests": "calls", "tokens_per_call": "tokens per call",
           "error_rate": "error rate", "rate_limited": "upstream 429 rate", "latency": "mean latency"}  # fmt: skip
 
@@ -144,8 +145,10 @@ def severity(actual: float, expected: float | None, high: float | None, directio
         return "medium"
     if direction == "down":
         ratio = (expected + 1e-9) / (actual + 1e-9)
+    elif expected <= 0:
+        return "medium"  # something where there usually is nothing: worth a look, not a fire (no ratio to judge)
     else:
-        ratio = (actual + 1e-9) / (max(expected, high or 0.0) + 1e-9) if expected > 0 else float("inf")
+        ratio = (actual + 1e-9) / (max(expected, high or 0.0) + 1e-9)
     return "critical" if ratio >= 10 else "high" if ratio >= 3 else "medium" if ratio >= 1.5 else "low"
 
 
@@ -188,6 +191,7 @@ class _Track:
         self.size = max(per_day * keep_days, 48)
         self.ring = array("d", bytes(8 * self.size))
         self.pos = 0  # where the next value goes
+        self.stored = 0  # buckets in the ring, gaps (NaN) included
         self.rest_until = 0  # after an anomaly the track is not judged until it has seen this many values
 
     def _back(self, k: int) -> float:
@@ -195,9 +199,11 @@ class _Track:
 
     def expected(self, slot: int) -> tuple[float, float, float] | None:
         del slot  # the ring is in bucket order: the same time yesterday is per_day buckets back
-        days = [self._back(d * self.per_day) for d in range(1, self.size // self.per_day + 1)
-                if d * self.per_day <= self.seen and self.per_day > 1]  # fmt: skip
-        values = days if len(days) >= 3 else [self._back(k) for k in range(1, min(self.seen, 48) + 1)]
+        days = [v for d in range(1, self.size // self.per_day + 1)
+                if d * self.per_day <= self.stored and self.per_day > 1
+                and not math.isnan(v := self._back(d * self.per_day))]  # fmt: skip
+        values = days if len(days) >= 3 else [v for k in range(1, min(self.stored, 48) + 1)
+                                              if not math.isnan(v := self._back(k))]  # fmt: skip
         if len(values) < 3:
             return None
         mid = statistics.median(values)
@@ -219,6 +225,13 @@ class _Track:
         self.seen += 1
         self.ring[self.pos] = value
         self.pos = (self.pos + 1) % self.size
+        self.stored = min(self.stored + 1, self.size)
+
+    def skip(self) -> None:
+        """A bucket that says nothing about this signal (a rate without calls): a gap in the ring."""
+        self.ring[self.pos] = math.nan
+        self.pos = (self.pos + 1) % self.size
+        self.stored = min(self.stored + 1, self.size)
 
 
 FULL_DETECTOR = ("cost",)  # the signals scored by the streaming detector itself
@@ -315,9 +328,10 @@ class AnomalyWatch:
                 if self.pace is not None:
                     self.pace()
         if alert:
-            kept = sorted(fold(found), key=lambda a: (-SEVERITIES.index(a.severity), -a.score))[:MAX_EXPLAINED]
-            kept.sort(key=lambda a: (a.bucket_start, len(a.scope), a.name))
-            found = [self._explain(a) for a in kept] + self._call_outliers(start, end)
+            kept = fold(found)
+            worst = sorted(kept, key=lambda a: (-SEVERITIES.index(a.severity), -a.score))[:MAX_EXPLAINED]
+            explain = {id(a) for a in worst}  # the rest are kept, with their values and range but no contributors
+            found = [self._explain(a) if id(a) in explain else a for a in kept] + self._call_outliers(start, end)
         usual = ReportQuery.build(by=["feature"], since=start, until=end, where=self.where)
         for f in self.ledger.spend_report(usual).rows:
             c, t = self.usual_tokens.get(f.keys["feature"], (0, 0))
@@ -348,6 +362,7 @@ class AnomalyWatch:
             for signal, track in s.tracks.items():
                 value = signal_value(signal, row, self.settings.min_requests)
                 if value is None:
+                    track.skip()  # the ring stays in bucket order: the same time yesterday is per_day back
                     continue
                 # learning history, or resting after an anomaly (one incident, one anomaly): no range needed
                 judge = alert and track.seen >= max(self.settings.min_history, track.rest_until)
@@ -380,6 +395,11 @@ class AnomalyWatch:
         if signal == "cost" and abs(value - mid) < float(self.settings.min_change_usd):
             return None
         if signal in ("tokens", "requests", "tokens_per_call") and abs(value - mid) < 0.5 * max(mid, 1.0):
+            return None
+        # a handful of calls (or tokens) more or less in a quiet scope is noise, whatever the ratio
+        if signal == "requests" and abs(value - mid) < self.settings.min_requests:
+            return None
+        if signal == "tokens" and abs(value - mid) < self.settings.call_min_tokens:
             return None
         if signal in ("error_rate", "rate_limited") and value - mid < 0.05:
             return None
@@ -441,12 +461,11 @@ class AnomalyWatch:
             return []
         floor = max(self.settings.call_min_tokens, int(min(usual.values()) * self.settings.call_factor))
         found = []
-        for rid, ts, key_id, user, team, feature, model, inp, out, cost in self.ledger.large_calls(start, end, floor):
-            typical = usual.get(feature or "")
+        calls = self.ledger.large_calls(start, end, floor, self.where)
+        for rid, ts, key_id, user, team, feature, model, inp, out, cost in calls:
+            feature = feature or UNTAGGED
+            typical = usual.get(feature)
             tokens = int(inp) + int(out)
-            row = {"team": team, "feature": feature, "key": key_id, "user": user, "model": model}
-            if any(row.get(k) != v for k, v in self.where.items()):
-                continue
             if typical is None or tokens < typical * self.settings.call_factor or tokens < self.settings.call_min_tokens:
                 continue
             t = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
@@ -482,6 +501,7 @@ def fold(found: list[Anomaly]) -> list[Anomaly]:
     kept: list[Anomaly] = []
     for a in merged:
         if any(k.bucket_start == a.bucket_start and k.signal == a.signal and len(k.scope) <= len(a.scope)
+               and all(a.scope.get(d, v) == v for d, v in k.scope.items())  # no conflicting value
                and (k.actual > 0 or k.scope.items() <= a.scope.items())
                and abs(k.actual - a.actual) <= 0.01 * max(abs(k.actual), 1e-9) for k in kept):  # fmt: skip
             continue  # the same calls seen from a broader scope (a value of 0 is the same only within it)

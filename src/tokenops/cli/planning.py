@@ -100,7 +100,7 @@ def plan_budget(
     if fmt is not Format.table:
         emit(rows, fmt, payload=result.to_json())
         return
-    cols = [*result.lines[0].scope.keys(), "fixed_usd", "variable_usd", "variable_lo_usd", "variable_hi_usd",
+    cols = [*result.lines[0].scope.keys(), "spent_usd", "fixed_usd", "variable_usd", "variable_lo_usd", "variable_hi_usd",
             "training_reserve_usd", "buffer_usd", "budget_usd"]  # fmt: skip
     emit(rows, fmt, title=f"Budget plan for {result.quarter} (USD)", columns=cols, whole=True,
          footer=f"total: ${_usd(result.total)}\nassumptions:\n" + "\n".join(f"  - {a}" for a in result.assumptions))

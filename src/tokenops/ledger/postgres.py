@@ -79,6 +79,7 @@ from tokenops.ledger.reports import (
     UnpricedModel,
     activity_from_rows,
     check_bucket,
+    dimension,
     report_from_rows,
 )
 from tokenops.pricing.model import PriceRow
@@ -619,8 +620,12 @@ class PostgresLedger:
         return [{"id": r[0], "name": r[1], "bucket_start": aware(r[2]), "score": r[3], "message": r[4],
                  "fired_at": aware(r[5]), "details": orjson.loads(r[6]) if r[6] else {}} for r in rows]  # fmt: skip
 
-    def large_calls(self, since: datetime, until: datetime, min_tokens: int) -> list[tuple[Any, ...]]:
+    def large_calls(self, since: datetime, until: datetime, min_tokens: int,
+                    scope: Mapping[str, str] | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
         where, params = window_filter("status = 'ok' AND input_tokens + output_tokens >= %s", since, until, "%s")
+        for k, v in (scope or {}).items():
+            where += f" AND {dialect.dimension_sql(dimension(k), 'UTC')} = %s"
+            params.append(v)
         cols = ", ".join(f'"{c}"' for c in CALL_ROW_COLUMNS)
         return [tuple(r) for r in self._all(f"SELECT {cols} FROM events WHERE {where} ORDER BY ts LIMIT 10000",
                                             [min_tokens, *params])]  # fmt: skip

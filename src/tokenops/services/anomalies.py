@@ -64,7 +64,8 @@ def scan(ledger: Ledger, settings: AnomaliesConfig, since: datetime | None, unti
             raise UsageError(f"--bucket must be 60 to 86400 seconds, not {bucket}")
         # coarser buckets need a longer history for the same number of them (the detector learns from rows)
         history = min(max(settings.history, settings.min_history * bucket), 90 * 86400)
-        settings = settings.model_copy(update={"bucket": bucket, "history": history})
+        settings = settings.model_copy(update={"bucket": bucket, "history": history,
+                                               "min_history": min(settings.min_history, history // bucket)})
     now = now or datetime.now(UTC)
     end = until or now
     start = since or end - timedelta(days=1)

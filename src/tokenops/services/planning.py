@@ -94,8 +94,20 @@ class _ModelMix:
 
 
 def _mix(ledger: Ledger, where: Mapping[str, str], end: datetime) -> list[_ModelMix]:
-    """The scope's priced calls of the last MIX_DAYS days per (provider, model)."""
+    """The scope's priced calls of the last MIX_DAYS days per (provider, model): from the calls themselves (cached
+    input apart) when the scope's words are among their columns, else from the spend report (any tag)."""
     idx = {c: i for i, c in enumerate(USAGE_ROW_COLUMNS)}
+    if any({"model": "model_used", "key": "key_id"}.get(k, k) not in idx for k in where):
+        rep = ledger.spend_report(ReportQuery.build(by=["provider", "model"], since=end - timedelta(days=MIX_DAYS),
+                                                    until=end, where=dict(where)))  # fmt: skip
+        mixes = []
+        for row in rep.rows:
+            if not row.priced_requests:
+                continue
+            share = Decimal(row.priced_requests) / row.requests  # the tokens of the priced calls, pro rata
+            mixes.append(_ModelMix(row.keys["provider"], row.keys["model"], row.priced_requests,
+                                   int(row.input_tokens * share), 0, int(row.output_tokens * share), row.cost_usd))  # fmt: skip
+        return sorted(mixes, key=lambda m: -m.cost)
     out: dict[tuple[str, str], _ModelMix] = {}
     for r in ledger.usage_rows(end - timedelta(days=MIX_DAYS), end):
         if r[idx["cost_usd"]] is None:
@@ -282,7 +294,7 @@ def forecast_scope(ledger: Ledger, config: Config, catalog: PriceCatalog, where:
 # --- the budget plan ---------------------------------------------------------------------------------------------
 def quarter_window(text: str) -> tuple[date, date]:
     m = re.fullmatch(r"\s*(\d{4})-?[Qq]([1-4])\s*", text or "")
-    if not m:
+    if not m or not 1 <= int(m.group(1)) <= 9998:
         raise UsageError(f"--quarter: {text!r} is not a quarter like 2027-Q1")
     year, q = int(m.group(1)), int(m.group(2))
     start = date(year, 3 * q - 2, 1)
@@ -301,13 +313,14 @@ class PlanLine:
     buffer: Decimal
     model: str
     history_days: int
+    spent: Decimal = ZERO  # already spent in the quarter (a quarter under way)
 
     @property
     def budget(self) -> Decimal:
-        return self.fixed + self.variable + self.reserve + self.buffer
+        return self.spent + self.fixed + self.variable + self.reserve + self.buffer
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.scope, "fixed_usd": format_usd(self.fixed), "variable_usd": format_usd(self.variable),
+        return {**self.scope, "spent_usd": format_usd(self.spent), "fixed_usd": format_usd(self.fixed), "variable_usd": format_usd(self.variable),
                 "variable_lo_usd": format_usd(self.variable_low), "variable_hi_usd": format_usd(self.variable_high),
                 "training_reserve_usd": format_usd(self.reserve), "buffer_usd": format_usd(self.buffer),
                 "budget_usd": format_usd(self.budget), "model": self.model, "history_days": self.history_days}  # fmt: skip
@@ -350,6 +363,8 @@ def plan_budget(ledger: Ledger, config: Config, quarter: str, *, by: Sequence[st
     h_end = (end - today).days  # forecast from today to the quarter's end, keep the quarter's part
     keep = slice((first_day - today).days, h_end)
     quarter_days = (end - start).days
+    plan_days = (end - first_day).days  # the days still to come (all of them for a quarter not begun)
+    q_start = datetime.combine(start, datetime.min.time(), UTC)
     month_start = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
     month_end = today.replace(day=1)
     lines = []
@@ -370,7 +385,11 @@ def plan_budget(ledger: Ledger, config: Config, quarter: str, *, by: Sequence[st
             by=["source"], since=datetime.combine(month_start, datetime.min.time(), UTC),
             until=datetime.combine(month_end, datetime.min.time(), UTC), where=where))  # fmt: skip
         fixed_month = sum((r.cost_usd for r in fixed_rep.rows if r.keys["source"] in fixed_sources), ZERO)
-        fixed = fixed_month * Decimal(quarter_days) / Decimal((month_end - month_start).days)
+        fixed = fixed_month * Decimal(plan_days) / Decimal((month_end - month_start).days)
+        spent = ZERO
+        if first_day > start:  # under way: what the quarter has already cost
+            spent = ledger.spend_report(ReportQuery.build(by=[], since=q_start, until=datetime.combine(
+                first_day, datetime.min.time(), UTC), where=where)).total_cost_usd  # fmt: skip
         training = ZERO
         if where.get("workload") != "training":
             tdays, tvalues = daily_history(ledger, {**where, "workload": "training"}, today)
@@ -382,17 +401,17 @@ def plan_budget(ledger: Ledger, config: Config, quarter: str, *, by: Sequence[st
         buffer = (variable + reserve) * p.buffer
         q = Decimal("0.01")
         lines.append(PlanLine(where, fixed.quantize(q), variable.quantize(q), lo.quantize(q), hi.quantize(q),
-                              reserve.quantize(q), buffer.quantize(q), model, len(days)))  # fmt: skip
+                              reserve.quantize(q), buffer.quantize(q), model, len(days), spent.quantize(q)))  # fmt: skip
     lines.sort(key=lambda line: -line.budget)
     assumptions = [
         f"history: each scope's daily spend since its first call (up to {MAX_HISTORY_DAYS} days), days without "
         "calls counted as $0; scopes are those with spend in the last 90 days",
         f"variable allowance: the forecast of each scope's spend (sources other than {', '.join(sorted(fixed_sources))}) "
-        f"over the quarter's {quarter_days} days ({first_day.isoformat()} to {(end - timedelta(days=1)).isoformat()}"
-        + (", from today" if first_day > start else "") + "), model chosen by backtest; lo/hi is its "
-        f"{p.level} % interval",
+        f"over {plan_days} days ({first_day.isoformat()} to {(end - timedelta(days=1)).isoformat()}"
+        + (f", the rest of the quarter's {quarter_days}: what it has cost so far is spent_usd" if first_day > start
+           else "") + f"), model chosen by backtest; lo/hi is its {p.level} % interval",
         f"base (fixed) costs: events from {', '.join(sorted(fixed_sources))} in {month_start:%Y-%m}, prorated to the "
-        "quarter's days (flat)",
+        f"same {plan_days} days (flat)",
         f"training/fine-tuning reserve: the larger of {p.training_reserve:.0%} of the variable allowance and the "
         "forecast of workload=training spend",
         f"emergency buffer: {p.buffer:.0%} of the variable allowance and the reserve (fixed costs are known)",

@@ -37,7 +37,8 @@ class PortfolioRow:
     def to_json(self) -> dict[str, Any]:
         priced = self.requests - self.unpriced
         per_call = self.cost_usd / priced if priced else None
-        per_mtok = self.cost_usd * 1_000_000 / self.tokens if self.tokens and priced else None
+        priced_tokens = self.tokens * priced // self.requests if self.requests else 0  # pro rata: the priced calls'
+        per_mtok = self.cost_usd * 1_000_000 / priced_tokens if priced_tokens else None
         return {"workload": self.workload, "env": self.env, "requests": self.requests, "tokens": self.tokens,
                 "cost_usd": UNPRICED if priced == 0 and self.requests else format_usd(self.cost_usd),
                 "share": f"{self.share:.4f}", "unpriced_requests": self.unpriced,

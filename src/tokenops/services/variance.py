@@ -43,23 +43,30 @@ def month_window(month: str, tz: str) -> tuple[datetime, datetime]:
         raise UsageError(f"--month: {month[:20]!r} is not a month like 2026-10") from None
 
 
-def monthly_amount(b: BudgetConfig, start: datetime, end: datetime) -> Decimal | None:
-    """The budget's money for the month [start, end)."""
+def budget_window(b: BudgetConfig, start: datetime, end: datetime, tz: str) -> tuple[Decimal, datetime, datetime] | None:
+    """The budget's money for the month [start, end) (in ``tz``) and the part of the month it covers: all of it
+    for a periodic budget (a daily one × the month's calendar days, weekly × days/7, quarterly / 3), the overlap for
+    a custom one (its amount prorated by time); None when it has no money amount or does not touch the month."""
     if b.amount_usd is None:
         return None
-    days = Decimal((end - start).total_seconds()) / 86400
+    zone = ZoneInfo(tz)
+    days = Decimal((end.astimezone(zone).date() - start.astimezone(zone).date()).days)
     if b.period == "month":
-        return b.amount_usd
+        return b.amount_usd, start, end
     if b.period == "day":
-        return b.amount_usd * days
+        return b.amount_usd * days, start, end
     if b.period == "week":
-        return b.amount_usd * days / 7
+        return b.amount_usd * days / 7, start, end
     if b.period == "quarter":
-        return b.amount_usd / 3
-    if b.start is None or b.end is None or b.end <= b.start:  # custom without bounds
+        return b.amount_usd / 3, start, end
+    window = b.custom_window()
+    if window is None or window[1] <= window[0]:
         return None
-    overlap = (min(end, b.end) - max(start, b.start)).total_seconds()
-    return b.amount_usd * Decimal(max(overlap, 0.0)) / Decimal((b.end - b.start).total_seconds())
+    lo, hi = max(start, window[0]), min(end, window[1])
+    if hi <= lo:
+        return None
+    share = Decimal((hi - lo).total_seconds()) / Decimal((window[1] - window[0]).total_seconds())
+    return b.amount_usd * share, lo, hi
 
 
 def scope_where(b: BudgetConfig) -> dict[str, str] | None:
@@ -142,8 +149,11 @@ class VarianceReport:
 
 
 def _mix(ledger: Ledger, where: dict[str, str], start: datetime, end: datetime) -> tuple[list[MixRow], int]:
+    """The priced calls per model: a model with some unpriced calls counts its priced share of the tokens (the
+    ledger sums tokens over all its calls), so that its tokens per call stay what they were."""
     rep = ledger.spend_report(ReportQuery.build(by=["model"], since=start, until=end, where=where))
-    rows = [MixRow(r.keys["model"], r.priced_requests, r.input_tokens + r.output_tokens, r.cost_usd)
+    rows = [MixRow(r.keys["model"], r.priced_requests,
+                   (r.input_tokens + r.output_tokens) * r.priced_requests // r.requests, r.cost_usd)
             for r in rep.rows if r.priced_requests]  # fmt: skip
     return rows, rep.unpriced_requests
 
@@ -191,7 +201,11 @@ def variance(ledger: Ledger, config: Config, month: str, *, by: Sequence[str] = 
     if start > now:
         raise UsageError(f"--month {month} has not started yet")
     prev_end = start
-    prev_start, _ = month_window((start.astimezone(ZoneInfo(timezone)) - timedelta(days=1)).strftime("%Y-%m"), timezone)
+    try:
+        prev_start, _ = month_window((start.astimezone(ZoneInfo(timezone)) - timedelta(days=1)).strftime("%Y-%m"),
+                                     timezone)  # fmt: skip
+    except (OverflowError, UsageError):  # the year 1: no month before it
+        prev_start = prev_end
     report = VarianceReport(month, timezone, complete=now >= end)
     total = ledger.spend_report(ReportQuery.build(by=[], since=start, until=min(end, now)))
     report.total_usd = total.total_cost_usd
@@ -199,15 +213,16 @@ def variance(ledger: Ledger, config: Config, month: str, *, by: Sequence[str] = 
         raise UsageError(f"no data for {month}: the ledger has no calls in that month ({timezone})")
     notes: set[str] = set()
 
-    def row(where: dict[str, str], budget: BudgetConfig | None) -> VarianceRow:
-        actual_rows, unpriced = _mix(ledger, where, start, min(end, now))
+    def row(where: dict[str, str], budget: BudgetConfig | None, amount: Decimal | None = None,
+            lo: datetime = start, hi: datetime = end) -> VarianceRow:  # fmt: skip
+        """One scope over [lo, hi): the month, or the part a custom budget covers."""
+        actual_rows, unpriced = _mix(ledger, where, lo, min(hi, now))
         prev_rows, _ = _mix(ledger, where, prev_start, prev_end)
         actual = sum((r.cost_usd for r in actual_rows), ZERO)
         previous = sum((r.cost_usd for r in prev_rows), ZERO)
-        rest, method = month_end_forecast(ledger, where, start, end, now, timezone)
+        rest, method = month_end_forecast(ledger, where, lo, hi, now, timezone)
         if method:
             notes.add(f"forecast of the days left: {method}")
-        amount = monthly_amount(budget, start, end) if budget else None
         fc = actual + rest
         effects = None
         if amount is not None:
@@ -234,7 +249,15 @@ def variance(ledger: Ledger, config: Config, month: str, *, by: Sequence[str] = 
         if where is None:
             notes.add(f"budget {b.name}: a scope with a model pattern cannot be split by effects; left out")
             continue
-        report.rows.append(row(where, b))
+        covers = budget_window(b, start, end, timezone)
+        if covers is None:
+            notes.add(f"budget {b.name}: its custom period does not touch {month}; left out")
+            continue
+        amount, lo, hi = covers
+        if (lo, hi) != (start, end):
+            notes.add(f"budget {b.name}: compared over the part of the month it covers, {lo:%Y-%m-%d %H:%M} to "
+                      f"{hi:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+        report.rows.append(row(where, b, amount, lo, hi))
     covered = {tuple(sorted(r.scope.items())) for r in report.rows}
     if by:
         rep = ledger.spend_report(ReportQuery.build(by=list(by), since=start, until=min(end, now)))
