@@ -70,6 +70,16 @@ CALL_ROW_COLUMNS = ("request_id", "ts", "key_id", "end_user", "team", "feature",
                     "output_tokens", "cost_usd")  # fmt: skip
 
 
+ANOMALY_SELECT = "SELECT id, budget, period_start, threshold, message, fired_at, details FROM alerts"
+CALLS_SELECT = "SELECT " + ", ".join(f'"{c}"' for c in CALL_ROW_COLUMNS) + " FROM events"
+
+
+def anomaly_rows(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows of :data:`ANOMALY_SELECT` as the dicts ``Ledger.anomalies`` answers with."""
+    return [{"id": r[0], "name": r[1], "bucket_start": aware(r[2]), "score": r[3], "message": r[4],
+             "fired_at": aware(r[5]), "details": orjson.loads(r[6]) if r[6] else {}} for r in rows]  # fmt: skip
+
+
 class Ledger(Protocol):
     """What TokenOps asks of a ledger. Times are timezone-aware; money is Decimal."""
 

@@ -33,7 +33,8 @@ from tokenops.keys import KeyRecord
 from tokenops.ledger import identity, migrations
 from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.base import (
-    CALL_ROW_COLUMNS,
+    ANOMALY_SELECT,
+    CALLS_SELECT,
     DEFINITION_KINDS,
     EVENT_COLUMNS,
     TABLES,
@@ -42,6 +43,7 @@ from tokenops.ledger.base import (
     EventLine,
     PriceRows,
     Totals,
+    anomaly_rows,
     aware,
     drain_spool,
     keyset,
@@ -68,7 +70,6 @@ from tokenops.ledger.reports import (
     UnpricedModel,
     activity_from_rows,
     check_bucket,
-    dimension,
     report_from_rows,
 )
 from tokenops.pricing.model import PriceRow
@@ -153,6 +154,22 @@ def _dimension_sql(d: Dimension, tz: str) -> str:
         fmt = {"day": "%Y-%m-%d", "week": "%G-W%V", "month": "%Y-%m"}[d.name]
         return f"strftime({local}, '{fmt}')"
     return f"coalesce(tags['{d.name}'], '{d.missing}')"  # a validated tag name: safe to inline
+
+
+def _query_where(q: ReportQuery) -> tuple[str, list[Any]]:
+    """The events ``WHERE`` of a report query (its window and filters), with its parameters."""
+    conds: list[str] = ["TRUE"]
+    params: list[Any] = []
+    if q.since is not None:
+        conds.append("ts >= ?")
+        params.append(naive_utc(q.since))
+    if q.until is not None:
+        conds.append("ts < ?")
+        params.append(naive_utc(q.until))
+    for d, value in q.where:
+        conds.append(f"{_dimension_sql(d, q.timezone)} = ?")
+        params.append(value)
+    return " AND ".join(conds), params
 
 
 class _Session:
@@ -417,23 +434,13 @@ class DuckDBLedger:
 
     def spend_report(self, q: ReportQuery) -> SpendReport:
         dims = [_dimension_sql(d, q.timezone) for d in q.by]
-        conds: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if q.since is not None:
-            conds.append("ts >= ?")
-            params.append(naive_utc(q.since))
-        if q.until is not None:
-            conds.append("ts < ?")
-            params.append(naive_utc(q.until))
-        for d, value in q.where:
-            conds.append(f"{_dimension_sql(d, q.timezone)} = ?")
-            params.append(value)
+        where, params = _query_where(q)
         select_dims = "".join(f"{d} AS d{i}, " for i, d in enumerate(dims))
         group = f"GROUP BY {', '.join(f'd{i}' for i in range(len(dims)))}" if dims else ""
         sql = (
             f"SELECT {select_dims} count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
             f"coalesce(sum(cost_usd), 0)::DECIMAL(38,12), count(*) FILTER (WHERE {UNPRICED_SQL}) "
-            f"FROM events WHERE {' AND '.join(conds)} {group} ORDER BY {len(dims) + 4} DESC, "
+            f"FROM events WHERE {where} {group} ORDER BY {len(dims) + 4} DESC, "
             + ", ".join([f"d{i}" for i in range(len(dims))] + ["1"])
         )
         return report_from_rows(q, self._all(sql, params))
@@ -441,24 +448,14 @@ class DuckDBLedger:
     def activity(self, q: ReportQuery, bucket_seconds: int) -> list[ActivityRow]:
         n = check_bucket(bucket_seconds)
         dims = [_dimension_sql(d, q.timezone) for d in q.by]
-        conds: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if q.since is not None:
-            conds.append("ts >= ?")
-            params.append(naive_utc(q.since))
-        if q.until is not None:
-            conds.append("ts < ?")
-            params.append(naive_utc(q.until))
-        for d, value in q.where:
-            conds.append(f"{_dimension_sql(d, q.timezone)} = ?")
-            params.append(value)
+        where, params = _query_where(q)
         select_dims = "".join(f"{d} AS d{i}, " for i, d in enumerate(dims))
         sql = (
             f"SELECT CAST(floor(epoch(ts) / {n}) AS BIGINT) * {n} AS b, {select_dims} count(*), "
             f"count(*) FILTER (WHERE {ERROR_SQL}), count(*) FILTER (WHERE {RATE_LIMITED_SQL}), "
             "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
             "coalesce(sum(cost_usd), 0)::DECIMAL(38,12), coalesce(sum(latency_ms) FILTER (WHERE status = 'ok'), 0), "
-            f"count(latency_ms) FILTER (WHERE status = 'ok') FROM events WHERE {' AND '.join(conds)} "
+            f"count(latency_ms) FILTER (WHERE status = 'ok') FROM events WHERE {where} "
             f"GROUP BY ALL ORDER BY 1 LIMIT {MAX_BUCKETS}"
         )
         return activity_from_rows(q, self._all(sql, params))
@@ -555,20 +552,13 @@ class DuckDBLedger:
 
     def anomalies(self, since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:
         where, params = window_filter("kind = 'anomaly'", since, until, "?", column="period_start")
-        rows = self._all("SELECT id, budget, period_start, threshold, message, fired_at, details FROM alerts "
-                         f"WHERE {where} ORDER BY period_start, id", params)  # fmt: skip
-        return [{"id": r[0], "name": r[1], "bucket_start": aware(r[2]), "score": r[3], "message": r[4],
-                 "fired_at": aware(r[5]), "details": orjson.loads(r[6]) if r[6] else {}} for r in rows]  # fmt: skip
+        return anomaly_rows(self._all(f"{ANOMALY_SELECT} WHERE {where} ORDER BY period_start, id", params))
 
     def large_calls(self, since: datetime, until: datetime, min_tokens: int,
                     scope: Mapping[str, str] | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
-        where, params = window_filter("status = 'ok' AND input_tokens + output_tokens >= ?", since, until, "?")
-        for k, v in (scope or {}).items():
-            where += f" AND {_dimension_sql(dimension(k), 'UTC')} = ?"
-            params.append(v)
-        cols = ", ".join(f'"{c}"' for c in CALL_ROW_COLUMNS)
-        return [tuple(r) for r in self._all(f"SELECT {cols} FROM events WHERE {where} ORDER BY ts LIMIT 10000",
-                                            [min_tokens, *params])]  # fmt: skip
+        where, params = _query_where(ReportQuery.build(by=[], since=since, until=until, where=scope))
+        sql = f"{CALLS_SELECT} WHERE {where} AND status = 'ok' AND input_tokens + output_tokens >= ?"
+        return [tuple(r) for r in self._all(sql + " ORDER BY ts LIMIT 10000", [*params, min_tokens])]
 
     def approvals(self) -> list[Approval]:
         rows = self._all("SELECT id, status, key_id, reason, model, message, requested_at, decided_at, decided_by, "

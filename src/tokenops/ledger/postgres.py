@@ -43,7 +43,8 @@ from tokenops.ledger import identity, migrations
 from tokenops.ledger import postgres_sql as dialect
 from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.base import (
-    CALL_ROW_COLUMNS,
+    ANOMALY_SELECT,
+    CALLS_SELECT,
     DEFINITION_KINDS,
     EVENT_COLUMNS,
     TABLES,
@@ -52,6 +53,7 @@ from tokenops.ledger.base import (
     EventLine,
     PriceRows,
     Totals,
+    anomaly_rows,
     aware,
     drain_spool,
     event_values,
@@ -79,7 +81,6 @@ from tokenops.ledger.reports import (
     UnpricedModel,
     activity_from_rows,
     check_bucket,
-    dimension,
     report_from_rows,
 )
 from tokenops.pricing.model import PriceRow
@@ -501,17 +502,7 @@ class PostgresLedger:
     def activity(self, q: ReportQuery, bucket_seconds: int) -> list[ActivityRow]:
         n = check_bucket(bucket_seconds)
         dims = [dialect.dimension_sql(d, q.timezone) for d in q.by]
-        conds: list[str] = ["TRUE"]
-        params: list[Any] = []
-        if q.since is not None:
-            conds.append("ts >= %s")
-            params.append(naive_utc(q.since))
-        if q.until is not None:
-            conds.append("ts < %s")
-            params.append(naive_utc(q.until))
-        for d, value in q.where:
-            conds.append(f"{dialect.dimension_sql(d, q.timezone)} = %s")
-            params.append(value)
+        where, params = dialect.query_where(q)
         select_dims = "".join(f"{d}, " for d in dims)
         group = ", ".join(str(i + 1) for i in range(len(dims) + 1))
         sql = (
@@ -520,7 +511,7 @@ class PostgresLedger:
             "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), "
             "coalesce(sum(cost_usd), 0)::NUMERIC(38,12), "
             "coalesce(sum(latency_ms) FILTER (WHERE status = 'ok'), 0), "
-            f"count(latency_ms) FILTER (WHERE status = 'ok') FROM events WHERE {' AND '.join(conds)} "
+            f"count(latency_ms) FILTER (WHERE status = 'ok') FROM events WHERE {where} "
             f"GROUP BY {group} ORDER BY 1 LIMIT {MAX_BUCKETS}"
         )
         return activity_from_rows(q, self._report_rows(sql, params))
@@ -615,20 +606,13 @@ class PostgresLedger:
 
     def anomalies(self, since: datetime | None, until: datetime | None = None) -> list[dict[str, Any]]:
         where, params = window_filter("kind = 'anomaly'", since, until, "%s", column="period_start")
-        rows = self._all("SELECT id, budget, period_start, threshold, message, fired_at, details FROM alerts "
-                         f"WHERE {where} ORDER BY period_start, id", params)  # fmt: skip
-        return [{"id": r[0], "name": r[1], "bucket_start": aware(r[2]), "score": r[3], "message": r[4],
-                 "fired_at": aware(r[5]), "details": orjson.loads(r[6]) if r[6] else {}} for r in rows]  # fmt: skip
+        return anomaly_rows(self._all(f"{ANOMALY_SELECT} WHERE {where} ORDER BY period_start, id", params))
 
     def large_calls(self, since: datetime, until: datetime, min_tokens: int,
                     scope: Mapping[str, str] | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
-        where, params = window_filter("status = 'ok' AND input_tokens + output_tokens >= %s", since, until, "%s")
-        for k, v in (scope or {}).items():
-            where += f" AND {dialect.dimension_sql(dimension(k), 'UTC')} = %s"
-            params.append(v)
-        cols = ", ".join(f'"{c}"' for c in CALL_ROW_COLUMNS)
-        return [tuple(r) for r in self._all(f"SELECT {cols} FROM events WHERE {where} ORDER BY ts LIMIT 10000",
-                                            [min_tokens, *params])]  # fmt: skip
+        where, params = dialect.query_where(ReportQuery.build(by=[], since=since, until=until, where=scope))
+        sql = f"{CALLS_SELECT} WHERE {where} AND status = 'ok' AND input_tokens + output_tokens >= %s"
+        return [tuple(r) for r in self._all(sql + " ORDER BY ts LIMIT 10000", [*params, min_tokens])]
 
     def approvals(self) -> list[Approval]:
         rows = self._all("SELECT id, status, key_id, reason, model, message, requested_at, decided_at, decided_by, "

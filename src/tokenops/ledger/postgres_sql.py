@@ -151,8 +151,8 @@ def rollup_can_answer(q: ReportQuery) -> bool:
         return False
     return q.timezone == "UTC" or not any(d.kind == "time" for d in dims) or _whole_hours(q.timezone)
 
-def events_report(q: ReportQuery) -> tuple[str, list[Any]]:
-    """The report from the events table."""
+def query_where(q: ReportQuery) -> tuple[str, list[Any]]:
+    """The events ``WHERE`` of a report query (its window and filters), with its parameters."""
     conds, params = ["TRUE"], list[Any]()
     if q.since is not None:
         conds.append("ts >= %s")
@@ -163,9 +163,15 @@ def events_report(q: ReportQuery) -> tuple[str, list[Any]]:
     for d, value in q.where:
         conds.append(f"{dimension_sql(d, q.timezone)} = %s")
         params.append(value)
+    return " AND ".join(conds), params
+
+
+def events_report(q: ReportQuery) -> tuple[str, list[Any]]:
+    """The report from the events table."""
+    where, params = query_where(q)
     sums = ("count(*) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, "
             f"sum(cost_usd) AS cost_usd, count(*) FILTER (WHERE {UNPRICED_SQL}) AS unpriced")  # fmt: skip
-    return _grouped(q, "ts", sums, f"events WHERE {' AND '.join(conds)}", exact=False), params
+    return _grouped(q, "ts", sums, f"events WHERE {where}", exact=False), params
 
 
 def rollup_report(q: ReportQuery) -> tuple[str, list[Any]] | None:
