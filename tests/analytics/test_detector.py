@@ -290,3 +290,22 @@ def test_resonance_categories_are_capped() -> None:
         s = res.update(rng.choice([0.0, 1.0, 1e6, -3.0, rng.random()]))
         assert 0.0 <= s <= 1.0 and math.isfinite(s)
     assert 2 <= len(res.W) <= 16 and len(res.used) == len(res.W)
+
+
+def test_alerts_are_spaced_by_the_history_seen_but_a_strong_one_gets_through() -> None:
+    """After a reported alert, scores below ``spacing_level`` stay 0 for ``spacing`` x rows seen (at most
+    ``spacing_max`` rows); a much rarer row is reported anyway."""
+    rng = random.Random(7)
+    n = 6000
+    values = [10 + rng.gauss(0, 1) for _ in range(n)]
+    first, weak, strong = 4000, 4080, 4150  # the spacing after ``first`` is min(0.03 x 4001, 500) = 120 rows
+    values[first] += 12
+    values[weak] += 10
+    values[strong] += 200
+    options = {"rest": 10, "rest_seconds": 600.0}
+    plain = score_series(stamps(n, 5), values, spacing=0.0, **options)
+    spaced = score_series(stamps(n, 5), values, **options)
+    assert plain[first] >= 0.3 and spaced[first] >= 0.3
+    assert 0.3 <= plain[weak] < 0.7 and spaced[weak] == 0.0  # an alert, but too soon after the last one
+    assert spaced[strong] >= 0.7 and spaced[strong] == plain[strong]
+    assert sum(s > 0 for s in spaced) <= sum(s > 0 for s in plain)

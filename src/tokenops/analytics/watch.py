@@ -53,12 +53,13 @@ class Detector(Protocol):
     def update(self, ts: datetime, value: float) -> float: ...
 
 
-def default_detector(threshold: float) -> Detector:
+def default_detector(threshold: float, bucket: int) -> Detector:
     """The streaming detector, resting (one incident, one alert) only after a score that the watch acts on: a
-    blip below the threshold must not silence the series when a real spike follows."""
+    blip below the threshold must not silence the series when a real spike follows; and spacing its moderate
+    alerts by at most 12 hours of buckets (the detector's own cap, 500 rows, is 41 hours of 5-minute buckets)."""
     from tokenops.analytics.detector import AnomalyDetector
 
-    return AnomalyDetector(rest_level=threshold)
+    return AnomalyDetector(rest_level=threshold, spacing_max=max(1, min(500, 43_200 // bucket)))
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ class AnomalyWatch:
         self.where = dict(where or {})
         self.settings = settings
         self.bucket = settings.bucket
-        self.make_detector = detector or (lambda: default_detector(settings.threshold))
+        self.make_detector = detector or (lambda: default_detector(settings.threshold, settings.bucket))
         self.series: dict[tuple[tuple[str, ...], tuple[str, ...]], _Series] = {}
         self.fed_until: datetime | None = None  # buckets before this one have been fed
         self.usual_tokens: dict[str, tuple[int, int]] = {}  # feature -> (calls, tokens) learnt so far
