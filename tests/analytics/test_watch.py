@@ -5,9 +5,10 @@ incident across replicas, and ``tokenops anomalies`` lists and scans."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -218,3 +219,44 @@ def test_review_findings_on_the_watch(ledger_file: Path, monkeypatch: pytest.Mon
     assert expected is not None and expected[0] == 2000.0
     assert not any(math.isnan(x) for x in expected)
     assert w.severity(3.0, 0.0, 0.0, "up") == "medium"
+
+
+def test_a_restarted_gateway_resumes_the_watch_instead_of_learning_again(ledger_file: Path, tmp_path: Path) -> None:
+    """The learnt detectors are saved at close and resumed at start: the next round reads only the new bucket; a
+    state saved with other settings (or another detector) is not resumed."""
+    from tokenops.analytics import watch as w
+
+    state_file = tmp_path / "anomaly-watch.pickle"
+    later = NOW + timedelta(minutes=5)
+
+    async def first() -> AnomalyRounds:
+        rounds = AnomalyRounds(DuckDBLedger(ledger_file), SETTINGS, InMemoryState(), lambda a: None, _ignore,
+                               lambda: NOW, state_file=state_file)  # fmt: skip
+        await rounds.check_all()
+        await rounds.close()
+        return rounds
+
+    before = asyncio.run(first())
+    assert state_file.exists() and before.watch.fed_until is not None
+
+    reads: list[tuple[datetime, datetime]] = []
+
+    class Counting(DuckDBLedger):
+        def activity(self, q: Any, bucket_seconds: int) -> Any:
+            reads.append((q.since, q.until))
+            return super().activity(q, bucket_seconds)
+
+    async def second() -> AnomalyRounds:
+        rounds = AnomalyRounds(Counting(ledger_file), SETTINGS, InMemoryState(), lambda a: None, _ignore,
+                               lambda: later, state_file=state_file)  # fmt: skip
+        assert await asyncio.to_thread(rounds.resume)
+        await rounds.check_all()
+        return rounds
+
+    after = asyncio.run(second())
+    assert after.watch.fed_until == before.watch.fed_until + timedelta(minutes=5)
+    # the new bucket and the hour before an anomaly (its explanation): not the two days of history again
+    assert reads and all(until - since <= timedelta(minutes=65) for since, until in reads if since and until)
+    other = w.AnomalyWatch(DuckDBLedger(ledger_file), AnomaliesConfig(bucket=600))
+    assert not other.restore(state_file.read_bytes()) and other.fed_until is None
+    assert not other.restore(b"not a pickle")

@@ -153,6 +153,17 @@ class _Pattern:
     ``memory`` previous subsequences that do not overlap them, and its tail probability over the last
     ``window`` distances (None until 20 subsequences are in memory)."""
 
+    def __getstate__(self) -> dict[str, Any]:  # pickled without the numpy module (a saved watch, see watch.py)
+        state = dict(self.__dict__)
+        state.pop("np", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import numpy
+
+        self.__dict__.update(state)
+        self.np = numpy
+
     def __init__(self, np: Any, m: int, memory: int, window: int, frac: float) -> None:
         self.np = np
         self.m = max(1, m)
@@ -225,6 +236,17 @@ class _Resonance:
     side, fixed after that (values beyond it are clipped to the edge; the *range* channel reports those), and
     the probation is a fixed number of rows. Categories are capped at ``max_categories``; when full, the one
     matched least recently is replaced."""
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled without the numpy module (a saved watch, see watch.py)
+        state = dict(self.__dict__)
+        state.pop("np", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import numpy
+
+        self.__dict__.update(state)
+        self.np = numpy
 
     def __init__(self, np: Any, probation: int = 750, window: int = 8, nlevels: int = 80, margin: float = 0.25,
                  initial_rho: float = 0.8, max_categories: int = 1024) -> None:  # fmt: skip

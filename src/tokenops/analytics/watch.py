@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 import statistics
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tokenops.analytics.variance import MixRow, decompose
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from tokenops.config import AnomaliesConfig
     from tokenops.ledger.base import Ledger
 
+STATE_VERSION = 1  # of a saved watch (AnomalyWatch.snapshot)
 BASELINE_BUCKETS = 12  # the buckets before an anomaly that its contributors are compared with
 CONTRIBUTOR_DIMENSIONS = ("key", "user", "model", "feature")
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -263,6 +266,35 @@ class AnomalyWatch:
         self.pace: Callable[[], None] | None = None  # called between series: a gateway lets its calls run there
         # after an anomaly a series' signal rests as the detector does: 100 buckets or 12 hours, the shorter
         self.rest_buckets = max(1, min(100, 43_200 // self.bucket))
+
+    # --- saved state ----------------------------------------------------------------------------------------
+    def _fingerprint(self) -> str:
+        """What a saved state must match to be resumed: the settings that shape the series and the detector's
+        code (a changed detector starts afresh)."""
+        from tokenops.analytics import detector
+
+        code = Path(detector.__file__).read_bytes()
+        keys = repr((self.bucket, self.settings.scopes, self.settings.signals, self.settings.threshold,
+                     sorted(self.where.items()), STATE_VERSION))  # fmt: skip
+        return hashlib.sha256(code + keys.encode()).hexdigest()
+
+    def snapshot(self) -> bytes:
+        """The watch's learnt state (its detectors and where it is), to resume after a restart."""
+        return pickle.dumps({"fingerprint": self._fingerprint(), "series": self.series, "fed_until": self.fed_until,
+                             "usual_tokens": self.usual_tokens}, protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
+
+    def restore(self, data: bytes) -> bool:
+        """Resume from :meth:`snapshot`'s bytes; False (and nothing changed) when they are not this watch's: other
+        settings, another detector, or unreadable. A state older than two buckets is learnt again anyway."""
+        try:
+            state = pickle.loads(data)  # noqa: S301 (the gateway's own file, in its spool folder)
+            if not isinstance(state, dict) or state.get("fingerprint") != self._fingerprint():
+                return False
+            series, fed_until, usual = state["series"], state["fed_until"], state["usual_tokens"]
+        except Exception:
+            return False
+        self.series, self.fed_until, self.usual_tokens = series, fed_until, usual
+        return True
 
     # --- time ---------------------------------------------------------------------------------------------
     def floor(self, t: datetime) -> datetime:

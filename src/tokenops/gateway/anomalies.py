@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from tokenops.alerts.model import Alert
@@ -30,13 +32,14 @@ from tokenops.ledger.base import Ledger
 from tokenops.policy.state import PolicyState, StateUnavailable
 
 log = logging.getLogger("tokenops.anomalies")
+ANOMALY_STATE = "anomaly-watch.pickle"  # in the spool folder: the watch's learnt state between two runs
 
 
 class AnomalyRounds(Periodic):
     def __init__(self, ledger: Ledger, settings: AnomaliesConfig, state: PolicyState,
                  submit: Callable[[Alert], None], record: Callable[[dict[str, Any]], Awaitable[None]],
                  clock: Callable[[], datetime], watch: AnomalyWatch | None = None,
-                 count: Callable[[Anomaly], None] | None = None) -> None:  # fmt: skip
+                 count: Callable[[Anomaly], None] | None = None, state_file: Path | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.state = state
         self.submit = submit
@@ -49,12 +52,15 @@ class AnomalyRounds(Periodic):
         self.me = f"gw_{uuid.uuid4().hex[:12]}"
         self.found = 0  # anomalies recorded by this gateway (metrics, tests)
         self.count = count  # the Prometheus counter's hook
+        self.state_file = state_file  # the learnt detectors, saved at close and resumed at start
         self._busy = False
 
     async def _run(self) -> None:
         """A first round a second after start (the watch learns the history then, not a bucket later), then
         every ``interval`` seconds."""
         await asyncio.sleep(1.0)
+        if self.state_file is not None and await asyncio.to_thread(self.resume):
+            log.info("anomaly watch resumed from %s", self.state_file)
         while True:
             try:
                 await self.check_all()
@@ -65,6 +71,26 @@ class AnomalyRounds(Periodic):
     async def close(self) -> None:
         self.stopping.set()
         await super().close()
+        if self.state_file is not None and not self._busy and self.watch.fed_until is not None:
+            try:
+                await asyncio.to_thread(self.save)
+            except OSError as exc:
+                log.warning("anomaly watch: cannot save %s (%s); the next start learns the history again",
+                            self.state_file, exc)  # fmt: skip
+
+    def save(self) -> None:
+        assert self.state_file is not None
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_bytes(self.watch.snapshot())
+        os.replace(tmp, self.state_file)
+
+    def resume(self) -> bool:
+        assert self.state_file is not None
+        try:
+            data = self.state_file.read_bytes()
+        except OSError:
+            return False
+        return self.watch.restore(data)
 
     def _round(self, end: datetime) -> str:
         return f"anomaly-round:{int(end.timestamp())}"

@@ -32,7 +32,7 @@ from tokenops.call import Call
 from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
 from tokenops.gateway import health, validate
-from tokenops.gateway.anomalies import AnomalyRounds
+from tokenops.gateway.anomalies import ANOMALY_STATE, AnomalyRounds
 from tokenops.gateway.background import BackgroundResponses
 from tokenops.gateway.batch_routes import BatchRoutes
 from tokenops.gateway.batches import BatchBook
@@ -310,7 +310,8 @@ class Gateway:
         if self.config.anomalies.enabled:
             self.anomalies = AnomalyRounds(
                 self.ledger, self.config.anomalies, self.state, self.dispatcher.submit, self.spool.append_record,
-                self.clock, count=lambda a: self.metrics.anomalies.labels(a.signal, a.severity).inc())
+                self.clock, count=lambda a: self.metrics.anomalies.labels(a.signal, a.severity).inc(),
+                state_file=self.spool_dir / ANOMALY_STATE)
             self.anomalies.start()
         self.writer = LedgerWriter(
             self.ledger,
