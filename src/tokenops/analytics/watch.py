@@ -291,7 +291,8 @@ class AnomalyWatch:
             if not isinstance(state, dict) or state.get("fingerprint") != self._fingerprint():
                 return False
             series, fed_until, usual = state["series"], state["fed_until"], state["usual_tokens"]
-        except Exception:
+        except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError, TypeError,
+                ValueError):  # not a state this code wrote  # fmt: skip
             return False
         self.series, self.fed_until, self.usual_tokens = series, fed_until, usual
         return True

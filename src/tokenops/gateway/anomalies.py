@@ -29,6 +29,7 @@ from tokenops.config import AnomaliesConfig
 from tokenops.errors import LedgerBusy, LedgerError
 from tokenops.gateway.periodic import Periodic
 from tokenops.ledger.base import Ledger
+from tokenops.ledger.spool import SpoolUnavailable
 from tokenops.policy.state import PolicyState, StateUnavailable
 
 log = logging.getLogger("tokenops.anomalies")
@@ -49,24 +50,13 @@ class AnomalyRounds(Periodic):
         self.stopping = threading.Event()  # set at close: a round learning history in its thread stops there
         self.watch.pace = Throttle(self.stopping)
         self.interval = min(30.0, settings.bucket / 4)
+        self.first_delay = 1.0  # the first round (learning or resuming) a second after start, not a bucket later
         self.me = f"gw_{uuid.uuid4().hex[:12]}"
         self.found = 0  # anomalies recorded by this gateway (metrics, tests)
         self.count = count  # the Prometheus counter's hook
         self.state_file = state_file  # the learnt detectors, saved at close and resumed at start
         self._busy = False
-
-    async def _run(self) -> None:
-        """A first round a second after start (the watch learns the history then, not a bucket later), then
-        every ``interval`` seconds."""
-        await asyncio.sleep(1.0)
-        if self.state_file is not None and await asyncio.to_thread(self.resume):
-            log.info("anomaly watch resumed from %s", self.state_file)
-        while True:
-            try:
-                await self.check_all()
-            except Exception:  # a bug must not stop the next round
-                log.exception("anomaly round failed")
-            await asyncio.sleep(self.interval)
+        self._resumed = False
 
     async def close(self) -> None:
         self.stopping.set()
@@ -98,6 +88,10 @@ class AnomalyRounds(Periodic):
     async def check_all(self) -> None:
         if self._busy:
             return
+        if not self._resumed:
+            self._resumed = True
+            if self.state_file is not None and await asyncio.to_thread(self.resume):
+                log.info("anomaly watch resumed from %s", self.state_file)
         now = self.clock()
         end = self.watch.ready_until(now)
         if self.watch.fed_until is not None and self.watch.fed_until >= end:
@@ -138,7 +132,7 @@ class AnomalyRounds(Periodic):
             self.count(a)
         try:
             await self.record({"record": "alert", **alert.to_json()})
-        except Exception as exc:  # the spool is down: the alert still goes out
+        except SpoolUnavailable as exc:  # the spool is down: the alert still goes out
             log.warning("anomaly %s could not be recorded: %s", a.id, exc)
         try:
             first = await self.state.claim(f"anomaly:{a.name}", a.id, float(self.settings.quiet) or 1.0) == a.id

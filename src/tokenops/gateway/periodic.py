@@ -13,6 +13,7 @@ log = logging.getLogger("tokenops.gateway")
 
 class Periodic:
     interval: float  # seconds between rounds
+    first_delay: float | None = None  # seconds before the first round (default: ``interval``)
     _task: asyncio.Task[None] | None = None
 
     async def check_all(self) -> None:
@@ -27,8 +28,10 @@ class Periodic:
             await stop_task(task)
 
     async def _run(self) -> None:
+        delay = self.interval if self.first_delay is None else self.first_delay
         while True:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(delay)
+            delay = self.interval
             try:
                 await self.check_all()
             except Exception:  # a bug must not stop the next round

@@ -187,7 +187,7 @@ def month_end_forecast(ledger: Ledger, where: dict[str, str], start: datetime, e
         fc = forecast([datetime.combine(d, datetime.min.time()) for d in dates], values, days_left)
         total = sum(Decimal(repr(p.value)) for p in fc.points)
         method = f"forecast ({fc.model})"
-    except Exception:  # too little history for the models: the last week's mean
+    except UsageError:  # a history the models cannot use: the last week's mean
         recent = values[-7:]
         total = Decimal(repr(sum(recent) / len(recent))) * days_left
         method = "mean of the last 7 days"
