@@ -148,12 +148,13 @@ class _Likelihood:
         return q
 
 
-class _Pattern:
-    """Streaming discord: the distance from the last ``m`` inputs to their nearest neighbour among the
-    ``memory`` previous subsequences that do not overlap them, and its tail probability over the last
-    ``window`` distances (None until 20 subsequences are in memory)."""
+class _HoldsNumpy:
+    """A part that keeps the numpy module as ``self.np``: pickled without it (a saved watch, see watch.py), and
+    given it back when loaded."""
 
-    def __getstate__(self) -> dict[str, Any]:  # pickled without the numpy module (a saved watch, see watch.py)
+    np: Any
+
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("np", None)
         return state
@@ -163,6 +164,12 @@ class _Pattern:
 
         self.__dict__.update(state)
         self.np = numpy
+
+
+class _Pattern(_HoldsNumpy):
+    """Streaming discord: the distance from the last ``m`` inputs to their nearest neighbour among the
+    ``memory`` previous subsequences that do not overlap them, and its tail probability over the last
+    ``window`` distances (None until 20 subsequences are in memory)."""
 
     def __init__(self, np: Any, m: int, memory: int, window: int, frac: float) -> None:
         self.np = np
@@ -212,7 +219,7 @@ def _haar(np: Any, v: Any) -> Any:
     return np.concatenate(parts[::-1])
 
 
-class _Resonance:
+class _Resonance(_HoldsNumpy):
     """A causal re-implementation of ARTime (Hampton 2021, the leader of the NAB scoreboard; ARTimeNAB.jl): an
     adaptive-resonance category learner (dual-vigilance fuzzy ART, complement-coded) over short windows of the
     downsampled series. ``update`` answers ARTime's confidence in (0, 1] on a row where a window resonates with
@@ -236,17 +243,6 @@ class _Resonance:
     side, fixed after that (values beyond it are clipped to the edge; the *range* channel reports those), and
     the probation is a fixed number of rows. Categories are capped at ``max_categories``; when full, the one
     matched least recently is replaced."""
-
-    def __getstate__(self) -> dict[str, Any]:  # pickled without the numpy module (a saved watch, see watch.py)
-        state = dict(self.__dict__)
-        state.pop("np", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        import numpy
-
-        self.__dict__.update(state)
-        self.np = numpy
 
     def __init__(self, np: Any, probation: int = 750, window: int = 8, nlevels: int = 80, margin: float = 0.25,
                  initial_rho: float = 0.8, max_categories: int = 1024) -> None:  # fmt: skip

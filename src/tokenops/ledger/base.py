@@ -39,7 +39,7 @@ from tokenops.ledger import spool as spoolmod
 from tokenops.ledger.business_metrics import MetricRow, MetricsWritten
 from tokenops.ledger.events import SpendEvent, canonical
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
-from tokenops.ledger.reports import ActivityRow, ReportQuery, SpendReport, UnpricedModel
+from tokenops.ledger.reports import ActivityRow, Dimension, ReportQuery, SpendReport, UnpricedModel
 from tokenops.pricing.model import EXTRA_PRICE_FIELDS, PRICE_FIELDS, PriceRow, format_hours, parse_hours
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
@@ -258,6 +258,23 @@ def window_filter(first: str, since: datetime | None, until: datetime | None, ma
         where.append(f"{column} < {mark}")
         params.append(naive_utc(until))
     return " AND ".join(where), params
+
+
+def report_where(q: ReportQuery, mark: str, dimension_sql: Callable[[Dimension, str], str]) -> tuple[str, list[Any]]:
+    """The events ``WHERE`` of a report query (its window and filters) with its parameters, for a backend's
+    placeholder ``mark`` and its SQL of a dimension."""
+    conds: list[str] = ["TRUE"]
+    params: list[Any] = []
+    if q.since is not None:
+        conds.append(f"ts >= {mark}")
+        params.append(naive_utc(q.since))
+    if q.until is not None:
+        conds.append(f"ts < {mark}")
+        params.append(naive_utc(q.until))
+    for d, value in q.where:
+        conds.append(f"{dimension_sql(d, q.timezone)} = {mark}")
+        params.append(value)
+    return " AND ".join(conds), params
 
 
 def row_event(row: Sequence[Any]) -> SpendEvent:

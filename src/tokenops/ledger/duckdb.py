@@ -52,6 +52,7 @@ from tokenops.ledger.base import (
     price_row_insert,
     price_row_record,
     price_row_values,
+    report_where,
     row_event,
     window_filter,
 )
@@ -157,19 +158,7 @@ def _dimension_sql(d: Dimension, tz: str) -> str:
 
 
 def _query_where(q: ReportQuery) -> tuple[str, list[Any]]:
-    """The events ``WHERE`` of a report query (its window and filters), with its parameters."""
-    conds: list[str] = ["TRUE"]
-    params: list[Any] = []
-    if q.since is not None:
-        conds.append("ts >= ?")
-        params.append(naive_utc(q.since))
-    if q.until is not None:
-        conds.append("ts < ?")
-        params.append(naive_utc(q.until))
-    for d, value in q.where:
-        conds.append(f"{_dimension_sql(d, q.timezone)} = ?")
-        params.append(value)
-    return " AND ".join(conds), params
+    return report_where(q, "?", _dimension_sql)
 
 
 class _Session:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tokenops.ledger.base import naive_utc
+from tokenops.ledger.base import naive_utc, report_where
 from tokenops.ledger.reports import UNPRICED_SQL, Dimension, ReportQuery
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
@@ -153,17 +153,7 @@ def rollup_can_answer(q: ReportQuery) -> bool:
 
 def query_where(q: ReportQuery) -> tuple[str, list[Any]]:
     """The events ``WHERE`` of a report query (its window and filters), with its parameters."""
-    conds, params = ["TRUE"], list[Any]()
-    if q.since is not None:
-        conds.append("ts >= %s")
-        params.append(naive_utc(q.since))
-    if q.until is not None:
-        conds.append("ts < %s")
-        params.append(naive_utc(q.until))
-    for d, value in q.where:
-        conds.append(f"{dimension_sql(d, q.timezone)} = %s")
-        params.append(value)
-    return " AND ".join(conds), params
+    return report_where(q, "%s", dimension_sql)
 
 
 def events_report(q: ReportQuery) -> tuple[str, list[Any]]:
