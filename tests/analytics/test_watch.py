@@ -51,6 +51,11 @@ def test_a_runaway_loop_is_flagged_in_its_bucket_with_who_and_why(ledger_file: P
     assert a.direction == "up" and a.severity in ("high", "critical")
     assert a.expected is not None and a.high is not None and a.actual > 10 * a.high
     assert a.actual == pytest.approx(25 * 5 * 0.025 + float(a.expected), rel=0.2)
+    from tokenops.ledger.reports import ReportQuery
+
+    exact = DuckDBLedger(ledger_file).spend_report(ReportQuery.build(
+        by=[], since=a.bucket_start, until=a.bucket_start + timedelta(minutes=5), where=a.scope)).total_cost_usd
+    assert a.actual_usd == exact and f"${a.to_json()['actual_usd']}" in a.message  # the money, exact
     # who: the loop's key and model; what: the model mix (gpt-4o calls appeared) and the volume
     top = {(c["dimension"], c["value"]) for c in a.contributors[:3]}
     assert ("key", "k-loop") in top or a.scope == {"key": "k-loop"}

@@ -83,6 +83,7 @@ class Anomaly:
     changes: dict[str, str] | None = None
     request_id: str | None = None
     related: list[dict[str, Any]] = field(default_factory=list)  # other signals of the same scope and bucket
+    actual_usd: Decimal | None = None  # a spend anomaly's exact spend (``actual`` is its float, for the statistics)
 
     @property
     def id(self) -> str:
@@ -113,7 +114,8 @@ class Anomaly:
             return (f"call {self.request_id} used {self.show(self.actual)} tokens, {self.actual / (self.expected or 1):,.0f}× "
                     f"the {self.show(self.expected)} a call of {_scope(self.scope)} usually uses ({who})")  # fmt: skip
         when = f"{self.bucket_start:%Y-%m-%d %H:%M} UTC"
-        text = (f"{LABELS.get(self.signal, self.signal)} of {_scope(self.scope)} was {self.show(self.actual)} in the "
+        seen = "$" + format_usd(self.actual_usd) if self.actual_usd is not None else self.show(self.actual)
+        text = (f"{LABELS.get(self.signal, self.signal)} of {_scope(self.scope)} was {seen} in the "
                 f"{_duration(self.bucket_seconds)} from {when}")  # fmt: skip
         if self.expected is not None:
             text += f", expected {self.show(self.expected)} ({self.show(self.low)}–{self.show(self.high)})"
@@ -128,6 +130,7 @@ class Anomaly:
         return {"id": self.id, "kind": self.kind, "signal": self.signal, "scope": dict(self.scope),
                 "bucket_start": self.bucket_start.isoformat(), "bucket_seconds": self.bucket_seconds,
                 "actual": self.actual, "expected": self.expected, "low": self.low, "high": self.high,
+                "actual_usd": None if self.actual_usd is None else format_usd(self.actual_usd),
                 "score": round(self.score, 6), "severity": self.severity, "direction": self.direction,
                 "contributors": self.contributors, "changes": self.changes, "request_id": self.request_id,
                 "related": self.related, "message": self.message}  # fmt: skip
@@ -439,8 +442,9 @@ class AnomalyWatch:
             return None
         if signal == "latency" and value < 1.5 * mid:
             return None
+        exact = (row.cost_usd if row is not None else Decimal(0)) if signal == "cost" else None
         return Anomaly("series", signal, scope, t, self.bucket, value, mid, low, high, score,
-                       severity(value, mid, high, direction), direction)  # fmt: skip
+                       severity(value, mid, high, direction), direction, actual_usd=exact)  # fmt: skip
 
     # --- explanation --------------------------------------------------------------------------------------
     def _explain(self, a: Anomaly) -> Anomaly:

@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +167,6 @@ class Throttle:
 
 def to_alert(a: Anomaly, now: datetime) -> Alert:
     end = a.bucket_start + timedelta(seconds=a.bucket_seconds)
-    spent = Decimal(repr(round(a.actual, 12))) if a.signal == "cost" else None
     return Alert(id=a.id, kind="anomaly", budget=a.name, scope=dict(a.scope), period_start=a.bucket_start,
-                 period_end=end, threshold=round(a.score, 6), spent_usd=spent, amount_usd=None, message=a.message,
+                 period_end=end, threshold=round(a.score, 6), spent_usd=a.actual_usd, amount_usd=None, message=a.message,
                  fired_at=now, details=a.to_json())  # fmt: skip
