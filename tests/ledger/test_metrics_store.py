@@ -63,6 +63,17 @@ def test_importing_the_same_rows_again_replaces_their_values(backend: Opener) ->
     assert ledger.put_business_metrics([]) == MetricsWritten(0, 0)
 
 
+def test_a_large_batch_is_written_whole_and_a_key_given_twice_keeps_the_later_value(backend: Opener) -> None:
+    many = [MetricRow(date(2026, 1, 1 + i % 28), "tickets_resolved", D(i) / 8, {"team": f"t{i // 28}"})
+            for i in range(5000)]  # fmt: skip
+    twice = MetricRow(date(2026, 1, 1), "tickets_resolved", D("99.5"), {"team": "t0"})
+    assert backend().put_business_metrics([*many, twice]) == MetricsWritten(added=5000, replaced=0)
+    got = backend().business_metrics("tickets_resolved")
+    assert len(got) == 5000
+    assert sum(r.value for r in got) == sum(r.value for r in many[1:]) + D("99.5")
+    assert {r.id: r.value for r in got}[twice.id] == D("99.5")
+
+
 def test_a_batch_the_database_refuses_writes_nothing(backend: Opener) -> None:
     ledger = backend()
     ledger.put_business_metrics(rows()[:1])

@@ -574,11 +574,17 @@ class DuckDBLedger:
             with session.transaction():
                 held = conn.execute("SELECT count(*) FROM business_metrics WHERE list_contains(?, id)",
                                     [ids]).fetchone()  # fmt: skip
-                conn.executemany(
+                last = list({r.id: r for r in rows}.values())  # a value given twice: the later one, as a re-import
+                # one statement over column lists: executemany runs a statement per row (~500 rows/s)
+                conn.execute(
                     "INSERT INTO business_metrics (id, day, metric, tags, value, source, imported_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET value = excluded.value, "
-                    "source = excluded.source, imported_at = excluded.imported_at",
-                    [[r.id, r.day, r.metric, dict(r.tags), r.value, source, now] for r in rows],
+                    "SELECT id, day, metric, map(tk, tv), value::DECIMAL(38, 12), ?, ? FROM (SELECT "
+                    "unnest(?::VARCHAR[]) AS id, unnest(?::DATE[]) AS day, unnest(?::VARCHAR[]) AS metric, "
+                    "unnest(?::VARCHAR[][]) AS tk, unnest(?::VARCHAR[][]) AS tv, unnest(?::VARCHAR[]) AS value) "
+                    "ON CONFLICT (id) DO UPDATE SET value = excluded.value, source = excluded.source, "
+                    "imported_at = excluded.imported_at",
+                    [source, now, [r.id for r in last], [r.day for r in last], [r.metric for r in last],
+                     [list(r.tags) for r in last], [list(r.tags.values()) for r in last], [str(r.value) for r in last]],
                 )
         replaced = int(held[0]) if held else 0
         return MetricsWritten(len(set(ids)) - replaced, replaced)
