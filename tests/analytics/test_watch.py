@@ -265,3 +265,44 @@ def test_a_restarted_gateway_resumes_the_watch_instead_of_learning_again(ledger_
     other = w.AnomalyWatch(DuckDBLedger(ledger_file), AnomaliesConfig(bucket=600))
     assert not other.restore(state_file.read_bytes()) and other.fed_until is None
     assert not other.restore(b"not a pickle")
+
+
+def test_the_watch_is_saved_while_it_runs_so_a_crash_does_not_learn_the_history_again(ledger_file: Path,
+                                                                                       tmp_path: Path) -> None:  # fmt: skip
+    """Saved after the first round and then once an hour (no close: the process may die at any moment)."""
+    from tokenops.gateway import anomalies as ga
+
+    state_file = tmp_path / "anomaly-watch.pickle"
+    clock = [NOW]
+
+    async def run() -> AnomalyRounds:
+        rounds = AnomalyRounds(DuckDBLedger(ledger_file), SETTINGS, InMemoryState(), lambda a: None, _ignore,
+                               lambda: clock[0], state_file=state_file)  # fmt: skip
+        await rounds.check_all()
+        assert state_file.exists()  # saved after the round that learnt the history, before any close
+        first = state_file.stat().st_mtime_ns, state_file.read_bytes()
+        clock[0] = NOW + timedelta(minutes=5)
+        await rounds.check_all()
+        assert (state_file.stat().st_mtime_ns, state_file.read_bytes()) == first  # not every round
+        clock[0] = NOW + ga.SAVE_EVERY + timedelta(minutes=5)
+        await rounds.check_all()
+        assert state_file.read_bytes() != first[1]  # an hour later: saved again
+        return rounds  # never closed: what a crash leaves
+
+    crashed = asyncio.run(run())
+    reads: list[tuple[datetime, datetime]] = []
+
+    class Counting(DuckDBLedger):
+        def activity(self, q: Any, bucket_seconds: int) -> Any:
+            reads.append((q.since, q.until))
+            return super().activity(q, bucket_seconds)
+
+    clock[0] += timedelta(hours=3)  # the gateway comes back three hours after the crash
+    resumed = AnomalyRounds(Counting(ledger_file), SETTINGS, InMemoryState(), lambda a: None, _ignore,
+                            lambda: clock[0], state_file=state_file)  # fmt: skip
+    assert resumed.resume() and resumed.watch.fed_until == crashed.watch.fed_until
+    asyncio.run(resumed.check_all())
+    assert resumed.watch.fed_until == resumed.watch.ready_until(clock[0])
+    # the missed buckets (quietly) and the newest one: not the two days of history again
+    assert reads and all(until - since <= timedelta(hours=3, minutes=5) for since, until in reads if since and until)
+    assert min(since for since, _ in reads if since) >= crashed.watch.fed_until - timedelta(hours=1)

@@ -288,7 +288,7 @@ class AnomalyWatch:
 
     def restore(self, data: bytes) -> bool:
         """Resume from :meth:`snapshot`'s bytes; False (and nothing changed) when they are not this watch's: other
-        settings, another detector, or unreadable. A state older than two buckets is learnt again anyway."""
+        settings, another detector, or unreadable. A state older than the history is learnt again anyway."""
         try:
             state = pickle.loads(data)  # noqa: S301 (the gateway's own file, in its spool folder)
             if not isinstance(state, dict) or state.get("fingerprint") != self._fingerprint():
@@ -312,11 +312,16 @@ class AnomalyWatch:
     # --- rounds -------------------------------------------------------------------------------------------
     def advance(self, now: datetime) -> list[Anomaly]:
         """Feed every bucket settled by ``now`` that has not been fed; the anomalies of those buckets. A cold
-        watch (first call, or a gap of more than a bucket since the last) learns the history first."""
+        watch (first call, or one that missed more than its history) learns the history first; one that missed a
+        few buckets (a restart, a crash after its last save) catches up on them quietly: only the newest bucket
+        alerts, as it would have after a relearning."""
         end = self.ready_until(now)
-        if self.fed_until is None or self.fed_until < end - timedelta(seconds=2 * self.bucket):
+        last = end - timedelta(seconds=self.bucket)
+        if self.fed_until is None or self.fed_until < end - timedelta(seconds=self.settings.history):
             self.reset()
-            self.run(end - timedelta(seconds=self.settings.history), end - timedelta(seconds=self.bucket), alert=False)
+            self.run(end - timedelta(seconds=self.settings.history), last, alert=False)
+        elif self.fed_until < last - timedelta(seconds=self.bucket):
+            self.run(self.fed_until, last, alert=False)
         if self.fed_until is not None and self.fed_until >= end:
             return []
         return self.run(self.fed_until or end - timedelta(seconds=self.bucket), end, alert=True)

@@ -33,6 +33,7 @@ from tokenops.policy.state import PolicyState, StateUnavailable
 
 log = logging.getLogger("tokenops.anomalies")
 ANOMALY_STATE = "anomaly-watch.pickle"  # in the spool folder: the watch's learnt state between two runs
+SAVE_EVERY = timedelta(hours=1)  # and saved this often while it runs, so a crash relearns an hour, not 8 days
 
 
 class AnomalyRounds(Periodic):
@@ -56,16 +57,22 @@ class AnomalyRounds(Periodic):
         self.state_file = state_file  # the learnt detectors, saved at close and resumed at start
         self._busy = False
         self._resumed = False
+        self._saved_at: datetime | None = None
 
     async def close(self) -> None:
         self.stopping.set()
         await super().close()
-        if self.state_file is not None and not self._busy and self.watch.fed_until is not None:
-            try:
-                await asyncio.to_thread(self.save)
-            except OSError as exc:
-                log.warning("anomaly watch: cannot save %s (%s); the next start learns the history again",
-                            self.state_file, exc)  # fmt: skip
+        if not self._busy and self.watch.fed_until is not None:
+            await self._save()
+
+    async def _save(self) -> None:
+        if self.state_file is None:
+            return
+        try:
+            await asyncio.to_thread(self.save)
+        except OSError as exc:
+            log.warning("anomaly watch: cannot save %s (%s); the next start learns the history again",
+                        self.state_file, exc)  # fmt: skip
 
     def save(self) -> None:
         assert self.state_file is not None
@@ -106,6 +113,9 @@ class AnomalyRounds(Periodic):
         self._busy = True
         try:
             anomalies = await asyncio.to_thread(self.watch.advance, now)
+            if self._saved_at is None or now - self._saved_at >= SAVE_EVERY:
+                self._saved_at = now
+                await self._save()  # still busy: no round advances the watch while it is pickled
         except Stopped:
             self.watch.fed_until = None
             return
