@@ -12,7 +12,6 @@ API). Call :meth:`Gateway.start` / :meth:`Gateway.close` (the ASGI lifespan does
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -31,14 +30,14 @@ from tokenops.alerts import AlertDispatcher, build_channels
 from tokenops.call import Call
 from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
-from tokenops.gateway import health, validate
+from tokenops.gateway import health
 from tokenops.gateway.anomalies import ANOMALY_STATE, AnomalyRounds
 from tokenops.gateway.background import BackgroundResponses
 from tokenops.gateway.batch_routes import BatchRoutes
 from tokenops.gateway.batches import BatchBook
 from tokenops.gateway.breaker import Breakers
 from tokenops.gateway.cache import CacheStore, MemoryStore, RedisStore
-from tokenops.gateway.client import TransportFailure, UpstreamClient, make_client
+from tokenops.gateway.client import UpstreamClient, make_client
 from tokenops.gateway.errors import error_body
 from tokenops.gateway.health import HealthWatch
 from tokenops.gateway.http import (
@@ -48,15 +47,15 @@ from tokenops.gateway.http import (
     Send,
     encode_headers,
     header_dict,
-    read_body,
     send_bytes,
     send_json,
     stop_task,
 )
 from tokenops.gateway.keycache import KeyCache
 from tokenops.gateway.meter import Meter
-from tokenops.gateway.metrics import OTHER, GatewayMetrics
+from tokenops.gateway.metrics import GatewayMetrics
 from tokenops.gateway.providers import ADAPTERS, Adapter
+from tokenops.gateway.side_routes import SideRoutes
 from tokenops.gateway.stages import Answer, Stage
 from tokenops.gateway.stages.auth import KeyStage, presented_key
 from tokenops.gateway.stages.cache import CacheStage
@@ -64,7 +63,7 @@ from tokenops.gateway.stages.policy import PolicyStage
 from tokenops.gateway.stages.router import RouterStage
 from tokenops.gateway.stages.tags import TagStage
 from tokenops.gateway.stages.validate import ValidateStage
-from tokenops.gateway.upstream import Upstream, call_headers, relayed_headers
+from tokenops.gateway.upstream import Upstream, call_headers
 from tokenops.gateway.writer import LedgerWriter
 from tokenops.ledger import open_ledger
 from tokenops.ledger.base import Ledger
@@ -105,7 +104,6 @@ ROUTES: dict[str, Route] = {
 }
 _REQUEST_PATH = re.compile(r"^/v1/tokenops/requests/([A-Za-z0-9_\-]{1,100})$")
 _RESPONSE_PATH = re.compile(r"^/v1/responses/([A-Za-z0-9_\-]{1,200})(/cancel|/input_items)?$")
-_RESPONSE_METHODS = {"": ("GET", "DELETE"), "/cancel": ("POST",), "/input_items": ("GET",)}
 _MODEL_PATH = re.compile(r"^/v1/models/(.{1,256})$")
 _GEMINI_PATH = re.compile(r"^/v1(?:beta)?/models/([^:]{1,256}):([A-Za-z]+)$")  # google-genai 3.x calls /v1
 GEMINI_ROUTES = {"generateContent": "gemini.generate", "streamGenerateContent": "gemini.stream",
@@ -189,6 +187,7 @@ class Gateway:
         self.anomalies: AnomalyRounds | None = None  # the anomaly watch's rounds (gateway.anomalies)
         self.batches: BatchBook | None = None  # /v1/files, /v1/batches, /v1/messages/batches (gateway.batches)
         self.batch_routes: BatchRoutes | None = None
+        self.side = SideRoutes(self)  # models, stored responses, token counts, a recorded call
         self.started = False
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -385,9 +384,9 @@ class Gateway:
         flavor = "anthropic" if path.startswith("/v1/messages") else "openai"
         if route is None and (path.startswith("/v1beta/") or (":" in path and _GEMINI_PATH.match(path))):
             if method == "GET" and path == "/v1beta/models":
-                await self._models(scope, send)
+                await self.side.models(scope, send)
             elif method == "GET" and path.startswith("/v1beta/models/") and ":" not in path:
-                await self._model(scope, send, path[len("/v1beta/models/"):])
+                await self.side.model(scope, send, path[len("/v1beta/models/"):])
             else:
                 await self._gemini(scope, receive, send)
             return
@@ -396,15 +395,15 @@ class Gateway:
                 return
             r = _RESPONSE_PATH.match(path)
             if r:
-                await self._response_resource(scope, send, r.group(1), r.group(2) or "")
+                await self.side.response_resource(scope, send, r.group(1), r.group(2) or "")
                 return
             mp = _MODEL_PATH.match(path)
             if mp and method == "GET":
-                await self._model(scope, send, mp.group(1))
+                await self.side.model(scope, send, mp.group(1))
                 return
             m = _REQUEST_PATH.match(path)
             if m and method == "GET":
-                await self._get_request(scope, m.group(1), send)
+                await self.side.get_request(scope, m.group(1), send)
                 return
             status, code = (405, "method_not_allowed") if m else (404, "not_found")
             err = GatewayError(status, code, f"{'method ' + method + ' not allowed on' if m else 'no route'} {path}")
@@ -417,9 +416,9 @@ class Gateway:
         if route.name in METERED:
             await self._handle_call(scope, receive, send, route)
         elif route.name == "messages.count_tokens":
-            await self._count_tokens(scope, receive, send, "anthropic", route.name)
+            await self.side.count_tokens(scope, receive, send, "anthropic", route.name)
         elif route.name == "models":
-            await self._models(scope, send)
+            await self.side.models(scope, send)
         elif route.name == "healthz":
             await send_json(send, 200, {"status": "ok"})
         elif route.name == "readyz":
@@ -474,7 +473,7 @@ class Gateway:
 
         model = unquote(g.group(1))
         if name == "gemini.count_tokens":
-            await self._count_tokens(scope, receive, send, "gemini", name, model)
+            await self.side.count_tokens(scope, receive, send, "gemini", name, model)
         else:
             await self._handle_call(scope, receive, send, Route(name, "gemini", ("POST",)), model)
 
@@ -576,210 +575,6 @@ class Gateway:
             await self._send_error(send, GatewayError(401, "invalid_api_key", "a valid TokenOps key is required"), flavor)
             return None
         return record.id
-
-    @staticmethod
-    def _client_shape(scope: Scope) -> str:
-        """Which API's model listing the client reads: Anthropic's SDKs send ``anthropic-version``, Google's send
-        ``x-goog-api-key`` (or ``?key=``) or call ``/v1beta``; anything else reads OpenAI's."""
-        headers = header_dict(scope)
-        if "anthropic-version" in headers:
-            return "anthropic"
-        if "x-goog-api-key" in headers or scope["path"].startswith("/v1beta/") \
-                or b"key=" in scope.get("query_string", b""):  # fmt: skip
-            return "gemini"
-        return "openai"
-
-    def _model_names(self, shape: str) -> dict[str, str]:
-        """model -> provider: the config's aliases, then each provider's catalog models (for an Anthropic or
-        Gemini client, only those it can call in its own format)."""
-        def callable_(provider: str) -> bool:
-            return shape == "openai" or self.config.provider_kind(provider) == shape
-
-        names: dict[str, str] = {}
-        for a in self.config.models:
-            if callable_(a.provider):
-                names.setdefault(a.name, a.provider)
-        for name in self.config.providers:
-            if callable_(name):
-                for model in self.catalog.models(self.router.price_ids[name]):
-                    names.setdefault(model, name)
-        return names
-
-    @staticmethod
-    def _model_object(model: str, provider: str, shape: str) -> dict[str, Any]:
-        if shape == "anthropic":
-            return {"type": "model", "id": model, "display_name": model, "created_at": "1970-01-01T00:00:00Z"}
-        if shape == "gemini":
-            methods = ["embedContent", "batchEmbedContents"] if "embedding" in model else \
-                ["generateContent", "streamGenerateContent", "countTokens"]  # fmt: skip
-            return {"name": f"models/{model}", "baseModelId": model, "version": "001", "displayName": model,
-                    "supportedGenerationMethods": methods}  # fmt: skip
-        return {"id": model, "object": "model", "created": 0, "owned_by": provider}
-
-    async def _models(self, scope: Scope, send: Send) -> None:
-        """The models a caller can name, in its API's shape (:meth:`_client_shape`): an Anthropic or Gemini client
-        gets only the models it can call in its own format; an OpenAI one, all."""
-        shape = self._client_shape(scope)
-        if not await self._authorize(scope, shape, send):
-            return
-        data = [self._model_object(m, p, shape) for m, p in self._model_names(shape).items()]
-        if shape == "anthropic":
-            await send_json(send, 200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                                        "last_id": data[-1]["id"] if data else None})  # fmt: skip
-        elif shape == "gemini":
-            await send_json(send, 200, {"models": data})
-        else:
-            await send_json(send, 200, {"object": "list", "data": data})
-
-    async def _model(self, scope: Scope, send: Send, model: str) -> None:
-        """``GET /v1/models/{id}``: one model of :meth:`_models`, in the client's shape; 404 for one it cannot call."""
-        from urllib.parse import unquote
-
-        shape = self._client_shape(scope)
-        if not await self._authorize(scope, shape, send):
-            return
-        model = unquote(model).removeprefix("models/")
-        provider = self._model_names(shape).get(model)
-        if provider is None:
-            await self._send_error(send, GatewayError(404, "model_not_found", f"the model {model!r} does not exist "
-                                                      "or is not configured on this gateway", param="model"), shape)  # fmt: skip
-            return
-        await send_json(send, 200, self._model_object(model, provider, shape))
-
-    async def _response_owner(self, response_id: str) -> tuple[str, str | None, str] | None:
-        """(provider, key id, request id) of the call that created an OpenAI response through this gateway."""
-        if self.background is not None and (call := self.background.owner(response_id)) is not None:
-            return call.provider_name, call.key.id if call.key else None, call.request_id
-        event = self.meter.lookup_upstream(response_id) if self.meter else None
-        if event is None:
-            event = await asyncio.to_thread(self.ledger.event_by_upstream_id, response_id, "responses")
-        return None if event is None else (event.provider, event.key_id, event.request_id)
-
-    async def _response_resource(self, scope: Scope, send: Send, response_id: str, action: str) -> None:
-        """``GET``/``DELETE /v1/responses/{id}``, ``POST …/cancel``, ``GET …/input_items``: passed to the provider
-        that created the response, for the key that created it (or the admin key); another key's response is
-        answered like a missing one. Free: never recorded as spend. A background response fetched or cancelled
-        finished is metered now, if the gateway's own check has not metered it yet."""
-        method = scope["method"]
-        allowed = _RESPONSE_METHODS[action]
-        if method not in allowed:
-            err = GatewayError(405, "method_not_allowed", f"method {method} not allowed on {scope['path']}")
-            await self._send_error(send, err, "openai", {"allow": ", ".join(allowed)})
-            return
-        caller = await self._authorize(scope, "openai", send)
-        if caller is None:
-            return
-        try:
-            owner = await self._response_owner(response_id)
-        except LedgerError as exc:
-            await self._send_error(send, GatewayError(503, "ledger_unavailable", str(exc)), "openai")
-            return
-        if owner is None or (caller != "admin" and owner[1] != caller):
-            await self._send_error(send, GatewayError(404, "not_found", f"no response {response_id!r} was created "
-                                                      "through this gateway with this key"), "openai")  # fmt: skip
-            return
-        provider, _, request_id = owner
-        adapter = self.adapters[provider]
-        connect, read = self._timeouts[provider]
-        url = adapter.request_url("responses", scope.get("query_string", b"").decode("latin-1"))
-        url = url.replace("/responses", f"/responses/{response_id}{action}", 1)
-        assert self.client is not None, "Gateway.start() was not called"
-        try:
-            resp = await self.client.send(url, adapter.headers(header_dict(scope)), b"", connect=connect, read=read,
-                                          method=method)  # fmt: skip
-        except TransportFailure as exc:
-            await self._send_error(send, GatewayError(504 if exc.timeout else 502, "upstream_unreachable",
-                                                      f"provider {provider!r} is unreachable: {exc}"), "openai")  # fmt: skip
-            return
-        out = {"content-type": resp.headers.get("content-type", "application/json"), **relayed_headers(resp),
-               "x-tokenops-cost-usd": "0.00", "x-tokenops-provider": provider,
-               "x-tokenops-request-id": request_id}  # fmt: skip
-        try:
-            if out["content-type"].startswith("text/event-stream"):  # ?stream=true: relayed as it comes
-                await send({"type": "http.response.start", "status": resp.status, "headers": encode_headers(out)})
-                async for chunk in resp.chunks():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
-            data = await resp.read()
-        except TransportFailure as exc:
-            await self._send_error(send, GatewayError(502, "upstream_unreachable", f"provider {provider!r} broke "
-                                                      f"off: {exc}"), "openai")  # fmt: skip
-            return
-        finally:
-            await resp.close()
-        if resp.status == 200 and action != "/input_items" and method != "DELETE" and self.background is not None:
-            with contextlib.suppress(ValueError):
-                await self.background.settle(response_id, orjson.loads(data))
-        await send_bytes(send, resp.status, data, out)
-
-    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, flavor: str, route: str,
-                            path_model: str | None = None) -> None:  # fmt: skip
-        """``POST /v1/messages/count_tokens`` and Gemini's ``:countTokens``: passed to the model's provider, for
-        any valid key; free at the providers, so never recorded as spend and never held against a budget or limit
-        (it shows in ``tokenops_requests{route=…}``). Claude Code asks it for ``/context``: without it, it falls
-        back to paid ``max_tokens=1`` calls."""
-        headers = header_dict(scope)
-        query = scope.get("query_string", b"").decode("latin-1")
-        try:
-            if not await self._authorize(scope, flavor, send):
-                return
-            raw = await read_body(receive, headers, self.config.gateway.max_body_bytes)
-            if path_model is None:
-                body, model = validate.body_and_model(raw)  # the checks every route makes of a body and its model
-            else:
-                body, model = validate.json_object(raw), validate.model_name(path_model)
-            provider, upstream_model = self.router.resolve(model, flavor, self.clock())
-        except GatewayError as err:
-            self.metrics.rejected.labels(err.code).inc()
-            await self._send_error(send, err, flavor)
-            return
-        adapter = self.adapters[provider]
-        connect, read = self._timeouts[provider]
-        url = adapter.request_url(route, query, upstream_model)
-        sent = body if path_model is not None else {**body, "model": upstream_model}
-        assert self.client is not None, "Gateway.start() was not called"
-        try:
-            resp = await self.client.send(url, adapter.headers(headers), orjson.dumps(sent), connect=connect,
-                                          read=read)  # fmt: skip
-        except TransportFailure as exc:
-            failed = GatewayError(504 if exc.timeout else 502, "upstream_unreachable",
-                                  f"provider {provider!r} is unreachable: {exc}")  # fmt: skip
-            self.metrics.requests.labels(route, provider, OTHER, "error").inc()
-            await self._send_error(send, failed, flavor)
-            return
-        try:
-            data = await resp.read()
-        except TransportFailure as exc:
-            await self._send_error(send, GatewayError(502, "upstream_unreachable", f"provider {provider!r} broke "
-                                                      f"off: {exc}"), flavor)  # fmt: skip
-            return
-        finally:
-            await resp.close()
-        label = upstream_model if upstream_model in self.metrics.known_models or self.catalog.lookup(
-            self.router.price_ids[provider], upstream_model, self.clock()) else OTHER  # fmt: skip
-        status = "ok" if resp.status < 400 else "upstream_error"
-        self.metrics.requests.labels(route, provider, label, status).inc()
-        out = {"content-type": resp.headers.get("content-type", "application/json"), **relayed_headers(resp),
-               "x-tokenops-cost-usd": "0.00", "x-tokenops-provider": provider}  # fmt: skip
-        await send_bytes(send, resp.status, data, out)
-
-    async def _get_request(self, scope: Scope, request_id: str, send: Send) -> None:
-        caller = await self._authorize(scope, "openai", send)
-        if caller is None:
-            return
-        event = self.meter.lookup_recent(request_id) if self.meter else None
-        if event is None:
-            try:
-                event = await asyncio.to_thread(self.ledger.get_event, request_id)
-            except LedgerError as exc:
-                await self._send_error(send, GatewayError(503, "ledger_unavailable", str(exc)), "openai")
-                return
-        if event is None or (caller != "admin" and event.key_id != caller):
-            # another key's call is answered like a missing one: its existence is not for this caller to know
-            await self._send_error(send, GatewayError(404, "not_found", f"no recorded call {request_id}"), "openai")
-            return
-        await send_json(send, 200, event.to_public())
 
     async def _readyz(self, scope: Scope, send: Send) -> None:
         """Ready when every answered call can be recorded and will reach the ledger: the spool takes writes (and
