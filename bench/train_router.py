@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -60,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tokenops.optimize import router as R  # noqa: E402
+from tokenops.optimize import train_router as T  # noqa: E402
 from tokenops.optimize.evaluate_router import EvalRow, evaluate  # noqa: E402
 
 DATA = Path("/work/shared/data/router/mmlu.jsonl.gz")
@@ -120,73 +120,16 @@ GATE = "mc_options"  # the learned correction applies to multiple-choice prompts
 
 def fit(F: Features, idx: list[int], lambda_hand: float, lambda_grams: float, min_subjects: int,
         on_prior: bool = True) -> R.DifficultyRouter:  # fmt: skip
-    """The router fitted on rows ``idx``, its standardization folded into the weights. With ``on_prior`` (the
-    shipped design) it is the rule router's logit plus a correction learned here, gated to multiple-choice prompts;
-    without, a model of its own fitted to these rows alone (the ablation)."""
-    import numpy as np
-    from scipy import optimize, sparse
-
-    H = F.hand[idx]
-    mu = H.mean(0)
-    sd = H.std(0)
-    sd[sd == 0] = 1.0
-    Hs = (H - mu) / sd
-    seen: dict[int, set[str]] = {}
-    for i in idx:
-        for b in F.grams[i]:
-            seen.setdefault(b, set()).add(F.subject[i])
-    vocab = sorted(b for b, s in seen.items() if len(s) >= min_subjects)
-    col = {b: j for j, b in enumerate(vocab)}
-    r_, c_, v_ = [], [], []
-    for a, i in enumerate(idx):
-        scale = 1.0 / math.sqrt(len(F.grams[i])) if F.grams[i] else 0.0
-        for b in F.grams[i]:
-            j = col.get(b)
-            if j is not None:
-                r_.append(a)
-                c_.append(j)
-                v_.append(scale)
-    G = sparse.csr_matrix((v_, (r_, c_)), shape=(len(idx), len(vocab)))
-    t = F.target[idx]
-    n, h = len(idx), Hs.shape[1]
-    rule = R.RuleRouter()
-    prior = np.array(rule.weights, dtype=float) if on_prior else np.zeros(h)
-    offset = (rule.bias + H @ prior) if on_prior else np.zeros(n)  # the rule router's logit of each row
-    prior_std = prior * sd  # in standardized units: the combined weight is prior_std + w
-
-    def loss(w: Any) -> tuple[float, Any]:
-        b, wh, wg = w[0], w[1 : 1 + h], w[1 + h :]
-        z = offset + b + Hs @ wh + G @ wg
-        # soft-target logistic loss, numerically stable: log(1 + e^z) - t z
-        value = float(np.sum(np.logaddexp(0.0, z) - t * z)) / n
-        value += 0.5 * lambda_hand * float(wh @ wh) + 0.5 * lambda_grams * float(wg @ wg)
-        g = (1.0 / (1.0 + np.exp(-z)) - t) / n
-        grad = np.concatenate(([g.sum()], Hs.T @ g + lambda_hand * wh, G.T @ g + lambda_grams * wg))
-        return value, grad
-
-    bounds = [(None, None)]  # the sign constraints hold for the combined weight (prior + correction)
-    for j, name in enumerate(R.HAND_FEATURES):
-        s = SIGN.get(name, 0)
-        limit = float(-prior_std[j])
-        bounds.append((limit, None) if s > 0 else (None, limit) if s < 0 else (None, None))
-    bounds += [(None, None)] * len(vocab)
-    w0 = np.zeros(1 + h + len(vocab))
-    res = optimize.minimize(loss, w0, jac=True, method="L-BFGS-B", bounds=bounds,
-                            options={"maxiter": 3000, "gtol": 1e-9})  # fmt: skip
-    w = res.x
-    wh = w[1 : 1 + h] / sd
-    bias = float(w[0] - np.sum(w[1 : 1 + h] * mu / sd))
-    grams = {b: _round(float(x)) for b, x in zip(vocab, w[1 + h :], strict=True) if abs(x) >= 1e-4}
-    return R.DifficultyRouter(bias=_round(bias, 8), hand_weights=tuple(_round(float(x), 8) for x in wh),
-                              ngram_weights=grams, hash_bits=F.bits,
-                              prior_bias=rule.bias if on_prior else 0.0,
-                              prior_weights=tuple(rule.weights) if on_prior else (),
-                              gate=GATE if on_prior else None)  # fmt: skip
+    """The router fitted on rows ``idx`` (:func:`tokenops.optimize.train_router.fit`, which ``tokenops train router``
+    runs too). With ``on_prior`` (the shipped design) it is the rule router's logit plus a correction learned here,
+    gated to multiple-choice prompts, the hand features' signs bounded by :data:`SIGN`; without, a model of its
+    own fitted to these rows alone (the ablation). N-grams must occur in ``min_subjects`` training subjects."""
+    features = T.Features(F.hand, F.grams, F.subject, F.target, F.bits)
+    return T.fit(features, idx, lambda_hand, lambda_grams, min_subjects, on_prior=on_prior,
+                 gate=GATE if on_prior else None, sign=SIGN, name="difficulty-v1")  # fmt: skip
 
 
-def _round(x: float, digits: int = 4) -> float:
-    """``digits`` significant digits: what the file needs, and it keeps the file small."""
-    return 0.0 if x == 0 else round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+_round = T.rounded
 
 
 def figures(router: R.Router, F: Features, rows: list[dict[str, Any]], idx: list[int]) -> dict[str, Any]:
