@@ -30,6 +30,7 @@ from tokenops.errors import TokenOpsError
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.fakeprovider.accounting import account_openai, make_completion
 from tokenops.money import quantize
+from tokenops.routing import RoutingConfig
 from tokenops.servers import BackgroundServer
 
 BIG, SMALL, JUDGE, DENIED = "gpt-4o", "gpt-4o-mini", "gpt-4.1", "o3"
@@ -204,12 +205,16 @@ def test_the_cheapest_model_meeting_the_target_is_chosen_per_task_with_ledger_ex
     assert Decimal(report["cost_usd"]) == sum(e.cost_usd for e in events.values())
     assert report["judge_cost_usd"] is None
 
-    # the task-matrix snippet is YAML a person can paste
-    matrix = yaml.safe_load(report["task_matrix_yaml"])["tasks"]
-    assert matrix["summarize"] == {"model": SMALL, "quality": 1.0,
-                                   "cost_per_call_usd": next(t["cost_per_call_usd"] for t in report["tasks"]
-                                                        if t["task"] == "summarize" and t["model"] == SMALL)}  # fmt: skip
-    assert matrix["hard"] is None and "# hard: no model reached 0.9 (best: gpt-4o at 0)" in report["task_matrix_yaml"]
+    # the task-matrix snippet is the config's routing section, ready to paste: a tier per chosen model (no tiers
+    # in this config), cheapest first, so each task's cheapest eligible model is the one chosen
+    snippet = report["task_matrix_yaml"]
+    routing = RoutingConfig.model_validate(yaml.safe_load(snippet)["routing"])
+    assert routing.tiers == {"tier1": (SMALL,), "tier2": (BIG,)}
+    assert routing.tasks == {"summarize": "tier1", "extract": "tier2", "classify": "tier1", "mixed": "tier2"}
+    assert routing.eligible("summarize") == (SMALL, BIG) and routing.eligible("extract") == (BIG,)
+    small_cost = next(t["cost_per_call_usd"] for t in report["tasks"] if t["task"] == "summarize" and t["model"] == SMALL)
+    assert f"# summarize: tier1 -> {SMALL} (quality 1, ${small_cost} a call)" in snippet
+    assert "# hard: no model reached 0.9 (best: gpt-4o at 0)" in snippet
 
 
 def test_a_lower_target_picks_the_cheaper_model_and_csv_and_table_render(stack: Stack, tmp_path: Path) -> None:

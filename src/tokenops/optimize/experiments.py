@@ -18,8 +18,8 @@ retried (a retry would be paid twice): a call the gateway or provider refuses sc
 with its status and code (``429 budget_exceeded``). A judge's calls are priced and reported apart from the
 candidates'.
 
-The config has no task matrix yet, so :func:`task_matrix_yaml` prints ``tasks: {task: {model, quality,
-cost_per_call_usd}}`` for a person to carry over.
+:func:`task_matrix_yaml` prints the choices as the config's ``routing:`` task matrix (task -> lowest tier), ready to
+paste: against the config's tiers when it has some, else with a tier per chosen model.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import orjson
 
 from tokenops.errors import UsageError
 from tokenops.money import ZERO, format_usd, quantize
+from tokenops.routing import RoutingConfig
 from tokenops.tags import TagError, format_tags, parse_tags
 
 if TYPE_CHECKING:
@@ -557,21 +558,50 @@ def summarize(outcomes: Sequence[Outcome], models: Sequence[str], target: float)
                    sum(judged, ZERO) if judged else None)  # fmt: skip
 
 
-def task_matrix_yaml(summary: Summary, *, scorer: str, run_id: str) -> str:
-    """The choices as a ``tasks:`` mapping to paste into a task matrix (not yet a config key of TokenOps)."""
+def task_matrix_yaml(summary: Summary, *, scorer: str, run_id: str, routing: RoutingConfig | None = None) -> str:
+    """The choices as the config's ``routing:`` task matrix, ready to paste. A task names the lowest tier that may
+    serve it and the gateway sends its calls to the cheapest model of that tier or above, so with the config's
+    tiers each task gets the lowest tier whose cheapest model there (by this run's cost per call) met the target;
+    models of those tiers this run did not measure are named, since one of them may be cheaper. Without tiers in the
+    config: a tier per chosen model, cheapest first (``tier1`` …), so each task's cheapest eligible model is its own
+    choice. A task no model served well enough gets no line (``null`` would not load): a comment says why."""
     import yaml
 
-    tasks: dict[str, Any] = {}
+    tiers = dict(routing.tiers) if routing is not None and routing.tiers else None
+    made: dict[str, tuple[str, ...]] = {}
+    if tiers is None:  # a tier per chosen model, cheapest first: each task's tier has its model as the cheapest
+        chosen = {c.model: c.cost_per_call_usd for c in summary.choices if c.model is not None}
+        order = sorted(chosen, key=lambda m: (chosen[m] is None, chosen[m] or ZERO, m))
+        made = {f"tier{i}": (m,) for i, m in enumerate(order, start=1)}
+    levels = tiers or made
+    names = list(levels)
+    tasks: dict[str, str] = {}
     notes = []
     for c in summary.choices:
         if c.model is None:
-            tasks[c.task] = None
             notes.append(f"# {c.task}: no model reached {summary.target:g} (best: {c.best_model} at "
                          f"{round(c.best_quality, 4):g})")  # fmt: skip
+            continue
+        measured = {s.model: s for s in summary.by_task if s.task == c.task}
+        for i, tier in enumerate(names):
+            eligible = [m for t in names[i:] for m in levels[t]]
+            priced = sorted((measured[m] for m in eligible if m in measured and measured[m].answered
+                             and measured[m].cost_per_call_usd is not None),
+                            key=lambda s: (s.cost_per_call_usd or ZERO, -s.quality))  # fmt: skip
+            if priced and priced[0].quality + _EPSILON >= summary.target:
+                pick = priced[0]
+                tasks[c.task] = tier
+                unmeasured = [m for m in eligible if m not in measured]
+                notes.append(f"# {c.task}: {tier} -> {pick.model} (quality {round(pick.quality, 4):g}, "
+                             f"${format_usd(pick.cost_per_call_usd)} a call)"
+                             + (f"; not measured, check: {', '.join(unmeasured)}" if unmeasured else ""))  # fmt: skip
+                break
         else:
-            tasks[c.task] = {"model": c.model, "quality": round(c.quality, 4),
-                             "cost_per_call_usd": format_usd(c.cost_per_call_usd)}  # fmt: skip
-    body = yaml.safe_dump({"tasks": tasks}, default_flow_style=None, sort_keys=False, width=1000)
+            notes.append(f"# {c.task}: {c.model} met {summary.target:g} (quality {round(c.quality, 4):g}) but no tier "
+                         "has it as its cheapest measured model: give it a tier of its own below the dearer ones")  # fmt: skip
+    body: dict[str, Any] = {"tiers": {t: list(m) for t, m in made.items()}} if made else {}
+    body["tasks"] = tasks
+    text = yaml.safe_dump({"routing": body}, default_flow_style=False, sort_keys=False, width=1000)
     head = (f"# cheapest model with mean quality >= {summary.target:g} per task (tokenops evaluate models, scorer "
             f"{scorer}, run {run_id})\n")  # fmt: skip
-    return head + body + "".join(n + "\n" for n in notes)
+    return head + text + "".join(n + "\n" for n in notes)
