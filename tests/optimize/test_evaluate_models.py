@@ -231,7 +231,7 @@ def test_a_lower_target_picks_the_cheaper_model_and_csv_and_table_render(stack: 
     stdout, _ = run("--prompts", prompts, "--models", f"{SMALL},{BIG}", stack=stack)
     assert "By task (target quality 0.9)" in stdout and "<- cheapest" in stdout
     snippet = stdout[stdout.index("# cheapest model"):]
-    assert yaml.safe_load(snippet)["tasks"]["mixed"]["model"] == BIG
+    assert yaml.safe_load(snippet)["routing"] == {"tiers": {"tier1": [BIG]}, "tasks": {"mixed": "tier1"}}
 
 
 def test_contains_and_regex_scorers(stack: Stack, tmp_path: Path) -> None:
