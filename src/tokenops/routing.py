@@ -64,7 +64,7 @@ class AutoConfig(BaseModel):
     # the quality/cost trade-off: a call goes to the strong model when the router's estimate that it is needed is at
     # least this (lower: more calls to the strong model, more quality; higher: cheaper)
     threshold: float = Field(0.5, ge=0, le=1)
-    model_file: str | None = None  # another trained router (bench/train_router.py); default: the one shipped
+    model_file: str | None = None  # another trained router (tokenops train router); default: the one shipped
 
     @model_validator(mode="after")
     def _two(self) -> AutoConfig:

@@ -74,3 +74,40 @@ def test_bad_training_sets_are_refused_with_a_reason() -> None:
     with pytest.raises(UsageError, match="nothing to learn"):
         train(flat)
     assert {fold_of(f"x{i}", 5) for i in range(100)} == set(range(5))
+
+
+def test_the_command_writes_a_file_the_gateway_and_evaluate_router_read(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from tokenops.cli import app
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"id": r.id, "prompt": r.prompt, "scores": {"big": r.strong, "small": r.weak}})
+                            + "\n" for r in rows(400, 6)))  # fmt: skip
+    out = tmp_path / "mine.json.gz"
+    result = CliRunner().invoke(app, ["train", "router", "--data", str(data), "--strong", "big", "--weak", "small",
+                                      "-o", str(out), "-f", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["chosen"] == "fitted" and report["n"] == 400 and len(report["fold_apgr"]["fitted"]) == 5
+    assert report["cv_apgr"]["fitted"] > report["cv_apgr"]["prior"]
+    router = DifficultyRouter.load(out)
+    assert router.meta["strong"] == "big" and router.meta["chosen"] == "fitted"
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text("".join(json.dumps({"id": r.id, "prompt": r.prompt, "scores": {"big": r.strong, "small": r.weak}})
+                             + "\n" for r in rows(200, 7)))  # fmt: skip
+    evaluated = CliRunner().invoke(app, ["evaluate", "router", "--data", str(fresh), "--strong", "big", "--weak",
+                                         "small", "--model", str(out), "-f", "json"])  # fmt: skip
+    assert evaluated.exit_code == 0 and json.loads(evaluated.output)["apgr"] > 0.6
+
+    table = CliRunner().invoke(app, ["train", "router", "--data", str(data), "--strong", "big", "--weak", "small",
+                                     "-o", str(out)])  # fmt: skip
+    assert "chosen: fitted" in table.output and f"wrote {out}" in table.output
+    bad = CliRunner().invoke(app, ["train", "router", "--data", str(data), "--strong", "big", "--weak", "big",
+                                   "-o", str(out)])  # fmt: skip
+    assert isinstance(bad.exception, UsageError) and "same model" in str(bad.exception)
+    missing = CliRunner().invoke(app, ["train", "router", "--data", str(data), "--strong", "huge", "--weak", "small",
+                                       "-o", str(out)])  # fmt: skip
+    assert isinstance(missing.exception, UsageError) and "rows.jsonl:1" in str(missing.exception)

@@ -25,6 +25,7 @@ from tokenops.cli import (
     recommend,
     report,
     serve,
+    train,
 )
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ app.add_typer(imports.app, name="import")
 app.add_typer(anomalies.app, name="anomalies")
 app.add_typer(forecast.app, name="forecast")
 app.add_typer(planning.plan_app, name="plan")
+app.add_typer(train.app, name="train")
 report.app.command("variance")(planning.variance)
 report.app.command("portfolio")(planning.portfolio)
 app.command("serve")(serve.serve)
