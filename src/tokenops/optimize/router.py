@@ -43,7 +43,7 @@ from typing import Any, Protocol, TypeGuard
 from tokenops.errors import ConfigError
 
 __all__ = ["DEFAULT_FILE", "FORMAT", "HAND_FEATURES", "VERSION", "DifficultyRouter", "Router", "RuleRouter",
-           "default_router", "gram_buckets", "hand_features", "load_router", "named_buckets", "ngrams"]  # fmt: skip
+           "default_router", "gram_buckets", "hand_features", "load_router", "named_buckets", "ngrams", "prompt_text"]  # fmt: skip
 
 FORMAT = "tokenops-router"
 VERSION = 1  # of the file format and of the features below: a change to either is a new version
@@ -413,6 +413,22 @@ class RuleRouter:
 
     def choose(self, prompt: str, threshold: float) -> bool:
         return self.p_strong(prompt) >= threshold
+
+
+def prompt_text(route: str, body: Mapping[str, Any]) -> str:
+    """What the difficulty router reads: the text of the user's turns (the last ones weigh most), or the input."""
+    texts: list[str] = []
+    turns = body.get("messages") if route in ("chat.completions", "messages") else body.get("input")
+    if isinstance(turns, str):
+        return turns
+    for turn in turns if isinstance(turns, list) else ():
+        if isinstance(turn, dict) and turn.get("role") == "user":
+            content = turn.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return "\n".join(texts[-3:])
 
 
 def load_router(path: str | Path | None = None) -> DifficultyRouter:

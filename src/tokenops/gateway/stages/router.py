@@ -22,6 +22,7 @@ from typing import Any
 from tokenops.call import Call
 from tokenops.config import Config
 from tokenops.errors import ConfigError, GatewayError
+from tokenops.optimize.router import prompt_text
 from tokenops.policy.estimate import requested_output, typical_input
 from tokenops.pricing.catalog import PriceCatalog
 from tokenops.pricing.model import PriceRow, price_usage
@@ -238,19 +239,3 @@ class RouterStage:
                 break
         sign = ">=" if strong else "<"
         return model, f"auto: p_strong {p:.3f} {sign} {auto.threshold} ({'strong' if strong else 'weak'} model)"
-
-
-def prompt_text(route: str, body: dict[str, Any]) -> str:
-    """What the difficulty router reads: the text of the user's turns (the last ones weigh most), or the input."""
-    texts: list[str] = []
-    turns = body.get("messages") if route in ("chat.completions", "messages") else body.get("input")
-    if isinstance(turns, str):
-        return turns
-    for turn in turns if isinstance(turns, list) else ():
-        if isinstance(turn, dict) and turn.get("role") == "user":
-            content = turn.get("content")
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):
-                texts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-    return "\n".join(texts[-3:])
