@@ -399,7 +399,12 @@ def forecast(timestamps: Sequence[datetime], values: Sequence[float], horizon: i
     if nonnegative is None:
         nonnegative = min(values) >= 0
     last = timestamps[-1]
-    stamps = [last + (i + 1) * step for i in range(horizon)]
+    try:
+        last + horizon * step  # the last step first: a horizon past the year 9999 fails before any work
+        stamps = [last + (i + 1) * step for i in range(horizon)]
+    except OverflowError:
+        raise UsageError(f"{horizon} steps of {describe_step(step)} after {last.isoformat()} reach beyond the year "
+                         "9999") from None  # fmt: skip
 
     import numpy as np
 

@@ -502,7 +502,9 @@ class AnomalyWatch:
         usual = {f: t / c for f, (c, t) in self.usual_tokens.items() if c >= 20 and t > 0}
         if not usual:
             return []
-        floor = max(self.settings.call_min_tokens, int(min(usual.values()) * self.settings.call_factor))
+        # no call has 2**62 tokens: a call_factor of 1e300 (or inf) finds none, rather than overflow int() or the SQL
+        bound = min(min(usual.values()) * self.settings.call_factor, 2**62)
+        floor = min(max(self.settings.call_min_tokens, int(bound)), 2**62)
         found = []
         calls = self.ledger.large_calls(start, end, floor, self.where)
         for rid, ts, key_id, user, team, feature, model, inp, out, cost in calls:

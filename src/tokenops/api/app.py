@@ -311,6 +311,8 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         except TagError as exc:
             raise UsageError(str(exc)) from None
         start, end = parse_time(since, what="since"), parse_time(until, what="until")
+        if start and end and start >= end:  # as the CLI's --since/--until: an empty window is a mistake, not $0
+            raise UsageError("since must be before until")
         gw.drain_now()
         report = reports.spend_report(gw.ledger, by=by.split(","), since=start, until=end, where=filters,
                                       timezone=timezone)  # fmt: skip

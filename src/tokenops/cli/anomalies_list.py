@@ -41,7 +41,7 @@ def anomalies(
     start, end = window(since, until)
     if start is None:
         start = (end or datetime.now(UTC)) - timedelta(days=1)
-    want = where_tags(scope) if scope else {}
+    want = where_tags(scope, "--scope") if scope else {}
     ledger = ledger_for(cfg)
     try:
         drain(cfg, ledger)

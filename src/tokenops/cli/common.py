@@ -113,11 +113,11 @@ def window(since: str | None, until: str | None) -> tuple[Any, Any]:
     return start, end
 
 
-def where_tags(where: str) -> dict[str, str]:
-    """``--where team=search,env=prod`` as a mapping (a malformed one is a usage error)."""
+def where_tags(where: str, what: str = "--where") -> dict[str, str]:
+    """``--where team=search,env=prod`` (or the option ``what``) as a mapping (a malformed one is a usage error)."""
     from tokenops.tags import TagError, parse_tags
 
     try:
-        return parse_tags(where, what="--where")
+        return parse_tags(where, what=what)
     except TagError as exc:
         raise UsageError(str(exc)) from None

@@ -59,6 +59,15 @@ def models(
     reserved = sorted(set(extra) & {"task", "eval_run", "eval_role", "eval_model"})
     if reserved:
         raise UsageError(f"--tags: {', '.join(reserved)} is set by the experiment itself")
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(gateway)
+        url.port  # noqa: B018 (raises ValueError for a port that is not a number or out of range)
+    except ValueError:
+        url = urlsplit("")
+    if url.scheme not in ("http", "https") or not url.hostname:  # else every call fails and the report is errors
+        raise UsageError(f"--gateway {gateway!r}: expected the gateway's URL, e.g. {DEFAULT_GATEWAY}")
     if not key:
         raise UsageError("no key: pass --key tok-… or set TOKENOPS_API_KEY (create one with `tokenops keys create`)")
     heat = _temperature(temperature)

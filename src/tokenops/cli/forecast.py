@@ -47,7 +47,7 @@ def forecast_group(
     if ctx.invoked_subcommand is not None:
         return
     if horizon is None:
-        if scope or move or price_change:
+        if scope or move is not None or price_change is not None:
             raise UsageError("--horizon is required: how far to forecast (90d, 12w, 3m, 1q)")
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
@@ -78,9 +78,13 @@ _UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 60480
 def parse_step(text: str, *, what: str = "--step") -> timedelta:
     """``30s``, ``5m``, ``1h``, ``1d``, ``1w`` as a positive timedelta."""
     m = _DURATION.match(text)
-    if not m or float(m.group(1)) <= 0:
+    try:
+        step = timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2).lower()]) if m else timedelta(0)
+    except OverflowError:
+        raise UsageError(f"{what}: {text!r} is longer than timestamps reach") from None
+    if step <= timedelta(0):  # also one below a microsecond, which a timestamp cannot step by
         raise UsageError(f"{what}: {text!r} is not a step (e.g. 5m, 1h, 1d, 1w)")
-    return timedelta(seconds=float(m.group(1)) * _UNIT[m.group(2).lower()])
+    return step
 
 
 @app.command("series")
@@ -132,6 +136,8 @@ def series(
         raise UsageError(f"{data.path}: {exc}") from None
     sample = data.texts[-1]
     total = forecast_total(fc)
+    if not all(math.isfinite(x) for p in fc.points for x in (p.value, p.lo, p.hi, total.value, total.lo, total.hi)):
+        raise UsageError(f"{data.path}: values too large to forecast (the forecast overflows a float)")
     points = [{"timestamp": format_like(p.timestamp, sample), "value": _num(p.value), "lo": _num(p.lo),
                "hi": _num(p.hi)} for p in fc.points]  # fmt: skip
     notes = pre_notes + fc.notes
@@ -214,10 +220,11 @@ def format_like(dt: datetime, sample: str) -> str:
     if m is None:
         return dt.isoformat()
     midnight = (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0)
+    day = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"  # not strftime's %Y: year 1 is "0001", not "1"
     if m.group("sep") is None and midnight:
-        out = dt.strftime("%Y-%m-%d")
+        out = day
     else:
-        out = dt.strftime("%Y-%m-%d") + (m.group("sep") or " ") + dt.strftime("%H:%M")
+        out = day + (m.group("sep") or " ") + dt.strftime("%H:%M")
         frac = len(m.group("frac") or "")
         if m.group("ss") is not None or m.group("sep") is None or dt.second or dt.microsecond or frac:
             out += dt.strftime(":%S")

@@ -24,10 +24,10 @@ def forecast_scope(scope: str, horizon: str, move: str | None, price_change: str
     from tokenops.services import planning
 
     cfg = load(config)
-    where = where_tags(scope) if scope else {}
+    where = where_tags(scope, "--scope") if scope else {}
     days = planning.parse_horizon(horizon)
-    mv = planning.parse_move(move) if move else None
-    change = planning.parse_change(price_change) if price_change else None
+    mv = planning.parse_move(move) if move is not None else None  # --move "" is malformed, not absent
+    change = planning.parse_change(price_change) if price_change is not None else None
     catalog = _catalog(cfg)
     ledger = ledger_for(cfg)
     try:

@@ -77,7 +77,9 @@ def savings(
     total = payload["total"]
     rows = payload["rows"] + ([{**{d: "total" if i == 0 else "" for i, d in enumerate(report.by)},
                                 **{k: v for k, v in total.items()}}] if payload["rows"] else [])  # fmt: skip
-    emit(rows, fmt, title="Savings (USD): paid vs the model asked for", whole=True)
+    emit(rows, fmt, title="Savings (USD): paid vs the model asked for", whole=True,
+         columns=[*report.by, "calls", "unpriced", "paid_usd", "counterfactual_usd", "saved_usd"],
+         footer=None if rows else "no routed, fallback, downgraded or cache-hit calls in this window")  # fmt: skip
 
 
 @app.command("units")
@@ -162,7 +164,10 @@ def chargeback(
     finally:
         ledger.close()
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open(output, "w", encoding="utf-8")) if output else sys.stdout
+        try:
+            out = stack.enter_context(open(output, "w", encoding="utf-8")) if output else sys.stdout
+        except OSError as exc:
+            raise UsageError(f"--output {output}: cannot write ({exc.strerror or exc})") from None
         stack.enter_context(contextlib.redirect_stdout(out))
         if fmt == "json":
             out.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")

@@ -38,10 +38,17 @@ def check(signal: str | None, min_severity: str | None) -> None:
         raise UsageError(f"--severity must be one of {', '.join(SEVERITIES)}, not {min_severity!r}")
 
 
+def _window(since: datetime | None, until: datetime) -> None:
+    if since is not None and since >= until:  # an empty window would answer "no anomalies", which it cannot know
+        raise UsageError(f"--since ({since.astimezone(UTC):%Y-%m-%d %H:%M} UTC) must be before --until "
+                         f"({until.astimezone(UTC):%Y-%m-%d %H:%M} UTC; default: now)")  # fmt: skip
+
+
 def recorded(ledger: Ledger, since: datetime | None, until: datetime | None, scope: Mapping[str, str],
              signal: str | None = None, min_severity: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """The anomalies the live watch recorded in the window, oldest first (each as :meth:`Anomaly.to_json`)."""
     check(signal, min_severity)
+    _window(since, until or datetime.now(UTC))
     out = []
     for r in ledger.anomalies(since, until):
         row = dict(r["details"]) or {"id": r["id"], "message": r["message"]}
@@ -69,6 +76,7 @@ def scan(ledger: Ledger, settings: AnomaliesConfig, since: datetime | None, unti
     now = now or datetime.now(UTC)
     end = until or now
     start = since or end - timedelta(days=1)
+    _window(start, end)
     if (end - start).total_seconds() / settings.bucket > 100_000:
         raise UsageError(f"--scan over {end - start} in {settings.bucket} s buckets is too long: narrow --since")
     watch = AnomalyWatch(ledger, settings, where=scope)

@@ -18,7 +18,7 @@ import html
 import io
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -60,6 +60,10 @@ def month_window(month: str, timezone: str = "UTC") -> tuple[datetime, datetime]
     zone = ZoneInfo(check_timezone(timezone))
     start = datetime(year, mon, 1, tzinfo=zone)
     end = datetime(year + mon // 12, mon % 12 + 1, 1, tzinfo=zone)
+    try:  # 0001-01 in Asia/Tokyo begins before the year 1 in UTC
+        start.astimezone(UTC), end.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"--month: {month!r} in {timezone} is outside the years 1 to 9999 in UTC") from None
     return start, end
 
 

@@ -32,9 +32,11 @@ from tokenops.ledger.reports import ReportQuery
 from tokenops.money import ZERO, format_usd
 from tokenops.pricing.catalog import PriceCatalog
 from tokenops.pricing.model import PriceRow, price_usage
+from tokenops.services.variance import check_scopes
 from tokenops.usage import Usage
 
 MAX_HISTORY_DAYS = 365
+MAX_PLAN_DAYS = 731  # the longest forecast a plan makes (as --horizon's two years)
 MIX_DAYS = 28  # the window whose calls stand for "the scope's calls" when prices change
 CENT = Decimal("0.01")
 
@@ -320,10 +322,12 @@ class PlanLine:
         return self.spent + self.fixed + self.variable + self.reserve + self.buffer
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.scope, "spent_usd": format_usd(self.spent), "fixed_usd": format_usd(self.fixed), "variable_usd": format_usd(self.variable),
-                "variable_lo_usd": format_usd(self.variable_low), "variable_hi_usd": format_usd(self.variable_high),
-                "training_reserve_usd": format_usd(self.reserve), "buffer_usd": format_usd(self.buffer),
-                "budget_usd": format_usd(self.budget), "model": self.model, "history_days": self.history_days}  # fmt: skip
+        fields = {"spent_usd": format_usd(self.spent), "fixed_usd": format_usd(self.fixed), "variable_usd": format_usd(self.variable),
+                  "variable_lo_usd": format_usd(self.variable_low), "variable_hi_usd": format_usd(self.variable_high),
+                  "training_reserve_usd": format_usd(self.reserve), "buffer_usd": format_usd(self.buffer),
+                  "budget_usd": format_usd(self.budget), "model": self.model, "history_days": self.history_days}  # fmt: skip
+        # a line of `--by model` keeps its model; the forecast's model is then "plan_model" (any such clash alike)
+        return {**self.scope, **{f"plan_{k}" if k in self.scope else k: v for k, v in fields.items()}}
 
 
 @dataclass
@@ -353,6 +357,9 @@ def plan_budget(ledger: Ledger, config: Config, quarter: str, *, by: Sequence[st
     start, end = quarter_window(quarter)
     if end <= today:
         raise UsageError(f"--quarter {quarter} is over: plan a quarter that has not ended")
+    if (end - today).days > MAX_PLAN_DAYS:  # the forecast runs from today to the quarter's end
+        raise UsageError(f"--quarter {quarter} ends more than two years from now: plan a nearer quarter")
+    check_scopes(by)
     p = config.planning
     fixed_sources = set(p.fixed_sources)
     scopes = ledger.spend_report(ReportQuery.build(by=list(by), since=datetime.combine(

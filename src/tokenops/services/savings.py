@@ -25,6 +25,7 @@ from tokenops.ledger.base import Ledger
 from tokenops.ledger.events import SpendEvent
 from tokenops.pricing.catalog import PriceCatalog
 from tokenops.pricing.model import price_usage
+from tokenops.tags import TagError, check_name
 
 _FLAVOR = {"messages": "anthropic", "gemini.generate": "gemini", "gemini.stream": "gemini"}
 DIMENSIONS = ("kind", "model", "key", "user")  # besides tag names
@@ -101,6 +102,13 @@ def savings_report(ledger: Ledger, config: Config, catalog: PriceCatalog, *, by:
     for d in by:
         if not d:
             raise UsageError("--by has an empty name")
+        if d not in DIMENSIONS:
+            try:
+                check_name(d)
+            except TagError:
+                raise UsageError(f"--by {d!r}: not {', '.join(DIMENSIONS)} or a tag name") from None
+    if len(set(by)) != len(by):
+        raise UsageError("--by names a dimension twice")
     counterfactual = Counterfactual(config, catalog)
     groups: dict[tuple[str, ...], SavingsRow] = {}
     for e in ledger.routed_events(since, until):

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import csv
 import decimal
+import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,9 @@ def read_metrics_csv(path: str | Path) -> MetricsFile:
         raise UsageError(f"{name}: not UTF-8 text") from None
     except OSError as exc:
         raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    # lines end at \n, \r\n or \r only (as the file's line numbers count them): str.splitlines would also break
+    # at \f, \x1c or U+2028 inside a value, misreading the row and naming the wrong line
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         while header is not None and not any(cell.strip() for cell in header):
@@ -389,12 +392,20 @@ def whole_days(since: datetime | None, until: datetime | None, timezone: str) ->
     ``until`` (``until`` itself when it is a midnight there)."""
     zone = ZoneInfo(check_timezone(timezone))
     start = end = None
-    if since is not None:
-        start = datetime.combine(since.astimezone(zone).date(), time(), tzinfo=zone)
-    if until is not None:
-        local = until.astimezone(zone)
-        day = local.date() if local.time() == time() else local.date() + timedelta(days=1)
-        end = datetime.combine(day, time(), tzinfo=zone)
+    try:  # 0001-01-01 UTC is still in the year 0 in New York; 9999-12-31 has no day after it
+        if since is not None:
+            start = datetime.combine(since.astimezone(zone).date(), time(), tzinfo=zone)
+            start.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"--since: its day in {timezone} begins before the year 1") from None
+    try:
+        if until is not None:
+            local = until.astimezone(zone)
+            day = local.date() if local.time() == time() else local.date() + timedelta(days=1)
+            end = datetime.combine(day, time(), tzinfo=zone)
+            end.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(f"--until: the end of its day in {timezone} is after the year 9999") from None
     return start, end
 
 

@@ -26,7 +26,7 @@ from tokenops.analytics.variance import Effects, MixRow, decompose
 from tokenops.config import Config
 from tokenops.errors import UsageError
 from tokenops.ledger.base import Ledger
-from tokenops.ledger.reports import ReportQuery, check_timezone
+from tokenops.ledger.reports import TIME_DIMENSIONS, ReportQuery, check_timezone
 from tokenops.money import ZERO, format_usd
 from tokenops.policy.config import BudgetConfig
 from tokenops.policy.definitions import Definitions
@@ -41,6 +41,13 @@ def month_window(month: str, tz: str) -> tuple[datetime, datetime]:
         return start.astimezone(UTC), end.astimezone(UTC)
     except (ValueError, TypeError, OverflowError):
         raise UsageError(f"--month: {month[:20]!r} is not a month like 2026-10") from None
+
+
+def check_scopes(by: Sequence[str]) -> None:
+    """``--by`` of a plan or a variance review names scopes: a time bucket (day, week, month) is not one."""
+    for b in by:
+        if b.strip() in TIME_DIMENSIONS:
+            raise UsageError(f"--by {b.strip()}: lines are scopes (team, env, model, …), not time buckets")
 
 
 def budget_window(b: BudgetConfig, start: datetime, end: datetime, tz: str) -> tuple[Decimal, datetime, datetime] | None:
@@ -198,6 +205,7 @@ def variance(ledger: Ledger, config: Config, month: str, *, by: Sequence[str] = 
              now: datetime | None = None) -> VarianceReport:  # fmt: skip
     now = now or datetime.now(UTC)
     start, end = month_window(month, timezone)
+    check_scopes(by)
     if start > now:
         raise UsageError(f"--month {month} has not started yet")
     prev_end = start

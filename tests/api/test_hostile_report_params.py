@@ -1,0 +1,29 @@
+"""Admin report endpoints: a window that ends before it starts, a month outside the years 1 to 9999 in UTC and a
+time bucket where a scope belongs are 400 with the error shape, never a 500 or an empty 200."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from test_analytics_api import ADMIN, AUTH, call
+
+from harness import GatewayHarness
+
+
+@pytest.mark.parametrize(("path", "params", "says"), [
+    ("anomalies", {"since": "1d", "until": "2d"}, "must be before --until"),
+    ("anomalies", {"since": "9999-12-31"}, "must be before --until"),  # until: now
+    ("spend", {"since": "2026-11-02", "until": "2026-11-01"}, "since must be before until"),
+    ("chargeback", {"month": "0001-01", "timezone": "Asia/Tokyo"}, "outside the years 1 to 9999"),
+    ("variance", {"month": "2026-10", "by": "day"}, "not time buckets"),
+])  # fmt: skip
+async def test_bad_report_parameters_are_400(make_gateway: Callable[..., Any], path: str, params: dict[str, str],
+                                             says: str) -> None:  # fmt: skip
+    h: GatewayHarness = await make_gateway(f"admin_key: {ADMIN}\n")
+    h.ledger.append([call("a", d, "0.25") for d in range(1, 40)])
+    r = await h.client.get(f"/v1/admin/reports/{path}", params=params, headers=AUTH)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "invalid_request" and says in err["message"]
