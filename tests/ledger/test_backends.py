@@ -451,3 +451,14 @@ def test_a_database_of_a_newer_tokenops_is_refused(backend: Opener) -> None:
     sql(backend(), "INSERT INTO schema_migrations VALUES ('9999_from_the_future', now())")
     with pytest.raises(LedgerError, match="newer TokenOps.*9999_from_the_future"):
         backend().count_events()
+
+
+@pytest.mark.parametrize("name", ["ledger.csv", "ledger.json", "ledger.duckdb"])
+def test_a_ledger_path_holding_another_kind_of_file_is_refused_never_used_as_a_throwaway(tmp_path: Path,
+                                                                                        name: str) -> None:  # fmt: skip
+    """DuckDB opens a CSV or JSON file as a read-only view in memory: writes would vanish without an error."""
+    path = tmp_path / name
+    path.write_text('{"a": 1}\n' if name.endswith(".json") else "date,metric,value\n2026-01-01,x,1\n")
+    with pytest.raises(LedgerError, match="not a DuckDB database|not a valid DuckDB"):
+        DuckDBLedger(path).migrate()
+    assert path.read_text().startswith(("date,", '{"a"'))  # left as it was

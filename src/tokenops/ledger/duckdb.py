@@ -336,6 +336,11 @@ class DuckDBLedger:
             try:
                 conn.execute("SET TimeZone = 'UTC'")
                 if not self._migrated:
+                    held = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+                                        ).fetchone()  # fmt: skip
+                    if held is None or held[0] is None:  # DuckDB reads a CSV, JSON or Parquet file as a view
+                        raise LedgerError(f"cannot open ledger {self.path}: the file is not a DuckDB database (DuckDB "
+                                          "would read it as data and keep nothing written to it)")  # fmt: skip
                     self._applied = migrations.apply(conn, where=str(self.path))
                     self._migrated = True
                 yield conn
