@@ -84,7 +84,7 @@ AccessKey = Annotated[SecretStr, AfterValidator(_long_key)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 class Timeouts(_Model):

@@ -48,7 +48,7 @@ _Name = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whi
 class BreakerConfig(BaseModel):
     """A provider that fails ``failures`` times in a row is skipped for ``cooldown`` seconds, then tried again."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     failures: int = Field(5, ge=1, le=1000)
     cooldown: float = Field(30.0, gt=0, le=3600)
@@ -57,7 +57,7 @@ class BreakerConfig(BaseModel):
 class AutoConfig(BaseModel):
     """``tokenops/auto`` without a task: the difficulty router chooses between a strong and a weak model."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     strong: _Name
     weak: _Name
@@ -76,7 +76,7 @@ class AutoConfig(BaseModel):
 
 
 class RoutingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     tiers: dict[_Name, tuple[_Name, ...]] = Field(default_factory=dict)
     tasks: dict[_Name, _Name] = Field(default_factory=dict)

@@ -148,3 +148,20 @@ def test_money_at_its_bounds_and_with_trailing_zeros_is_accepted() -> None:
                        "rules:\n  - {name: r, max_cost_per_call_usd: '0'}\n", file="t.yaml", env={})  # fmt: skip
     assert [str(b.amount_usd) for b in cfg.budgets] == ["1000000000000000", "1E-12", "2.50000000000000000"]
     assert cfg.rules[0].max_cost_per_call_usd == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("anomalies:\n  call_factor: .inf\n", "t.yaml:2: anomalies.call_factor"),
+        ("anomalies:\n  settle: .nan\n  call_factor: 50\n", "t.yaml:2: anomalies.settle"),
+        ("gateway:\n  writer_interval: .inf\n", "t.yaml:2: gateway.writer_interval"),
+        ("planning:\n  buffer: .nan\n", "t.yaml:2: planning.buffer"),
+    ],
+    ids=["inf-factor", "nan-field", "inf-timeout", "nan-buffer"],
+)
+def test_infinite_and_nan_numbers_are_config_errors(text: str, where: str) -> None:
+    """A YAML .inf or .nan is a valid float: without this, it reached the code as one (an infinite call factor
+    overflowed the anomaly scan)."""
+    message = error_of(text)
+    assert message.startswith(where) and "finite number" in message, message

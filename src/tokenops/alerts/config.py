@@ -61,7 +61,7 @@ Secret = Annotated[SecretStr, BeforeValidator(_secret_text)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, hide_input_in_errors=True)
 
 
 def _check_url(value: str, example: str) -> str:

@@ -26,7 +26,7 @@ class ErrorOut(BaseModel):
 
 
 class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=200)
     tags: dict[str, str] = {}
     lock: list[str] = Field(default=[], description="Tag names requests may not override.")
@@ -56,14 +56,14 @@ class KeyCreated(BaseModel):
 
 
 class ThresholdIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     at: float = Field(gt=0, le=10, allow_inf_nan=False)
     action: Literal["alert", "downgrade", "require_approval", "block"] = "alert"
     model: str | None = None
 
 
 class BudgetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     scope: dict[str, str] = {}
     amount_usd: str | None = Field(None, max_length=_MONEY_LENGTH, description=f'USD, > 0: {_MONEY}, e.g. "250.00".')
     amount_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
@@ -106,7 +106,7 @@ class BudgetList(BaseModel):
 
 
 class ApproveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     until: datetime | None = Field(None, description="The grant ends then (ISO 8601).")
     max_usd: str | None = Field(
         None, max_length=_MONEY_LENGTH, description=f"Spend cap of the grant in USD, > 0: {_MONEY}."
@@ -159,7 +159,7 @@ class PolicyList(BaseModel):
 
 
 class LimitIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     scope: dict[str, str] = {}
     per: Literal["key", "user", "scope"] = "key"
     requests_per_minute: int | None = Field(None, gt=0, le=MAX_REQUESTS_PER_MINUTE)
@@ -168,7 +168,7 @@ class LimitIn(BaseModel):
 
 
 class RuleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     scope: dict[str, str] = {}
     models: list[str] = []
     allow_models: list[str] = []

@@ -44,7 +44,7 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 def _money(value: Any, what: str) -> Decimal | None:
@@ -112,7 +112,7 @@ class BudgetConfig(_Model):
     hard: bool = False
     thresholds: tuple[ThresholdConfig, ...] = ()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, arbitrary_types_allowed=True)
 
     @field_validator("amount_usd", mode="before")
     @classmethod
@@ -200,7 +200,7 @@ class LimitConfig(_Model):
     tokens_per_minute: int | None = Field(None, gt=0, le=MAX_TOKENS)
     usd_per_hour: Decimal | None = None
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, arbitrary_types_allowed=True)
 
     @field_validator("usd_per_hour", mode="before")
     @classmethod
@@ -226,7 +226,7 @@ class RuleConfig(_Model):
     max_cost_per_call_usd: Decimal | None = None
     require_approval: bool = False
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, arbitrary_types_allowed=True)
 
     @field_validator("max_cost_per_call_usd", mode="before")
     @classmethod

@@ -75,7 +75,7 @@ Source = Annotated[str, Field(max_length=500), AfterValidator(_source_url)]
 class PriceFix(BaseModel):
     """The ``set:`` of a correction: the prices it gives the rows it covers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     input_per_mtok: Price | None = None
     cache_read_per_mtok: Price | None = None
@@ -108,7 +108,7 @@ class PriceFix(BaseModel):
 class Correction(BaseModel):
     """One reviewed correction of one genai-prices model's prices over a span of time."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, str_strip_whitespace=True, populate_by_name=True)
 
     provider: Name
     model: Name
@@ -138,7 +138,7 @@ class Correction(BaseModel):
 class ToolFeeFix(BaseModel):
     """The ``set:`` of a tool fee: per-use rates (USD per 1,000 uses)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     file_search_per_k: Price | None = None
     web_search_per_k: Price | None = None
@@ -156,7 +156,7 @@ class ToolFeeFix(BaseModel):
 class ToolFee(BaseModel):
     """One provider's per-use tool fee, for every row of that provider without its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, str_strip_whitespace=True, populate_by_name=True)
 
     provider: Name
     fix: ToolFeeFix = Field(alias="set")
@@ -166,7 +166,7 @@ class ToolFee(BaseModel):
 
 
 class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     corrections: tuple[Correction, ...] = ()
     tool_fees: tuple[ToolFee, ...] = ()

@@ -85,7 +85,7 @@ Variant = Annotated[str, BeforeValidator(_variant), Field(max_length=40, pattern
 class TierEntry(BaseModel):
     """Long-context prices for calls whose whole prompt has more than ``above_input_tokens`` tokens."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     above_input_tokens: Annotated[int, Field(strict=True, ge=0)]
     input_per_mtok: Price | None = None
@@ -120,7 +120,7 @@ _TOKEN_PRICES = (
 class PriceEntry(BaseModel):
     """One entry of the config's ``prices:`` list: the price of one provider/model from a date on."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True, str_strip_whitespace=True)
 
     provider: Name
     model: Name
