@@ -131,7 +131,7 @@ def claude_code_person(user_id: str) -> str | None:
     if text.startswith("{") and text.endswith("}"):
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's stack
             return None
         if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
             return None

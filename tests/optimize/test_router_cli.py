@@ -195,6 +195,7 @@ GOOD = {"id": "a", "prompt": "hello", "scores": {"big": 1, "small": 0}}
     (json.dumps({"id": "x", "prompt": "p", "scores": {"big": 1, "small": 0}, "costs": {"big": -1}}), "negative"),
     (json.dumps({"id": "x", "prompt": "p", "scores": {"big": 1, "small": 0}, "costs": {"big": "lots"}}),
      "not a decimal number"),
+    ('{"id": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
 ])  # fmt: skip
 def test_a_bad_line_is_one_line_naming_the_file_and_line_exit_2(tmp_path: Path, line: str, why: str) -> None:
     data = write_rows(tmp_path / "rows.jsonl", [GOOD, GOOD, line])

@@ -301,6 +301,8 @@ def read_rows(path: str | Path, strong: str, weak: str, pricer: Pricer | None = 
             doc = json.loads(line, parse_float=Decimal)  # exact decimals for costs
         except ValueError as exc:
             raise bad(f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise bad("JSON nested too deeply (a row is one flat object)") from None
         rows.append(_row(doc, strong, weak, pricer, bad))
     if not rows:
         raise UsageError(f"{path}:1: no rows: the file is empty (expected one JSON object a line)")
