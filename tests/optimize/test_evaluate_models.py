@@ -234,6 +234,39 @@ def test_a_lower_target_picks_the_cheaper_model_and_csv_and_table_render(stack: 
     assert yaml.safe_load(snippet)["routing"] == {"tiers": {"tier1": [BIG]}, "tasks": {"mixed": "tier1"}}
 
 
+def test_rows_out_feeds_the_router_tools_and_the_matrix_follows_the_configs_tiers(stack: Stack, tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "prompts.jsonl", right_sizing_rows())
+    config = tmp_path / "tiers.yaml"
+    config.write_text(f"routing:\n  tiers:\n    small: [{SMALL}]\n    big: [{BIG}]\n")
+    rows_out = tmp_path / "rows.jsonl"
+    out = tmp_path / "answers.jsonl"
+    stdout, _ = run("--prompts", prompts, "--models", f"{BIG},{SMALL}", "--rows-out", str(rows_out), "--out", str(out),
+                    "-f", "json", "-c", str(config), stack=stack)  # fmt: skip
+    report = json.loads(stdout)
+    # against the config's tiers: no tiers of its own, and each task's tier serves it with a model that met 0.9
+    pasted = yaml.safe_load(report["task_matrix_yaml"])["routing"]
+    assert pasted == {"tasks": {"summarize": "small", "extract": "big", "classify": "small", "mixed": "big"}}
+    # a row per prompt, in the prompts' order, with each model's score and its cost as the ledger has it
+    rows = read_out(rows_out)
+    answers = {(a["id"], a["model"]): a for a in read_out(out)}
+    assert [r["id"] for r in rows] == [p["id"] for p in right_sizing_rows()]
+    for r, p in zip(rows, right_sizing_rows(), strict=True):
+        assert r["prompt"] == p["prompt"] and r["task"] == p["task"]
+        assert r["scores"] == {m: answers[(r["id"], m)]["score"] for m in (BIG, SMALL)}
+        assert r["costs"] == {m: answers[(r["id"], m)]["cost_usd"] for m in (BIG, SMALL)}
+    assert rows[0]["scores"] == {BIG: 0.0, SMALL: 1.0}
+    from tokenops.optimize.evaluate_router import read_rows
+
+    read = read_rows(rows_out, BIG, SMALL)  # what tokenops evaluate router and train router read
+    assert len(read) == 11 and read[0].strong == 0.0 and read[0].weak == 1.0 and read[0].strong_cost is not None
+    assert sum(x.strong_cost or 0 for x in read) == Decimal(report["models"][0]["cost_usd"])
+    # a config named with -c must load; an unwritable --rows-out fails before any paid call
+    _, err = run("--prompts", prompts, "--models", BIG, "-c", str(tmp_path / "missing.yaml"), code=2, stack=stack)
+    assert "missing.yaml" in err
+    _, err = run("--prompts", prompts, "--models", BIG, "--rows-out", str(tmp_path), code=2, stack=stack)
+    assert "--rows-out" in err
+
+
 def test_contains_and_regex_scorers(stack: Stack, tmp_path: Path) -> None:
     rows = []
     for i in range(3):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tokenops.cli.common import Format, FormatOption, emit
+from tokenops.cli.common import ConfigOption, Format, FormatOption, emit
 from tokenops.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,11 +38,14 @@ def models(
                                            min=0.1)] = 120.0,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write every answer, score and cost to this "
                                             "JSONL file as they arrive.")] = None,
+    rows_out: Annotated[str | None, typer.Option("--rows-out", help="Write a row per prompt with every model's "
+                                                 "score and cost, for tokenops train router / evaluate router.")] = None,
     fmt: FormatOption = Format.table,
+    config: ConfigOption = None,
 ) -> None:
     """Run prompts through each candidate model via the gateway, score the answers, and print quality against cost
-    per model and per task, with the cheapest model reaching --target per task as YAML for a task matrix (the
-    config has no task matrix yet: the YAML is for you to carry over). Every call is tagged feature=model-eval and
+    per model and per task, with the cheapest model reaching --target per task as the config's task matrix, ready to
+    paste under routing: (against the config's tiers). Every call is tagged feature=model-eval and
     eval_run=<the run id printed>, so `report spend` shows what the experiment cost."""
     from tokenops.optimize import experiments as ex
     from tokenops.tags import TagError, parse_tags
@@ -73,6 +76,8 @@ def models(
     heat = _temperature(temperature)
     score = ex.make_scorer(scorer)
     rows = ex.load_prompts(prompts, score)
+    routing = _routing(config)
+    rows_file = _open_rows(rows_out)  # before any paid call: an unwritable path is an error now, not after the run
     run_id = ex.new_run_id()
     order = {(r.id, m): (i, j) for i, r in enumerate(rows) for j, m in enumerate(candidates)}
     outcomes: list[Outcome] = []
@@ -84,8 +89,38 @@ def models(
             sink.write(outcome)
             advance()
     outcomes.sort(key=lambda o: order[(o.id, o.model)])
+    if rows_file is not None:
+        with rows_file:
+            rows_file.write(ex.router_rows(rows, outcomes))
     summary = ex.summarize(outcomes, candidates, target)
-    _render(summary, fmt, scorer=score.spec, run_id=run_id, prompts=len(rows), judged=score.kind == "judge")
+    _render(summary, fmt, scorer=score.spec, run_id=run_id, prompts=len(rows), judged=score.kind == "judge",
+            routing=routing)  # fmt: skip
+
+
+def _routing(config: str | None) -> Any:
+    """The config's routing section (its tiers shape the task matrix printed), or None without tiers. A config
+    named with --config or $TOKENOPS_CONFIG must load; ./tokenops.yaml found by default that does not load is
+    passed over with a note (the experiment itself needs only the gateway)."""
+    from tokenops.cli.common import load
+    from tokenops.errors import ConfigError
+
+    try:
+        cfg = load(config)
+    except ConfigError as exc:
+        if config:
+            raise
+        typer.echo(f"note: tokenops.yaml not read ({exc}): the task matrix gets tiers of its own", err=True)
+        return None
+    return cfg.routing if cfg.routing.tiers else None
+
+
+def _open_rows(path: str | None) -> Any:
+    if path is None:
+        return None
+    try:
+        return open(path, "wb")  # noqa: SIM115 (closed once the rows are written)
+    except OSError as exc:
+        raise UsageError(f"--rows-out {path}: cannot write it: {exc.strerror or exc}") from None
 
 
 def _temperature(text: str) -> float | None:
@@ -104,7 +139,8 @@ _COLUMNS = ["model", "n", "quality", "cost_usd", "cost_per_call_usd", "latency_m
             "judge_cost_usd", "judge_unpriced", "judge_errors", "rerouted"]  # fmt: skip
 
 
-def _render(summary: Summary, fmt: Format, *, scorer: str, run_id: str, prompts: int, judged: bool) -> None:
+def _render(summary: Summary, fmt: Format, *, scorer: str, run_id: str, prompts: int, judged: bool,
+            routing: Any = None) -> None:  # fmt: skip
     from tokenops.money import format_usd
     from tokenops.optimize.experiments import task_matrix_yaml
 
@@ -112,7 +148,7 @@ def _render(summary: Summary, fmt: Format, *, scorer: str, run_id: str, prompts:
     model_rows = [s.row() for s in summary.by_model]
     task_rows = [{**s.row(), "meets_target": s.quality + 1e-9 >= summary.target, "chosen": (s.task, s.model) in chosen}
                  for s in summary.by_task]  # fmt: skip
-    snippet = task_matrix_yaml(summary, scorer=scorer, run_id=run_id)
+    snippet = task_matrix_yaml(summary, scorer=scorer, run_id=run_id, routing=routing)
     if fmt is Format.json:
         payload = {"run_id": run_id, "scorer": scorer, "target": summary.target, "prompts": prompts,
                    "models": model_rows, "tasks": task_rows,

@@ -6,7 +6,8 @@ the answers, and pick per task the cheapest model whose mean quality reaches a t
     GatewayClient(url, key, …)      one chat-completions call through the gateway: answer, cost, latency, error
     run_experiment(rows, models, …) every (prompt, model) pair, ``concurrency`` calls at a time
     summarize(outcomes, target)     per model, per task × model, and the cheapest model meeting the target per task
-    task_matrix_yaml(summary)       those choices as YAML
+    task_matrix_yaml(summary)       those choices as the config's routing section, ready to paste
+    router_rows(rows, outcomes)     a row per prompt with each model's score and cost (tokenops train router)
 
 Calls are plain HTTP through :mod:`httpx` (a main dependency, so the command works on an install without the
 ``openai`` SDK) in the OpenAI chat-completions format, which the gateway serves for every configured model
@@ -556,6 +557,29 @@ def summarize(outcomes: Sequence[Outcome], models: Sequence[str], target: float)
     judged = [s.judge_cost_usd for s in by_model if s.judge_cost_usd is not None]
     return Summary(target, by_model, by_task, choices, sum((s.cost_usd for s in by_model), ZERO),
                    sum(judged, ZERO) if judged else None)  # fmt: skip
+
+
+def router_rows(rows: Sequence[PromptRow], outcomes: Sequence[Outcome]) -> bytes:
+    """One JSON line per prompt in the rows format of ``tokenops evaluate router`` and ``tokenops train router``:
+    ``{"id", "task", "prompt", "scores": {model: score}, "costs": {model: USD or null}}``, the prompt being the text
+    the gateway's router reads of the call (:func:`tokenops.optimize.router.prompt_text`). A failed call scores 0, as
+    in the report; an unpriced one has a null cost."""
+    import orjson
+
+    from tokenops.optimize.router import prompt_text
+
+    by_prompt: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        by_prompt.setdefault(o.id, []).append(o)
+    lines = []
+    for r in rows:
+        got = by_prompt.get(r.id, [])
+        lines.append(orjson.dumps({"id": r.id, "task": r.task,
+                                   "prompt": prompt_text("chat.completions", {"messages": list(r.messages)}),
+                                   "scores": {o.model: o.score for o in got},
+                                   "costs": {o.model: None if o.cost_usd is None else format_usd(o.cost_usd)
+                                             for o in got}}))  # fmt: skip
+    return b"".join(line + b"\n" for line in lines)
 
 
 def task_matrix_yaml(summary: Summary, *, scorer: str, run_id: str, routing: RoutingConfig | None = None) -> str:
