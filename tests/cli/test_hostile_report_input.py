@@ -10,16 +10,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from tokenops.cli import app
-from tokenops.errors import UsageError
+from cli_runs import refused, run, write
+from tokenops.errors import ConfigError
 from tokenops.ledger.duckdb import DuckDBLedger
 from tokenops.ledger.events import SpendEvent, new_request_id
 from tokenops.services.planning import PlanLine
 from tokenops.usage import Usage
 
-runner = CliRunner()
 NOW = datetime.now(UTC)
 
 
@@ -33,24 +31,6 @@ def call(ts: datetime, **tags: str) -> SpendEvent:
     return SpendEvent(request_id=new_request_id(), ts=ts, source="test", provider="openai", model_requested="gpt-4o",
                       model_used="gpt-4o", usage=Usage(input_tokens=100, output_tokens=10), cost_usd=Decimal("0.01"),
                       tags=tags)  # fmt: skip
-
-
-def run(*args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def refused(*args: str) -> str:
-    result = runner.invoke(app, list(args))
-    assert isinstance(result.exception, UsageError), (result.exception, result.output)
-    return str(result.exception)
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def test_chargeback_output_that_cannot_be_written(tmp_path: Path) -> None:
@@ -126,12 +106,15 @@ def test_anomalies_of_a_window_that_ends_before_it_starts(tmp_path: Path) -> Non
         assert refused("anomalies", "--since", "9999-12-31", *extra, "-c", cfg).startswith("--since (9999-12-31 00:00 UTC)")
 
 
-def test_an_infinite_call_factor_finds_no_outlier_call(tmp_path: Path) -> None:
-    cfg = config(tmp_path, "anomalies: {call_factor: .inf}\n")
+def test_an_immense_call_factor_finds_no_outlier_call_and_an_infinite_one_is_refused(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "anomalies: {call_factor: 1.0e300}\n")  # finite, but past any SQL integer
     led = DuckDBLedger(tmp_path / "l.duckdb")
     led.append([call(NOW - timedelta(days=3, minutes=i), feature="x", team="a") for i in range(30)])
     led.close()
     assert "no anomalies" in run("anomalies", "--scan", "--since", "1d", "--bucket", "3600", "-c", str(cfg))
+    (tmp_path / "tokenops.yaml").write_text((tmp_path / "tokenops.yaml").read_text().replace("1.0e300", ".inf"))
+    with pytest.raises(ConfigError, match="call_factor: Input should be a finite number"):
+        run("anomalies", "--scan", "--since", "1d", "-c", str(cfg))
 
 
 def test_savings_by_names_and_an_empty_report(tmp_path: Path) -> None:
