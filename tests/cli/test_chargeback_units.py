@@ -14,15 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from cli_runs import refused, run, runner, write
 from tokenops.cli import app
-from tokenops.errors import UsageError
 from tokenops.ledger.duckdb import DuckDBLedger
 from tokenops.ledger.events import SpendEvent, new_request_id
 from tokenops.usage import Usage
 
-runner = CliRunner()
 D = Decimal
 CHARGEBACK = """
 chargeback:
@@ -51,25 +49,6 @@ def call(ts: datetime, cost: str | None, **tags: str) -> SpendEvent:
     return SpendEvent(request_id=new_request_id(), ts=ts, source="test", provider="openai", model_requested="gpt-4o",
                       model_used="gpt-4o", usage=Usage(input_tokens=100, output_tokens=10),
                       cost_usd=None if cost is None else D(cost), tags=tags)  # fmt: skip
-
-
-def run(*args: str) -> str:
-    result = runner.invoke(app, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def refused(*args: str) -> str:
-    """The UsageError a command stops with (the CLI prints it as ``error: …`` and exits 2)."""
-    result = runner.invoke(app, list(args))
-    assert isinstance(result.exception, UsageError), (result.exception, result.output)
-    return str(result.exception)
-
-
-def write(tmp_path: Path, name: str, text: str) -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 # --- import metrics -------------------------------------------------------------------------------------------
