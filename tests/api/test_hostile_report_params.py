@@ -13,8 +13,13 @@ from harness import GatewayHarness
 
 
 @pytest.mark.parametrize(("path", "params", "says"), [
-    ("anomalies", {"since": "1d", "until": "2d"}, "must be before --until"),
-    ("anomalies", {"since": "9999-12-31"}, "must be before --until"),  # until: now
+    ("anomalies", {"since": "1d", "until": "2d"}, "must be before until"),
+    ("anomalies", {"since": "9999-12-31"}, "must be before until"),  # until: now
+    ("anomalies", {"signal": "vibes"}, "signal must be one of"),
+    ("anomalies", {"severity": "dire"}, "severity must be one of"),
+    ("forecast", {"horizon": "forever"}, "horizon: 'forever' is not a horizon"),
+    ("variance", {"month": "October"}, "month: 'October' is not a month"),
+    ("chargeback", {"month": "2026-13"}, "month: '2026-13' is not a month"),
     ("spend", {"since": "2026-11-02", "until": "2026-11-01"}, "since must be before until"),
     ("chargeback", {"month": "0001-01", "timezone": "Asia/Tokyo"}, "outside the years 1 to 9999"),
     ("variance", {"month": "2026-10", "by": "day"}, "not time buckets"),
@@ -27,3 +32,13 @@ async def test_bad_report_parameters_are_400(make_gateway: Callable[..., Any], p
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["code"] == "invalid_request" and says in err["message"]
+    assert "--" not in err["message"], err  # the API's parameters, not the CLI's options
+
+
+def test_api_words_name_query_parameters_and_keep_commands() -> None:
+    from tokenops.api.app import api_words
+
+    said = "--since must be before --until; --price-change is wrong (tokenops prices list --unpriced)"
+    assert api_words(said, {"since", "until", "price_change"}) == (
+        "since must be before until; price_change is wrong (tokenops prices list --unpriced)")
+    assert api_words("a--b and x --- y", {"b"}) == "a--b and x --- y"

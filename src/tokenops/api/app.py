@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import math
+import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -178,7 +179,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
     @api.exception_handler(UsageError)
     async def _usage_error(request: Request, exc: UsageError) -> JSONResponse:
         status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else 400
-        return _error(status, exc.code, str(exc))
+        return _error(status, exc.code, api_words(str(exc), _query_names(request)))
 
     @api.exception_handler(LedgerError)
     async def _ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
@@ -385,6 +386,22 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         return chargeback_report(gw.ledger, gw.config, month, timezone).to_json()
 
     return api
+
+
+_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+
+
+def api_words(message: str, params: set[str]) -> str:
+    """A service's message, which names CLI options (``--signal must be …``), in the API's words: an option that
+    is a query parameter of the route is named as that parameter (``signal must be …``); any other (a hint such as
+    ``tokenops prices list --unpriced``) is a command to run and stays as it is."""
+    return _FLAG.sub(lambda m: name if (name := m[1].replace("-", "_")) in params else m[0], message)
+
+
+def _query_names(request: Request) -> set[str]:
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    return {p.alias for p in getattr(dependant, "query_params", ())}
 
 
 def _json_safe(value: Any) -> Any:
