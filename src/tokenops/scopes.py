@@ -12,7 +12,7 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tokenops.tags import STANDARD_TAGS, TagError, check_name, parse_tags
+from tokenops.tags import TagError, check_name, parse_tags
 
 SPECIAL = ("key", "user", "model")
 
@@ -85,24 +85,6 @@ class Scope:
         """True when every call in ``other`` is also in this scope."""
         mine, theirs = self.as_dict(), other.as_dict()
         return all(theirs.get(k) == v for k, v in mine.items())
-
-    def sql(self) -> tuple[str, list[str]]:
-        """A WHERE fragment over the ledger's events table, with its parameters."""
-        parts, params = ["TRUE"], []
-        for name, want in self.conditions:
-            if name == "key":
-                parts.append("key_id = ?")
-            elif name == "user":
-                parts.append("end_user = ?")
-            elif name == "model":
-                parts.append("(model_requested GLOB ? OR model_used GLOB ?)")
-                params.append(want)
-            elif name in STANDARD_TAGS:
-                parts.append(f"{name} = ?")
-            else:
-                parts.append(f"tags['{name}'] = ?")  # name passed check_name: safe to inline
-            params.append(want)
-        return " AND ".join(parts), params
 
 
 class ScopeIndex:
