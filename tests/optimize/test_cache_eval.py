@@ -146,7 +146,7 @@ def test_scores_out_keeps_the_input_rows_in_order(tmp_path: Path) -> None:
     (b"question1,question2,is_duplicate\na,b,1,extra\n", ":2:", "4 fields, expected 3"),
     (b'question1,question2,is_duplicate\na,"b"c,1\n', ":2:", "bad CSV"),
     (b'question1,question2,is_duplicate\na,b,1\nc,"d,0\n', ":3:", "bad CSV"),
-    (b"question1,question2,is_duplicate\na,b\x00,1\n", ":2:", "bad CSV"),
+    (b"question1,question2,is_duplicate\na,b\x00,1\n", ":2:", "a NUL byte"),
     (b"question1,question2,is_duplicate\na,b,1\nc,\xff\xfe,0\n", ":3:", "not UTF-8"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_naming_file_and_line(tmp_path: Path, content: bytes, where: str, says: str) -> None:

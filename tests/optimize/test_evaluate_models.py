@@ -477,4 +477,4 @@ def test_an_unreadable_prompts_file_is_an_error(tmp_path: Path) -> None:
     assert err == f"error: {tmp_path / 'missing.jsonl'}: no such file\n"
     (tmp_path / "latin1.jsonl").write_bytes(b'{"id": "a", "prompt": "caf\xe9"}\n')
     _, err = run("--prompts", str(tmp_path / "latin1.jsonl"), "--models", SMALL, code=2)
-    assert err.startswith(f"error: {tmp_path / 'latin1.jsonl'}: cannot read it: 'utf-8' codec")
+    assert err == f"error: {tmp_path / 'latin1.jsonl'}:1: not UTF-8 text (byte 26)\n"

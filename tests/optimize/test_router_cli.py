@@ -215,7 +215,7 @@ def test_an_empty_file_is_an_error_naming_it(tmp_path: Path) -> None:
 
 def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     code, text = invoke("--data", str(tmp_path / "nope.jsonl"), "--strong", "big", "--weak", "small")
-    assert code == 2 and "nope.jsonl" in text and "not found" in text
+    assert code == 2 and "nope.jsonl" in text and "no such file" in text
 
 
 @pytest.mark.parametrize("content", [b"\x1f\x8b\x08\x00garbage", b"{\"format\": \"tokenops-router\"",

@@ -13,6 +13,7 @@ ignored; blank lines are skipped; an empty value, ``nan`` or
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections import Counter
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tokenops.errors import UsageError
+from tokenops.textfile import read_text
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
@@ -62,65 +64,55 @@ def read_series(path: str | Path, *, strict_order: bool = True) -> Series:
     keeps rows whose timestamp repeats or steps back (an hour repeated when clocks go back, a clock reset) in
     file order: a row-by-row detector can score them; a forecast, which needs a regular grid, cannot."""
     name = str(path)
-    try:
-        fh = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed below)
-    except FileNotFoundError:
-        raise UsageError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{name}: is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise UsageError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    text = read_text(path, what="CSV file")
     stamps: list[datetime] = []
     values: list[float] = []
     texts: list[str] = []
     lines: list[int] = []
-    with fh:
-        reader = csv.reader(fh)
-        try:
-            header: list[str] | None = None
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if header is None:
-                    header = [c.strip().lower() for c in row]
-                    if "timestamp" not in header or "value" not in header:
-                        raise UsageError(f"{name}:{line}: the header must name the columns timestamp and value "
-                                         f"(found {','.join(row)[:80]!r})")  # fmt: skip
-                    ti, vi = header.index("timestamp"), header.index("value")
-                    continue
-                if len(row) <= max(ti, vi):
-                    raise UsageError(f"{name}:{line}: expected a timestamp and a value, found {','.join(row)[:80]!r}")
-                ttext, vtext = row[ti].strip(), row[vi].strip()
-                try:
-                    ts = parse_timestamp(ttext)
-                except ValueError:
-                    raise UsageError(f"{name}:{line}: {ttext[:40]!r} is not a timestamp "
-                                     "(ISO 8601, e.g. 2026-11-01 13:00:00)") from None  # fmt: skip
-                try:
-                    value = float(vtext)
-                except ValueError:
-                    raise UsageError(f"{name}:{line}: value {vtext[:40]!r} is not a number") from None
-                if not math.isfinite(value):
-                    raise UsageError(f"{name}:{line}: value {vtext!r} is not a finite number")
-                if stamps:
-                    prev = stamps[-1]
-                    if (prev.tzinfo is None) != (ts.tzinfo is None):
-                        raise UsageError(f"{name}:{line}: timestamp {ttext!r} mixes timestamps with and without "
-                                         "a UTC offset")  # fmt: skip
-                    if strict_order and _instant(ts) == _instant(prev):
-                        raise UsageError(f"{name}:{line}: timestamp {ttext!r} repeats line {lines[-1]}")
-                    if strict_order and _instant(ts) < _instant(prev):
-                        raise UsageError(f"{name}:{line}: timestamp {ttext!r} is before line {lines[-1]}'s "
-                                         f"{texts[-1]!r} (rows must be in time order)")  # fmt: skip
-                stamps.append(ts)
-                values.append(value)
-                texts.append(ttext)
-                lines.append(line)
-        except csv.Error as exc:
-            raise UsageError(f"{name}:{reader.line_num}: not valid CSV ({exc})") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"{name}: not a UTF-8 text file") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header: list[str] | None = None
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if header is None:
+                header = [c.strip().lower() for c in row]
+                if "timestamp" not in header or "value" not in header:
+                    raise UsageError(f"{name}:{line}: the header must name the columns timestamp and value "
+                                     f"(found {','.join(row)[:80]!r})")  # fmt: skip
+                ti, vi = header.index("timestamp"), header.index("value")
+                continue
+            if len(row) <= max(ti, vi):
+                raise UsageError(f"{name}:{line}: expected a timestamp and a value, found {','.join(row)[:80]!r}")
+            ttext, vtext = row[ti].strip(), row[vi].strip()
+            try:
+                ts = parse_timestamp(ttext)
+            except ValueError:
+                raise UsageError(f"{name}:{line}: {ttext[:40]!r} is not a timestamp "
+                                 "(ISO 8601, e.g. 2026-11-01 13:00:00)") from None  # fmt: skip
+            try:
+                value = float(vtext)
+            except ValueError:
+                raise UsageError(f"{name}:{line}: value {vtext[:40]!r} is not a number") from None
+            if not math.isfinite(value):
+                raise UsageError(f"{name}:{line}: value {vtext!r} is not a finite number")
+            if stamps:
+                prev = stamps[-1]
+                if (prev.tzinfo is None) != (ts.tzinfo is None):
+                    raise UsageError(f"{name}:{line}: timestamp {ttext!r} mixes timestamps with and without "
+                                     "a UTC offset")  # fmt: skip
+                if strict_order and _instant(ts) == _instant(prev):
+                    raise UsageError(f"{name}:{line}: timestamp {ttext!r} repeats line {lines[-1]}")
+                if strict_order and _instant(ts) < _instant(prev):
+                    raise UsageError(f"{name}:{line}: timestamp {ttext!r} is before line {lines[-1]}'s "
+                                     f"{texts[-1]!r} (rows must be in time order)")  # fmt: skip
+            stamps.append(ts)
+            values.append(value)
+            texts.append(ttext)
+            lines.append(line)
+    except csv.Error as exc:
+        raise UsageError(f"{name}:{reader.line_num}: not valid CSV ({exc})") from None
     if header is None:
         raise UsageError(f"{name}: empty file (expected a header timestamp,value and rows)")
     if not values:

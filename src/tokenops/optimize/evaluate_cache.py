@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tokenops.errors import UsageError
+from tokenops.textfile import read_text
 
 COLUMNS = ("question1", "question2", "is_duplicate")
 # The curve's thresholds: every 0.05 up to 0.85, then every 0.01 (where a cache's threshold lives).
@@ -91,22 +92,7 @@ def read_pairs(path: str | Path) -> Pairs:
     """Reads and checks a pairs CSV (UTF-8, RFC 4180 quoting, a header naming at least the three columns, in any
     order). Every problem is a :class:`UsageError` naming the file and the line."""
     name = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{name}: is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise UsageError(f"{name}: cannot be read ({exc.strerror})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise UsageError(f"{name}:{line}: not UTF-8 text (byte {exc.start})") from None
-    if "\x00" in text:  # the csv module reads NUL bytes as text; they mean a binary or damaged file
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise UsageError(f"{name}:{line}: bad CSV: a NUL byte (not a text file)")
+    text = read_text(path, what="CSV file")
     if not text.strip():
         raise UsageError(f"{name}:1: empty file; expected a header {','.join(COLUMNS)} and one row per pair")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)

@@ -34,6 +34,7 @@ from typing import Any
 
 from tokenops import money
 from tokenops.errors import UsageError
+from tokenops.textfile import read_text
 
 __all__ = ["CurvePoint", "EvalRow", "OperatingPoint", "RouterReport", "apgr", "cpt", "curve", "evaluate",
            "interp", "quantile", "read_rows", "threshold_for_share"]  # fmt: skip
@@ -283,12 +284,7 @@ def read_rows(path: str | Path, strong: str, weak: str, pricer: Pricer | None = 
     import json
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a BOM is not a JSON error
-    except FileNotFoundError:
-        raise UsageError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read: {exc}") from None
+    text = read_text(path, what="JSONL file")  # a BOM is dropped, not a JSON error
     rows: list[EvalRow] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

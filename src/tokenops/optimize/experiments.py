@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -45,6 +44,7 @@ from tokenops.errors import UsageError
 from tokenops.money import ZERO, format_usd, quantize
 from tokenops.routing import RoutingConfig
 from tokenops.tags import TagError, format_tags, parse_tags
+from tokenops.textfile import read_text
 
 if TYPE_CHECKING:
     import httpx
@@ -132,12 +132,7 @@ def load_prompts(path: str | os.PathLike[str], scorer: Scorer) -> list[PromptRow
     contains and regex scorers), ``task`` (default ``default``) and ``max_tokens``. Other keys are kept for a
     python scorer. Raises UsageError naming the file and line of the first problem."""
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{name}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{name}: cannot read it: {exc}") from None
+    text = read_text(path, what="JSONL file")
     rows: list[PromptRow] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):

@@ -39,6 +39,7 @@ from tokenops.ledger.business_metrics import MetricRow, MetricsWritten
 from tokenops.ledger.reports import FIXED, TIME_DIMENSIONS, ReportQuery, check_timezone
 from tokenops.money import PICO, format_usd
 from tokenops.tags import MAX_TAGS, TagError, check_name, parse_tags
+from tokenops.textfile import read_text
 
 HEADER = ("date", "metric", "value")
 RESERVED = {*HEADER, *FIXED, *TIME_DIMENSIONS}  # names a tag column may not have (a report word of its own)
@@ -60,14 +61,7 @@ class MetricsFile:
 def read_metrics_csv(path: str | Path) -> MetricsFile:
     """Read and check a metrics CSV file (see the module's doc); raises UsageError ``FILE:LINE: what``."""
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UsageError(f"{name}: no such file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{name}: not UTF-8 text") from None
-    except OSError as exc:
-        raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    text = read_text(path, what="CSV file")
     # lines end at \n, \r\n or \r only (as the file's line numbers count them): str.splitlines would also break
     # at \f, \x1c or U+2028 inside a value, misreading the row and naming the wrong line
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
