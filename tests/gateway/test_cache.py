@@ -16,7 +16,7 @@ from typing import Any
 
 import openai
 
-from harness import GatewayHarness, SocketStack, create_key, free_port
+from harness import FAKE_URL, PROVIDER_KEY, GatewayHarness, SocketStack, create_key, free_port
 
 EXACT = "cache: {mode: exact, ttl: 600}\n"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What is the capital of France?"}],
@@ -189,3 +189,24 @@ async def test_gateways_sharing_a_redis_state_share_semantic_matches(make_gatewa
     assert r.status_code == 200 and r.headers["x-tokenops-cache"] == ("hit" if shared else "miss")
     r = await two.client.post("/v1/chat/completions", json=ask("How do I lose 50 kg?"), headers=one.auth())
     assert r.headers["x-tokenops-cache"] == "miss"
+
+
+async def test_gemini_embeddings_are_kept_at_the_estimate_they_were_billed_at(make_gateway: Any,
+                                                                              fake_app: Any) -> None:  # fmt: skip
+    """Google reports no usage for embedContent: the call is billed at the gateway's estimate, and that answer is
+    kept like any other (before, every such call said miss and went to the provider again)."""
+    gw: GatewayHarness = await make_gateway(EXACT, providers=f'  google: {{base_url: "{FAKE_URL}", kind: gemini, '
+                                                             f'api_key: {PROVIDER_KEY}}}\n')  # fmt: skip
+    path = "/v1beta/models/gemini-embedding-001:embedContent"
+    body = {"content": {"parts": [{"text": "embed me"}]}}
+    first = await gw.client.post(path, json=body, headers=gw.auth())
+    assert first.status_code == 200 and first.headers["x-tokenops-cache"] == "miss", first.text
+    sent = sum(1 for r in fake_app.state.received if r["path"].endswith(":embedContent"))
+    second = await gw.client.post(path, json=body, headers=gw.auth())
+    assert second.status_code == 200 and second.headers["x-tokenops-cache"] == "hit"
+    assert second.json() == first.json()
+    assert sum(1 for r in fake_app.state.received if r["path"].endswith(":embedContent")) == sent
+    paid, hit = gw.event(first.headers["x-tokenops-request-id"]), gw.event(second.headers["x-tokenops-request-id"])
+    assert paid.usage_estimated and paid.error_code == "usage_missing" and paid.cost_usd > 0
+    assert hit.cache == "hit" and hit.cost_usd == 0 and hit.cost_avoided_usd == paid.cost_usd
+    # (a chat answer whose usage had to be estimated is still not kept: tests/gateway/test_hostile_upstream.py)

@@ -238,3 +238,13 @@ async def test_a_connection_never_made_costs_nothing(make_gateway: Any) -> None:
     assert r.status_code == 502
     ev = h.event(r.headers["x-tokenops-request-id"])
     assert ev.cost_usd == 0 and not ev.usage_estimated
+
+
+async def test_an_answer_whose_usage_was_estimated_is_not_cached(make_gateway: Any) -> None:
+    """It may not be whole (a stream cut before its usage): asked again, the provider answers again."""
+    h = await make_gateway("cache: {mode: exact, ttl: 600}\n", transport=httpx.ASGITransport(app=HostileUpstream()))
+    events = [sse(openai_chunk("word " * 40)), "data: [DONE]\n\n"]
+    for _ in range(2):
+        r = await post(h, chat({"events": events}, stream=True, temperature=0))
+        assert r.status_code == 200 and r.headers["x-tokenops-cache"] == "miss"
+        assert h.event(r.headers["x-tokenops-request-id"]).usage_estimated

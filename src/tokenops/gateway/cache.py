@@ -1,7 +1,8 @@
 """The response cache's entries, keys and stores (the stage is :mod:`tokenops.gateway.stages.cache`).
 
-**What is cached.** A call the provider answered 200 with trusted usage, on the chat, messages, legacy
-completions, Gemini generateContent and embeddings routes; by default only *deterministic* requests: every
+**What is cached.** A call the provider answered 200 with trusted usage (on Gemini's embedding routes, where
+Google reports none, the estimate the call was billed at), on the chat, messages, legacy completions, Gemini
+generateContent and embeddings routes; by default only *deterministic* requests: every
 embedding, and a generation whose ``temperature`` is explicitly 0 (a request without one samples at the
 provider's default, 1: two calls would not get one answer). ``cache.nondeterministic: true`` caches those too.
 A client can skip the cache for one call with ``X-TokenOps-Cache: bypass``.
@@ -41,6 +42,9 @@ log = logging.getLogger("tokenops.cache")
 CACHED_ROUTES = frozenset(("chat.completions", "messages", "completions", "gemini.generate", "gemini.stream",
                            "embeddings", "gemini.embed", "gemini.batch_embed"))  # fmt: skip
 EMBEDDINGS = frozenset(("embeddings", "gemini.embed", "gemini.batch_embed"))
+# routes whose provider reports no usage at all (Gemini's embedContent): the gateway's estimate is what their calls
+# are billed at, so an answer with it is kept (an estimate anywhere else means an answer that may not be whole)
+ESTIMATED_ROUTES = frozenset(("gemini.embed", "gemini.batch_embed"))
 IGNORED_FIELDS = frozenset(("stream", "stream_options", "user", "metadata", "safety_identifier"))
 
 

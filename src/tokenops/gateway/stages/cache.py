@@ -16,6 +16,7 @@ from tokenops.call import Call
 from tokenops.config import CacheConfig
 from tokenops.gateway.cache import (
     CACHED_ROUTES,
+    ESTIMATED_ROUTES,
     CacheEntry,
     CacheStore,
     CacheUnavailable,
@@ -81,10 +82,13 @@ class CacheStage:
                       fields={"model_used": entry.model_used, "cost_avoided": avoided})  # fmt: skip
 
     async def keep(self, call: Call, event: SpendEvent | None, status: int, content_type: str, body: bytes) -> None:
-        """After a miss: keep the answer the client got, if it is whole and its usage is the provider's own."""
+        """After a miss: keep the answer the client got, if it is whole and its usage is the provider's own (or, on a
+        route whose provider reports none, the estimate it was billed at)."""
         if call.cache_keys is None or event is None or status != 200 or event.status != "ok" \
-                or event.usage_estimated or event.error_code is not None \
                 or len(body) > self.config.max_entry_bytes or self.store is None:  # fmt: skip
+            return
+        if (event.usage_estimated or event.error_code is not None) and not (
+                call.route in ESTIMATED_ROUTES and event.error_code in (None, "usage_missing")):  # fmt: skip
             return
         exact, context = call.cache_keys
         entry = CacheEntry(body, content_type, event.usage, event.model_used)
