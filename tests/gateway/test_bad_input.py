@@ -92,6 +92,8 @@ async def test_missing_or_unknown_key_is_401(gw: GatewayHarness, headers: dict[s
     assert r.status_code == 401 and openai_error(r)["type"] == "authentication_error"
     r = await gw.client.post(MSG, json={**OK_CHAT, "max_tokens": 5}, headers=headers)
     assert r.status_code == 401 and anthropic_error(r)["type"] == "authentication_error"
+    # the SDKs (and Claude Code, which retries a 401 for minutes otherwise) give up at once
+    assert r.headers["x-should-retry"] == "false"
 
 
 async def test_revoked_key_is_401(gw: GatewayHarness) -> None:
@@ -115,6 +117,7 @@ async def test_upstream_errors_are_relayed_with_status_and_body(gw: GatewayHarne
     r = await gw.client.post(CHAT, json={**OK_CHAT, "fake": {"status": status, "retry_after": 7}}, headers=gw.auth())
     assert r.status_code == status
     assert "error" in r.json()
+    assert "x-should-retry" not in r.headers  # the provider did not say: the gateway does not either
     if status == 429:
         assert r.headers["retry-after"] == "7" and r.json()["error"]["code"] == kind
     ev = gw.event(r.headers["x-tokenops-request-id"])

@@ -248,3 +248,10 @@ async def test_an_answer_whose_usage_was_estimated_is_not_cached(make_gateway: A
         r = await post(h, chat({"events": events}, stream=True, temperature=0))
         assert r.status_code == 200 and r.headers["x-tokenops-cache"] == "miss"
         assert h.event(r.headers["x-tokenops-request-id"]).usage_estimated
+
+
+@pytest.mark.parametrize("says", ["true", "false"])
+async def test_the_providers_retry_advice_reaches_the_client(hgw: GatewayHarness, says: str) -> None:
+    error = {"error": {"type": "server_error", "code": None, "message": "boom"}}
+    r = await post(hgw, chat({"status": 500, "json": error, "headers": [["x-should-retry", says]]}))
+    assert r.status_code == 500 and r.headers["x-should-retry"] == says

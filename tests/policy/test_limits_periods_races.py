@@ -45,6 +45,7 @@ async def test_tokens_and_usd_limits(make_gateway) -> None:  # noqa: ANN001
     assert int(r.headers["x-ratelimit-remaining-tokens"]) <= 300 - 50
     r = await h.client.post(CHAT, json={**body(), "max_tokens": 250}, headers=h.auth())
     assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    assert "x-should-retry" not in r.headers  # a rate limit clears within its window: the SDK's retries may wait
     r = await h.client.post(CHAT, json={**body(), "max_tokens": 20}, headers=h.auth())
     assert r.status_code == 200
     # the USD/hour limit: $0.001 an hour; a gpt-4o call that may cost more than what is left waits
@@ -63,6 +64,7 @@ budgets:
     r = await h.client.post(CHAT, json=body("gpt-4o"), headers=h.auth())
     assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
     assert int(r.headers["retry-after"]) == 30 * 60  # until 00:00 Berlin
+    assert r.headers["x-should-retry"] == "false"  # an SDK's retries would only wait: it fails at once
     now[0] = datetime(2026, 3, 28, 22, 59, 59, tzinfo=UTC)
     assert (await h.client.post(CHAT, json=body("gpt-4o"), headers=h.auth())).status_code == 429
     now[0] = datetime(2026, 3, 28, 23, 0, 0, tzinfo=UTC)  # 00:00 Berlin: a new day (23 hours long)

@@ -38,7 +38,7 @@ from tokenops.gateway.batches import BatchBook
 from tokenops.gateway.breaker import Breakers
 from tokenops.gateway.cache import CacheStore, MemoryStore, RedisStore
 from tokenops.gateway.client import UpstreamClient, make_client
-from tokenops.gateway.errors import error_body
+from tokenops.gateway.errors import error_body, retry_headers
 from tokenops.gateway.health import HealthWatch
 from tokenops.gateway.http import (
     ASGIApp,
@@ -455,7 +455,8 @@ class Gateway:
     async def _send_error(
         self, send: Send, err: GatewayError, flavor: str, headers: dict[str, str] | None = None
     ) -> None:
-        await send_bytes(send, err.status, error_body(err, flavor), {**err.headers, **(headers or {})})
+        await send_bytes(send, err.status, error_body(err, flavor),
+                         {**retry_headers(err), **err.headers, **(headers or {})})  # fmt: skip
 
     async def _gemini(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``/v1beta/models/{model}:{method}`` (and ``/v1/…``, which google-genai 3.x calls): Gemini's routes, the

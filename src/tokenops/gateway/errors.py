@@ -43,6 +43,24 @@ _GOOGLE_STATUS = {
 }
 
 
+# answers that the same request, sent again, cannot change: the OpenAI, Anthropic and Google SDKs (and Claude Code,
+# which otherwise retries a 401 for minutes) obey ``x-should-retry: false`` and fail at once
+_FINAL = frozenset((400, 401, 403, 404, 405, 413, 422))
+RETRY_WAIT_LIMIT = 60  # seconds: a 429 asking to wait longer (a budget exhausted for its period) is final too
+
+
+def retry_headers(err: GatewayError) -> dict[str, str]:
+    """``x-should-retry: false`` for an error a retry cannot change, unless ``err`` already says."""
+    if "x-should-retry" in err.headers:
+        return {}
+    if err.status in _FINAL:
+        return {"x-should-retry": "false"}
+    wait = err.headers.get("retry-after", "")
+    if err.status == 429 and wait.isdigit() and int(wait) > RETRY_WAIT_LIMIT:
+        return {"x-should-retry": "false"}
+    return {}
+
+
 def error_body(err: GatewayError, flavor: str) -> bytes:
     if flavor == "gemini":  # Google's shape: the HTTP code, the gRPC status name, TokenOps' reason in the details
         return orjson.dumps({"error": {

@@ -60,7 +60,7 @@ log = logging.getLogger("tokenops.upstream")
 
 # Upstream response headers worth passing on: request ids and rate-limit state help clients and their SDKs.
 _RELAY_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-")
-_RELAY_NAMES = ("retry-after", "x-request-id", "request-id", "retry-after-ms")
+_RELAY_NAMES = ("retry-after", "x-request-id", "request-id", "retry-after-ms", "x-should-retry")
 TRAILING_WAIT = 2.0  # seconds to wait for usage sent after the final event, when the final event had none
 
 
