@@ -43,7 +43,7 @@ _GOOGLE_STATUS = {
 }
 
 
-# answers that the same request, sent again, cannot change: the OpenAI, Anthropic and Google SDKs (and Claude Code,
+# answers that the same request, sent again, cannot change: the OpenAI and Anthropic SDKs (and Claude Code,
 # which otherwise retries a 401 for minutes) obey ``x-should-retry: false`` and fail at once
 _FINAL = frozenset((400, 401, 403, 404, 405, 413, 422))
 RETRY_WAIT_LIMIT = 60  # seconds: a 429 asking to wait longer (a budget exhausted for its period) is final too
