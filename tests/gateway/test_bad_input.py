@@ -94,6 +94,7 @@ async def test_missing_or_unknown_key_is_401(gw: GatewayHarness, headers: dict[s
     assert r.status_code == 401 and anthropic_error(r)["type"] == "authentication_error"
     # the SDKs (and Claude Code, which retries a 401 for minutes otherwise) give up at once
     assert r.headers["x-should-retry"] == "false"
+    assert "x-tokenops-model" not in r.headers  # refused before any model was read: no empty header
 
 
 async def test_revoked_key_is_401(gw: GatewayHarness) -> None:

@@ -72,13 +72,13 @@ _CACHE_HEADER = {"bypass": "off", "error": "miss"}
 
 
 def call_headers(call: Call, event: SpendEvent | None) -> dict[str, str]:
-    h = {
-        "x-tokenops-request-id": call.request_id,
-        "x-tokenops-model": (event.model_used if event else None) or call.upstream_model or call.model_requested,
-        # the header's contract is hit / miss / off; the event keeps why a call was not cached (bypass, error)
-        "x-tokenops-cache": _CACHE_HEADER.get(call.cache, call.cache),
-        "x-tokenops-cost-usd": format_usd(event.cost_usd) if event else "pending",
-    }
+    h = {"x-tokenops-request-id": call.request_id}
+    model = (event.model_used if event else None) or call.upstream_model or call.model_requested
+    if model:  # none before the body was read (a call refused for its key)
+        h["x-tokenops-model"] = model
+    # the header's contract is hit / miss / off; the event keeps why a call was not cached (bypass, error)
+    h["x-tokenops-cache"] = _CACHE_HEADER.get(call.cache, call.cache)
+    h["x-tokenops-cost-usd"] = format_usd(event.cost_usd) if event else "pending"
     h.update(call.response_headers)
     return h
 
