@@ -167,6 +167,10 @@ def test_a_stream_cut_before_its_last_event_is_estimated(stack: SocketStack) -> 
 def test_models_list_and_get_in_googles_shape(stack: SocketStack, client: genai.Client) -> None:
     names = [m.name for m in client.models.list()]
     assert "models/gemini-2.5-flash" in names and not any("gpt-4o" in (n or "") for n in names)
+    paged = [m.name for m in client.models.list(config={"page_size": 2})]  # the SDK follows nextPageToken
+    assert paged == names and len(names) > 2
+    r = httpx.get(f"{stack.url}/v1beta/models?pageToken=zzz", headers={"x-goog-api-key": stack.key})
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
     m = client.models.get(model="gemini-2.5-flash")
     assert m.name == "models/gemini-2.5-flash" and "generateContent" in (m.supported_actions or [])
     r = httpx.get(f"{stack.url}/v1beta/models/gpt-4o-mini", headers={"x-goog-api-key": stack.key})

@@ -216,3 +216,29 @@ async def test_anthropic_metadata_user_id_is_the_end_user_not_a_tag(gw: GatewayH
     r = await gw.client.post("/v1/messages", json=body, headers={"x-api-key": gw.key})
     ev = gw.event(r.headers["x-tokenops-request-id"])
     assert ev.end_user == "u-7" and "user_id" not in ev.tags
+
+
+async def test_model_listings_page_as_each_api_does(gw: GatewayHarness) -> None:
+    """Anthropic's limit / after_id / before_id and Gemini's pageSize / pageToken, so that an SDK's paging reads
+    every model once; OpenAI's listing has no pages."""
+    anth = {"x-api-key": gw.key, "anthropic-version": "2023-06-01"}
+    whole = (await gw.client.get("/v1/models?limit=1000", headers=anth)).json()
+    ids = [m["id"] for m in whole["data"]]
+    assert len(ids) > 5 and not whole["has_more"] and whole["last_id"] == ids[-1]
+    first = (await gw.client.get("/v1/models", headers=anth)).json()  # Anthropic's default: 20
+    assert [m["id"] for m in first["data"]] == ids[:20] and first["has_more"] is (len(ids) > 20)
+    seen, after = [], None
+    while True:
+        page = (await gw.client.get("/v1/models", params={"limit": 3, **({"after_id": after} if after else {})},
+                                    headers=anth)).json()  # fmt: skip
+        seen += [m["id"] for m in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert seen == ids
+    back = (await gw.client.get("/v1/models", params={"limit": 2, "before_id": ids[3]}, headers=anth)).json()
+    assert [m["id"] for m in back["data"]] == ids[1:3] and back["has_more"] is True
+    for bad in ({"limit": "0"}, {"limit": "x"}, {"after_id": "no-such-model"}, {"after_id": ids[0], "before_id": ids[1]}):
+        r = await gw.client.get("/v1/models", params=bad, headers=anth)
+        assert r.status_code == 400 and r.json()["type"] == "error", bad
+    assert len((await gw.client.get("/v1/models", headers=gw.auth())).json()["data"]) >= len(ids)  # OpenAI: all

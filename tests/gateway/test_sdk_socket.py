@@ -185,9 +185,10 @@ def test_anthropic_sdk_beta_calls_reach_the_provider_unchanged(claude: anthropic
     seen = [r for r in stack.fake.app.state.received if r["path"] == "/v1/messages"][-1]
     assert seen["query"] == "beta=true" and seen["headers"]["anthropic-beta"] == "context-1m-2025-08-07"
     models = claude.models.list()
-    assert models.data and all(m.type == "model" for m in models.data)
-    ids = {m.id for m in models.data}
-    assert any("haiku" in i for i in ids) and not any(i.startswith("gpt") for i in ids), "only /v1/messages models"
+    assert 0 < len(models.data) <= 20 and all(m.type == "model" for m in models.data)  # Anthropic's page: 20
+    listed = [m.id for m in claude.models.list(limit=5)]  # iterating follows has_more / last_id to the end
+    assert len(listed) == len(set(listed)) > 20 and listed[:len(models.data)] == [m.id for m in models.data]
+    assert any("haiku" in i for i in listed) and not any(i.startswith("gpt") for i in listed), "only /v1/messages models"
 
 
 def abandon_stream(stack: Stack, body: dict[str, Any], reads: int) -> SpendEvent:

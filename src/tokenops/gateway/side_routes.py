@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import orjson
 
@@ -49,6 +49,44 @@ class Host(Protocol):
     async def _authorize(self, scope: Scope, flavor: str, send: Send) -> str | None: ...
     async def _send_error(self, send: Send, err: GatewayError, flavor: str,
                           headers: dict[str, str] | None = None) -> None: ...  # fmt: skip
+
+
+def _int(query: dict[str, list[str]], name: str, default: int, most: int) -> int:
+    text = query.get(name, [str(default)])[-1]
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise ValueError(f"{name} must be a whole number from 1 to {most}, not {text[:20]!r}")
+    return int(text)
+
+
+def list_page(models: list[str], shape: str, query: dict[str, list[str]]) -> tuple[list[str], str | None]:
+    """One page of a model listing, as the client's API pages it, and what the next page needs (None at the end).
+
+    Anthropic: ``limit`` (1 to 1000, default 20) models after ``after_id`` or before ``before_id``. Gemini:
+    ``pageSize`` (default 50, at most 1000) from ``pageToken`` (the next page's offset, opaque to clients). OpenAI
+    lists every model at once. An id or token that is not in the listing is a ValueError."""
+    if shape == "anthropic":
+        limit = _int(query, "limit", 20, 1000)
+        after, before = query.get("after_id", [None])[-1], query.get("before_id", [None])[-1]
+        if after is not None and before is not None:
+            raise ValueError("give after_id or before_id, not both")
+        for given in (after, before):
+            if given is not None and given not in models:
+                raise ValueError(f"no model {given[:100]!r} in this listing")
+        if before is not None:
+            end = models.index(before)
+            page = models[max(0, end - limit):end]
+            return page, (page[0] if end - limit > 0 else None)
+        start = models.index(after) + 1 if after is not None else 0
+        page = models[start:start + limit]
+        return page, (page[-1] if start + limit < len(models) else None)
+    if shape == "gemini":
+        size = _int(query, "pageSize", 50, 1000)
+        token = query.get("pageToken", ["0"])[-1] or "0"
+        if not token.isdigit() or int(token) > len(models):
+            raise ValueError(f"pageToken {token[:20]!r} is not one this listing gave")
+        start = int(token)
+        return models[start:start + size], (str(start + size) if start + size < len(models) else None)
+    return models, None
 
 
 class SideRoutes:
@@ -100,12 +138,20 @@ class SideRoutes:
         shape = self.client_shape(scope)
         if not await self.host._authorize(scope, shape, send):
             return
-        data = [self.model_object(m, p, shape) for m, p in self.model_names(shape).items()]
+        names = list(self.model_names(shape).items())
+        try:
+            page, more = list_page([m for m, _ in names], shape, parse_qs(scope.get("query_string", b"").decode()))
+        except ValueError as exc:
+            await self.host._send_error(send, GatewayError(400, "invalid_request", str(exc)), shape)
+            return
+        providers = dict(names)
+        data = [self.model_object(m, providers[m], shape) for m in page]
         if shape == "anthropic":
-            await send_json(send, 200, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-                                        "last_id": data[-1]["id"] if data else None})  # fmt: skip
+            await send_json(send, 200, {"data": data, "has_more": more is not None,
+                                        "first_id": page[0] if page else None,
+                                        "last_id": page[-1] if page else None})  # fmt: skip
         elif shape == "gemini":
-            await send_json(send, 200, {"models": data})
+            await send_json(send, 200, {"models": data, **({"nextPageToken": more} if more else {})})
         else:
             await send_json(send, 200, {"object": "list", "data": data})
 
