@@ -244,6 +244,7 @@ class GatewayConfig(_Model):
     # seconds between checks of background Responses (background: true) still running; each is metered once,
     # when it ends: on this check or when a client fetches it finished, whichever comes first
     background_poll: float = Field(5.0, gt=0, le=3600)
+    call_log: bool = False  # one logfmt line per recorded call on standard output (tokenops.gateway.call_log)
 
 
 class StateOptions(_Model):

@@ -30,7 +30,7 @@ from tokenops.alerts import AlertDispatcher, build_channels
 from tokenops.call import Call
 from tokenops.config import Config, metrics_dir
 from tokenops.errors import GatewayError, LedgerBusy, LedgerError, UpstreamError
-from tokenops.gateway import health
+from tokenops.gateway import call_log, health
 from tokenops.gateway.anomalies import ANOMALY_STATE, AnomalyRounds
 from tokenops.gateway.background import BackgroundResponses
 from tokenops.gateway.batch_routes import BatchRoutes
@@ -290,6 +290,9 @@ class Gateway:
         self.dispatcher.start()
         self.meter = Meter(self.spool, self.catalog, self.metrics)
         self.meter.listeners.append(self.engine.settle)
+        if self.config.gateway.call_log:
+            call_log.enable()
+            self.meter.listeners.append(call_log.log_call)
         self.upstream = Upstream(self.client, self.adapters, self._timeouts, self.meter)
         self.upstream.breakers, self.upstream.router = self.breakers, self.router
         self.upstream.backoff = self.config.routing.backoff

@@ -1,0 +1,73 @@
+"""The call log (``gateway.call_log: true``): one logfmt line per recorded call on standard output, for the
+platform engineer's log pipeline (Loki, CloudWatch, ``grep``)::
+
+    ts=2026-12-03T07:41:02.118Z request_id=req_… status=200 outcome=ok route=chat.completions provider=openai
+    model=gpt-4o-mini requested=tokenops/auto key=key_3f… user=alice tags=team=search,env=prod in=12 out=30
+    cost_usd=0.00001905 cache=miss latency_ms=123.4
+
+It is written after the call is recorded durably (a meter listener), from the spend event itself, so a line
+never claims a call the ledger lacks. No prompt, answer or key is written: the key's id, never the key (uvicorn's
+access log, off, would print a Gemini client's ``?key=`` query). Values with spaces, quotes or ``=`` are quoted.
+Calls refused before a key was found (401) are not recorded, so not logged either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from tokenops.call import Call
+from tokenops.ledger.events import SpendEvent
+from tokenops.money import format_usd
+from tokenops.tags import format_tags
+
+LOGGER = "tokenops.calls"
+log = logging.getLogger(LOGGER)
+
+
+def enable() -> None:
+    """Send the call log to standard output (once per process; a host application may configure it instead)."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _value(v: str) -> str:
+    if not any(c in v for c in ' "=\\') and v.isprintable():
+        return v
+    return json.dumps(v, ensure_ascii=False)  # quoted, with JSON's escapes (control characters included)
+
+
+def line(event: SpendEvent) -> str:
+    """The logfmt line of one recorded call."""
+    fields: list[tuple[str, str | None]] = [
+        ("ts", event.ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"),
+        ("request_id", event.request_id),
+        ("status", str(event.http_status)),
+        ("outcome", event.status),
+        ("error", event.error_code),
+        ("route", event.route),
+        ("provider", event.provider),
+        ("model", event.model_used),
+        ("requested", event.model_requested if event.model_requested != event.model_used else None),
+        ("key", event.key_id),
+        ("user", event.end_user),
+        ("tags", format_tags(event.tags) if event.tags else None),
+        ("in", str(event.usage.input_tokens)),
+        ("out", str(event.usage.output_tokens)),
+        ("cost_usd", "unpriced" if event.cost_usd is None else format_usd(event.cost_usd)),
+        ("estimated", "true" if event.usage_estimated else None),
+        ("cache", event.cache),
+        ("latency_ms", None if event.latency_ms is None else f"{event.latency_ms:.1f}"),
+    ]
+    return " ".join(f"{k}={_value(v)}" for k, v in fields if v is not None and v != "")
+
+
+async def log_call(call: Call, event: SpendEvent) -> None:
+    """A meter listener: the call's line, when the call log is on."""
+    if log.isEnabledFor(logging.INFO):
+        log.info(line(event))
