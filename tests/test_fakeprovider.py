@@ -7,10 +7,13 @@ fast), and predicts usage from the accounting rules in ``tokenops.fakeprovider``
 from __future__ import annotations
 
 import base64
+import datetime
+import json
 import math
 import struct
 import time
 from collections.abc import Iterator
+from typing import Any, Literal
 
 import anthropic
 import httpx
@@ -18,6 +21,7 @@ import httpx2
 import openai
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from tokenops.fakeprovider import create_fake_provider
 from tokenops.fakeprovider.accounting import PrefixMemory, account_anthropic, account_openai
@@ -539,3 +543,41 @@ def test_background_server_picks_free_ports_and_stops() -> None:
         assert httpx.get(url + "/v1/models").status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/v1/models")
+
+
+class District(BaseModel):
+    name: str
+    area_km2: float
+
+
+class City(BaseModel):
+    name: str
+    population: int
+    coastal: bool
+    founded: datetime.date | None
+    districts: list[District]
+    kind: Literal["capital", "port"]
+
+
+def test_structured_output_follows_the_schema_in_json_and_streams(oai: openai.OpenAI) -> None:
+    """What the SDKs' ``parse`` helpers and LangChain's ``with_structured_output`` ask for: a JSON answer that
+    their own validation accepts, one output token per 4 characters, the same for the same prompt."""
+    messages: Any = [{"role": "user", "content": "Describe Paris."}]
+    done = oai.chat.completions.parse(model="gpt-4o-mini", messages=messages, response_format=City)
+    city = done.choices[0].message.parsed
+    assert isinstance(city, City) and city.kind == "capital" and len(city.districts) == 1
+    text = done.choices[0].message.content or ""
+    assert done.usage is not None and done.usage.completion_tokens == -(-len(text) // 4)
+    again = oai.chat.completions.parse(model="gpt-4o-mini", messages=messages, response_format=City)
+    assert again.choices[0].message.content == text
+    with oai.chat.completions.stream(model="gpt-4o-mini", messages=messages, response_format=City) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.parsed == city
+    plain = oai.chat.completions.create(model="gpt-4o-mini", messages=messages,
+                                        response_format={"type": "json_object"})  # fmt: skip
+    assert set(json.loads(plain.choices[0].message.content or "")) == {"answer"}
+    cut = oai.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=3,
+                                      response_format={"type": "json_object"})  # fmt: skip
+    assert cut.choices[0].finish_reason == "length" and len(cut.choices[0].message.content or "") == 12
+    resp = oai.responses.parse(model="gpt-4o-mini", input="Describe Paris.", text_format=City)
+    assert isinstance(resp.output_parsed, City)

@@ -14,9 +14,11 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from google import genai
 from google.genai import errors, types
+from pydantic import BaseModel
 
 from harness import PROVIDER_KEY, SocketStack
 
@@ -175,3 +177,24 @@ def test_models_list_and_get_in_googles_shape(stack: SocketStack, client: genai.
     assert m.name == "models/gemini-2.5-flash" and "generateContent" in (m.supported_actions or [])
     r = httpx.get(f"{stack.url}/v1beta/models/gpt-4o-mini", headers={"x-goog-api-key": stack.key})
     assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
+
+
+class Plan(BaseModel):
+    title: str
+    steps: list[str]
+    budget_usd: float
+
+
+def test_structured_output_in_both_formats(stack: SocketStack, client: genai.Client) -> None:
+    """A JSON schema asked for in Gemini's own format (``response_schema``) or through the OpenAI SDK's ``parse``
+    (``response_format``, translated to ``generationConfig``): the answer validates against it, priced as text."""
+    r = client.models.generate_content(model="gemini-2.5-flash", contents="Plan the quarter.",
+                                       config=types.GenerateContentConfig(response_mime_type="application/json",
+                                                                          response_schema=Plan))  # fmt: skip
+    assert isinstance(r.parsed, Plan) and r.parsed.steps
+    ev = stack.event(_request_id(r))
+    assert ev.cost_usd == flash_cost(ev.usage.input_tokens, 0, ev.usage.output_tokens) and ev.usage.output_tokens > 0
+    oai = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0)
+    done = oai.chat.completions.parse(model="gemini-2.5-flash", response_format=Plan,
+                                      messages=[{"role": "user", "content": "Plan the quarter."}])  # fmt: skip
+    assert isinstance(done.choices[0].message.parsed, Plan)

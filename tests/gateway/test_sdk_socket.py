@@ -16,6 +16,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from harness import SocketStack
 from tokenops.ledger.events import SpendEvent
@@ -71,6 +72,27 @@ def test_openai_sdk_json_with_automatic_prompt_cache(oai: openai.OpenAI, stack: 
         costs.append((cached, expected))
     assert costs[0][0] == 0 and costs[1][0] > 0, "the second call reads the cached prefix"
     assert costs[1][1] < costs[0][1]
+
+
+class Invoice(BaseModel):
+    vendor: str
+    lines: list[str]
+    total_usd: float
+
+
+def test_openai_sdk_structured_output_json_and_stream(oai: openai.OpenAI, stack: Stack) -> None:
+    """``parse`` (a JSON schema in ``response_format``) through the gateway, as LangChain's
+    ``with_structured_output`` sends it: the answer validates, and is priced from the provider's usage."""
+    messages: Any = [{"role": "user", "content": "Read this invoice."}]
+    raw = oai.chat.completions.with_raw_response.parse(model="gpt-4o-mini", messages=messages, response_format=Invoice)
+    done = raw.parse()
+    assert isinstance(done.choices[0].message.parsed, Invoice) and done.usage is not None
+    u = done.usage
+    assert Decimal(raw.headers["x-tokenops-cost-usd"]) == mini_cost(u.prompt_tokens, 0, u.completion_tokens)
+    with oai.chat.completions.stream(model="gpt-4o-mini", messages=messages, response_format=Invoice,
+                                     stream_options={"include_usage": True}) as stream:  # fmt: skip
+        final = stream.get_final_completion()
+    assert final.choices[0].message.parsed == done.choices[0].message.parsed
 
 
 def test_openai_sdk_stream(oai: openai.OpenAI, stack: Stack) -> None:

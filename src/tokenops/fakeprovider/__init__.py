@@ -28,6 +28,12 @@ Token accounting
 * Output: a deterministic text of words chosen by a hash of the prompt (same prompt, same answer), 8 to 40
   words, one token per word. ``max_tokens`` / ``max_completion_tokens`` caps it; a capped answer ends with
   ``finish_reason: "length"`` / ``stop_reason: "max_tokens"``.
+* Structured output: a JSON schema asked for (chat ``response_format`` ``json_schema``, the Responses API's
+  ``text.format``, Gemini's ``responseMimeType: application/json`` with ``responseJsonSchema`` or
+  ``responseSchema``) is answered with a JSON value that validates against it (every property filled, the first
+  of an ``enum`` or ``anyOf``, words for strings; :func:`~tokenops.fakeprovider.accounting.json_instance`);
+  ``json_object`` (or no schema) with ``{"answer": "..."}``. One output token per 4 characters of the JSON
+  text; a cap cuts the text there (``finish_reason: "length"``), as a real model's would be cut.
 * Reasoning: models whose name starts with ``o1``, ``o3``, ``o4`` or ``gpt-5`` also "think" two tokens per
   visible word: ``reasoning_tokens = 2 * words`` and ``completion_tokens = 3 * words`` (the cap applies to the
   total, so a capped answer has ``cap // 3`` words).

@@ -86,6 +86,7 @@ class Completion:
     words: list[str]
     reasoning: int
     truncated: bool
+    joiner: str = " "  # between words: a JSON answer's "words" are slices of its text, joined by nothing
 
     @property
     def output_tokens(self) -> int:
@@ -94,13 +95,13 @@ class Completion:
     def pieces(self, chunks: int | None) -> list[str]:
         """Stream pieces: one per word (a token each), or the text cut into exactly ``chunks`` slices."""
         if chunks is None:
-            return [w if i == 0 else " " + w for i, w in enumerate(self.words)]
+            return [w if i == 0 else self.joiner + w for i, w in enumerate(self.words)]
         n = len(self.text)
         return [self.text[i * n // chunks : (i + 1) * n // chunks] for i in range(chunks)]
 
 
 def make_completion(seed: bytes, model: str, cap: int | None, *, max_words: int | None = None,
-                    think: int = 0) -> Completion:  # fmt: skip
+                    think: int = 0, schema: Any = None) -> Completion:  # fmt: skip
     """Derive the answer from the prompt's fingerprint, so the same prompt always gets the same answer.
 
     ``cap`` (max_tokens) bounds visible + reasoning tokens; ``max_words`` trims the text without marking it
@@ -109,16 +110,104 @@ def make_completion(seed: bytes, model: str, cap: int | None, *, max_words: int 
     cap first (a cap smaller than the thinking leaves no visible answer, like the real APIs).
     """
     digest = hashlib.blake2b(seed, digest_size=64).digest()
-    natural = MIN_WORDS + digest[0] % (MAX_WORDS - MIN_WORDS + 1)
     per_word = 1 + REASONING_PER_WORD if is_reasoning_model(model) else 1
     extra = think if cap is None else min(think, cap)
     left = None if cap is None else cap - extra
+    if schema is not None:  # structured output: a JSON text, one token per JSON_TOKEN characters
+        text = orjson.dumps(json_instance(schema, digest)).decode()
+        pieces = [text[i : i + JSON_TOKEN] for i in range(0, len(text), JSON_TOKEN)]
+        count = len(pieces) if left is None else max(0, min(len(pieces), left // per_word))
+        if max_words is not None:
+            count = min(count, max_words)
+        return Completion("".join(pieces[:count]), pieces[:count], count * (per_word - 1) + extra,
+                          count < len(pieces), joiner="")  # fmt: skip
+    natural = MIN_WORDS + digest[0] % (MAX_WORDS - MIN_WORDS + 1)
     count = natural if left is None else max(0, min(natural, left // per_word))
     truncated = count < natural
     if max_words is not None:
         count = min(count, max_words)
     words = [WORDS[b & 63] for b in digest[1 : 1 + count]]
     return Completion(" ".join(words), words, count * (per_word - 1) + extra, truncated)
+
+
+JSON_TOKEN = 4  # characters of a JSON answer per output token
+_DEPTH = 12  # a recursive schema is cut here (null)
+
+
+def json_instance(schema: Any, digest: bytes = b"") -> Any:
+    """A JSON value that fits ``schema`` (a JSON Schema, as OpenAI's ``json_schema`` response format, the
+    Responses API's ``text.format`` and Gemini's ``responseJsonSchema`` carry it), deterministic for ``digest``;
+    ``True`` (plain JSON mode) gives an object with one ``answer``. Every property is filled (strict schemas
+    require all); the first choice of an ``enum``, ``anyOf`` or ``oneOf`` that is not null; strings are words."""
+    if schema is True:
+        return {"answer": " ".join(WORDS[b & 63] for b in digest[1:9])}
+    root = schema if isinstance(schema, dict) else {}
+    defs = {**(root.get("definitions") or {}), **(root.get("$defs") or {})}
+    counter = iter(range(1 << 30))
+
+    def word() -> str:
+        i = next(counter)
+        return WORDS[digest[1 + i % 63] & 63] if len(digest) >= 64 else WORDS[i & 63]
+
+    def make(s: Any, depth: int) -> Any:
+        if not isinstance(s, dict) or depth > _DEPTH:
+            return None
+        ref = s.get("$ref")
+        if isinstance(ref, str) and ref.startswith(("#/$defs/", "#/definitions/")):
+            return make(defs.get(ref.rsplit("/", 1)[1]), depth + 1)
+        if "const" in s:
+            return s["const"]
+        if isinstance(s.get("enum"), list) and s["enum"]:
+            return s["enum"][0]
+        for key in ("anyOf", "oneOf", "allOf"):
+            options = s.get(key)
+            if isinstance(options, list) and options:
+                real = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+                return make((real or options)[0], depth + 1)
+        kind = s.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind is None:
+            kind = "object" if "properties" in s else "array" if "items" in s else "string"
+        kind = str(kind).lower()  # Gemini's responseSchema writes OBJECT, STRING, …
+        if kind == "object":
+            props = s.get("properties")
+            return {name: make(sub, depth + 1) for name, sub in props.items()} if isinstance(props, dict) else {}
+        if kind == "array":
+            low = s.get("minItems", 1)
+            return [make(s.get("items"), depth + 1) for _ in range(max(1, low if isinstance(low, int) else 1))]
+        if kind == "integer":
+            return max(1, s.get("minimum", 1)) if isinstance(s.get("minimum", 1), int) else 1
+        if kind == "number":
+            low = s.get("minimum", 1.5)
+            return low if isinstance(low, (int, float)) and not isinstance(low, bool) and low > 1.5 else 1.5
+        if kind == "boolean":
+            return True
+        if kind == "null":
+            return None
+        fmt = s.get("format")
+        if fmt == "date-time":
+            return "2026-01-01T00:00:00Z"
+        if fmt == "date":
+            return "2026-01-01"
+        return word()
+
+    return make(root, 0)
+
+
+def structured(response_format: Any) -> Any:
+    """The schema to answer in, from a chat ``response_format`` or a Responses ``text.format``: a JSON Schema,
+    ``True`` for plain JSON mode, None for text."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return True
+    if kind == "json_schema":
+        inner = response_format.get("json_schema")  # chat nests it; the Responses API does not
+        spec = inner if isinstance(inner, dict) else response_format
+        return spec.get("schema") if isinstance(spec.get("schema"), dict) else True
+    return None
 
 
 class PrefixMemory:

@@ -84,7 +84,11 @@ async def generate(request: Request, model: str, method: str) -> ASGIApp:
     max_words = None
     if controls.usage is not None and controls.usage.output is not None:
         max_words = controls.usage.output - (controls.usage.reasoning or 0)
-    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think)
+    schema = None
+    if config.get("responseMimeType") == "application/json":
+        given = config.get("responseJsonSchema", config.get("responseSchema"))
+        schema = given if isinstance(given, dict) else True
+    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think, schema=schema)
     reported = resolve_usage(prompt.tokens, 0, 0, 0, completion, controls.usage)
     if controls.usage is not None:
         reported = Reported(reported.input, controls.usage.cached, 0, 0, reported.output, reported.reasoning,

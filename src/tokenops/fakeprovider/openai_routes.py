@@ -25,6 +25,7 @@ from .accounting import (
     first_tool_call,
     make_completion,
     resolve_usage,
+    structured,
     text_tokens,
 )
 from .exchange import Exchange, begin
@@ -96,7 +97,8 @@ async def chat_completions(request: Request) -> ASGIApp:
     max_words = None
     if override is not None and override.output is not None:
         max_words = override.output - (override.reasoning or 0)
-    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think)
+    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think,
+                                 schema=structured(body.get("response_format")))  # fmt: skip
     usage = resolve_usage(prompt.tokens, prompt.cached, 0, 0, completion, override)
     if n > 1:  # every answer is billed; the prompt once
         usage = Reported(usage.input, usage.cached, usage.write_5m, usage.write_1h, usage.output * n,

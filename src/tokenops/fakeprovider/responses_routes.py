@@ -24,7 +24,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from .accounting import Reported, account_openai, first_tool_call, make_completion, openai_text, resolve_usage
+from .accounting import (
+    Reported,
+    account_openai,
+    first_tool_call,
+    make_completion,
+    openai_text,
+    resolve_usage,
+    structured,
+)
 from .controls import Controls
 from .exchange import Exchange, begin
 from .wire import OPENAI, EventStream, error_response, json_response, sse
@@ -124,7 +132,9 @@ async def create(request: Request) -> ASGIApp:
     max_words = None
     if controls.usage is not None and controls.usage.output is not None:
         max_words = controls.usage.output - (controls.usage.reasoning or 0)
-    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think)
+    text_options = body.get("text")
+    schema = structured(text_options.get("format")) if isinstance(text_options, dict) else None
+    completion = make_completion(prompt.seed, model, cap, max_words=max_words, think=controls.think, schema=schema)
     reported = resolve_usage(prompt.tokens + carried, prompt.cached, 0, 0, completion, controls.usage)
     response_id = _id("resp_")
     message_id = _id("msg_")
