@@ -140,7 +140,7 @@ class SideRoutes:
             return
         names = list(self.model_names(shape).items())
         try:
-            page, more = list_page([m for m, _ in names], shape, parse_qs(scope.get("query_string", b"").decode()))
+            page, more = list_page([m for m, _ in names], shape, parse_qs(scope.get("query_string", b"").decode("utf-8", "replace")))
         except ValueError as exc:
             await self.host._send_error(send, GatewayError(400, "invalid_request", str(exc)), shape)
             return
