@@ -244,3 +244,14 @@ async def test_model_listings_page_as_each_api_does(gw: GatewayHarness) -> None:
     r = await gw.client.get("/v1/models?after_id=%ff%fe", headers=anth)  # not UTF-8: an unknown id, not a 500
     assert r.status_code == 400
     assert len((await gw.client.get("/v1/models", headers=gw.auth())).json()["data"]) >= len(ids)  # OpenAI: all
+
+
+async def test_head_answers_as_get_without_a_body(gw: GatewayHarness) -> None:
+    """RFC 9110: HEAD wherever GET works (load balancers' and uptime monitors' health checks send it)."""
+    for path, headers in (("/healthz", {}), ("/readyz", {}), ("/v1/models", gw.auth())):
+        get, head = await gw.client.get(path, headers=headers), await gw.client.head(path, headers=headers)
+        assert head.status_code == get.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == get.headers["content-length"] != "0"
+    assert (await gw.client.head("/v1/models")).status_code == 401  # still needs the key
+    r = await gw.client.head("/v1/chat/completions", headers=gw.auth())
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.content == b""

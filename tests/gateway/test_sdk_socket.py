@@ -213,6 +213,14 @@ def test_anthropic_sdk_beta_calls_reach_the_provider_unchanged(claude: anthropic
     assert any("haiku" in i for i in listed) and not any(i.startswith("gpt") for i in listed), "only /v1/messages models"
 
 
+def test_head_over_a_real_socket(stack: Stack) -> None:
+    """uvicorn serves the GET answer's headers and no body for HEAD; the connection stays usable."""
+    with httpx.Client(base_url=stack.url, timeout=10) as client:
+        head = client.head("/healthz")
+        assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+        assert client.get("/healthz").json() == {"status": "ok"}  # the same connection, next request
+
+
 def abandon_stream(stack: Stack, body: dict[str, Any], reads: int) -> SpendEvent:
     """Read ``reads`` pieces of a stream, hang up, and return the call's event once the gateway recorded it."""
     with httpx.Client(base_url=stack.url, timeout=10) as client:

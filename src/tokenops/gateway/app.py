@@ -383,6 +383,9 @@ class Gateway:
         if path.startswith("/v1/admin") or path == "/openapi.json":
             await self.admin_api(scope, receive, send)
             return
+        if method == "HEAD":  # as GET without the body (RFC 9110): health checks and uptime monitors send it
+            scope, send = {**scope, "method": "GET"}, _headless(send)
+            method = "GET"
         route = ROUTES.get(path)
         flavor = "anthropic" if path.startswith("/v1/messages") else "openai"
         if route is None and (path.startswith("/v1beta/") or (":" in path and _GEMINI_PATH.match(path))):
@@ -650,3 +653,14 @@ def _log_delivery(alert: Any, channel: str, error: str | None) -> None:
 
 
 __all__ = ["Gateway", "encode_headers"]
+
+
+def _headless(send: Send) -> Send:
+    """``send`` for a HEAD request: the GET answer's status and headers (its content-length too), no body."""
+
+    async def headless(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return headless
