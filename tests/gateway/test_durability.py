@@ -296,3 +296,25 @@ prices:
     (h.gateway.spool_dir / "0000000000001-1-deadbeef.jsonl").write_bytes(old.to_json() + b"\n")
     await wait_for(lambda: h.ledger.get_event(old.request_id) is not None, timeout=30)
     assert sql(h.ledger, f"SELECT count(*) FROM price_rows WHERE id = '{row.id}'") == [(1,)]
+
+
+async def test_an_unexpected_error_in_one_tick_does_not_stop_the_next(make_gateway: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The tick reloads keys: if one bug ended it for good, a key revoked afterwards would work until a restart."""
+    h = await make_gateway("gateway: {writer: thread, writer_interval: 0.2, key_refresh: 0.1}")
+    real, failed = h.gateway.keys.reload, []
+
+    def broken_once() -> None:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a bug in one tick")
+        real()
+
+    monkeypatch.setattr(h.gateway.keys, "reload", broken_once)
+    await wait_for(lambda: bool(failed), timeout=5)
+    assert h.ledger.revoke_key(h.key_record.id)
+    deadline = asyncio.get_running_loop().time() + 5
+    while (r := await h.client.post(CHAT, json=BODY, headers=h.auth())).status_code == 200:
+        assert asyncio.get_running_loop().time() < deadline, "the revocation was never seen: the ticks stopped"
+        await asyncio.sleep(0.1)
+    assert r.status_code == 401

@@ -270,9 +270,14 @@ class Gateway:
                 pass  # another process has the ledger; next tick
             except (LedgerError, StateUnavailable) as exc:
                 log.warning("gateway tick: %s", exc)
+            except Exception:  # a bug must not stop the ticks: revoked keys would stay usable until a restart
+                log.exception("gateway tick failed")
             if self.watch is not None:
-                await self.watch.update(await health.check(self.spool, self.spool_dir, self.state, self.writer,
-                                                           self.ledger))  # fmt: skip
+                try:
+                    await self.watch.update(await health.check(self.spool, self.spool_dir, self.state, self.writer,
+                                                               self.ledger))  # fmt: skip
+                except Exception:
+                    log.exception("gateway health check failed")
 
     async def start(self) -> None:
         if self.started:
