@@ -318,3 +318,22 @@ async def test_an_unexpected_error_in_one_tick_does_not_stop_the_next(make_gatew
         assert asyncio.get_running_loop().time() < deadline, "the revocation was never seen: the ticks stopped"
         await asyncio.sleep(0.1)
     assert r.status_code == 401
+
+
+async def test_the_writer_outlives_an_unexpected_error_in_one_drain(make_gateway: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    h = await make_gateway("gateway: {writer: thread, writer_interval: 0.1}")
+    real, failed = h.ledger.drain, []
+
+    def broken_once(*args: Any, **kwargs: Any) -> int:
+        if not failed:
+            failed.append(True)
+            raise ValueError("a bug in one drain")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h.ledger, "drain", broken_once)
+    r = await h.client.post(CHAT, json=BODY, headers=h.auth())
+    assert r.status_code == 200
+    await wait_for(lambda: bool(failed), timeout=5)
+    rid = r.headers["x-tokenops-request-id"]
+    await wait_for(lambda: h.ledger.get_event(rid) is not None, timeout=5)  # a later round drained it

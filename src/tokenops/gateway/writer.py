@@ -222,6 +222,10 @@ class LedgerWriter:
             self.health.fail(str(exc))
             log.error("ledger writer: %s", exc)
             return
+        except Exception as exc:  # a bug too: the events stay in the spool, the next round tries again
+            self.health.fail(f"{type(exc).__name__}: {exc}")
+            log.exception("ledger writer: drain failed")
+            return
         self.health.beat()
 
     def _run(self) -> None:
