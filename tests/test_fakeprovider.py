@@ -581,3 +581,40 @@ def test_structured_output_follows_the_schema_in_json_and_streams(oai: openai.Op
     assert cut.choices[0].finish_reason == "length" and len(cut.choices[0].message.content or "") == 12
     resp = oai.responses.parse(model="gpt-4o-mini", input="Describe Paris.", text_format=City)
     assert isinstance(resp.output_parsed, City)
+
+
+TOOLS: Any = [
+    {"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "book", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "nights": {"type": "integer"},
+                                         "kind": {"enum": ["hotel", "flat"]}},
+        "required": ["city", "nights", "kind"]}}},
+]  # fmt: skip
+
+
+def test_a_forced_tool_choice_is_obeyed_in_every_format(oai: openai.OpenAI, claude: anthropic.Anthropic,
+                                                        http: httpx.Client) -> None:  # fmt: skip
+    """As the real APIs do (and LangChain's function-calling structured output relies on): ``tool_choice`` naming
+    a function, ``required`` / ``any`` or Gemini's mode ``ANY`` makes the model call it, with arguments that fit."""
+    msgs: Any = [{"role": "user", "content": "Book Paris."}]
+    named = oai.chat.completions.create(model="gpt-4o-mini", messages=msgs, tools=TOOLS,
+                                        tool_choice={"type": "function", "function": {"name": "book"}})  # fmt: skip
+    (call,) = named.choices[0].message.tool_calls or []
+    assert named.choices[0].finish_reason == "tool_calls" and call.function.name == "book"  # type: ignore[union-attr]
+    assert json.loads(call.function.arguments) == {"city": "Paris", "nights": 1, "kind": "hotel"}  # type: ignore[union-attr]
+    auto = oai.chat.completions.create(model="gpt-4o-mini", messages=msgs, tools=TOOLS)
+    assert auto.choices[0].message.tool_calls is None  # not forced, not asked for: a text answer
+    flat = [{"type": "function", **t["function"]} for t in TOOLS]
+    resp = oai.responses.create(model="gpt-4o-mini", input="Book Paris.", tools=flat, tool_choice="required")
+    assert resp.output[0].type == "function_call" and resp.output[0].name == "weather"
+    anth_tools: Any = [{"name": t["function"]["name"], "input_schema": t["function"]["parameters"]} for t in TOOLS]
+    msg = claude.messages.create(model=CLAUDE, max_tokens=50, messages=msgs, tools=anth_tools,
+                                 tool_choice={"type": "tool", "name": "book"})  # fmt: skip
+    assert msg.stop_reason == "tool_use" and msg.content[0].type == "tool_use" and msg.content[0].name == "book"
+    decls = [{"name": t["function"]["name"], "parametersJsonSchema": t["function"]["parameters"]} for t in TOOLS]
+    r = http.post("/v1beta/models/gemini-2.5-flash:generateContent", json={
+        "contents": [{"role": "user", "parts": [{"text": "Book Paris."}]}], "tools": [{"functionDeclarations": decls}],
+        "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["book"]}}})  # fmt: skip
+    part = r.json()["candidates"][0]["content"]["parts"][0]
+    assert part["functionCall"] == {"name": "book", "args": {"city": "Paris", "nights": 1, "kind": "hotel"}}

@@ -17,7 +17,9 @@ Routes: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``), ``PO
 when ``anthropic-version`` is sent).
 Any model name is accepted and echoed back. ``n`` answers are billed (the prompt once, the output ``n`` times)
 and returned as ``n`` identical choices (a stream interleaves them, one chunk per choice index); function tools are called
-only when ``fake.tool_call`` asks (below); Anthropic's ``max_tokens`` and ``anthropic-version`` header are optional.
+only when ``fake.tool_call`` asks (below) or ``tool_choice`` forces it (OpenAI's ``required`` or a named
+function, Anthropic's ``any`` or ``tool``, Gemini's ``functionCallingConfig`` mode ``ANY``: the named or first
+tool, with ``"Paris"`` for required strings and a value that fits the schema for other required arguments); Anthropic's ``max_tokens`` and ``anthropic-version`` header are optional.
 
 Token accounting
 ----------------

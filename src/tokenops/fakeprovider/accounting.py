@@ -134,14 +134,15 @@ JSON_TOKEN = 4  # characters of a JSON answer per output token
 _DEPTH = 12  # a recursive schema is cut here (null)
 
 
-def json_instance(schema: Any, digest: bytes = b"") -> Any:
+def json_instance(schema: Any, digest: bytes = b"", *, within: Any = None) -> Any:
     """A JSON value that fits ``schema`` (a JSON Schema, as OpenAI's ``json_schema`` response format, the
     Responses API's ``text.format`` and Gemini's ``responseJsonSchema`` carry it), deterministic for ``digest``;
     ``True`` (plain JSON mode) gives an object with one ``answer``. Every property is filled (strict schemas
-    require all); the first choice of an ``enum``, ``anyOf`` or ``oneOf`` that is not null; strings are words."""
+    require all); the first choice of an ``enum``, ``anyOf`` or ``oneOf`` that is not null; strings are words.
+    ``within``: the whole schema whose ``$defs`` a part's ``$ref`` points into (default: ``schema`` itself)."""
     if schema is True:
         return {"answer": " ".join(WORDS[b & 63] for b in digest[1:9])}
-    root = schema if isinstance(schema, dict) else {}
+    root = within if isinstance(within, dict) else schema if isinstance(schema, dict) else {}
     defs = {**(root.get("definitions") or {}), **(root.get("$defs") or {})}
     counter = iter(range(1 << 30))
 
@@ -192,7 +193,7 @@ def json_instance(schema: Any, digest: bytes = b"") -> Any:
             return "2026-01-01"
         return word()
 
-    return make(root, 0)
+    return make(schema, 0)
 
 
 def structured(response_format: Any) -> Any:
@@ -390,17 +391,45 @@ def resolve_usage(
     )
 
 
-def first_tool_call(tools: Any) -> tuple[str, str] | None:
+def first_tool_call(tools: Any, name: str | None = None) -> tuple[str, str] | None:
     """(name, JSON arguments) of a call of the first function tool in an OpenAI ``tools`` list (chat's nested
-    ``function`` or the Responses API's flat shape), with a value for each required string argument."""
+    ``function`` or the Responses API's flat shape), or of the one named ``name``: ``"Paris"`` for each required
+    string argument, a value that fits the schema (:func:`json_instance`) for each other required one."""
     for tool in tools if isinstance(tools, list) else ():
         if not isinstance(tool, dict) or tool.get("type") != "function":
             continue
         spec: dict[str, Any] = tool["function"] if isinstance(tool.get("function"), dict) else tool
+        if name is not None and spec.get("name") != name:
+            continue
         params: dict[str, Any] = spec["parameters"] if isinstance(spec.get("parameters"), dict) else {}
         props: dict[str, Any] = params["properties"] if isinstance(params.get("properties"), dict) else {}
         required: list[Any] = params["required"] if isinstance(params.get("required"), list) else []
-        args = {n: "Paris" for n in required if isinstance(props.get(n), dict) and props[n].get("type") == "string"}
+        args = {n: "Paris" if str(props[n].get("type", "")).lower() == "string" and "enum" not in props[n]
+                else json_instance(props[n], within=params)  # a $ref points into the whole schema's $defs
+                for n in required if isinstance(n, str) and isinstance(props.get(n), dict)}  # fmt: skip
         return str(spec.get("name")), orjson.dumps(args).decode()
     return None
+
+
+def forced_tool(choice: Any) -> tuple[bool, str | None]:
+    """Whether a ``tool_choice`` makes the model call a tool, and which (None: any), in any API's shape: OpenAI's
+    ``"required"`` or a named function (chat nests the name, the Responses API does not), Anthropic's ``any`` or
+    ``tool``, Gemini's ``functionCallingConfig`` mode ``ANY`` (with its first allowed name)."""
+    if choice == "required":
+        return True, None
+    if not isinstance(choice, dict):
+        return False, None
+    if choice.get("type") == "function":
+        fn = choice.get("function")
+        named = fn.get("name") if isinstance(fn, dict) else choice.get("name")
+        return True, named if isinstance(named, str) else None
+    if choice.get("type") == "any":
+        return True, None
+    if choice.get("type") == "tool":
+        return True, choice.get("name") if isinstance(choice.get("name"), str) else None
+    config = choice.get("functionCallingConfig")
+    if isinstance(config, dict) and str(config.get("mode", "")).upper() == "ANY":
+        names = config.get("allowedFunctionNames")
+        return True, names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
+    return False, None
 

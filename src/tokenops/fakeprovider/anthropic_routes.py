@@ -15,7 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from .accounting import Completion, Reported, account_anthropic, first_tool_call, make_completion, resolve_usage
+from .accounting import (
+    Completion,
+    Reported,
+    account_anthropic,
+    first_tool_call,
+    forced_tool,
+    make_completion,
+    resolve_usage,
+)
 from .exchange import Exchange, begin
 from .wire import ANTHROPIC, GARBAGE_JSON, JSON, EventStream, TruncatedResponse, error_response, json_response, sse
 
@@ -91,7 +99,7 @@ async def messages(request: Request) -> ASGIApp:
         "stop_sequence": None,
         "usage": _usage(usage, usage.output, "priority" if body.get("service_tier") == "auto" else "standard"),
     }
-    tool = _tool_use(body, turns) if controls.tool_call else None
+    tool = _tool_use(body, turns) if controls.tool_call or forced_tool(body.get("tool_choice"))[0] else None
     if tool is not None:
         message["content"], message["stop_reason"] = [tool], "tool_use"
     if body.get("stream") is True:
@@ -160,8 +168,8 @@ def _tool_use(body: dict[str, Any], turns: list[dict[str, Any]]) -> dict[str, An
     tools = [t for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") in (None, "custom")]
     if not tools:
         return None
-    call = first_tool_call([{"type": "function", "function": {"name": tools[0].get("name"),
-                                                             "parameters": tools[0].get("input_schema")}}])
+    call = first_tool_call([{"type": "function", "function": {"name": t.get("name"), "parameters": t.get("input_schema")}}
+                            for t in tools], forced_tool(body.get("tool_choice"))[1])  # fmt: skip
     if call is None:
         return None
     return {"type": "tool_use", "id": "toolu_01" + uuid.uuid4().hex[:22], "name": call[0],

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from .accounting import Reported, account_openai, first_tool_call, make_completion, resolve_usage
+from .accounting import Reported, account_openai, first_tool_call, forced_tool, make_completion, resolve_usage
 from .exchange import begin
 from .openai_routes import _vector
 from .wire import GEMINI, EventStream, error_response, json_response, sse
@@ -97,7 +97,7 @@ async def generate(request: Request, model: str, method: str) -> ASGIApp:
     searched = isinstance(tools, list) and any(isinstance(t, dict) and "googleSearch" in t for t in tools)
     tool_prompt = SEARCH_RESULT_TOKENS if searched else 0
     finish = "MAX_TOKENS" if completion.truncated else "STOP"
-    call = _function_call(body, contents) if controls.tool_call else None
+    call = _function_call(body, contents) if controls.tool_call or forced_tool(body.get("toolConfig"))[0] else None
     if call is not None:
         finish = "STOP"
     response_id = uuid.uuid4().hex[:22]
@@ -141,8 +141,9 @@ def _function_call(body: dict[str, Any], contents: list[dict[str, Any]]) -> dict
              for d in t.get("functionDeclarations") or [] if isinstance(d, dict)]  # fmt: skip
     if not decls:
         return None
-    schema = decls[0].get("parametersJsonSchema") or decls[0].get("parameters")
-    found = first_tool_call([{"type": "function", "function": {"name": decls[0].get("name"), "parameters": schema}}])
+    found = first_tool_call([{"type": "function", "function": {
+        "name": d.get("name"), "parameters": d.get("parametersJsonSchema") or d.get("parameters")}} for d in decls],
+        forced_tool(body.get("toolConfig"))[1])  # fmt: skip
     return None if found is None else {"name": found[0], "args": orjson.loads(found[1])}
 
 

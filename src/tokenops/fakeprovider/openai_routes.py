@@ -23,6 +23,7 @@ from .accounting import (
     Reported,
     account_openai,
     first_tool_call,
+    forced_tool,
     make_completion,
     resolve_usage,
     structured,
@@ -105,8 +106,9 @@ async def chat_completions(request: Request) -> ASGIApp:
                          usage.reasoning * n)  # fmt: skip
     finish = "length" if completion.truncated else "stop"
     tool = None
-    if controls.tool_call and not (messages and messages[-1].get("role") == "tool"):  # the tool ran: now answer
-        call = first_tool_call(body.get("tools"))
+    forced, name = forced_tool(body.get("tool_choice"))
+    if (controls.tool_call or forced) and not (messages and messages[-1].get("role") == "tool"):  # ran: answer
+        call = first_tool_call(body.get("tools"), name)
         if call is not None:
             tool = {"id": "call_" + ex.headers[OPENAI.request_id_header][4:28], "type": "function",
                     "function": {"name": call[0], "arguments": call[1]}}  # fmt: skip

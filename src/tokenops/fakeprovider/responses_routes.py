@@ -28,6 +28,7 @@ from .accounting import (
     Reported,
     account_openai,
     first_tool_call,
+    forced_tool,
     make_completion,
     openai_text,
     resolve_usage,
@@ -152,7 +153,7 @@ async def create(request: Request) -> ASGIApp:
         container = _id("cntr_")
         output += [{"type": "code_interpreter_call", "id": _id("ci_"), "status": "completed", "code": "print(1)",
                     "container_id": container, "outputs": None} for _ in range(2)]  # fmt: skip
-    call = _tool_call(body, items) if controls.tool_call else None
+    call = _tool_call(body, items) if controls.tool_call or forced_tool(body.get("tool_choice"))[0] else None
     output.append(call or message)
     incomplete = completion.truncated
     head = _head(body, response_id, controls.model or model, SERVICE_TIERS[tier])
@@ -179,7 +180,7 @@ def _tool_call(body: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, A
     now the model answers)."""
     if items and items[-1].get("type") == "function_call_output":
         return None
-    call = first_tool_call(body.get("tools"))
+    call = first_tool_call(body.get("tools"), forced_tool(body.get("tool_choice"))[1])
     if call is None:
         return None
     name, arguments = call
