@@ -255,3 +255,24 @@ async def test_the_providers_retry_advice_reaches_the_client(hgw: GatewayHarness
     error = {"error": {"type": "server_error", "code": None, "message": "boom"}}
     r = await post(hgw, chat({"status": 500, "json": error, "headers": [["x-should-retry", says]]}))
     assert r.status_code == 500 and r.headers["x-should-retry"] == says
+
+
+@pytest.mark.parametrize(("path", "body", "answer"), [
+    (":embedContent", {"content": {"parts": [{"text": "x"}]}}, {}),
+    (":embedContent", {"content": {"parts": [{"text": "x"}]}}, {"embedding": {"values": []}}),
+    (":batchEmbedContents", {"requests": [{"content": {"parts": [{"text": "a"}]}},
+                                          {"content": {"parts": [{"text": "b"}]}}]},
+     {"embeddings": [{"values": [0.1, 0.2]}]}),  # one vector for two texts
+])  # fmt: skip
+async def test_a_gemini_embedding_answer_that_is_not_whole_is_not_cached(make_gateway: Any, path: str,
+                                                                         body: dict[str, Any],
+                                                                         answer: dict[str, Any]) -> None:  # fmt: skip
+    """Google reports no usage for embeddings, so whether the vectors are there is what tells a whole answer."""
+    from harness import FAKE_URL, PROVIDER_KEY
+
+    h = await make_gateway("cache: {mode: exact, ttl: 600}\n", transport=httpx.ASGITransport(app=HostileUpstream()),
+                           providers=f'  google: {{base_url: "{FAKE_URL}", kind: gemini, api_key: {PROVIDER_KEY}}}\n')  # fmt: skip
+    for _ in range(2):
+        r = await h.client.post(f"/v1beta/models/gemini-embedding-001{path}", headers=h.auth(),
+                                json={**body, "hostile": {"json": answer}})  # fmt: skip
+        assert r.status_code == 200 and r.headers["x-tokenops-cache"] == "miss", r.text

@@ -45,6 +45,26 @@ EMBEDDINGS = frozenset(("embeddings", "gemini.embed", "gemini.batch_embed"))
 # routes whose provider reports no usage at all (Gemini's embedContent): the gateway's estimate is what their calls
 # are billed at, so an answer with it is kept (an estimate anywhere else means an answer that may not be whole)
 ESTIMATED_ROUTES = frozenset(("gemini.embed", "gemini.batch_embed"))
+
+
+def whole_embeddings(route: str, request: Any, body: bytes) -> bool:
+    """Whether a Gemini embedding answer holds what was asked: a vector for ``embedContent``, one per request for
+    ``batchEmbedContents``. With no usage to check, this is what tells a whole answer from a broken one."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(answer, dict):
+        return False
+
+    def vector(e: Any) -> bool:
+        return isinstance(e, dict) and isinstance(e.get("values"), list) and len(e["values"]) > 0
+
+    if route == "gemini.embed":
+        return vector(answer.get("embedding"))
+    asked = request.get("requests") if isinstance(request, dict) else None
+    got = answer.get("embeddings")
+    return isinstance(asked, list) and isinstance(got, list) and len(got) == len(asked) and all(map(vector, got))
 IGNORED_FIELDS = frozenset(("stream", "stream_options", "user", "metadata", "safety_identifier"))
 
 

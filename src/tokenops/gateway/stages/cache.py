@@ -23,6 +23,7 @@ from tokenops.gateway.cache import (
     deterministic,
     keys,
     last_user_text,
+    whole_embeddings,
 )
 from tokenops.gateway.stages import Answer
 from tokenops.ledger.events import SpendEvent
@@ -88,7 +89,8 @@ class CacheStage:
                 or len(body) > self.config.max_entry_bytes or self.store is None:  # fmt: skip
             return
         if (event.usage_estimated or event.error_code is not None) and not (
-                call.route in ESTIMATED_ROUTES and event.error_code in (None, "usage_missing")):  # fmt: skip
+                call.route in ESTIMATED_ROUTES and event.error_code in (None, "usage_missing")
+                and whole_embeddings(call.route, call.body, body)):  # fmt: skip
             return
         exact, context = call.cache_keys
         entry = CacheEntry(body, content_type, event.usage, event.model_used)
