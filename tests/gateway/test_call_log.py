@@ -40,6 +40,10 @@ def test_a_line_quotes_what_needs_it_and_leaves_out_what_is_empty() -> None:
     assert got["user"] == 'Ann "A" Lee\n' and got["tags"] == "env=prod,team=search"
     assert got["requested"] == "tokenops/auto" and got["model"] == "gpt-4o-mini" and got["cost_usd"] == "0.00001905"
     assert got["latency_ms"] == "123.5" and "error" not in got and "key" not in got and "estimated" not in got
+    odd = line(SpendEvent(request_id="req_3", ts=ev.ts, source="gateway", provider="openai", model_requested="m",
+                          model_used="m", tags={"team": "a\u2028b\x85c", "site": "Zürich"}))  # fmt: skip
+    assert len(odd.splitlines()) == 1 and fields(odd)["tags"] == "site=Zürich,team=a\u2028b\x85c"
+    assert "Zürich" not in odd  # a value with a separator in it is written in ASCII escapes, whole
     unpriced = line(SpendEvent(request_id="req_2", ts=ev.ts, source="gateway", provider="local", model_requested="m",
                                model_used="m", cost_usd=None, usage_estimated=True))  # fmt: skip
     assert fields(unpriced)["cost_usd"] == "unpriced" and fields(unpriced)["estimated"] == "true"

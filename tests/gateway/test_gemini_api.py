@@ -171,6 +171,9 @@ def test_models_list_and_get_in_googles_shape(stack: SocketStack, client: genai.
     assert "models/gemini-2.5-flash" in names and not any("gpt-4o" in (n or "") for n in names)
     paged = [m.name for m in client.models.list(config={"page_size": 2})]  # the SDK follows nextPageToken
     assert paged == names and len(names) > 2
+    for size, expect in (("0", min(50, len(names))), ("5000", len(names))):  # 0: the default; more: the most
+        r = httpx.get(f"{stack.url}/v1beta/models?pageSize={size}", headers={"x-goog-api-key": stack.key})
+        assert len(r.json()["models"]) == expect
     r = httpx.get(f"{stack.url}/v1beta/models?pageToken=zzz", headers={"x-goog-api-key": stack.key})
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
     m = client.models.get(model="gemini-2.5-flash")

@@ -241,6 +241,12 @@ async def test_model_listings_page_as_each_api_does(gw: GatewayHarness) -> None:
     for bad in ({"limit": "0"}, {"limit": "x"}, {"after_id": "no-such-model"}, {"after_id": ids[0], "before_id": ids[1]}):
         r = await gw.client.get("/v1/models", params=bad, headers=anth)
         assert r.status_code == 400 and r.json()["type"] == "error", bad
+    g = {"x-goog-api-key": gw.key}
+    for size, expect in (("0", 50), ("5000", 1000)):  # Google's reading: 0 is the default, more is the most
+        r = await gw.client.get("/v1beta/models", params={"pageSize": size}, headers=g)
+        assert r.status_code == 200 and len(r.json()["models"]) <= expect  # (no Gemini provider here: empty)
+    r = await gw.client.get("/v1beta/models", params={"pageSize": "²"}, headers=g)
+    assert r.status_code == 400 and "pageSize" in r.json()["error"]["message"]
     r = await gw.client.get("/v1/models?after_id=%ff%fe", headers=anth)  # not UTF-8: an unknown id, not a 500
     assert r.status_code == 400
     assert len((await gw.client.get("/v1/models", headers=gw.auth())).json()["data"]) >= len(ids)  # OpenAI: all

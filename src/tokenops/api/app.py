@@ -388,14 +388,15 @@ def create_admin_api(gw: Gateway) -> FastAPI:
     return api
 
 
-_FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*)")
+# a quoted value (the user's own input, echoed) first, so that an option-like text inside it stays as it was
+_FLAG = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|(?<![\w-])--([a-z][a-z0-9-]*)")
 
 
 def api_words(message: str, params: set[str]) -> str:
     """A service's message, which names CLI options (``--signal must be …``), in the API's words: an option that
     is a query parameter of the route is named as that parameter (``signal must be …``); any other (a hint such as
     ``tokenops prices list --unpriced``) is a command to run and stays as it is."""
-    return _FLAG.sub(lambda m: name if (name := m[1].replace("-", "_")) in params else m[0], message)
+    return _FLAG.sub(lambda m: name if m[1] and (name := m[1].replace("-", "_")) in params else m[0], message)
 
 
 def _query_names(request: Request) -> set[str]:

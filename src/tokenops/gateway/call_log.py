@@ -5,8 +5,9 @@ platform engineer's log pipeline (Loki, CloudWatch, ``grep``)::
     model=gpt-4o-mini requested=tokenops/auto key=key_3f… user=alice tags=team=search,env=prod in=12 out=30
     cost_usd=0.00001905 cache=miss latency_ms=123.4
 
-It is written after the call is recorded durably (a meter listener), from the spend event itself, so a line
-never claims a call the ledger lacks. No prompt, answer or key is written: the key's id, never the key (uvicorn's
+It is written once the call is recorded (a meter listener), from the spend event itself. When the spool's disk
+is failing, that is once the event is held for the disk (the client got a 503 ``spool_unavailable``, which the
+line says); it reaches the ledger when the disk recovers. No prompt, answer or key is written: the key's id, never the key (uvicorn's
 access log, off, would print a Gemini client's ``?key=`` query). Values with spaces, quotes or ``=`` are quoted.
 Calls refused before a key was found (401) are not recorded, so not logged either.
 """
@@ -37,9 +38,11 @@ def enable() -> None:
 
 
 def _value(v: str) -> str:
-    if not any(c in v for c in ' "=\\') and v.isprintable():
-        return v
-    return json.dumps(v, ensure_ascii=False)  # quoted, with JSON's escapes (control characters included)
+    if v.isprintable():
+        return v if not any(c in v for c in ' "=\\') else json.dumps(v, ensure_ascii=False)
+    # a character that is not printable (a line or paragraph separator that splitlines and log shippers break at,
+    # a control or format character): every non-ASCII character escaped, so the record stays one line
+    return json.dumps(v, ensure_ascii=True)
 
 
 def line(event: SpendEvent) -> str:

@@ -51,11 +51,13 @@ class Host(Protocol):
                           headers: dict[str, str] | None = None) -> None: ...  # fmt: skip
 
 
-def _int(query: dict[str, list[str]], name: str, default: int, most: int) -> int:
+def _int(query: dict[str, list[str]], name: str, default: int, most: int, *, clamp: bool = False) -> int:
+    """A page size; ``clamp``: Google's reading (0 is the default, a larger one is the most), else Anthropic's (1 to
+    ``most``, anything else refused)."""
     text = query.get(name, [str(default)])[-1]
-    if not text.isdigit() or not 1 <= int(text) <= most:
+    if not (text.isascii() and text.isdigit()) or (not clamp and not 1 <= int(text) <= most):
         raise ValueError(f"{name} must be a whole number from 1 to {most}, not {text[:20]!r}")
-    return int(text)
+    return (min(int(text), most) or default) if clamp else int(text)
 
 
 def list_page(models: list[str], shape: str, query: dict[str, list[str]]) -> tuple[list[str], str | None]:
@@ -80,9 +82,9 @@ def list_page(models: list[str], shape: str, query: dict[str, list[str]]) -> tup
         page = models[start:start + limit]
         return page, (page[-1] if start + limit < len(models) else None)
     if shape == "gemini":
-        size = _int(query, "pageSize", 50, 1000)
+        size = _int(query, "pageSize", 50, 1000, clamp=True)
         token = query.get("pageToken", ["0"])[-1] or "0"
-        if not token.isdigit() or int(token) > len(models):
+        if not (token.isascii() and token.isdigit()) or int(token) > len(models):
             raise ValueError(f"pageToken {token[:20]!r} is not one this listing gave")
         start = int(token)
         return models[start:start + size], (str(start + size) if start + size < len(models) else None)
