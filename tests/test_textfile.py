@@ -27,6 +27,9 @@ def test_text_with_a_bom_and_any_line_ends(tmp_path: Path) -> None:
     (b"a,b\n1,2\n3,\xff\n", ":3: not UTF-8 text (byte 10)"),
     (b"\xef\xbb\xbfa\n\xe9t\xe9\n", ":2: not UTF-8 text (byte 5)"),  # counted in the file's bytes, BOM included
     (b"a,b\n1,2\x00\n", ":2: a NUL byte (not a text file)"),
+    (b"a,b\r1,2\r3,\xff\r", ":3: not UTF-8 text (byte 10)"),  # old Mac line ends
+    ("é\nü\n".encode() + b"\n\xff", ":4: not UTF-8 text (byte 7)"),  # lines counted past multi-byte text
+    (b"a,b\r\n1,2\r\n\x00", ":3: a NUL byte (not a text file)"),
 ])  # fmt: skip
 def test_bad_bytes_name_the_line(tmp_path: Path, data: bytes, says: str) -> None:
     f = tmp_path / "in.csv"

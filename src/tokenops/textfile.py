@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from tokenops.errors import UsageError
@@ -40,9 +41,17 @@ def read_text(path: str | os.PathLike[str], *, what: str = "text file") -> str:
         text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
         at = bom + exc.start
-        line = data.count(b"\n", 0, at) + 1
+        before = data[bom:at].decode("utf-8")  # valid up to the bad byte
+        line = _line_of(before, len(before))
         raise UsageError(f"{name}:{line}: not UTF-8 text (byte {at})") from None
     if "\x00" in text:  # the csv module and str.splitlines take NUL as text: it means a binary or damaged file
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise UsageError(f"{name}:{line}: a NUL byte (not a text file)")
+        raise UsageError(f"{name}:{_line_of(text, text.index(chr(0)))}: a NUL byte (not a text file)")
     return text
+
+
+_BREAK = re.compile(r"\r\n|\r|\n")  # the line ends the csv module counts (so FILE:LINE agrees with its errors)
+
+
+def _line_of(text: str, at: int) -> int:
+    """The line number of ``text[at]``."""
+    return len(_BREAK.findall(text, 0, at)) + 1

@@ -46,3 +46,10 @@ def test_api_words_name_query_parameters_and_keep_commands() -> None:
     # the user's own input, echoed in quotes, is left as it was
     assert api_words("--horizon: '--scope' is not a horizon", {"horizon", "scope"}) == (
         "horizon: '--scope' is not a horizon")
+
+
+async def test_head_on_an_admin_get_route(make_gateway: Callable[..., Any]) -> None:
+    h: GatewayHarness = await make_gateway(f"admin_key: {ADMIN}\n")
+    get, head = (await h.client.get("/v1/admin/keys", headers=AUTH)), (await h.client.head("/v1/admin/keys", headers=AUTH))
+    assert head.status_code == get.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]

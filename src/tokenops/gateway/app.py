@@ -385,12 +385,12 @@ class Gateway:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
-        if path.startswith("/v1/admin") or path == "/openapi.json":
-            await self.admin_api(scope, receive, send)
-            return
         if method == "HEAD":  # as GET without the body (RFC 9110): health checks and uptime monitors send it
             scope, send = {**scope, "method": "GET"}, _headless(send)
             method = "GET"
+        if path.startswith("/v1/admin") or path == "/openapi.json":
+            await self.admin_api(scope, receive, send)
+            return
         route = ROUTES.get(path)
         flavor = "anthropic" if path.startswith("/v1/messages") else "openai"
         if route is None and (path.startswith("/v1beta/") or (":" in path and _GEMINI_PATH.match(path))):
