@@ -318,6 +318,30 @@ async def test_an_unexpected_error_in_one_tick_does_not_stop_the_next(make_gatew
         assert asyncio.get_running_loop().time() < deadline, "the revocation was never seen: the ticks stopped"
         await asyncio.sleep(0.1)
     assert r.status_code == 401
+    assert not h.gateway.tick_errors  # working again: no warning left
+
+
+async def test_a_tick_step_that_keeps_failing_is_a_readyz_warning_and_does_not_stop_the_others(
+        make_gateway: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    h = await make_gateway("gateway: {writer: thread, writer_interval: 0.2, key_refresh: 0.05}")
+    calls: list[int] = []
+
+    async def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("policy reload bug")
+
+    monkeypatch.setattr(h.gateway, "reload_policy", broken)
+    with caplog.at_level(logging.WARNING, logger="tokenops.gateway"):
+        await wait_for(lambda: len(calls) >= 4, timeout=5)
+        body = (await h.client.get("/readyz")).json()
+        assert "gateway tick (policy) failing: RuntimeError: policy reload bug" in body["warnings"]
+        assert h.ledger.revoke_key(h.key_record.id)  # the keys step still runs beside the failing one
+        deadline = asyncio.get_running_loop().time() + 5
+        while (await h.client.post(CHAT, json=BODY, headers=h.auth())).status_code != 401:
+            assert asyncio.get_running_loop().time() < deadline, "the revocation was never seen"
+            await asyncio.sleep(0.05)
+    tracebacks = [r for r in caplog.records if r.exc_info and "policy" in r.getMessage()]
+    assert len(tracebacks) == 1, "one traceback for an error that repeats, not one a tick"
 
 
 async def test_the_writer_outlives_an_unexpected_error_in_one_drain(make_gateway: Any,

@@ -17,7 +17,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -164,6 +164,7 @@ class Gateway:
         self.watch: HealthWatch | None = None
         self.governance_fingerprint = governance_fingerprint(config)
         self.config_mismatch: str | None = None  # another gateway's fingerprint, while they differ
+        self.tick_errors: dict[str, str] = {}  # a tick step (keys, policy, …) -> its error, while it keeps failing
         self.cache = CacheStage(config.cache)  # its store opens with the gateway (start)
         self.stages = build_stages(self.keys, config, self.engine, self.router, self.cache)
         self.key_stage = next(stage for stage in self.stages if isinstance(stage, KeyStage))  # for other routes
@@ -258,26 +259,41 @@ class Gateway:
         self.keys.reload()
 
     async def _tick_forever(self) -> None:
-        """Every ``gateway.key_refresh`` s: heal the spool, reload keys and policy, prune memory, watch health."""
+        """Every ``gateway.key_refresh`` s: heal the spool, reload keys and policy, prune memory, watch health.
+        Each step on its own: one that fails (a bug too) neither stops the others nor the next tick; while it keeps
+        failing, ``/readyz`` warns about it and the log has its traceback once (again when the error changes)."""
         while True:
             await asyncio.sleep(self.config.gateway.key_refresh)
-            try:
-                await asyncio.to_thread(self._tick_io)
-                await self.reload_policy()
-                self.engine.prune()
-                await self.compare_configs()
-            except LedgerBusy:
-                pass  # another process has the ledger; next tick
-            except (LedgerError, StateUnavailable) as exc:
-                log.warning("gateway tick: %s", exc)
-            except Exception:  # a bug must not stop the ticks: revoked keys would stay usable until a restart
-                log.exception("gateway tick failed")
-            if self.watch is not None:
-                try:
-                    await self.watch.update(await health.check(self.spool, self.spool_dir, self.state, self.writer,
-                                                               self.ledger))  # fmt: skip
-                except Exception:
-                    log.exception("gateway health check failed")
+            await self._tick_step("keys", lambda: asyncio.to_thread(self._tick_io))
+            await self._tick_step("policy", self.reload_policy)
+            await self._tick_step("prune", self._prune)
+            await self._tick_step("configs", self.compare_configs)
+            await self._tick_step("health", self._watch_health)
+
+    async def _prune(self) -> None:
+        self.engine.prune()
+
+    async def _watch_health(self) -> None:
+        if self.watch is not None:
+            await self.watch.update(await health.check(self.spool, self.spool_dir, self.state, self.writer,
+                                                       self.ledger))  # fmt: skip
+
+    async def _tick_step(self, name: str, step: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await step()
+        except LedgerBusy:
+            return  # another process has the ledger's turn: next tick
+        except Exception as exc:  # LedgerError, StateUnavailable (expected while a part is down), or a bug
+            said = f"{type(exc).__name__}: {exc}"
+            if self.tick_errors.get(name) != said:
+                if isinstance(exc, (LedgerError, StateUnavailable)):
+                    log.warning("gateway tick (%s): %s", name, exc)
+                else:
+                    log.exception("gateway tick (%s) failed", name)
+            self.tick_errors[name] = said
+            return
+        if self.tick_errors.pop(name, None) is not None:
+            log.warning("gateway tick (%s): working again", name)
 
     async def start(self) -> None:
         if self.started:
@@ -598,6 +614,7 @@ class Gateway:
         report = await health.check(self.spool, self.spool_dir, self.state, self.writer, self.ledger)
         problems = (["gateway not started"] if not self.started else []) + report.flat()
         warnings = report.warnings
+        warnings += [f"gateway tick ({step}) failing: {said}" for step, said in self.tick_errors.items()]
         if self.config_mismatch is not None:
             warnings.append(f"another gateway sharing this state runs different budgets, limits or rules in its "
                             f"config (fingerprint {self.config_mismatch}; this one {self.governance_fingerprint}): "
