@@ -264,11 +264,12 @@ class Gateway:
         failing, ``/readyz`` warns about it and the log has its traceback once (again when the error changes)."""
         while True:
             await asyncio.sleep(self.config.gateway.key_refresh)
-            await self._tick_step("keys", lambda: asyncio.to_thread(self._tick_io))
-            await self._tick_step("policy", self.reload_policy)
+            await self._tick_step("health", self._watch_health)  # first: a part that went down is alerted at once
+            failed = await self._tick_step("keys", lambda: asyncio.to_thread(self._tick_io))
+            if not isinstance(failed, LedgerError):  # an unreachable ledger: one connect timeout a tick is enough
+                await self._tick_step("policy", self.reload_policy)
             await self._tick_step("prune", self._prune)
             await self._tick_step("configs", self.compare_configs)
-            await self._tick_step("health", self._watch_health)
 
     async def _prune(self) -> None:
         self.engine.prune()
@@ -278,11 +279,12 @@ class Gateway:
             await self.watch.update(await health.check(self.spool, self.spool_dir, self.state, self.writer,
                                                        self.ledger))  # fmt: skip
 
-    async def _tick_step(self, name: str, step: Callable[[], Awaitable[Any]]) -> None:
+    async def _tick_step(self, name: str, step: Callable[[], Awaitable[Any]]) -> Exception | None:
+        """Run one step of the tick; the error it failed with, if it did."""
         try:
             await step()
-        except LedgerBusy:
-            return  # another process has the ledger's turn: next tick
+        except LedgerBusy as exc:
+            return exc  # another process has the ledger's turn: next tick
         except Exception as exc:  # LedgerError, StateUnavailable (expected while a part is down), or a bug
             said = f"{type(exc).__name__}: {exc}"
             if self.tick_errors.get(name) != said:
@@ -291,9 +293,10 @@ class Gateway:
                 else:
                     log.exception("gateway tick (%s) failed", name)
             self.tick_errors[name] = said
-            return
+            return exc
         if self.tick_errors.pop(name, None) is not None:
             log.warning("gateway tick (%s): working again", name)
+        return None
 
     async def start(self) -> None:
         if self.started:
