@@ -130,6 +130,7 @@ class LedgerWriter:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._sizes: dict[str, int] = {}
+        self._last_bug: str | None = None  # the unexpected error of the last round, if it failed with one
         self.drained = 0
         self.last_drain = 0.0
         self.mode = mode
@@ -223,9 +224,13 @@ class LedgerWriter:
             log.error("ledger writer: %s", exc)
             return
         except Exception as exc:  # a bug too: the events stay in the spool, the next round tries again
-            self.health.fail(f"{type(exc).__name__}: {exc}")
-            log.exception("ledger writer: drain failed")
+            said = f"{type(exc).__name__}: {exc}"
+            self.health.fail(said)
+            if said != self._last_bug:  # its traceback once, not every round while it repeats
+                log.exception("ledger writer: drain failed")
+            self._last_bug = said
             return
+        self._last_bug = None
         self.health.beat()
 
     def _run(self) -> None:
