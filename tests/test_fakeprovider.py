@@ -12,6 +12,7 @@ import json
 import math
 import struct
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -21,10 +22,10 @@ import httpx2
 import openai
 import orjson
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, HttpUrl
 
 from tokenops.fakeprovider import create_fake_provider
-from tokenops.fakeprovider.accounting import PrefixMemory, account_anthropic, account_openai
+from tokenops.fakeprovider.accounting import PrefixMemory, account_anthropic, account_openai, json_instance
 from tokenops.servers import BackgroundServer
 
 CLAUDE = "claude-haiku-4-5"
@@ -618,3 +619,35 @@ def test_a_forced_tool_choice_is_obeyed_in_every_format(oai: openai.OpenAI, clau
         "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["book"]}}})  # fmt: skip
     part = r.json()["candidates"][0]["content"]["parts"][0]
     assert part["functionCall"] == {"name": "book", "args": {"city": "Paris", "nights": 1, "kind": "hotel"}}
+
+
+class Node(BaseModel):
+    label: str
+    children: list[Node]
+    parent: Node | None = None
+
+
+class Shapes(BaseModel):
+    confidence: float = Field(ge=0, le=1)
+    above: float = Field(gt=1.5)
+    below: int = Field(lt=0)
+    tight: int = Field(gt=3, lt=5)
+    code: str = Field(min_length=20, max_length=24)
+    short: str = Field(max_length=2)
+    link: HttpUrl
+    ident: uuid.UUID
+    at: datetime.time
+    mail: str = Field(json_schema_extra={"format": "email"})
+    pair: tuple[int, str]
+    kinds: set[Literal["a", "b", "c"]] = Field(min_length=2)
+    none: list[int] = Field(max_length=0)
+    counts: dict[str, int]
+    tree: Node
+
+
+def test_json_instances_validate_against_the_models_they_come_from() -> None:
+    """Schemas as pydantic writes them (the openai SDK's ``parse``, LangChain): bounds, lengths, formats, tuples,
+    sets, recursion."""
+    for model in (Shapes, Node, City):
+        value = json_instance(model.model_json_schema(), bytes(range(64)))
+        model.model_validate(value)  # raises if the instance does not fit

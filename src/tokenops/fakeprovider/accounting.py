@@ -8,6 +8,7 @@ place that implements them.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,9 +117,8 @@ def make_completion(seed: bytes, model: str, cap: int | None, *, max_words: int 
     if schema is not None:  # structured output: a JSON text, one token per JSON_TOKEN characters
         text = orjson.dumps(json_instance(schema, digest)).decode()
         pieces = [text[i : i + JSON_TOKEN] for i in range(0, len(text), JSON_TOKEN)]
+        # (``max_words``, from a usage override, does not cut it: the override says the tokens, the JSON stays whole)
         count = len(pieces) if left is None else max(0, min(len(pieces), left // per_word))
-        if max_words is not None:
-            count = min(count, max_words)
         return Completion("".join(pieces[:count]), pieces[:count], count * (per_word - 1) + extra,
                           count < len(pieces), joiner="")  # fmt: skip
     natural = MIN_WORDS + digest[0] % (MAX_WORDS - MIN_WORDS + 1)
@@ -132,13 +132,17 @@ def make_completion(seed: bytes, model: str, cap: int | None, *, max_words: int 
 
 JSON_TOKEN = 4  # characters of a JSON answer per output token
 _DEPTH = 12  # a recursive schema is cut here (null)
+_DEEP = 4  # from this depth on: null where allowed, arrays empty unless they need items
 
 
 def json_instance(schema: Any, digest: bytes = b"", *, within: Any = None) -> Any:
     """A JSON value that fits ``schema`` (a JSON Schema, as OpenAI's ``json_schema`` response format, the
     Responses API's ``text.format`` and Gemini's ``responseJsonSchema`` carry it), deterministic for ``digest``;
     ``True`` (plain JSON mode) gives an object with one ``answer``. Every property is filled (strict schemas
-    require all); the first choice of an ``enum``, ``anyOf`` or ``oneOf`` that is not null; strings are words.
+    require all); the first choice of an ``enum``, ``anyOf`` or ``oneOf`` that is not null (null, where allowed,
+    once nested deep: recursive models end); numbers inside their bounds, strings of the lengths and formats
+    (date, date-time, time, email, uri, uuid) asked for, arrays of ``minItems`` (1 by default, none deep down),
+    tuples (``prefixItems``), distinct items where ``uniqueItems``. A ``pattern`` is not followed.
     ``within``: the whole schema whose ``$defs`` a part's ``$ref`` points into (default: ``schema`` itself)."""
     if schema is True:
         return {"answer": " ".join(WORDS[b & 63] for b in digest[1:9])}
@@ -149,6 +153,41 @@ def json_instance(schema: Any, digest: bytes = b"", *, within: Any = None) -> An
     def word() -> str:
         i = next(counter)
         return WORDS[digest[1 + i % 63] & 63] if len(digest) >= 64 else WORDS[i & 63]
+
+    def num(s: dict[str, Any], key: str) -> float | None:
+        v = s.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    def bounded(s: dict[str, Any], integer: bool) -> int | float:
+        step = 1 if integer else 0.5
+        lo, hi = num(s, "minimum"), num(s, "maximum")
+        if (x := num(s, "exclusiveMinimum")) is not None:
+            lo = x + step if lo is None or x >= lo else lo
+        if (x := num(s, "exclusiveMaximum")) is not None:
+            hi = x - step if hi is None or x <= hi else hi
+        if integer:
+            lo = None if lo is None else float(math.ceil(lo))
+            hi = None if hi is None else float(math.floor(hi))
+        value = 1.0 if integer else 1.5
+        if lo is not None and hi is not None:
+            value = lo if integer else (lo + hi) / 2
+        elif lo is not None:
+            value = max(lo, value)
+        elif hi is not None:
+            value = min(hi, value)
+        return int(value) if integer else value
+
+    def text(s: dict[str, Any]) -> str:
+        fmt = s.get("format")
+        value = {"date-time": "2026-01-01T00:00:00Z", "date": "2026-01-01", "time": "12:00:00",
+                 "email": "paris@example.com", "uri": "https://example.com/paris",
+                 "uuid": "6f1c2a8e-3b7d-4c1e-9a2f-5d8e7b6c4a31"}.get(str(fmt)) or word()  # fmt: skip
+        low, high = s.get("minLength"), s.get("maxLength")
+        if isinstance(low, int) and len(value) < low:
+            value = (value + " ") * (low // (len(value) + 1) + 1)
+        if isinstance(high, int) and len(value) > high:
+            value = value[:high]
+        return value
 
     def make(s: Any, depth: int) -> Any:
         if not isinstance(s, dict) or depth > _DEPTH:
@@ -163,35 +202,40 @@ def json_instance(schema: Any, digest: bytes = b"", *, within: Any = None) -> An
         for key in ("anyOf", "oneOf", "allOf"):
             options = s.get(key)
             if isinstance(options, list) and options:
-                real = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
-                return make((real or options)[0], depth + 1)
+                nulls = [o for o in options if isinstance(o, dict) and o.get("type") == "null"]
+                real = [o for o in options if o not in nulls]
+                if nulls and (depth >= _DEEP or not real):
+                    return None
+                return make(real[0], depth + 1)
         kind = s.get("type")
         if isinstance(kind, list):
+            if "null" in kind and depth >= _DEEP:
+                return None
             kind = next((k for k in kind if k != "null"), "null")
         if kind is None:
-            kind = "object" if "properties" in s else "array" if "items" in s else "string"
+            kind = "object" if "properties" in s else "array" if "items" in s or "prefixItems" in s else "string"
         kind = str(kind).lower()  # Gemini's responseSchema writes OBJECT, STRING, …
         if kind == "object":
             props = s.get("properties")
             return {name: make(sub, depth + 1) for name, sub in props.items()} if isinstance(props, dict) else {}
         if kind == "array":
-            low = s.get("minItems", 1)
-            return [make(s.get("items"), depth + 1) for _ in range(max(1, low if isinstance(low, int) else 1))]
-        if kind == "integer":
-            return max(1, s.get("minimum", 1)) if isinstance(s.get("minimum", 1), int) else 1
-        if kind == "number":
-            low = s.get("minimum", 1.5)
-            return low if isinstance(low, (int, float)) and not isinstance(low, bool) and low > 1.5 else 1.5
+            if isinstance(s.get("prefixItems"), list):
+                return [make(p, depth + 1) for p in s["prefixItems"]]
+            low, high = s.get("minItems"), s.get("maxItems")
+            count = low if isinstance(low, int) else 0 if depth >= _DEEP else 1
+            count = min(count, high) if isinstance(high, int) else count
+            items = s.get("items")
+            choices = items.get("enum") if isinstance(items, dict) else None
+            if s.get("uniqueItems") and isinstance(choices, list) and choices:
+                return choices[:count]
+            return [make(items, depth + 1) for _ in range(count)]
+        if kind in ("integer", "number"):
+            return bounded(s, kind == "integer")
         if kind == "boolean":
             return True
         if kind == "null":
             return None
-        fmt = s.get("format")
-        if fmt == "date-time":
-            return "2026-01-01T00:00:00Z"
-        if fmt == "date":
-            return "2026-01-01"
-        return word()
+        return text(s)
 
     return make(schema, 0)
 
