@@ -6,6 +6,7 @@ the last decimal against the usage the provider reported and the providers' publ
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -263,3 +264,40 @@ def test_a_cancelled_stream_counts_the_images_that_were_sent(stack: Stack) -> No
     ev = abandon_stream(stack, body, 1)
     assert ev.status == "cancelled" and ev.usage_estimated
     assert ev.usage.input_tokens >= 20 * 1000, f"{ev.usage.input_tokens} input tokens for 20 images"
+
+
+CLAUDE_CODE = Path(__file__).parent.parent / "fixtures" / "clients" / "anthropic" / "claude_code_2.1.197.jsonl"
+# claude-haiku-4-5, published per 1M tokens (https://docs.anthropic.com/en/docs/about-claude/pricing, read
+# 2026-12-03): $1 input, $0.10 cache read, $1.25 5-minute write, $2 1-hour write, $5 output
+HAIKU_45 = (Decimal("1"), Decimal("0.10"), Decimal("1.25"), Decimal("2"), Decimal("5"))
+
+
+def _claude_code() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in CLAUDE_CODE.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("request_", _claude_code(), ids=lambda r: f"{r['body']['model']}-{len(r['body']['messages'])}")
+def test_captured_claude_code_requests_work_and_are_priced(stack: Stack, request_: dict[str, Any]) -> None:
+    """Requests Claude Code 2.1.197 sent in print mode (``claude -p``), replayed as sent, headers included: its
+    beta headers and ``?beta=true``, extended thinking, context management, a ``system`` turn, 24 tools, a tool
+    round trip. Their long texts were replaced by filler of the same length (the shapes are what is tested)."""
+    headers = {**request_["headers"], "x-api-key": stack.key}
+    with httpx.stream("POST", stack.url + request_["path"], headers=headers, json=request_["body"], timeout=30) as r:
+        raw = r.read()
+        assert r.status_code == 200, raw[:300]
+        request_id = r.headers["x-tokenops-request-id"]
+    events = [json.loads(line[6:]) for line in raw.decode().splitlines() if line.startswith("data: ")]
+    assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+    usage = {**events[0]["message"]["usage"], **next(e for e in events if e["type"] == "message_delta")["usage"]}
+    ev = stack.event(request_id)
+    assert ev.status == "ok" and not ev.usage_estimated and ev.cost_usd is not None and ev.cost_usd > 0
+    assert ev.end_user == "device:" + "0" * 64  # the device, not the per-run session (docs/governance.md)
+    assert ev.usage.input_tokens == usage["input_tokens"] + usage.get("cache_read_input_tokens", 0) \
+        + usage.get("cache_creation_input_tokens", 0) and ev.usage.output_tokens == usage["output_tokens"]  # fmt: skip
+    if request_["body"]["model"] == "claude-haiku-4-5":
+        inp, read, w5, w1h, out = HAIKU_45
+        split = usage.get("cache_creation") or {}
+        expected = (usage["input_tokens"] * inp + usage.get("cache_read_input_tokens", 0) * read
+                    + split.get("ephemeral_5m_input_tokens", 0) * w5 + split.get("ephemeral_1h_input_tokens", 0) * w1h
+                    + usage["output_tokens"] * out) / M  # fmt: skip
+        assert ev.cost_usd == expected
