@@ -71,13 +71,22 @@ def test_the_running_gateway_logs_each_call_as_the_ledger_records_it(tmp_path: P
                                            extra_body={"fake": {"status": 500}})  # fmt: skip
         except openai.InternalServerError as exc:
             failed = exc.response.headers["x-tokenops-request-id"]
+        stranger = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-proj-not-a-tokenops-key",
+                                 max_retries=0)  # fmt: skip
+        try:
+            stranger.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        except openai.AuthenticationError as exc:
+            refused = exc.response.headers["x-tokenops-request-id"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         fake.stop()
     log = (tmp_path / "gw.log").read_text()
     lines = {fields(t)["request_id"]: fields(t) for t in log.splitlines() if t.startswith("ts=")}
-    assert set(lines) == {rid, failed}
+    assert set(lines) == {rid, failed, refused}
+    assert {k: lines[refused][k] for k in ("status", "outcome", "error", "route")} == {
+        "status": "401", "outcome": "refused", "error": "invalid_api_key", "route": "chat.completions"}
+    assert "key" not in lines[refused]  # the key is checked before the body is read: no model either
     ledger = open_ledger(load_config(str(cfg)).ledger, str(tmp_path))
     ev = ledger.get_event(rid)
     ledger.close()
@@ -86,7 +95,7 @@ def test_the_running_gateway_logs_each_call_as_the_ledger_records_it(tmp_path: P
     assert (got["user"], got["tags"], got["key"]) == ("Ann Lee", "team=search", ev.key_id)
     assert (int(got["in"]), int(got["out"])) == (ev.usage.input_tokens, ev.usage.output_tokens)
     assert lines[failed]["status"] == "500" and lines[failed]["outcome"] == "upstream_error"
-    assert key not in log and "secret prompt" not in log
+    assert key not in log and "secret prompt" not in log and "sk-proj" not in log
 
 
 def test_off_by_default(tmp_path: Path) -> None:

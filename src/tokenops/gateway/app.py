@@ -593,6 +593,8 @@ class Gateway:
         headers = call_headers(call, event)
         if event is None:
             headers["x-tokenops-cost-usd"] = "0.00"  # refused before any provider saw it
+            if self.config.gateway.call_log:
+                call_log.log_refused(call, err.status, err.code)
         await self._send_error(send, err, call.flavor, headers)
 
     async def _authorize(self, scope: Scope, flavor: str, send: Send) -> str | None:

@@ -5,11 +5,13 @@ platform engineer's log pipeline (Loki, CloudWatch, ``grep``)::
     model=gpt-4o-mini requested=tokenops/auto key=key_3f… user=alice tags=team=search,env=prod in=12 out=30
     cost_usd=0.00001905 cache=miss latency_ms=123.4
 
-It is written once the call is recorded (a meter listener), from the spend event itself. When the spool's disk
+It is written once the call is recorded (a meter listener), from the spend event itself. A call refused before
+a key was found (401, unrecorded: it was nobody's spend) gets a line too, ``outcome=refused`` with its error, so
+that a misconfigured client or a key being guessed shows in the log. When the spool's disk
 is failing, that is once the event is held for the disk (the client got a 503 ``spool_unavailable``, which the
-line says); it reaches the ledger when the disk recovers. No prompt, answer or key is written: the key's id, never the key (uvicorn's
-access log, off, would print a Gemini client's ``?key=`` query). Values with spaces, quotes or ``=`` are quoted.
-Calls refused before a key was found (401) are not recorded, so not logged either.
+line says); it reaches the ledger when the disk recovers. No prompt, answer or key is written: the key's id, never the key, not even a
+part of a refused one (uvicorn's access log, off, would print a Gemini client's ``?key=`` query). Values with
+spaces, quotes or ``=`` are quoted.
 """
 
 from __future__ import annotations
@@ -68,6 +70,19 @@ def line(event: SpendEvent) -> str:
         ("latency_ms", None if event.latency_ms is None else f"{event.latency_ms:.1f}"),
     ]
     return " ".join(f"{k}={_value(v)}" for k, v in fields if v is not None and v != "")
+
+
+def refused_line(call: Call, status: int, code: str) -> str:
+    """The line of a call answered with an error before it was recorded (no key: nobody's spend)."""
+    fields = [("ts", call.ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"), ("request_id", call.request_id),
+              ("status", str(status)), ("outcome", "refused"), ("error", code), ("route", call.route),
+              ("requested", call.model_requested)]  # fmt: skip
+    return " ".join(f"{k}={_value(v)}" for k, v in fields if v)
+
+
+def log_refused(call: Call, status: int, code: str) -> None:
+    if log.isEnabledFor(logging.INFO):
+        log.info(refused_line(call, status, code))
 
 
 async def log_call(call: Call, event: SpendEvent) -> None:
