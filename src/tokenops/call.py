@@ -47,6 +47,9 @@ class Call:
     routed_from: str | None = None  # the model the router was asked for, when it chose another (a task, a fallback)
     route_reason: str | None = None  # why the call is served by another model than the one asked for
     reservation: Any = None  # the policy engine's claims on budgets and rate limits, settled by the meter
+    # a call an earlier process started (a background response, a batch) and this one meters when it ends: its
+    # reservation died with that process, so its cost is charged to its budgets' counters when it is settled
+    resumed: bool = False
     output_limit: int | None = None  # an output limit the gateway sends upstream (a clamp, or a hard bound)
     recorded: SpendEvent | None = None  # the one event this call was recorded as (a call is recorded once)
     # (tokens, cost) the call's maximum as the gateway worked it out itself, for the policy engine to reserve

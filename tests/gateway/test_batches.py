@@ -13,6 +13,7 @@ Prices (batch = 50% of the standard price):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -401,5 +402,29 @@ def test_batches_are_not_paced_by_rate_limits(tmp_path: Path) -> None:
         with pytest.raises(openai.RateLimitError) as limited:  # the limit holds for calls
             oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
         assert limited.value.code == "rate_limited"
+    finally:
+        s.close()
+
+
+def test_a_batch_finished_after_a_restart_is_counted_in_its_budget(tmp_path: Path) -> None:
+    """Its reservation died with the process that admitted it, and the new process seeded its counters from a
+    ledger that did not hold it yet: the batch's cost is charged to the budget when it is metered."""
+    s = Stack(tmp_path, poll=3600, extra="budgets:\n  - {name: agents, scope: {team: agents}, amount_usd: \"10\", "
+                                         "period: month, hard: true}\n")  # fmt: skip
+    try:
+        oai = s.oai()
+        uploaded = oai.files.create(file=("in.jsonl", jsonl([chat_line("a", "One"), chat_line("b", "Two")])),
+                                    purpose="batch")  # fmt: skip
+        batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                   extra_body={"fake": {"pending": 1}})  # fmt: skip
+        oai.close()
+        s.restart()
+        oai = s.oai()
+        oai.batches.retrieve(batch.id)
+        assert oai.batches.retrieve(batch.id).status == "completed"
+        cost = sum(s.event(line_request_id(batch.id, c)).cost_usd or Decimal(0) for c in ("a", "b"))
+        assert cost > 0
+        status = asyncio.run(s.gateway.engine.status())  # the in-memory state: safe from this thread
+        assert Decimal(status[0]["spent"]) == cost and Decimal(status[0]["reserved"]) == 0
     finally:
         s.close()

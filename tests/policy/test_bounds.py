@@ -238,3 +238,56 @@ async def test_token_budgets_reserve_every_answer_too(make_gateway: Any) -> None
     used = sql_value(h.ledger, "SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM events WHERE status = 'ok'")
     one_call = len(orjson.dumps(body)) + 10 * 40
     assert used <= 1000 + one_call, f"{used} tokens on a 1000-token hard budget"
+
+
+FALLBACK_IMAGES = [{"type": "text", "text": "what is in these?"}] + [
+    {"type": "image_url", "image_url": {"url": f"https://img.example/{i}.png"}} for i in range(2)]  # fmt: skip
+
+
+async def test_a_fallback_named_by_alias_is_reserved_at_its_own_image_tokens(make_gateway: Any) -> None:
+    """gpt-4o-mini bills an image at ~33× gpt-4.1-nano's tokens; the fallback is named by an alias, whose name
+    no image table knows: the reservation must still be gpt-4o-mini's."""
+    h = await make_gateway(hard_budget("0.01") + "models:\n  - {name: mini, provider: openai, model: gpt-4o-mini}\n"
+                           "routing:\n  backoff: 0\n  fallbacks: {gpt-4.1-nano: [mini]}\n", key_tags={"team": "t"})
+    body = {"model": "gpt-4.1-nano", "max_tokens": 10, "messages": [{"role": "user", "content": FALLBACK_IMAGES}],
+            "fake": {"status": 503, "status_models": "gpt-4.1-nano", "usage": {"input": 96_348, "output": 10}}}
+    rs = await burst(h, body, 20)
+    assert {r.status_code for r in rs} <= {200, 429} and any(r.status_code == 200 for r in rs)
+    one_call = max_cost(price(h, "gpt-4o-mini"), 96_348, 10)
+    total = spent(h)
+    assert total <= Decimal("0.01") + one_call, f"spent {total} on a $0.01 hard budget"
+
+
+async def test_a_token_budget_reserves_for_the_fallback_too(make_gateway: Any) -> None:
+    h = await make_gateway("budgets:\n  - {name: tok, scope: {team: t}, amount_tokens: 20000, period: month, "
+                           "hard: true}\nrouting:\n  backoff: 0\n  fallbacks: {gpt-4o: [gpt-4o-mini]}\n",
+                           key_tags={"team": "t"})  # fmt: skip
+    body = {"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": FALLBACK_IMAGES}],
+            "fake": {"status": 503, "status_models": "gpt-4o", "usage": {"input": 96_348, "output": 10}}}
+    rs = await burst(h, body, 20)
+    assert any(r.status_code == 200 for r in rs)
+    h.flush()
+    tokens = int(sql_value(h.ledger, "SELECT coalesce(sum(input_tokens + output_tokens), 0) FROM events "
+                                     "WHERE team = 't'"))  # fmt: skip
+    assert tokens <= 20_000 + 96_358, f"{tokens} tokens on a 20,000-token hard budget"
+
+
+async def test_a_call_that_outlives_its_reservation_is_still_counted(make_gateway: Any) -> None:
+    """The state lets a reservation lapse after state_options.reservation_ttl (its process may have died): a call
+    still running then (a long stream or background response) is counted when it ends, not lost."""
+    h = await make_gateway(hard_budget("0.01") + "state_options: {reservation_ttl: 1}\n", key_tags={"team": "t"})
+    body = {"model": "gpt-4o", "max_tokens": 400, "messages": [{"role": "user", "content": "slow"}],
+            "fake": {"delay_ms": 1500, "usage": {"input": 10, "output": 400}}}  # ~$0.004 each, past the ttl
+    quick = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "quick"}]}
+
+    async def later() -> None:  # a reservation made after the ttl: the state lets the slow calls' lapse
+        await asyncio.sleep(1.2)
+        await h.client.post(CHAT, json=quick, headers=h.auth())
+
+    for _ in range(4):
+        await asyncio.gather(burst(h, body, 2), later())
+    total = spent(h)
+    one_call = max_cost(price(h, "gpt-4o"), 10, 400)
+    assert total <= Decimal("0.01") + one_call, f"spent {total} on a $0.01 hard budget"
+    (status,) = await h.gateway.engine.status()
+    assert Decimal(status["spent"]) == total  # the counter holds every call the ledger holds

@@ -75,7 +75,7 @@ def _load(data: dict[str, Any]) -> tuple[Call, str]:
         upstream_model=data["upstream_model"], price_providers=tuple(data.get("price_providers") or ()),
         approval_id=data.get("approval_id"), downgraded_from=data.get("downgraded_from"),
         shape=InputShape(**data.get("shape") or {}), client_model=data.get("client_model"),
-        route_reason=data.get("route_reason"),
+        route_reason=data.get("route_reason"), resumed=True,
     )  # fmt: skip
     return call, data["response_id"]
 

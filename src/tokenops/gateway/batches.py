@@ -353,6 +353,7 @@ class BatchBook(Periodic):
         )
         return dataclasses.replace(base, request_id=line_request_id(batch.batch_id, custom_id, n), tags=tags,
                                    model_requested=model, upstream_model=upstream, reservation=None, recorded=None,
+                                   resumed=False,  # the batch's summary settles (or charges) the budgets, once
                                    shape=line.shape if line else InputShape(), started=time.perf_counter(),
                                    downgraded_from=None)  # fmt: skip
 

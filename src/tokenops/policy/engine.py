@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ from tokenops.scopes import ScopeIndex
 
 log = logging.getLogger("tokenops.policy")
 RESERVATION_TTL = 3600.0  # seconds after which a reservation that was never settled (its process died) lapses
+LAPSE_MARGIN = 60.0  # seconds before its ttl from which a call's reservation is taken as lapsed (clocks differ)
 Seed = Callable[[BudgetConfig, Window], Awaitable[Decimal]]  # a budget's spend so far this period, from the ledger
 
 
@@ -68,6 +70,7 @@ class Held:
     rate_claims: list[RateClaim] = field(default_factory=list)
     grants: list[str] = field(default_factory=list)  # approval grants with a spend cap this call reserved on
     settled: bool = False
+    at: float = field(default_factory=time.monotonic)  # when it was reserved: the state lets it lapse after its ttl
 
 
 class PolicyEngine:
@@ -177,9 +180,14 @@ class PolicyEngine:
                 out = requested_output(call) or out
                 cost = max_cost(row, bound, output_bound(call, out))
             tokens = bound + output_bound(call, out)
-            # the call may end on one of its fallbacks: reserve for the dearest model it may be priced at
+            # the call may end on one of its fallbacks: reserve for the dearest model it may be priced at, and for
+            # the most tokens it may count (a model's image tokens differ), each under its upstream name (an alias
+            # or provider/ prefix names no image table)
             for name, fallback in zip(call.fallbacks, call.fallback_rows, strict=True):
-                other = max_cost(fallback, input_bound(call, name, fallback), output_bound(call, out))
+                upstream = self.resolve(call, name) or name
+                other_bound = input_bound(call, upstream, fallback)
+                tokens = max(tokens, other_bound + output_bound(call, out))
+                other = max_cost(fallback, other_bound, output_bound(call, out))
                 if other is not None and (cost is None or other > cost):
                     cost = other
 
@@ -232,6 +240,10 @@ class PolicyEngine:
     # --- settle (the meter's hook) ---------------------------------------------------------------
     async def settle(self, call: Call, event: SpendEvent) -> None:
         held: Held | None = call.reservation
+        if held is None and call.resumed:
+            call.resumed = False  # charged once
+            await self._charge_resumed(call, event)
+            return
         if held is None or held.settled:
             return
         held.settled = True
@@ -243,7 +255,14 @@ class PolicyEngine:
         for grant in held.grants:
             actual[grant_counter(grant)] = cost
         try:
-            await self.state.settle(held.id, actual)
+            if time.monotonic() - held.at >= self.reservation_ttl - min(LAPSE_MARGIN, self.reservation_ttl / 10):
+                # a call that outlived its reservation (a long background response or stream): the state let it
+                # lapse, or is about to, and a settle would find nothing to replace. Release what may be left of
+                # it, and add the cost on a claim without a limit: counted once either way.
+                await self.state.settle(held.id, {})
+                await self._charge(held.id + ":late", actual)
+            else:
+                await self.state.settle(held.id, actual)
             await self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
         except StateUnavailable as exc:  # the state retries it, or the reservation lapses: nothing to undo here
             log.warning("call %s: not settled in the shared state yet: %s", call.request_id, exc)
@@ -255,6 +274,39 @@ class PolicyEngine:
                     await self.alerts.after_settle(b, w, counter, self.clock())
                 except StateUnavailable as exc:
                     log.warning("budget %s: alerts not checked: %s", b.name, exc)
+
+    async def _charge_resumed(self, call: Call, event: SpendEvent) -> None:
+        """Add a resumed call's cost to the counters of the budgets it falls in (in the windows of its start). Its
+        reservation died with the process that admitted it, and the counters this process seeded from the ledger
+        could not hold it: without this, a background response or batch finishing after a restart would be spent
+        outside every budget. A claim without a limit, settled at once: nothing is refused, it is too late."""
+        if not self.budgets:
+            return
+        key_id = call.key.id if call.key else None
+        found: dict[int, BudgetConfig] = {}
+        for name in self._names(call):
+            found.update((id(b), b) for b in self._budget_index.find(call.tags, key_id, call.end_user, name))
+        budgets = [(b, self.window(b, call.ts)) for b in found.values()]
+        if not budgets:
+            return
+        tokens = event.usage.input_tokens + event.usage.output_tokens
+        cost = event.cost_usd if event.cost_usd is not None else ZERO
+        actual = {counter_key(b, w): cost if b.unit == "usd" else Decimal(tokens) for b, w in budgets}
+        try:
+            await self._charge(f"resumed:{call.request_id}", actual, budgets)
+        except StateUnavailable as exc:
+            log.warning("call %s: its cost was not added to its budgets' counters: %s", call.request_id, exc)
+
+    async def _charge(self, charge_id: str, actual: dict[CounterKey, Decimal],
+                      budgets: list[tuple[BudgetConfig, Window]] | None = None) -> None:  # fmt: skip
+        """Add ``actual`` to its counters' spend, refusing nothing (a claim without a limit, settled at once)."""
+        claims = [Claim(key, ZERO, None) for key in actual]
+        try:
+            await self.state.reserve(charge_id, claims, self.reservation_ttl, require_seeded=True)
+        except CountersMissing as missing:
+            await self._seed_missing(missing.keys, budgets or [])
+            await self.state.reserve(charge_id, claims, self.reservation_ttl)
+        await self.state.settle(charge_id, actual)
 
     def _cheaper(self, call: Call, target: str) -> bool:
         """Downgrade only to a model that really costs less for this call (never "down" to a dearer one, and not
