@@ -9,6 +9,7 @@ as output).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -333,3 +334,34 @@ def test_n_answers_stream_interleaved_and_are_all_billed(stack: Stack, oai: open
     ev = stack.event(request_id)
     assert ev.usage.output_tokens == usage.completion_tokens
     assert ev.cost_usd == mini_cost(ev.usage.input_tokens, ev.usage.cache_read_tokens, ev.usage.output_tokens)
+
+
+async def test_a_response_being_metered_is_still_found_by_a_retrieve(make_gateway: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """While its event is being written (the spool's fsync), a finished background response is still the key's:
+    a retrieve at that moment used to get 404 "no response … was created through this gateway"."""
+    h = await make_gateway("gateway: {writer: thread, writer_interval: 0.2, background_poll: 3600}\n")
+    created = await h.client.post("/v1/responses", headers=h.auth(),
+                                  json={"model": "gpt-4o-mini", "input": "later", "background": True})  # fmt: skip
+    response_id = created.json()["id"]
+    bg, meter = h.gateway.background, h.gateway.meter
+    assert bg is not None and meter is not None
+    release, entered = asyncio.Event(), asyncio.Event()
+    real = meter.record
+
+    async def slow_record(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(meter, "record", slow_record)
+    metering = asyncio.create_task(bg.check(response_id))
+    await asyncio.wait_for(entered.wait(), 5)
+    assert bg.owner(response_id) is not None
+    got = await h.client.get(f"/v1/responses/{response_id}", headers=h.auth())
+    assert got.status_code == 200, got.text
+    release.set()
+    await metering
+    assert bg.owner(response_id) is None
+    ev = h.event(created.headers["x-tokenops-request-id"])
+    assert ev.status == "ok" and ev.cost_usd

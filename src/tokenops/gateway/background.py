@@ -104,6 +104,7 @@ class BackgroundResponses(Periodic):
         self.meter = meter
         self.interval = interval
         self.pending: dict[str, Pending] = {}  # response id -> the call that created it
+        self._metering: set[str] = set()  # responses being metered now (still pending until recorded)
 
     # --- lifecycle ------------------------------------------------------------------------------
     def load(self) -> int:
@@ -178,9 +179,18 @@ class BackgroundResponses(Periodic):
         status = str(payload.get("status")) if isinstance(payload, dict) else None
         if not lost and status not in TERMINAL:
             return None
-        p = self.pending.pop(response_id, None)  # before any await: only one caller meters it
-        if p is None:
+        p = self.pending.get(response_id)
+        if p is None or response_id in self._metering:  # checked and marked before any await: one caller meters it
             return None
+        self._metering.add(response_id)
+        try:  # it stays pending (its owner known to a retrieve) until its event is recorded
+            return await self._meter(p, response_id, payload, status, lost)
+        finally:
+            self._metering.discard(response_id)
+            self.pending.pop(response_id, None)
+
+    async def _meter(self, p: Pending, response_id: str, payload: Any, status: str | None,
+                     lost: bool) -> SpendEvent | None:  # fmt: skip
         call, adapter = p.call, self.adapters[p.call.provider_name]
         problem: str | None = None
         try:
