@@ -275,7 +275,8 @@ async def test_a_token_budget_reserves_for_the_fallback_too(make_gateway: Any) -
 async def test_a_call_that_outlives_its_reservation_is_still_counted(make_gateway: Any) -> None:
     """The state lets a reservation lapse after state_options.reservation_ttl (its process may have died): a call
     still running then (a long stream or background response) is counted when it ends, not lost."""
-    h = await make_gateway(hard_budget("0.01") + "state_options: {reservation_ttl: 1}\n", key_tags={"team": "t"})
+    h = await make_gateway(hard_budget("0.01"), key_tags={"team": "t"})
+    h.gateway.engine.reservation_ttl = 1.0  # state_options.reservation_ttl (the stack's own state_options stay)
     body = {"model": "gpt-4o", "max_tokens": 400, "messages": [{"role": "user", "content": "slow"}],
             "fake": {"delay_ms": 1500, "usage": {"input": 10, "output": 400}}}  # ~$0.004 each, past the ttl
     quick = {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "quick"}]}
