@@ -307,15 +307,21 @@ def test_batch_over_a_hard_budget_is_refused_before_the_provider(tmp_path: Path)
         s.close()
 
 
+def pending_batch(s: Stack) -> Any:
+    """A two-line chat batch the fake provider keeps in progress for one retrieval (a client closed after it)."""
+    oai = s.oai()
+    uploaded = oai.files.create(file=("in.jsonl", jsonl([chat_line("a", "One"), chat_line("b", "Two")])),
+                                purpose="batch")  # fmt: skip
+    batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                               extra_body={"fake": {"pending": 1}})  # fmt: skip
+    oai.close()
+    return batch
+
+
 def test_pending_batch_survives_a_restart_and_is_metered_once(tmp_path: Path) -> None:
     s = Stack(tmp_path, poll=3600)  # no poll: only the restarted gateway's own checks meter it
     try:
-        oai = s.oai()
-        uploaded = oai.files.create(file=("in.jsonl", jsonl([chat_line("a", "One"), chat_line("b", "Two")])),
-                                    purpose="batch")  # fmt: skip
-        batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                   extra_body={"fake": {"pending": 1}})  # fmt: skip
-        oai.close()
+        batch = pending_batch(s)
         s.restart()  # the batch file is all the new gateway knows of it
         assert s.gateway.batches is not None and not s.gateway.batches.batches[batch.id].metered
         oai = s.oai()
@@ -412,12 +418,7 @@ def test_a_batch_finished_after_a_restart_is_counted_in_its_budget(tmp_path: Pat
     s = Stack(tmp_path, poll=3600, extra="budgets:\n  - {name: agents, scope: {team: agents}, amount_usd: \"10\", "
                                          "period: month, hard: true}\n")  # fmt: skip
     try:
-        oai = s.oai()
-        uploaded = oai.files.create(file=("in.jsonl", jsonl([chat_line("a", "One"), chat_line("b", "Two")])),
-                                    purpose="batch")  # fmt: skip
-        batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
-                                   extra_body={"fake": {"pending": 1}})  # fmt: skip
-        oai.close()
+        batch = pending_batch(s)
         s.restart()
         oai = s.oai()
         oai.batches.retrieve(batch.id)

@@ -134,10 +134,7 @@ class PolicyEngine:
         now = call.ts
         rules = self._rules_for(call, key_id)
         self._model_rules(call, rules)
-        found: dict[int, BudgetConfig] = {}
-        for name in self._names(call):
-            found.update((id(b), b) for b in self._budget_index.find(call.tags, key_id, call.end_user, name))
-        budgets = [(b, self.window(b, now)) for b in found.values()]
+        budgets = self._budgets_for(call, key_id, now)
         blocking, approval_budgets, downgrade = await self._actions(budgets)
         if blocking is not None:
             await self._blocked(call, blocking, budgets)
@@ -260,7 +257,7 @@ class PolicyEngine:
                 # lapse, or is about to, and a settle would find nothing to replace. Release what may be left of
                 # it, and add the cost on a claim without a limit: counted once either way.
                 await self.state.settle(held.id, {})
-                await self._charge(held.id + ":late", actual)
+                await self._charge(held.id + ":late", actual, held.budgets)
             else:
                 await self.state.settle(held.id, actual)
             await self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
@@ -280,13 +277,7 @@ class PolicyEngine:
         reservation died with the process that admitted it, and the counters this process seeded from the ledger
         could not hold it: without this, a background response or batch finishing after a restart would be spent
         outside every budget. A claim without a limit, settled at once: nothing is refused, it is too late."""
-        if not self.budgets:
-            return
-        key_id = call.key.id if call.key else None
-        found: dict[int, BudgetConfig] = {}
-        for name in self._names(call):
-            found.update((id(b), b) for b in self._budget_index.find(call.tags, key_id, call.end_user, name))
-        budgets = [(b, self.window(b, call.ts)) for b in found.values()]
+        budgets = self._budgets_for(call, call.key.id if call.key else None, call.ts)
         if not budgets:
             return
         tokens = event.usage.input_tokens + event.usage.output_tokens
@@ -296,6 +287,13 @@ class PolicyEngine:
             await self._charge(f"resumed:{call.request_id}", actual, budgets)
         except StateUnavailable as exc:
             log.warning("call %s: its cost was not added to its budgets' counters: %s", call.request_id, exc)
+
+    def _budgets_for(self, call: Call, key_id: str | None, at: datetime) -> list[tuple[BudgetConfig, Window]]:
+        """The budgets ``call`` falls in (under its model's names), each with its window at ``at``."""
+        found: dict[int, BudgetConfig] = {}
+        for name in self._names(call):
+            found.update((id(b), b) for b in self._budget_index.find(call.tags, key_id, call.end_user, name))
+        return [(b, self.window(b, at)) for b in found.values()]
 
     async def _charge(self, charge_id: str, actual: dict[CounterKey, Decimal],
                       budgets: list[tuple[BudgetConfig, Window]] | None = None) -> None:  # fmt: skip
