@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -66,7 +68,21 @@ async def make_gateway(tmp_path: Path, fake_app: Any) -> AsyncIterator[Callable[
     yield make
     for gw, client in made:
         await client.aclose()
-        await gw.close()  # a no-op for a gateway the test closed itself
+        await closed_within(gw, 60)  # a no-op for a gateway the test closed itself
+
+
+async def closed_within(gw: Gateway, seconds: float) -> None:
+    """Close ``gw``; if that hangs, fail with every task's stack (pytest-timeout shows only the threads')."""
+    closing = asyncio.ensure_future(gw.close())
+    done, _ = await asyncio.wait({closing}, timeout=seconds)
+    if not done:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            print(f"--- {task!r}", file=stacks)
+            task.print_stack(file=stacks)
+        closing.cancel()
+        pytest.fail(f"the gateway did not close within {seconds:g} s; its tasks:\n{stacks.getvalue()}")
+    closing.result()
 
 
 @pytest.fixture

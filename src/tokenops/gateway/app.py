@@ -347,7 +347,7 @@ class Gateway:
             mode=self.config.gateway.writer,
         )
         self.writer.start()
-        self._ticker = asyncio.create_task(self._tick_forever())
+        self._ticker = asyncio.create_task(self._tick_forever(), name="tokenops-tick")
         self.started = True
 
     async def close(self) -> None:

@@ -13,7 +13,8 @@ Header text crosses this module in both directions, and only here:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import io
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,6 +24,7 @@ import orjson
 
 from tokenops.errors import GatewayError
 
+log = logging.getLogger("tokenops.gateway")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -97,13 +99,31 @@ async def send_json(send: Send, status: int, payload: Any, headers: Mapping[str,
     await send_bytes(send, status, orjson.dumps(payload), headers or {})
 
 
-async def stop_task(task: asyncio.Task[Any]) -> None:
-    """Cancel a background task and wait for it; one started in another event loop (a test that starts the
-    gateway, then serves it with uvicorn) is cancelled in its own loop, without waiting."""
-    if task.get_loop() is asyncio.get_running_loop():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    else:
-        task.get_loop().call_soon_threadsafe(task.cancel)
+STOP_GRACE = 10.0  # seconds a background task gets to stop before the gateway closes without it
 
+
+async def stop_task(task: asyncio.Task[Any], grace: float = STOP_GRACE) -> None:
+    """Cancel a background task and wait for it; one started in another event loop (a test that starts the
+    gateway, then serves it with uvicorn) is cancelled in its own loop, without waiting.
+
+    A cancellation swallowed on the way (a library that catches it, or one that lands as the task's own timeout
+    fires) is sent again each second; a task still running after ``grace`` seconds is logged with its stack and
+    left behind, so that closing the gateway never hangs. An error the task ended with is logged, not raised:
+    the rest of the shutdown (the spool, the writer's last drain) still runs."""
+    loop = asyncio.get_running_loop()
+    if task.get_loop() is not loop:
+        task.get_loop().call_soon_threadsafe(task.cancel)
+        return
+    deadline = loop.time() + grace
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            stack = io.StringIO()
+            task.print_stack(file=stack)
+            log.error("background task %s did not stop within %g s; closing without it. %s",
+                      task.get_name(), grace, stack.getvalue())  # fmt: skip
+            return
+        task.cancel()
+        await asyncio.wait({task}, timeout=min(1.0, left))
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("background task %s had failed: %s", task.get_name(), exc, exc_info=exc)

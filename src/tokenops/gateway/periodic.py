@@ -20,7 +20,7 @@ class Periodic:
         raise NotImplementedError
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._task = asyncio.create_task(self._run(), name=f"tokenops-{type(self).__name__}")
 
     async def close(self) -> None:
         if self._task is not None:
