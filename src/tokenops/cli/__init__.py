@@ -16,6 +16,7 @@ from tokenops.cli import (
     budgets,
     demo,
     evaluate,
+    export,
     forecast,
     imports,
     keys,
@@ -43,6 +44,7 @@ app.add_typer(approvals.app, name="approvals")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(evaluate.app, name="evaluate")
 app.add_typer(imports.app, name="import")
+app.add_typer(export.app, name="export")
 app.add_typer(anomalies.app, name="anomalies")
 app.add_typer(forecast.app, name="forecast")
 app.add_typer(planning.plan_app, name="plan")

@@ -40,7 +40,14 @@ from tokenops.ledger.business_metrics import MetricRow, MetricsWritten
 from tokenops.ledger.events import SpendEvent, canonical
 from tokenops.ledger.records import AlertKey, Approval, ApprovalStatus
 from tokenops.ledger.reports import ActivityRow, Dimension, ReportQuery, SpendReport, UnpricedModel
-from tokenops.pricing.model import EXTRA_PRICE_FIELDS, PRICE_FIELDS, PriceRow, format_hours, parse_hours
+from tokenops.pricing.model import (
+    EXTRA_PRICE_FIELDS,
+    PRICE_FIELDS,
+    LongContextTier,
+    PriceRow,
+    format_hours,
+    parse_hours,
+)
 from tokenops.scopes import Scope
 from tokenops.tags import STANDARD_TAGS
 
@@ -109,6 +116,9 @@ class Ledger(Protocol):
     def usage_rows(self, since: datetime | None, until: datetime | None) -> list[tuple[Any, ...]]: ...
     # calls served by another model than the one asked for (route_reason) or from the response cache, oldest first
     def routed_events(self, since: datetime | None, until: datetime | None) -> list[SpendEvent]: ...
+    # the billed calls of a window summed into FOCUS charges (see FocusGroup), by bucket start, provider and model
+    def focus_groups(self, since: datetime | None, until: datetime | None, bucket_seconds: int,
+                     thresholds: Sequence[int]) -> list[FocusGroup]: ...  # fmt: skip
     def spend_report(self, query: ReportQuery) -> SpendReport: ...
     def activity(self, q: ReportQuery, bucket_seconds: int) -> list[ActivityRow]: ...
     def unpriced_models(self) -> list[UnpricedModel]: ...
@@ -244,6 +254,81 @@ def event_values(e: SpendEvent, recorded_at: datetime) -> dict[str, Any]:
         e.request_hash, e.max_output,
     )  # fmt: skip
     return dict(zip(EVENT_COLUMNS, values, strict=True))
+
+
+# --- FOCUS export (tokenops.services.focus) ----------------------------------------------------------------
+# The calls a provider bills: answered from the cache they cost nothing; a call that consumed nothing and cost
+# nothing (refused, or failed before the provider counted a token) is no charge either.
+FOCUS_FILTER = "coalesce(cache, '') <> 'hit' AND (input_tokens > 0 OR output_tokens > 0 OR cost_usd <> 0)"
+FOCUS_BUCKETS = (3600, 86400)
+
+
+@dataclass(frozen=True, slots=True)
+class FocusGroup:
+    """Calls of one bucket, provider, model, key, tag set and price row, summed; ``tier``: how many of the export's
+    long-context thresholds their prompts passed (the same for every call of the group, so one set of a row's
+    prices applies to all of them); ``unpriced``: calls without a price (``cost_usd`` None)."""
+
+    bucket: datetime
+    provider: str
+    model: str
+    key_id: str | None
+    tags: dict[str, str]
+    price_row_id: str | None
+    unpriced: bool
+    tier: int
+    calls: int
+    min_input_tokens: int
+    usage: dict[str, int]  # USAGE_COLUMNS -> the sum
+    cost_usd: Decimal | None
+    estimated: bool  # some of the calls' usage is the gateway's estimate
+
+
+def focus_sql(where: str, epoch: str, bucket_seconds: int, thresholds: Sequence[int]) -> str:
+    """The FOCUS charges query: ``epoch`` is the backend's seconds-since-1970 of ``ts``."""
+    if bucket_seconds not in FOCUS_BUCKETS:
+        raise ValueError(f"a FOCUS charge period is an hour or a day, not {bucket_seconds} s")
+    tier = " + ".join(f"(CASE WHEN input_tokens > {int(t)} THEN 1 ELSE 0 END)" for t in sorted(set(thresholds)))
+    sums = ", ".join(f"sum({c})" for c in USAGE_COLUMNS)
+    return (f"SELECT CAST(floor({epoch} / {bucket_seconds}) AS BIGINT) * {bucket_seconds} AS b, provider, "
+            f"model_used, key_id, tags, price_row_id, cost_usd IS NULL AS unpriced, {tier or '0'} AS tier, count(*), "
+            f"min(input_tokens), {sums}, sum(cost_usd), bool_or(usage_estimated) FROM events "
+            f"WHERE {where} AND {FOCUS_FILTER} GROUP BY b, provider, model_used, key_id, tags, price_row_id, unpriced, "
+            "tier ORDER BY b, provider, model_used, key_id, price_row_id")  # fmt: skip
+
+
+def focus_group(r: Sequence[Any]) -> FocusGroup:
+    n = len(USAGE_COLUMNS)
+    tags = r[4]
+    tags = dict(orjson.loads(tags) if isinstance(tags, str | bytes) else tags or {})
+    return FocusGroup(
+        bucket=datetime.fromtimestamp(int(r[0]), UTC), provider=r[1] or "", model=r[2] or "", key_id=r[3],
+        tags=tags, price_row_id=r[5], unpriced=bool(r[6]), tier=int(r[7]), calls=int(r[8]),
+        min_input_tokens=int(r[9]), usage={c: int(v or 0) for c, v in zip(USAGE_COLUMNS, r[10:10 + n], strict=True)},
+        cost_usd=None if r[10 + n] is None else Decimal(r[10 + n]), estimated=bool(r[11 + n]),
+    )  # fmt: skip
+
+
+def price_row_from(r: Mapping[str, Any]) -> PriceRow:
+    """A ``price_rows`` row (as :meth:`Ledger.export_rows` gives it) as the :class:`PriceRow` it recorded: the
+    inverse of :func:`price_row_values`; its id is the one recorded."""
+    prices = orjson.loads(r["prices"]) if isinstance(r["prices"], str | bytes) else r["prices"]
+
+    def dec(value: Any) -> Decimal | None:
+        return None if value is None else Decimal(str(value))
+
+    tiers = tuple(LongContextTier(above_input_tokens=int(t["above_input_tokens"]),
+                                  **{n: dec(t.get(n)) for n in PRICE_FIELDS})
+                  for t in prices.get("tiers") or ())  # fmt: skip
+    start = aware(r["effective_from"])
+    assert start is not None
+    rates: dict[str, Any] = {n: dec(prices.get(n)) for n in PRICE_FIELDS}
+    rates.update({n: dec(r.get(n)) for n in EXTRA_PRICE_FIELDS})
+    return PriceRow(
+        provider=r["provider"], model=r["model"], effective_from=start, effective_to=aware(r["effective_to"]),
+        source=r["source"], per_request=dec(prices.get("per_request")), tiers=tiers, variant=r.get("variant") or "",
+        hours=parse_hours(r.get("hours")), id=r["id"], **rates,
+    )  # fmt: skip
 
 
 def window_filter(first: str, since: datetime | None, until: datetime | None, mark: str,

@@ -41,11 +41,14 @@ from tokenops.ledger.base import (
     USAGE_COLUMNS,
     USAGE_ROW_COLUMNS,
     EventLine,
+    FocusGroup,
     PriceRows,
     Totals,
     anomaly_rows,
     aware,
     drain_spool,
+    focus_group,
+    focus_sql,
     keyset,
     naive_utc,
     parse_ts,
@@ -422,6 +425,13 @@ class DuckDBLedger:
         with self.connect() as conn:
             rows = conn.execute(f"SELECT {_COLS} FROM events WHERE {where} ORDER BY ts", params).fetchall()
         return [row_event(r) for r in rows]
+
+    def focus_groups(self, since: datetime | None, until: datetime | None, bucket_seconds: int,
+                     thresholds: Sequence[int]) -> list[FocusGroup]:  # fmt: skip
+        where, params = window_filter("TRUE", since, until, "?")
+        with self.connect() as conn:
+            rows = conn.execute(focus_sql(where, "epoch(ts)", bucket_seconds, thresholds), params).fetchall()
+        return [focus_group(r) for r in rows]
 
     def count_events(self) -> int:
         return int(self._one("SELECT count(*) FROM events"))

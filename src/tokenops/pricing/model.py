@@ -29,7 +29,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from tokenops import money
 from tokenops.usage import Usage
@@ -226,9 +226,78 @@ class Cost:
     tool_fee_unpriced: bool = False  # searches happened and the row has no price for them: not in the total
 
 
-def price_usage(usage: Usage, row: PriceRow) -> Cost:
-    """Price a call's usage with one row. Exact: every term is computed unrounded, the total is rounded once."""
-    p = row.prices_for(usage)
+class Counts(Protocol):
+    """What :func:`price_lines` reads: a :class:`~tokenops.usage.Usage`, or the sums of many calls' usage."""
+
+    @property
+    def input_tokens(self) -> int: ...
+
+    @property
+    def cache_read_tokens(self) -> int: ...
+
+    @property
+    def cache_write_5m_tokens(self) -> int: ...
+
+    @property
+    def cache_write_1h_tokens(self) -> int: ...
+
+    @property
+    def output_tokens(self) -> int: ...
+
+    @property
+    def reasoning_tokens(self) -> int: ...
+
+    @property
+    def input_audio_tokens(self) -> int: ...
+
+    @property
+    def output_audio_tokens(self) -> int: ...
+
+    @property
+    def input_image_tokens(self) -> int: ...
+
+    @property
+    def output_image_tokens(self) -> int: ...
+
+    @property
+    def web_searches(self) -> int: ...
+
+    @property
+    def file_searches(self) -> int: ...
+
+    @property
+    def code_containers(self) -> int: ...
+
+
+# What each kind of line is part of in a :class:`Cost`, and how its quantity is counted and priced.
+LINE_KINDS: dict[str, tuple[str, str]] = {  # kind -> (Cost field, unit: tokens per million, calls per thousand, calls)
+    "input": ("input", "tokens"), "input_audio": ("input", "tokens"), "input_image": ("input", "tokens"),
+    "cache_read": ("cache_read", "tokens"), "cache_write_5m": ("cache_write", "tokens"),
+    "cache_write_1h": ("cache_write", "tokens"), "output": ("output", "tokens"), "output_audio": ("output", "tokens"),
+    "output_image": ("output", "tokens"), "reasoning": ("output", "tokens"), "web_search": ("tools", "searches"),
+    "file_search": ("tools", "searches"), "request": ("request", "requests"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class PriceLine:
+    """One kind of what a call (or a sum of calls) is billed for: ``quantity`` tokens at ``price`` per million,
+    searches at ``price`` per thousand, or requests at ``price`` each; ``cost`` is exact (not rounded)."""
+
+    kind: str  # a key of LINE_KINDS
+    quantity: int
+    price: Decimal
+    cost: Decimal
+
+
+def price_lines(usage: Counts, row: PriceRow, *, prices: dict[str, Decimal | None] | None = None,
+                calls: int = 1) -> tuple[list[PriceLine], bool]:  # fmt: skip
+    """What ``usage`` is billed for under ``row``, line by line, and whether a server-side tool fee went unpriced
+    (the row has no price for searches that happened, or a code-interpreter container ran: not in any line).
+    ``prices``: the row's per-MTok prices to use (by default those of its long-context tier for this usage, so a
+    sum of calls must pass the tier its calls were in); ``calls``: how many calls ``usage`` sums (each pays the
+    row's per-request fee). Lines with nothing to bill are left out. :func:`price_usage` is their sum."""
+    p = prices if prices is not None else row.prices_at(usage.input_tokens)
     input_price = p["input_per_mtok"] or money.ZERO
     cache_read_price = p["cache_read_per_mtok"] if p["cache_read_per_mtok"] is not None else input_price
     w5 = p["cache_write_5m_per_mtok"] if p["cache_write_5m_per_mtok"] is not None else input_price
@@ -237,47 +306,59 @@ def price_usage(usage: Usage, row: PriceRow) -> Cost:
     output_price = p["output_per_mtok"] or money.ZERO
     reasoning_price = p["reasoning_per_mtok"] if p["reasoning_per_mtok"] is not None else output_price
 
+    uncached = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_5m_tokens - usage.cache_write_1h_tokens
     # audio tokens are parts of input and output: at the audio rates when the row has them, else the text rates
-    audio_in = min(usage.input_audio_tokens, usage.uncached_input_tokens)  # cached audio: at the cache-read rate
+    audio_in = min(usage.input_audio_tokens, uncached)  # cached audio: at the cache-read rate
     audio_out = min(usage.output_audio_tokens, usage.output_tokens - usage.reasoning_tokens)
-    audio_in_price = row.input_audio_per_mtok if row.input_audio_per_mtok is not None else input_price
-    audio_out_price = row.output_audio_per_mtok if row.output_audio_per_mtok is not None else output_price
     # image tokens likewise (what the audio left of the uncached input and plain output, should both be reported)
-    image_in = min(usage.input_image_tokens, usage.uncached_input_tokens - audio_in)
+    image_in = min(usage.input_image_tokens, uncached - audio_in)
     image_out = min(usage.output_image_tokens, usage.output_tokens - usage.reasoning_tokens - audio_out)
-    image_in_price = row.input_image_per_mtok if row.input_image_per_mtok is not None else input_price
-    image_out_price = row.output_image_per_mtok if row.output_image_per_mtok is not None else output_price
+    lines: list[PriceLine] = []
 
-    c_input = money.add(money.per_mtok(input_price, usage.uncached_input_tokens - audio_in - image_in),
-                        money.per_mtok(audio_in_price, audio_in), money.per_mtok(image_in_price, image_in))  # fmt: skip
-    c_read = money.per_mtok(cache_read_price, usage.cache_read_tokens)
-    c_write = money.add(
-        money.per_mtok(w5, usage.cache_write_5m_tokens), money.per_mtok(w1h, usage.cache_write_1h_tokens)
-    )
-    c_output = money.add(
-        money.per_mtok(output_price, usage.output_tokens - usage.reasoning_tokens - audio_out - image_out),
-        money.per_mtok(audio_out_price, audio_out),
-        money.per_mtok(image_out_price, image_out),
-        money.per_mtok(reasoning_price, usage.reasoning_tokens),
-    )
-    c_request = row.per_request or money.ZERO
+    def tokens(kind: str, price: Decimal | None, fallback: Decimal, n: int) -> None:
+        if n > 0:
+            rate = price if price is not None else fallback
+            lines.append(PriceLine(kind, n, rate, money.per_mtok(rate, n)))
+
+    tokens("input", input_price, input_price, uncached - audio_in - image_in)
+    tokens("input_audio", row.input_audio_per_mtok, input_price, audio_in)
+    tokens("input_image", row.input_image_per_mtok, input_price, image_in)
+    tokens("cache_read", cache_read_price, cache_read_price, usage.cache_read_tokens)
+    tokens("cache_write_5m", w5, w5, usage.cache_write_5m_tokens)
+    tokens("cache_write_1h", w1h, w1h, usage.cache_write_1h_tokens)
+    tokens("output", output_price, output_price,
+           usage.output_tokens - usage.reasoning_tokens - audio_out - image_out)  # fmt: skip
+    tokens("output_audio", row.output_audio_per_mtok, output_price, audio_out)
+    tokens("output_image", row.output_image_per_mtok, output_price, image_out)
+    tokens("reasoning", reasoning_price, reasoning_price, usage.reasoning_tokens)
+    if row.per_request and calls > 0:
+        lines.append(PriceLine("request", calls, row.per_request, row.per_request * calls))
     # server-side tools: what the row prices is billed; what it does not (or nobody can, as code-interpreter
     # containers billed by session time) leaves the call flagged rather than silently free
+    for kind, n, rate in (("web_search", usage.web_searches, row.web_search_per_k),
+                          ("file_search", usage.file_searches, row.file_search_per_k)):  # fmt: skip
+        if n > 0 and rate is not None:
+            lines.append(PriceLine(kind, n, rate, money.per_k(rate, n)))
     unpriced_fee = (usage.web_searches > 0 and row.web_search_per_k is None) or usage.code_containers > 0 \
         or (usage.file_searches > 0 and row.file_search_per_k is None)  # fmt: skip
-    c_tools = money.add(
-        money.per_k(row.web_search_per_k, usage.web_searches) if row.web_search_per_k is not None else money.ZERO,
-        money.per_k(row.file_search_per_k, usage.file_searches) if row.file_search_per_k is not None else money.ZERO,
-    )
-    total = money.quantize(money.add(c_input, c_read, c_write, c_output, c_request, c_tools))
+    return lines, unpriced_fee
+
+
+def price_usage(usage: Usage, row: PriceRow) -> Cost:
+    """Price a call's usage with one row. Exact: every term is computed unrounded, the total is rounded once."""
+    lines, unpriced_fee = price_lines(usage, row)
+    parts = dict.fromkeys(("input", "cache_read", "cache_write", "output", "request", "tools"), money.ZERO)
+    for line in lines:
+        part = LINE_KINDS[line.kind][0]
+        parts[part] = money.add(parts[part], line.cost)
     return Cost(
-        input=c_input,
-        cache_read=c_read,
-        cache_write=c_write,
-        output=c_output,
-        request=c_request,
-        total=total,
+        input=parts["input"],
+        cache_read=parts["cache_read"],
+        cache_write=parts["cache_write"],
+        output=parts["output"],
+        request=parts["request"],
+        total=money.quantize(money.add(*parts.values())),
         price_row_id=row.id,
-        tools=c_tools,
+        tools=parts["tools"],
         tool_fee_unpriced=unpriced_fee,
     )

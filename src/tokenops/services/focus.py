@@ -1,0 +1,421 @@
+"""FOCUS 1.2 export: the ledger's LLM spend as a FinOps Open Cost and Usage Specification dataset.
+
+``tokenops export focus --since D --until D -o FILE.csv|FILE.parquet`` writes one row per **charge**: the calls of
+one UTC day (or hour, ``--granularity hour``), provider, model, virtual key, tag set and price point, split by
+what they were billed for (input tokens, cache reads, 5-minute and 1-hour cache writes, output tokens, reasoning,
+audio and image tokens at their own rates, web and file searches, per-request fees), because each of those has
+its own published unit price (its own SKU), as the clouds' own bills do for hosted models.
+
+How each row is built:
+
+* **Quantities**: ``ConsumedQuantity`` tokens (``ConsumedUnit`` ``Tokens``); ``PricingQuantity`` in millions of
+  tokens (``PricingUnit`` ``1000000 Tokens``), the unit providers publish their prices in (``1000 Searches``
+  for tool calls, ``Requests`` for per-request fees).
+* **Prices and costs**: ``ListUnitPrice`` is the price row's rate (USD per million tokens at the call's
+  long-context tier and service tier), ``ListCost`` = ``ListUnitPrice`` x ``PricingQuantity`` exactly (FOCUS
+  requires the product to match). No negotiated prices are known, so the contracted price and cost are the
+  list ones. ``BilledCost`` = ``EffectiveCost`` is what the ledger recorded: each call's cost is rounded to the
+  pico-dollar, and what that rounding left over is put on the largest line of its charge, so that the export's
+  ``BilledCost`` sums to the ledger's spend to the last digit (the CLI checks and says so).
+* **Who**: ``ProviderName`` = ``PublisherName`` = ``InvoiceIssuerName`` (OpenAI, Anthropic, Google, or the
+  configured provider's name for any other server), one ``ServiceName`` per provider, ``ServiceCategory`` "AI
+  and Machine Learning" / ``ServiceSubcategory`` "Generative AI". ``BillingAccountId`` is the provider's name
+  in the config (TokenOps does not know the provider's organization id); the virtual key is the sub-account
+  (``SubAccountId`` = key id, ``SubAccountName`` = key name, ``SubAccountType`` ``Virtual Key``).
+* **SKUs**: ``SkuId`` ``<provider>/<model>/<kind>``; ``SkuPriceId`` adds the service tier (``standard``,
+  ``batch``, ``flex``, ``priority``), a long-context tier (``above-200000``) and daily hours: it stays the same
+  when a price changes (FOCUS requires it to), and ``x_PriceRowId`` names the exact row used.
+* **Tags**: the call's tags, unprefixed (one user-defined scheme), as a JSON object.
+* **Periods**: ``ChargePeriodStart``/``End`` are the bucket, cut to the window asked for; the billing period is
+  the calendar month (UTC) of the charge.
+* **Left out**: answers served from the response cache (no provider charge), calls that consumed and cost nothing
+  (refused, failed early), and **unpriced** calls: their cost is unknown, and FOCUS has no place for a charge
+  without a price, so they are counted and named by the CLI (``tokenops prices list --unpriced``) instead of
+  being exported at a silent $0.
+
+Strings in FOCUS columns are ASCII (the FinOps Foundation's validator requires it; anything else is escaped
+as ``\\uXXXX``), decimals are written in plain notation (never an exponent) and always with a point, and dates
+as ``YYYY-MM-DDTHH:MM:SSZ``. A ``FILE.metadata.json`` beside the file describes the schema (FOCUS metadata).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from tokenops import money
+from tokenops.errors import UsageError
+from tokenops.ledger.base import TABLES, FocusGroup, Ledger, price_row_from
+from tokenops.money import ZERO
+from tokenops.pricing.model import LINE_KINDS, PriceLine, PriceRow, format_hours, price_lines
+
+FOCUS_VERSION = "1.2"
+GRANULARITIES = {"day": 86400, "hour": 3600}
+FOCUS_COLUMNS = (
+    "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingAccountType",
+    "BillingCurrency", "BillingPeriodEnd", "BillingPeriodStart", "CapacityReservationId",
+    "CapacityReservationStatus", "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargeFrequency",
+    "ChargePeriodEnd", "ChargePeriodStart", "CommitmentDiscountCategory", "CommitmentDiscountId",
+    "CommitmentDiscountName", "CommitmentDiscountQuantity", "CommitmentDiscountStatus", "CommitmentDiscountType",
+    "CommitmentDiscountUnit", "ConsumedQuantity", "ConsumedUnit", "ContractedCost", "ContractedUnitPrice",
+    "EffectiveCost", "InvoiceId", "InvoiceIssuerName", "ListCost", "ListUnitPrice", "PricingCategory",
+    "PricingCurrency", "PricingCurrencyContractedUnitPrice", "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice", "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "RegionId",
+    "RegionName", "ResourceId", "ResourceName", "ResourceType", "ServiceCategory", "ServiceName",
+    "ServiceSubcategory", "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName",
+    "SubAccountType", "Tags",
+)  # fmt: skip
+# after the FOCUS columns (FOCUS: custom columns are prefixed x_ and come last)
+CUSTOM_COLUMNS = ("x_CallCount", "x_Model", "x_PriceRowId", "x_Provider", "x_TokenType", "x_UsageEstimated")
+COLUMNS = FOCUS_COLUMNS + CUSTOM_COLUMNS
+DECIMAL_COLUMNS = frozenset((
+    "BilledCost", "CommitmentDiscountQuantity", "ConsumedQuantity", "ContractedCost", "ContractedUnitPrice",
+    "EffectiveCost", "ListCost", "ListUnitPrice", "PricingCurrencyContractedUnitPrice", "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice", "PricingQuantity",
+))  # fmt: skip
+DATETIME_COLUMNS = frozenset(("BillingPeriodEnd", "BillingPeriodStart", "ChargePeriodEnd", "ChargePeriodStart"))
+JSON_COLUMNS = frozenset(("SkuPriceDetails", "Tags"))
+INTEGER_COLUMNS = frozenset(("x_CallCount",))
+BOOLEAN_COLUMNS = frozenset(("x_UsageEstimated",))
+
+# well-known provider APIs, by host: (ProviderName, ServiceName)
+KNOWN_HOSTS = {
+    "api.openai.com": ("OpenAI", "OpenAI API"),
+    "api.anthropic.com": ("Anthropic", "Claude API"),
+    "generativelanguage.googleapis.com": ("Google", "Gemini API"),
+}
+KIND_NAMES = {"openai": ("OpenAI", "OpenAI API"), "anthropic": ("Anthropic", "Claude API"),
+              "gemini": ("Google", "Gemini API")}  # fmt: skip
+# kind -> (SkuMeter, ConsumedUnit, PricingUnit, quantity per pricing unit)
+_METERS: dict[str, tuple[str, str, str, int]] = {
+    "input": ("Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "input_audio": ("Audio Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "input_image": ("Image Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "cache_read": ("Cached Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "cache_write_5m": ("Cache Write Tokens (5m)", "Tokens", "1000000 Tokens", 1_000_000),
+    "cache_write_1h": ("Cache Write Tokens (1h)", "Tokens", "1000000 Tokens", 1_000_000),
+    "output": ("Output Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "output_audio": ("Audio Output Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "output_image": ("Image Output Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "reasoning": ("Reasoning Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    "web_search": ("Web Searches", "Searches", "1000 Searches", 1000),
+    "file_search": ("File Searches", "Searches", "1000 Searches", 1000),
+    "request": ("Requests", "Requests", "Requests", 1),
+    "tokens": ("Tokens", "Tokens", "1000000 Tokens", 1_000_000),  # a charge whose price row is not known
+}
+assert set(LINE_KINDS) <= set(_METERS)
+_PAGE = 5000  # price rows read per page
+
+
+@dataclass(frozen=True, slots=True)
+class _Sums:
+    """A group's summed usage, as price_lines reads it (a Usage would refuse more tokens than one call holds)."""
+
+    input_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    input_audio_tokens: int
+    output_audio_tokens: int
+    web_searches: int
+    input_image_tokens: int
+    output_image_tokens: int
+    file_searches: int
+    code_containers: int
+
+
+@dataclass
+class FocusExport:
+    """The rows of an export and what it left out."""
+
+    since: datetime | None
+    until: datetime | None
+    granularity: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0  # calls exported
+    billed: Decimal = ZERO  # the sum of BilledCost: the ledger's spend of the exported calls, exactly
+    ledger_cost: Decimal = ZERO  # the ledger's sum of cost_usd over the same calls
+    unpriced_calls: int = 0
+    unpriced_tokens: int = 0
+    unpriced_models: set[tuple[str, str]] = field(default_factory=set)
+    derived_charges: int = 0  # charges whose price row is not in the ledger (priced at cost / quantity)
+    repriced_mismatch: int = 0  # charges whose recomputed cost differed from the ledger's by more than rounding
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "focus_version": FOCUS_VERSION, "rows": len(self.rows), "calls": self.calls,
+            "billed_cost_usd": format(self.billed, "f"), "ledger_cost_usd": format(self.ledger_cost, "f"),
+            "unpriced_calls": self.unpriced_calls, "unpriced_tokens": self.unpriced_tokens,
+            "unpriced_models": [f"{p}/{m}" for p, m in sorted(self.unpriced_models)],
+            "since": _when(self.since), "until": _when(self.until), "granularity": self.granularity,
+        }  # fmt: skip
+
+
+def focus_export(ledger: Ledger, *, since: datetime | None, until: datetime | None, granularity: str = "day",
+                 providers: Mapping[str, Any] | None = None,
+                 catalog_row: Callable[[str], PriceRow | None] | None = None) -> FocusExport:  # fmt: skip
+    """The FOCUS rows of the calls made in ``[since, until)``. ``providers``: the config's providers (name ->
+    ProviderConfig), for the provider and service names; ``catalog_row``: a price row by id, for rows the ledger
+    does not hold (a ledger written by TokenOps holds every row it priced with)."""
+    if granularity not in GRANULARITIES:
+        raise UsageError(f"--granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    if since is not None and until is not None and until <= since:
+        raise UsageError("--until must be after --since")
+    rows = _price_rows(ledger)
+    thresholds = sorted({t.above_input_tokens for r in rows.values() for t in r.tiers})
+    keys = {k.id: k.name for k in ledger.list_keys()}
+    out = FocusExport(since, until, granularity)
+    size = GRANULARITIES[granularity]
+    for g in ledger.focus_groups(since, until, size, thresholds):
+        if g.unpriced or g.cost_usd is None:
+            out.unpriced_calls += g.calls
+            out.unpriced_tokens += g.usage["input_tokens"] + g.usage["output_tokens"]
+            out.unpriced_models.add((g.provider, g.model))
+            continue
+        row = rows.get(g.price_row_id or "") or (catalog_row(g.price_row_id) if catalog_row and g.price_row_id
+                                                   else None)  # fmt: skip
+        lines, above = _lines(g, row, out)
+        billed = _billed(lines, g.cost_usd, g.calls, out)
+        start = max(g.bucket, since) if since is not None else g.bucket
+        end = g.bucket + timedelta(seconds=size)
+        end = min(end, until) if until is not None else end
+        common = _common(g, row, above, start, end, keys, (providers or {}).get(g.provider))
+        for line, cost in zip(lines, billed, strict=True):
+            out.rows.append(_row(common, line, cost, g))
+        out.calls += g.calls
+        out.ledger_cost = money.add(out.ledger_cost, g.cost_usd)
+        out.billed = money.add(out.billed, *billed)
+    return out
+
+
+def _price_rows(ledger: Ledger) -> dict[str, PriceRow]:
+    rows: dict[str, PriceRow] = {}
+    after: tuple[Any, ...] | None = None
+    key = TABLES["price_rows"].key
+    while True:
+        page = ledger.export_rows("price_rows", after, _PAGE)
+        if not page:
+            return rows
+        for r in page:
+            row = price_row_from(r)
+            rows[row.id] = row
+        after = tuple(page[-1][k] for k in key)
+        if len(page) < _PAGE:
+            return rows
+
+
+def _lines(g: FocusGroup, row: PriceRow | None, out: FocusExport) -> tuple[list[PriceLine], int | None]:
+    """The group's priced lines and the long-context threshold its calls passed (None: the base prices)."""
+    assert g.cost_usd is not None
+    if row is not None:
+        sums = _Sums(**g.usage)
+        tier = row.tier_at(g.min_input_tokens)  # every call of the group passed the same thresholds
+        lines, _ = price_lines(sums, row, prices=row.prices_at(g.min_input_tokens), calls=g.calls)
+        if lines:
+            return lines, None if tier is None else tier.above_input_tokens
+    # no row to split the cost by (or a row that bills none of this usage): one line, its unit price derived
+    out.derived_charges += 1
+    tokens = g.usage["input_tokens"] + g.usage["output_tokens"]
+    if tokens > 0:
+        price = (g.cost_usd * 1_000_000 / tokens).quantize(Decimal("1e-12"))
+        return [PriceLine("tokens", tokens, price, price * tokens / 1_000_000)], None
+    price = (g.cost_usd / g.calls).quantize(Decimal("1e-12"))
+    return [PriceLine("request", g.calls, price, price * g.calls)], None
+
+
+def _billed(lines: list[PriceLine], ledger_cost: Decimal, calls: int, out: FocusExport) -> list[Decimal]:
+    """Each line's share of what the ledger recorded: its exact cost, and the rounding of the calls' costs to
+    the pico-dollar on the largest line, so that the shares add up to the ledger's figure exactly."""
+    costs = [line.cost for line in lines]
+    rest = ledger_cost - money.add(*costs)
+    if rest:
+        if abs(rest) > money.PICO * calls and not any(line.kind == "tokens" for line in lines):
+            out.repriced_mismatch += 1  # the recorded cost is not what the row gives: the ledger's figure wins
+        i = max(range(len(costs)), key=lambda k: costs[k])
+        costs[i] = money.add(costs[i], rest)
+    return costs
+
+
+def _provider_names(name: str, cfg: Any) -> tuple[str, str]:
+    if cfg is not None:
+        host = urlsplit(str(cfg.base_url)).hostname or ""
+        if host in KNOWN_HOSTS:
+            return KNOWN_HOSTS[host]
+        return _ascii(name), f"{_ascii(name)} LLM API"
+    return KIND_NAMES.get(name, KNOWN_HOSTS.get(name, (_ascii(name), f"{_ascii(name)} LLM API")))
+
+
+def _common(g: FocusGroup, row: PriceRow | None, above: int | None, start: datetime, end: datetime,
+            keys: Mapping[str, str], provider_cfg: Any) -> dict[str, Any]:  # fmt: skip
+    provider_name, service = _provider_names(g.provider, provider_cfg)
+    month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_month = (month + timedelta(days=32)).replace(day=1)
+    variant = (row.variant or "standard") if row is not None else "standard"
+    price_point = [variant]
+    if above is not None:
+        price_point.append(f"above-{above}")
+    if row is not None and row.hours:
+        price_point.append(f"hours-{format_hours(row.hours)}")
+    tags = {k: g.tags[k] for k in sorted(g.tags)}
+    return {
+        "BillingAccountId": _ascii(g.provider), "BillingAccountName": _ascii(g.provider),
+        "BillingAccountType": "Provider Account", "BillingCurrency": "USD", "BillingPeriodStart": month,
+        "BillingPeriodEnd": next_month, "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based",
+        "ChargePeriodStart": start, "ChargePeriodEnd": end, "InvoiceIssuerName": provider_name,
+        "ProviderName": provider_name, "PublisherName": provider_name, "PricingCategory": "Standard",
+        "PricingCurrency": "USD", "ServiceCategory": "AI and Machine Learning", "ServiceName": service,
+        "ServiceSubcategory": "Generative AI",
+        "SubAccountId": _ascii(g.key_id) if g.key_id else None,
+        "SubAccountName": _ascii(keys.get(g.key_id, g.key_id)) if g.key_id else None,
+        "SubAccountType": "Virtual Key" if g.key_id else None,
+        "Tags": json.dumps(tags, ensure_ascii=True, separators=(",", ":")) if tags else None,  # ASCII: \u00e9
+        "x_CallCount": g.calls, "x_Model": g.model, "x_PriceRowId": row.id if row is not None else None,
+        "x_Provider": g.provider, "x_UsageEstimated": g.estimated,
+        "_price_point": "/".join(price_point), "_variant": variant, "_above": above,
+    }  # fmt: skip
+
+
+def _row(common: dict[str, Any], line: PriceLine, billed: Decimal, g: FocusGroup) -> dict[str, Any]:
+    meter, consumed_unit, pricing_unit, per_unit = _METERS[line.kind]
+    quantity = Decimal(line.quantity)
+    pricing_quantity = quantity / per_unit if per_unit != 1 else quantity  # exact: a power of ten
+    list_cost = line.price * pricing_quantity
+    sku = f"{_ascii(g.provider)}/{_ascii(g.model)}/{line.kind}"
+    details: dict[str, Any] = {"x_TokenType": line.kind, "x_ServiceTier": common["_variant"]}
+    if common["_above"] is not None:
+        details["x_ContextAbove"] = common["_above"]
+    row: dict[str, Any] = dict.fromkeys(COLUMNS)
+    row.update({k: v for k, v in common.items() if not k.startswith("_")})
+    row.update({
+        "BilledCost": billed, "EffectiveCost": billed, "PricingCurrencyEffectiveCost": billed,
+        "ChargeDescription": _ascii(f"{g.model} {meter.lower()}"),
+        "ConsumedQuantity": quantity, "ConsumedUnit": consumed_unit,
+        "PricingQuantity": pricing_quantity, "PricingUnit": pricing_unit,
+        "ListUnitPrice": line.price, "ContractedUnitPrice": line.price, "PricingCurrencyListUnitPrice": line.price,
+        "PricingCurrencyContractedUnitPrice": line.price, "ListCost": list_cost, "ContractedCost": list_cost,
+        "SkuId": sku, "SkuMeter": meter, "SkuPriceId": f"{sku}/{common['_price_point']}",
+        "SkuPriceDetails": orjson.dumps(details).decode(), "x_TokenType": line.kind,
+    })  # fmt: skip
+    return row
+
+
+def _ascii(text: str) -> str:
+    """FOCUS string columns as ASCII: anything else escaped (``\\u00e9``), so the text can be read back."""
+    return text if text.isascii() else text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _when(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- files --------------------------------------------------------------------------------------------------------
+def write_focus(export: FocusExport, path: Path) -> Path:
+    """Write ``export`` to ``path`` (``.csv`` or ``.parquet``) and its FOCUS metadata beside it
+    (``<name>.metadata.json``); returns the metadata file's path. Written to a temporary file first, then moved
+    into place, so an interrupted export never leaves half a file under the name asked for."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise UsageError(f"-o {path}: the file must end in .csv or .parquet")
+    if path.parent and not path.parent.is_dir():
+        raise UsageError(f"-o {path}: the folder {path.parent} does not exist")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if suffix == ".csv":
+            _write_csv(export.rows, tmp)
+        else:
+            _write_parquet(export.rows, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"-o {path}: cannot write it ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = path.with_name(path.stem + ".metadata.json")
+    try:
+        meta.write_bytes(orjson.dumps(metadata(export), option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        raise UsageError(f"{meta}: cannot write it ({exc.strerror or exc})") from None
+    return meta
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain notation with a point (``12.0``, ``0.000123``): never an exponent (FOCUS's numeric format) and never
+    a bare integer (the validator would read the column as integers, not decimals)."""
+    text = format(value.normalize(), "f") if value else "0"
+    return text if "." in text else text + ".0"
+
+
+def cell(column: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if column in DECIMAL_COLUMNS:
+        return decimal_text(value)
+    if column in DATETIME_COLUMNS:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _write_csv(rows: Iterable[Mapping[str, Any]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\r\n")
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([cell(c, r[c]) for c in COLUMNS])
+
+
+def _write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def kind(c: str) -> Any:
+        if c in DECIMAL_COLUMNS:
+            return pa.decimal128(38, 18)
+        if c in DATETIME_COLUMNS:
+            return pa.timestamp("s", tz="UTC")
+        if c in INTEGER_COLUMNS:
+            return pa.int64()
+        if c in BOOLEAN_COLUMNS:
+            return pa.bool_()
+        return pa.string()
+
+    schema = pa.schema([(c, kind(c)) for c in COLUMNS])
+    columns = {c: [r[c] for r in rows] for c in COLUMNS}
+    for c in DECIMAL_COLUMNS:  # decimal128(38, 18): 20 digits before the point, 18 after (exact for our prices)
+        columns[c] = [None if v is None else v.quantize(Decimal("1e-18")) for v in columns[c]]
+    pq.write_table(pa.table(columns, schema=schema), path)
+
+
+def metadata(export: FocusExport) -> dict[str, Any]:
+    """FOCUS's metadata for the export (the schema, who made it, the window)."""
+    from tokenops import __version__
+
+    def definition(c: str) -> dict[str, Any]:
+        kind = ("DECIMAL" if c in DECIMAL_COLUMNS else "DATETIME" if c in DATETIME_COLUMNS
+                else "JSON" if c in JSON_COLUMNS else "STRING")  # fmt: skip
+        d: dict[str, Any] = {"ColumnName": c, "DataType": kind}
+        if c == "Tags":
+            d["ProviderTagPrefixes"] = []  # the tags are the callers' own, none added by TokenOps
+        if c in DECIMAL_COLUMNS:
+            d["NumericPrecision"], d["NumberScale"] = 38, 18
+        return d
+
+    return {
+        "SchemaId": str(uuid.uuid4()), "FocusVersion": FOCUS_VERSION, "CreationDate": _when(datetime.now(UTC)),
+        "DataGenerator": "TokenOps", "DataGeneratorVersion": __version__,
+        "ColumnDefinition": [definition(c) for c in FOCUS_COLUMNS],
+        "x_Export": export.to_json(),
+    }  # fmt: skip
