@@ -284,3 +284,15 @@ def test_the_cli_writes_the_file_and_says_what_it_left_out(filled: Ledger, tmp_p
     r = runner.invoke(app, ["export", "focus", "--config", str(cfg), "-o", str(out), "--granularity", "week"])
     assert r.exit_code == 2 and "'week' is not one of" in r.output
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_providers_are_named_by_their_api_host_or_their_config_name(filled: Ledger) -> None:
+    from types import SimpleNamespace
+
+    providers = {"openai": SimpleNamespace(base_url="http://10.0.0.7:8000/v1"),  # a vLLM server called openai
+                 "anthropic": SimpleNamespace(base_url="https://api.anthropic.com")}  # fmt: skip
+    names = {(r["x_Provider"], r["ProviderName"], r["ServiceName"], r["PublisherName"], r["InvoiceIssuerName"])
+             for r in exported(filled, providers=providers).rows}  # fmt: skip
+    assert names == {("openai", "openai", "openai LLM API", "openai", "openai"),
+                     ("anthropic", "Anthropic", "Claude API", "Anthropic", "Anthropic")}  # fmt: skip
+    assert {r["ServiceName"] for r in exported(filled).rows} == {"OpenAI API", "Claude API"}  # not configured

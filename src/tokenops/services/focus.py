@@ -95,25 +95,23 @@ KNOWN_HOSTS = {
     "api.anthropic.com": ("Anthropic", "Claude API"),
     "generativelanguage.googleapis.com": ("Google", "Gemini API"),
 }
-KIND_NAMES = {"openai": ("OpenAI", "OpenAI API"), "anthropic": ("Anthropic", "Claude API"),
-              "gemini": ("Google", "Gemini API")}  # fmt: skip
+# a provider no longer in the config: named by its usual config name, if it is one
+USUAL_NAMES = {"openai": KNOWN_HOSTS["api.openai.com"], "anthropic": KNOWN_HOSTS["api.anthropic.com"],
+               "google": KNOWN_HOSTS["generativelanguage.googleapis.com"],
+               "gemini": KNOWN_HOSTS["generativelanguage.googleapis.com"]}  # fmt: skip
 # kind -> (SkuMeter, ConsumedUnit, PricingUnit, quantity per pricing unit)
 _METERS: dict[str, tuple[str, str, str, int]] = {
-    "input": ("Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
-    "input_audio": ("Audio Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
-    "input_image": ("Image Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
-    "cache_read": ("Cached Input Tokens", "Tokens", "1000000 Tokens", 1_000_000),
-    "cache_write_5m": ("Cache Write Tokens (5m)", "Tokens", "1000000 Tokens", 1_000_000),
-    "cache_write_1h": ("Cache Write Tokens (1h)", "Tokens", "1000000 Tokens", 1_000_000),
-    "output": ("Output Tokens", "Tokens", "1000000 Tokens", 1_000_000),
-    "output_audio": ("Audio Output Tokens", "Tokens", "1000000 Tokens", 1_000_000),
-    "output_image": ("Image Output Tokens", "Tokens", "1000000 Tokens", 1_000_000),
-    "reasoning": ("Reasoning Tokens", "Tokens", "1000000 Tokens", 1_000_000),
+    **{kind: (meter, "Tokens", "1000000 Tokens", 1_000_000) for kind, meter in (
+        ("input", "Input Tokens"), ("input_audio", "Audio Input Tokens"), ("input_image", "Image Input Tokens"),
+        ("cache_read", "Cached Input Tokens"), ("cache_write_5m", "Cache Write Tokens (5m)"),
+        ("cache_write_1h", "Cache Write Tokens (1h)"), ("output", "Output Tokens"),
+        ("output_audio", "Audio Output Tokens"), ("output_image", "Image Output Tokens"),
+        ("reasoning", "Reasoning Tokens"), ("tokens", "Tokens"),  # tokens: a charge whose price row is unknown
+    )},
     "web_search": ("Web Searches", "Searches", "1000 Searches", 1000),
     "file_search": ("File Searches", "Searches", "1000 Searches", 1000),
     "request": ("Requests", "Requests", "Requests", 1),
-    "tokens": ("Tokens", "Tokens", "1000000 Tokens", 1_000_000),  # a charge whose price row is not known
-}
+}  # fmt: skip
 assert set(LINE_KINDS) <= set(_METERS)
 _PAGE = 5000  # price rows read per page
 
@@ -250,12 +248,11 @@ def _billed(lines: list[PriceLine], ledger_cost: Decimal, calls: int, out: Focus
 
 
 def _provider_names(name: str, cfg: Any) -> tuple[str, str]:
-    if cfg is not None:
-        host = urlsplit(str(cfg.base_url)).hostname or ""
-        if host in KNOWN_HOSTS:
-            return KNOWN_HOSTS[host]
-        return _ascii(name), f"{_ascii(name)} LLM API"
-    return KIND_NAMES.get(name, KNOWN_HOSTS.get(name, (_ascii(name), f"{_ascii(name)} LLM API")))
+    """(ProviderName, ServiceName): the well-known APIs by their host, any other server by its config name."""
+    own = (_ascii(name), f"{_ascii(name)} LLM API")
+    if cfg is None:
+        return USUAL_NAMES.get(name, own)
+    return KNOWN_HOSTS.get(urlsplit(str(cfg.base_url)).hostname or "", own)
 
 
 def _common(g: FocusGroup, row: PriceRow | None, above: int | None, start: datetime, end: datetime,
