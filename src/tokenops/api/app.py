@@ -43,7 +43,7 @@ from tokenops.api.models import (
 )
 from tokenops.errors import ConflictError, LedgerBusy, LedgerError, NotFoundError, TokenOpsError, UsageError
 from tokenops.gateway.stages.auth import presented_key
-from tokenops.money import usd_setting
+from tokenops.money import format_usd, usd_setting
 from tokenops.policy.definitions import Kind
 from tokenops.services import approvals, keys, reports
 from tokenops.tags import TagError, parse_tags
@@ -384,6 +384,33 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
         gw.drain_now()
         return chargeback_report(gw.ledger, gw.config, month, timezone).to_json()
+
+    # --- interchange -----------------------------------------------------------------------------
+    @api.get(f"{PREFIX}/exports/focus", tags=["exports"], response_class=Response,
+             responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+                              "description": "A FOCUS 1.2 file (tokenops export focus)"}})  # fmt: skip
+    def focus_export(
+        _: Admin,
+        since: Annotated[str | None, Query(max_length=64)] = None,
+        until: Annotated[str | None, Query(max_length=64)] = None,
+        granularity: Annotated[str, Query(pattern="^(day|hour)$")] = "day",
+        format: Annotated[str, Query(pattern="^(csv|parquet)$")] = "csv",  # noqa: A002 (the query's name)
+    ) -> Response:
+        """The ledger's spend as a FOCUS 1.2 file (``tokenops export focus``). Unpriced calls are not in it: their
+        count is in ``X-TokenOps-Unpriced-Calls``; ``X-TokenOps-Billed-Cost`` is the file's BilledCost sum."""
+        from tokenops.services import focus
+
+        start, end = parse_time(since, what="since"), parse_time(until, what="until")
+        if start and end and start >= end:
+            raise UsageError("since must be before until")
+        gw.drain_now()
+        export = focus.focus_export(gw.ledger, since=start, until=end, granularity=granularity,
+                                    providers=gw.config.providers, catalog_row=gw.catalog.get)  # fmt: skip
+        kind = "text/csv; charset=utf-8" if format == "csv" else "application/vnd.apache.parquet"
+        headers = {"content-disposition": f'attachment; filename="tokenops-focus.{format}"',
+                   "x-tokenops-unpriced-calls": str(export.unpriced_calls),
+                   "x-tokenops-billed-cost": format_usd(export.billed)}  # fmt: skip
+        return Response(focus.focus_bytes(export, format), media_type=kind, headers=headers)
 
     return api
 

@@ -41,6 +41,7 @@ as ``YYYY-MM-DDTHH:MM:SSZ``. A ``FILE.metadata.json`` beside the file describes 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import uuid
@@ -328,12 +329,10 @@ def write_focus(export: FocusExport, path: Path) -> Path:
         raise UsageError(f"-o {path}: the file must end in .csv or .parquet")
     if path.parent and not path.parent.is_dir():
         raise UsageError(f"-o {path}: the folder {path.parent} does not exist")
+    data = focus_bytes(export, suffix[1:])
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if suffix == ".csv":
-            _write_csv(export.rows, tmp)
-        else:
-            _write_parquet(export.rows, tmp)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
         raise UsageError(f"-o {path}: cannot write it ({exc.strerror or exc})") from None
@@ -345,6 +344,19 @@ def write_focus(export: FocusExport, path: Path) -> Path:
     except OSError as exc:
         raise UsageError(f"{meta}: cannot write it ({exc.strerror or exc})") from None
     return meta
+
+
+def focus_bytes(export: FocusExport, fmt: str) -> bytes:
+    """The export as the bytes of a ``csv`` or ``parquet`` file."""
+    if fmt == "csv":
+        text = io.StringIO()
+        _write_csv(export.rows, text)
+        return text.getvalue().encode("utf-8")
+    if fmt == "parquet":
+        data = io.BytesIO()
+        _write_parquet(export.rows, data)
+        return data.getvalue()
+    raise UsageError(f"a FOCUS file is csv or parquet, not {fmt!r}")
 
 
 def decimal_text(value: Decimal) -> str:
@@ -366,15 +378,14 @@ def cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def _write_csv(rows: Iterable[Mapping[str, Any]], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\r\n")
-        w.writerow(COLUMNS)
-        for r in rows:
-            w.writerow([cell(c, r[c]) for c in COLUMNS])
+def _write_csv(rows: Iterable[Mapping[str, Any]], out: io.StringIO) -> None:
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([cell(c, r[c]) for c in COLUMNS])
 
 
-def _write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+def _write_parquet(rows: Sequence[Mapping[str, Any]], out: io.BytesIO) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -393,7 +404,7 @@ def _write_parquet(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     columns = {c: [r[c] for r in rows] for c in COLUMNS}
     for c in DECIMAL_COLUMNS:  # decimal128(38, 18): 20 digits before the point, 18 after (exact for our prices)
         columns[c] = [None if v is None else v.quantize(Decimal("1e-18")) for v in columns[c]]
-    pq.write_table(pa.table(columns, schema=schema), path)
+    pq.write_table(pa.table(columns, schema=schema), out)
 
 
 def metadata(export: FocusExport) -> dict[str, Any]:
