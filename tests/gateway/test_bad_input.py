@@ -189,3 +189,21 @@ async def test_count_tokens_bad_input_answers_in_anthropics_shape(gw: GatewayHar
     assert r.status_code == 200 and r.json()["input_tokens"] > 0
     gw.flush()
     assert gw.ledger.count_events() == 0, "counting is never spend"
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/embeddings"])
+async def test_a_model_only_another_kind_of_provider_serves_is_refused_where_it_cannot_go(
+        gw: GatewayHarness, path: str) -> None:  # fmt: skip
+    # Anthropic serves Claude models; the Responses and embeddings APIs have no translation to its API: a clear
+    # 400 that says where to call, not a call sent to OpenAI (a 404 there, recorded unpriced)
+    body = {"model": "claude-sonnet-4-5", "input": "hi"}
+    r = await gw.client.post(path, json=body, headers=gw.auth())
+    assert r.status_code == 400, r.text
+    err = openai_error(r)
+    assert err["code"] == "wrong_route" and err["param"] == "model"
+    assert "provider 'anthropic'" in err["message"] and "/v1/messages or /v1/chat/completions" in err["message"]
+    ev = gw.event(r.headers["x-tokenops-request-id"])
+    assert ev.status == "rejected" and ev.cost_usd == 0
+    ok = await gw.client.post("/v1/chat/completions", headers=gw.auth(),
+                              json={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})
+    assert ok.status_code == 200  # translated to Anthropic's API, as before

@@ -96,6 +96,11 @@ class RouterStage:
             for name in self.by_kind.get(kind, []):
                 if self.catalog.lookup(self.price_ids[name], model, at) is not None:
                     return name, model
+        for kind, names in self.by_kind.items():  # a model only a provider of a kind this route cannot reach knows
+            if kind != flavor and kind not in others:  # (a Claude model on the Responses API): say where it goes,
+                for name in names:  # rather than send it where it is unknown, to be answered 404 and unpriced
+                    if self.catalog.lookup(self.price_ids[name], model, at) is not None:
+                        self._check_kind(name, flavor, model, others)
         if not candidates:
             raise GatewayError(
                 400,
@@ -110,6 +115,8 @@ class RouterStage:
         if kind != flavor and kind not in others:
             route = {"anthropic": "/v1/messages", "gemini": "/v1beta/models/{model}:generateContent"}.get(
                 kind, "/v1/chat/completions")
+            if kind in TRANSLATED["chat.completions"]:
+                route += " or /v1/chat/completions (translated)"
             raise GatewayError(
                 400,
                 "wrong_route",
