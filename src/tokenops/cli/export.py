@@ -32,7 +32,7 @@ def focus(
     per day (or hour), provider, model, key, tag set and kind of token, with its list price and what the
     ledger billed. Unpriced calls are counted and named, never exported at $0."""
     from tokenops.pricing.catalog import load_catalog
-    from tokenops.services.focus import focus_export, write_focus
+    from tokenops.services.focus import FocusExport, focus_rows, write_focus
 
     cfg = load(config)
     start, end = window(since, until)
@@ -44,19 +44,19 @@ def focus(
             catalog.append(load_catalog(tuple(e.to_row(cfg.source) for e in cfg.prices)))
         return catalog[0].get(row_id)  # type: ignore[attr-defined]
 
+    export = FocusExport(start, end, granularity.value)
     try:
         drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
-        export = focus_export(ledger, since=start, until=end, granularity=granularity.value,
-                              providers=cfg.providers, catalog_row=catalog_row)  # type: ignore[arg-type]  # fmt: skip
+        rows = focus_rows(ledger, export, providers=cfg.providers, catalog_row=catalog_row)  # type: ignore[arg-type]
+        meta = write_focus(export, output, rows)  # streamed: a month of charges is never all in memory
     finally:
         ledger.close()
-    meta = write_focus(export, output)
     summary = export.to_json()
     summary.update(file=str(output), metadata=str(meta))
     if fmt is not Format.table:
         emit([summary], fmt, payload=summary)
     else:
-        typer.echo(f"Wrote {len(export.rows)} FOCUS {summary['focus_version']} rows ({export.calls} calls, "
+        typer.echo(f"Wrote {export.row_count} FOCUS {summary['focus_version']} rows ({export.calls} calls, "
                    f"BilledCost ${summary['billed_cost_usd']}) to {output}; schema in {meta}.")  # fmt: skip
         if export.billed == export.ledger_cost:
             typer.echo("BilledCost adds up to the ledger's spend for these calls, to the pico-dollar.")

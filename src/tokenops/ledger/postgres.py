@@ -473,11 +473,13 @@ class PostgresLedger:
         return [row_event(r) for r in rows]
 
     def focus_groups(self, since: datetime | None, until: datetime | None, bucket_seconds: int,
-                     thresholds: Sequence[int]) -> list[FocusGroup]:  # fmt: skip
+                     thresholds: Sequence[int]) -> Iterator[FocusGroup]:  # fmt: skip
         where, params = window_filter("TRUE", since, until, "%s")
-        with self.connect() as conn:
-            rows = conn.execute(focus_sql(where, "extract(epoch FROM ts)", bucket_seconds, thresholds), params).fetchall()
-        return [focus_group(r) for r in rows]
+        sql = focus_sql(where, "extract(epoch FROM ts)", bucket_seconds, thresholds)
+        with self.connect() as conn, conn.transaction(), conn.cursor(name="tokenops_focus") as cur:
+            cur.itersize = 10_000  # a server-side cursor: a month of charges is never held in memory at once
+            cur.execute(sql, params)
+            yield from (focus_group(r) for r in cur)
 
     def count_events(self) -> int:
         return int(self._one("SELECT count(*) FROM events"))

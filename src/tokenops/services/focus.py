@@ -45,12 +45,12 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import orjson
@@ -143,7 +143,8 @@ class FocusExport:
     since: datetime | None
     until: datetime | None
     granularity: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # focus_export's (focus_rows streams them instead)
+    row_count: int = 0
     calls: int = 0  # calls exported
     billed: Decimal = ZERO  # the sum of BilledCost: the ledger's spend of the exported calls, exactly
     ledger_cost: Decimal = ZERO  # the ledger's sum of cost_usd over the same calls
@@ -155,7 +156,7 @@ class FocusExport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "focus_version": FOCUS_VERSION, "rows": len(self.rows), "calls": self.calls,
+            "focus_version": FOCUS_VERSION, "rows": self.row_count, "calls": self.calls,
             "billed_cost_usd": format(self.billed, "f"), "ledger_cost_usd": format(self.ledger_cost, "f"),
             "unpriced_calls": self.unpriced_calls, "unpriced_tokens": self.unpriced_tokens,
             "unpriced_models": [f"{p}/{m}" for p, m in sorted(self.unpriced_models)],
@@ -166,18 +167,27 @@ class FocusExport:
 def focus_export(ledger: Ledger, *, since: datetime | None, until: datetime | None, granularity: str = "day",
                  providers: Mapping[str, Any] | None = None,
                  catalog_row: Callable[[str], PriceRow | None] | None = None) -> FocusExport:  # fmt: skip
-    """The FOCUS rows of the calls made in ``[since, until)``. ``providers``: the config's providers (name ->
-    ProviderConfig), for the provider and service names; ``catalog_row``: a price row by id, for rows the ledger
-    does not hold (a ledger written by TokenOps holds every row it priced with)."""
-    if granularity not in GRANULARITIES:
-        raise UsageError(f"--granularity: {granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    """The FOCUS rows of the calls made in ``[since, until)``, in memory (see :func:`focus_rows`)."""
+    out = FocusExport(since, until, granularity)
+    out.rows = list(focus_rows(ledger, out, providers=providers, catalog_row=catalog_row))
+    return out
+
+
+def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any] | None = None,
+               catalog_row: Callable[[str], PriceRow | None] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The FOCUS rows of the calls made in ``[out.since, out.until)``, one at a time; ``out``'s counts and sums
+    are complete when the last has been taken. ``providers``: the config's providers (name -> ProviderConfig),
+    for the provider and service names; ``catalog_row``: a price row by id, for rows the ledger does not hold (a
+    ledger written by TokenOps holds every row it priced with)."""
+    since, until = out.since, out.until
+    if out.granularity not in GRANULARITIES:
+        raise UsageError(f"--granularity: {out.granularity!r} is not one of {', '.join(GRANULARITIES)}")
     if since is not None and until is not None and until <= since:
         raise UsageError("--until must be after --since")
     rows = _price_rows(ledger)
     thresholds = sorted({t.above_input_tokens for r in rows.values() for t in r.tiers})
     keys = {k.id: k.name for k in ledger.list_keys()}
-    out = FocusExport(since, until, granularity)
-    size = GRANULARITIES[granularity]
+    size = GRANULARITIES[out.granularity]
     for g in ledger.focus_groups(since, until, size, thresholds):
         if g.unpriced or g.cost_usd is None:
             out.unpriced_calls += g.calls
@@ -192,12 +202,12 @@ def focus_export(ledger: Ledger, *, since: datetime | None, until: datetime | No
         end = g.bucket + timedelta(seconds=size)
         end = min(end, until) if until is not None else end
         common = _common(g, row, above, start, end, keys, (providers or {}).get(g.provider))
-        for line, cost in zip(lines, billed, strict=True):
-            out.rows.append(_row(common, line, cost, g))
         out.calls += g.calls
         out.ledger_cost = money.add(out.ledger_cost, g.cost_usd)
         out.billed = money.add(out.billed, *billed)
-    return out
+        for line, cost in zip(lines, billed, strict=True):
+            out.row_count += 1
+            yield _row(common, line, cost, g)
 
 
 def _price_rows(ledger: Ledger) -> dict[str, PriceRow]:
@@ -320,19 +330,25 @@ def _when(dt: datetime | None) -> str | None:
 
 
 # --- files --------------------------------------------------------------------------------------------------------
-def write_focus(export: FocusExport, path: Path) -> Path:
-    """Write ``export`` to ``path`` (``.csv`` or ``.parquet``) and its FOCUS metadata beside it
-    (``<name>.metadata.json``); returns the metadata file's path. Written to a temporary file first, then moved
-    into place, so an interrupted export never leaves half a file under the name asked for."""
+def write_focus(export: FocusExport, path: Path, rows: Iterable[Mapping[str, Any]] | None = None) -> Path:
+    """Write the rows (``export.rows``, or ``rows`` as :func:`focus_rows` streams them) to ``path`` (``.csv`` or
+    ``.parquet``) and the export's FOCUS metadata beside it (``<name>.metadata.json``); returns the metadata
+    file's path. Written to a temporary file first, then moved into place, so an interrupted export never leaves
+    half a file under the name asked for."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise UsageError(f"-o {path}: the file must end in .csv or .parquet")
     if path.parent and not path.parent.is_dir():
         raise UsageError(f"-o {path}: the folder {path.parent} does not exist")
-    data = focus_bytes(export, suffix[1:])
+    if path.is_dir():
+        raise UsageError(f"-o {path}: is a folder, not a file")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        if suffix == ".csv":
+            with tmp.open("w", newline="", encoding="utf-8") as f:
+                _write_csv(export.rows if rows is None else rows, f)
+        else:
+            _write_parquet(export.rows if rows is None else rows, tmp)
         os.replace(tmp, path)
     except OSError as exc:
         raise UsageError(f"-o {path}: cannot write it ({exc.strerror or exc})") from None
@@ -347,7 +363,7 @@ def write_focus(export: FocusExport, path: Path) -> Path:
 
 
 def focus_bytes(export: FocusExport, fmt: str) -> bytes:
-    """The export as the bytes of a ``csv`` or ``parquet`` file."""
+    """The export's rows as the bytes of a ``csv`` or ``parquet`` file."""
     if fmt == "csv":
         text = io.StringIO()
         _write_csv(export.rows, text)
@@ -366,31 +382,43 @@ def decimal_text(value: Decimal) -> str:
     return text if "." in text else text + ".0"
 
 
-def cell(column: str, value: Any) -> str:
-    if value is None:
-        return ""
+def _when_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _bool_text(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _text_of(column: str) -> Callable[[Any], str]:
+    """How a column's values are written in CSV."""
     if column in DECIMAL_COLUMNS:
-        return decimal_text(value)
+        return decimal_text
     if column in DATETIME_COLUMNS:
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+        return _when_text
+    if column in BOOLEAN_COLUMNS:
+        return _bool_text
+    return str
 
 
-def _write_csv(rows: Iterable[Mapping[str, Any]], out: io.StringIO) -> None:
+def cell(column: str, value: Any) -> str:
+    return "" if value is None else _text_of(column)(value)
+
+
+def _write_csv(rows: Iterable[Mapping[str, Any]], out: TextIO) -> None:
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(COLUMNS)
+    texts = [(c, _text_of(c)) for c in COLUMNS]
     for r in rows:
-        w.writerow([cell(c, r[c]) for c in COLUMNS])
+        w.writerow(["" if (v := r[c]) is None else text(v) for c, text in texts])
 
 
-def _write_parquet(rows: Sequence[Mapping[str, Any]], out: io.BytesIO) -> None:
+def _write_parquet(rows: Iterable[Mapping[str, Any]], out: Path | io.BytesIO, batch: int = 20_000) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     def kind(c: str) -> Any:
-        if c in DECIMAL_COLUMNS:
+        if c in DECIMAL_COLUMNS:  # decimal128(38, 18): 20 digits before the point, 18 after (exact for our prices)
             return pa.decimal128(38, 18)
         if c in DATETIME_COLUMNS:
             return pa.timestamp("s", tz="UTC")
@@ -401,10 +429,23 @@ def _write_parquet(rows: Sequence[Mapping[str, Any]], out: io.BytesIO) -> None:
         return pa.string()
 
     schema = pa.schema([(c, kind(c)) for c in COLUMNS])
-    columns = {c: [r[c] for r in rows] for c in COLUMNS}
-    for c in DECIMAL_COLUMNS:  # decimal128(38, 18): 20 digits before the point, 18 after (exact for our prices)
-        columns[c] = [None if v is None else v.quantize(Decimal("1e-18")) for v in columns[c]]
-    pq.write_table(pa.table(columns, schema=schema), out)
+    places = Decimal("1e-18")
+
+    def table(chunk: list[Mapping[str, Any]]) -> Any:
+        columns = {c: [r[c] for r in chunk] for c in COLUMNS}
+        for c in DECIMAL_COLUMNS:
+            columns[c] = [None if v is None else v.quantize(places) for v in columns[c]]
+        return pa.table(columns, schema=schema)
+
+    with pq.ParquetWriter(out, schema) as writer:  # a row group per batch: never the whole export in memory
+        chunk: list[Mapping[str, Any]] = []
+        for r in rows:
+            chunk.append(r)
+            if len(chunk) >= batch:
+                writer.write_table(table(chunk))
+                chunk = []
+        if chunk:
+            writer.write_table(table(chunk))
 
 
 def metadata(export: FocusExport) -> dict[str, Any]:
