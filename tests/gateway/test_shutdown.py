@@ -81,3 +81,11 @@ async def test_a_gateway_closes_when_its_tick_swallows_the_cancel(make_gateway, 
     await asyncio.sleep(0)
     await asyncio.wait_for(gateway.close(), 20)
     assert not gateway.started and gateway._ticker is None
+
+
+async def test_no_grace_still_cancels_once() -> None:
+    task = asyncio.create_task(asyncio.sleep(30))
+    await asyncio.sleep(0)
+    await stop_task(task, grace=0)
+    await asyncio.sleep(0)
+    assert task.cancelled()

@@ -10,8 +10,9 @@ ledger's spend to the pico-dollar.
 from __future__ import annotations
 
 import csv
+import decimal
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 from cli_runs import refused
 from tokenops.cli import app
+from tokenops.errors import UsageError
 from tokenops.keys import KeyRecord
 from tokenops.ledger.base import Ledger
 from tokenops.money import quantize
@@ -38,6 +40,7 @@ from tokenops.services.focus import (
 from tokenops.usage import Usage
 
 DAY = datetime(2026, 11, 3, tzinfo=UTC)
+WIDE = decimal.Context(prec=80)  # products checked without the default context's rounding (28 digits)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 GPT = PriceRow(provider="openai", model="gpt-4o", effective_from=T0, source="test", input_per_mtok=Decimal("2.5"),
                cache_read_per_mtok=Decimal("1.25"), output_per_mtok=Decimal("10"), web_search_per_k=Decimal("25"),
@@ -119,8 +122,8 @@ def test_every_row_keeps_focus_rules_the_validator_does_not_check(filled: Ledger
     out = exported(filled)
     assert out.rows and all(list(r) == list(COLUMNS) for r in out.rows)
     for r in out.rows:
-        assert r["ListCost"] == r["ListUnitPrice"] * r["PricingQuantity"]  # exactly, no rounding
-        assert r["ContractedCost"] == r["ContractedUnitPrice"] * r["PricingQuantity"] == r["ListCost"]
+        assert r["ListCost"] == WIDE.multiply(r["ListUnitPrice"], r["PricingQuantity"])  # exactly, no rounding
+        assert r["ContractedCost"] == WIDE.multiply(r["ContractedUnitPrice"], r["PricingQuantity"]) == r["ListCost"]
         assert r["EffectiveCost"] == r["BilledCost"] == r["PricingCurrencyEffectiveCost"]
         assert r["ListUnitPrice"] >= 0 and r["PricingQuantity"] > 0
         for column, allowed in ENUMS.items():
@@ -296,3 +299,80 @@ def test_providers_are_named_by_their_api_host_or_their_config_name(filled: Ledg
     assert names == {("openai", "openai", "openai LLM API", "openai", "openai"),
                      ("anthropic", "Anthropic", "Claude API", "Anthropic", "Anthropic")}  # fmt: skip
     assert {r["ServiceName"] for r in exported(filled).rows} == {"OpenAI API", "Claude API"}  # not configured
+
+
+def test_media_tokens_are_counted_as_each_call_bills_them(any_ledger: Ledger) -> None:
+    # image tokens are billed at the image rate only as far as a call's uncached input holds them: one call with
+    # cached image tokens and one plain call must not pool into 1000 image tokens at the image rate
+    img = PriceRow(provider="openai", model="gpt-image-1", effective_from=T0, source="test",
+                   input_per_mtok=Decimal("5"), cache_read_per_mtok=Decimal("1.25"), output_per_mtok=Decimal("40"),
+                   input_image_per_mtok=Decimal("10"), input_audio_per_mtok=Decimal("20"))  # fmt: skip
+    at = DAY + timedelta(hours=9)
+    calls_ = [priced(img, Usage(input_tokens=1000, cache_read_tokens=900, input_image_tokens=1000, output_tokens=10), at),
+              priced(img, Usage(input_tokens=1000, output_tokens=10), at),
+              priced(img, Usage(input_tokens=500, input_audio_tokens=400, input_image_tokens=400, output_tokens=1), at)]
+    any_ledger.append(calls_, (img,))
+    out = exported(any_ledger)
+    lines = {r["x_TokenType"]: r for r in out.rows}
+    assert {k: lines[k]["ConsumedQuantity"] for k in ("input", "input_image", "input_audio", "cache_read")} == {
+        "input": 1000, "input_image": 200, "input_audio": 400, "cache_read": 900}  # fmt: skip
+    assert out.repriced_mismatch == 0 and all(r["BilledCost"] == r["ListCost"] for r in out.rows)
+
+
+def test_one_row_per_charge_whatever_the_tag_order_or_other_rows_tiers(any_ledger: Ledger) -> None:
+    gemini = PriceRow(provider="google", model="gemini-2.5-pro", effective_from=T0, source="test",
+                      input_per_mtok=Decimal("1.25"), output_per_mtok=Decimal("10"),
+                      tiers=(LongContextTier(500_000, input_per_mtok=Decimal("2.5")),))  # fmt: skip
+    at = DAY + timedelta(hours=2)
+    any_ledger.append([
+        priced(GPT, Usage(input_tokens=100, output_tokens=10), at, tags={"team": "a", "env": "prod"}),
+        priced(GPT, Usage(input_tokens=100, output_tokens=10), at, tags={"env": "prod", "team": "a"}),
+        # Claude's tier starts at 200k, Gemini's at 500k: these two Claude calls are one charge
+        priced(CLAUDE, Usage(input_tokens=250_000, output_tokens=10), at),
+        priced(CLAUDE, Usage(input_tokens=600_000, output_tokens=10), at),
+    ], (GPT, CLAUDE, gemini))
+    out = exported(any_ledger)
+    keys = [(r["ChargePeriodStart"], r["SkuPriceId"], r["x_PriceRowId"], r["SubAccountId"], r["Tags"]) for r in out.rows]
+    assert len(keys) == len(set(keys)) == 4
+    assert {r["x_CallCount"] for r in out.rows} == {2}
+
+
+def test_a_catalog_row_with_tiers_the_query_did_not_split_by_is_priced_from_its_cost(any_ledger: Ledger) -> None:
+    at = DAY + timedelta(hours=2)
+    any_ledger.append([priced(CLAUDE, Usage(input_tokens=1000, output_tokens=10), at),
+                       priced(CLAUDE, Usage(input_tokens=300_000, output_tokens=10), at)])  # the row not recorded
+    out = exported(any_ledger, catalog_row={CLAUDE.id: CLAUDE}.get)
+    assert out.derived_charges == 1 and [r["x_TokenType"] for r in out.rows] == ["tokens"]
+    assert out.billed == price_usage(Usage(input_tokens=1000, output_tokens=10), CLAUDE).total + price_usage(
+        Usage(input_tokens=300_000, output_tokens=10), CLAUDE).total  # fmt: skip
+
+
+def test_periods_are_utc_whatever_offset_the_window_is_given_in(filled: Ledger) -> None:
+    since = datetime(2026, 11, 3, 10, 0, tzinfo=timezone(timedelta(hours=2)))  # 2026-11-03T08:00Z
+    out = exported(filled, since=since)
+    assert out.rows and all(r["ChargePeriodStart"].utcoffset() == timedelta(0) for r in out.rows)
+    assert {r["BillingPeriodStart"] for r in out.rows} == {datetime(2026, 11, 1, tzinfo=UTC)}
+    assert min(r["ChargePeriodStart"] for r in out.rows) == datetime(2026, 11, 3, 8, tzinfo=UTC)
+
+
+def test_huge_quantities_and_long_prices_stay_exact_in_both_files(any_ledger: Ledger, tmp_path: Path) -> None:
+    odd = PriceRow(provider="openai", model="odd", effective_from=T0, source="test",
+                   input_per_mtok=Decimal("0.123456789012"), output_per_mtok=Decimal("3"))  # fmt: skip
+    at = DAY + timedelta(hours=2)
+    big = Usage(input_tokens=987_654_321, output_tokens=10)  # near the most one call may report
+    any_ledger.append([priced(odd, big, at + timedelta(seconds=i)) for i in range(25)], (odd,))  # 2.5e10 tokens
+    out = exported(any_ledger)
+    (inp,) = [r for r in out.rows if r["x_TokenType"] == "input"]
+    assert inp["ConsumedQuantity"] == 25 * 987_654_321 and inp["ListCost"] == WIDE.divide(
+        WIDE.multiply(Decimal("0.123456789012"), Decimal(25 * 987_654_321)), Decimal(1_000_000))  # fmt: skip
+    write_focus(out, tmp_path / "big.csv")
+    write_focus(out, tmp_path / "big.parquet")
+    assert sum(Decimal(r["BilledCost"]) for r in read_csv(tmp_path / "big.csv")) == out.billed
+    assert sum(r["BilledCost"] for r in pq.read_table(tmp_path / "big.parquet").to_pylist()) == out.billed
+
+
+def test_no_data_file_is_left_when_its_metadata_cannot_be_written(filled: Ledger, tmp_path: Path) -> None:
+    (tmp_path / "m.metadata.json").mkdir()
+    with pytest.raises(UsageError, match="is a folder"):
+        write_focus(exported(filled), tmp_path / "m.csv")
+    assert not (tmp_path / "m.csv").exists() and not list(tmp_path.glob(".*.tmp"))

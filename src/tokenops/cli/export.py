@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, window
+from tokenops.money import format_usd
 
 app = typer.Typer(help="Take the ledger's data out in standard formats.", no_args_is_help=True)
 
@@ -33,6 +34,7 @@ def focus(
     ledger billed. Unpriced calls are counted and named, never exported at $0."""
     from tokenops.pricing.catalog import load_catalog
     from tokenops.services.focus import FocusExport, focus_rows, write_focus
+    from tokenops.services.reports import spend_report
 
     cfg = load(config)
     start, end = window(since, until)
@@ -49,22 +51,31 @@ def focus(
         drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
         rows = focus_rows(ledger, export, providers=cfg.providers, catalog_row=catalog_row)  # type: ignore[arg-type]
         meta = write_focus(export, output, rows)  # streamed: a month of charges is never all in memory
+        spent = spend_report(ledger, by=[], since=start, until=end).total_cost_usd  # the ledger's own total
     finally:
         ledger.close()
     summary = export.to_json()
-    summary.update(file=str(output), metadata=str(meta))
+    summary.update(file=str(output), metadata=str(meta), ledger_spend_usd=format(spent, "f"))
     if fmt is not Format.table:
         emit([summary], fmt, payload=summary)
     else:
         typer.echo(f"Wrote {export.row_count} FOCUS {summary['focus_version']} rows ({export.calls} calls, "
                    f"BilledCost ${summary['billed_cost_usd']}) to {output}; schema in {meta}.")  # fmt: skip
-        if export.billed == export.ledger_cost:
-            typer.echo("BilledCost adds up to the ledger's spend for these calls, to the pico-dollar.")
+        if export.billed == spent:
+            typer.echo(f"BilledCost adds up to the ledger's spend report for the window (${format_usd(spent)}), "
+                       "to the pico-dollar.")  # fmt: skip
+    if export.billed != spent:  # cannot happen unless a charge was left out: said loudly
+        typer.echo(f"BilledCost ${export.billed} differs from the ledger's spend report for the window "
+                   f"(${spent}): please report this.", err=True)  # fmt: skip
     if export.unpriced_calls:
         models = ", ".join(summary["unpriced_models"][:5]) + (" …" if len(summary["unpriced_models"]) > 5 else "")
         typer.echo(f"Not exported: {export.unpriced_calls} unpriced calls ({export.unpriced_tokens} tokens) of "
                    f"{models}: no price is known, and a FOCUS charge needs one. Add their prices "
                    "(`tokenops prices list --unpriced`), then export again.", err=True)  # fmt: skip
     if export.derived_charges:
-        typer.echo(f"{export.derived_charges} charges had no price row in the ledger: their unit price is their "
-                   "recorded cost divided by their tokens.", err=True)  # fmt: skip
+        typer.echo(f"{export.derived_charges} charges had no usable price row (not in the ledger, or tiers it was "
+                   "not split by): each is one line, its unit price its recorded cost over its tokens.",
+                   err=True)  # fmt: skip
+    if export.repriced_mismatch:
+        typer.echo(f"{export.repriced_mismatch} charges cost more or less in the ledger than their price row gives "
+                   "for their usage: BilledCost keeps the ledger's figure, ListCost the row's.", err=True)  # fmt: skip

@@ -108,13 +108,15 @@ async def stop_task(task: asyncio.Task[Any], grace: float = STOP_GRACE) -> None:
 
     A cancellation swallowed on the way (a library that catches it, or one that lands as the task's own timeout
     fires) is sent again each second; a task still running after ``grace`` seconds is logged with its stack and
-    left behind, so that closing the gateway never hangs. An error the task ended with is logged, not raised:
+    left behind, so that closing the gateway never hangs (such a task may still hold up the process's exit: the
+    event loop's own teardown waits for it). An error the task ended with is logged, not raised:
     the rest of the shutdown (the spool, the writer's last drain) still runs."""
     loop = asyncio.get_running_loop()
     if task.get_loop() is not loop:
         task.get_loop().call_soon_threadsafe(task.cancel)
         return
     deadline = loop.time() + grace
+    task.cancel()
     while not task.done():
         left = deadline - loop.time()
         if left <= 0:
@@ -123,7 +125,7 @@ async def stop_task(task: asyncio.Task[Any], grace: float = STOP_GRACE) -> None:
             log.error("background task %s did not stop within %g s; closing without it. %s",
                       task.get_name(), grace, stack.getvalue())  # fmt: skip
             return
-        task.cancel()
         await asyncio.wait({task}, timeout=min(1.0, left))
+        task.cancel()  # again, if the last one was swallowed
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("background task %s had failed: %s", task.get_name(), exc, exc_info=exc)

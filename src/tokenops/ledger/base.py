@@ -279,9 +279,23 @@ class FocusGroup:
     tier: int
     calls: int
     min_input_tokens: int
-    usage: dict[str, int]  # USAGE_COLUMNS -> the sum
+    usage: dict[str, int]  # USAGE_COLUMNS -> the sum (audio and image: as each call bills them, FOCUS_MEDIA)
     cost_usd: Decimal | None
     estimated: bool  # some of the calls' usage is the gateway's estimate
+
+
+# Audio and image tokens are billed at their own rates only as far as each call's uncached input (or plain output)
+# holds them (tokenops.pricing.model.price_lines clamps per call): summed as clamped per call, so that pricing a
+# group's sums bills what pricing each call did.
+_UNCACHED = "(input_tokens - cache_read_tokens - cache_write_5m_tokens - cache_write_1h_tokens)"
+_AUDIO_IN = f"least(input_audio_tokens, {_UNCACHED})"
+_AUDIO_OUT = "least(output_audio_tokens, output_tokens - reasoning_tokens)"
+FOCUS_MEDIA = {
+    "input_audio_tokens": _AUDIO_IN,
+    "input_image_tokens": f"least(input_image_tokens, {_UNCACHED} - {_AUDIO_IN})",
+    "output_audio_tokens": _AUDIO_OUT,
+    "output_image_tokens": f"least(output_image_tokens, output_tokens - reasoning_tokens - {_AUDIO_OUT})",
+}
 
 
 def focus_sql(where: str, epoch: str, bucket_seconds: int, thresholds: Sequence[int]) -> str:
@@ -289,7 +303,7 @@ def focus_sql(where: str, epoch: str, bucket_seconds: int, thresholds: Sequence[
     if bucket_seconds not in FOCUS_BUCKETS:
         raise ValueError(f"a FOCUS charge period is an hour or a day, not {bucket_seconds} s")
     tier = " + ".join(f"(CASE WHEN input_tokens > {int(t)} THEN 1 ELSE 0 END)" for t in sorted(set(thresholds)))
-    sums = ", ".join(f"sum({c})" for c in USAGE_COLUMNS)
+    sums = ", ".join(f"sum({FOCUS_MEDIA.get(c, c)})" for c in USAGE_COLUMNS)
     return (f"SELECT CAST(floor({epoch} / {bucket_seconds}) AS BIGINT) * {bucket_seconds} AS b, provider, "
             f"model_used, key_id, tags, price_row_id, cost_usd IS NULL AS unpriced, {tier or '0'} AS tier, count(*), "
             f"min(input_tokens), {sums}, sum(cost_usd), bool_or(usage_estimated) FROM events "

@@ -41,12 +41,13 @@ as ``YYYY-MM-DDTHH:MM:SSZ``. A ``FILE.metadata.json`` beside the file describes 
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import json
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -115,6 +116,9 @@ _METERS: dict[str, tuple[str, str, str, int]] = {
 }  # fmt: skip
 assert set(LINE_KINDS) <= set(_METERS)
 _PAGE = 5000  # price rows read per page
+EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)  # products and quotients that never round
+_DECIMAL128 = decimal.Context(prec=38, traps=[decimal.InvalidOperation])
+MILLION = Decimal(1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +165,7 @@ class FocusExport:
             "unpriced_calls": self.unpriced_calls, "unpriced_tokens": self.unpriced_tokens,
             "unpriced_models": [f"{p}/{m}" for p, m in sorted(self.unpriced_models)],
             "since": _when(self.since), "until": _when(self.until), "granularity": self.granularity,
+            "derived_charges": self.derived_charges, "repriced_charges": self.repriced_mismatch,
         }  # fmt: skip
 
 
@@ -179,23 +184,30 @@ def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any]
     are complete when the last has been taken. ``providers``: the config's providers (name -> ProviderConfig),
     for the provider and service names; ``catalog_row``: a price row by id, for rows the ledger does not hold (a
     ledger written by TokenOps holds every row it priced with)."""
-    since, until = out.since, out.until
     if out.granularity not in GRANULARITIES:
         raise UsageError(f"--granularity: {out.granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    # charge and billing periods are UTC (a window given with an offset is the same instants)
+    since = out.since = None if out.since is None else out.since.astimezone(UTC)
+    until = out.until = None if out.until is None else out.until.astimezone(UTC)
     if since is not None and until is not None and until <= since:
         raise UsageError("--until must be after --since")
     rows = _price_rows(ledger)
     thresholds = sorted({t.above_input_tokens for r in rows.values() for t in r.tiers})
     keys = {k.id: k.name for k in ledger.list_keys()}
     size = GRANULARITIES[out.granularity]
-    for g in ledger.focus_groups(since, until, size, thresholds):
+
+    def price_row(row_id: str | None) -> PriceRow | None:
+        row = rows.get(row_id or "") or (catalog_row(row_id) if catalog_row and row_id else None)
+        if row is not None and not {t.above_input_tokens for t in row.tiers} <= set(thresholds):
+            return None  # a catalog row whose tiers the query did not split by: its calls may mix tiers
+        return row
+
+    for g, row in _charges(ledger.focus_groups(since, until, size, thresholds), price_row):
         if g.unpriced or g.cost_usd is None:
             out.unpriced_calls += g.calls
             out.unpriced_tokens += g.usage["input_tokens"] + g.usage["output_tokens"]
             out.unpriced_models.add((g.provider, g.model))
             continue
-        row = rows.get(g.price_row_id or "") or (catalog_row(g.price_row_id) if catalog_row and g.price_row_id
-                                                   else None)  # fmt: skip
         lines, above = _lines(g, row, out)
         billed = _billed(lines, g.cost_usd, g.calls, out)
         start = max(g.bucket, since) if since is not None else g.bucket
@@ -208,6 +220,33 @@ def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any]
         for line, cost in zip(lines, billed, strict=True):
             out.row_count += 1
             yield _row(common, line, cost, g)
+
+
+def _charges(groups: Iterable[FocusGroup], price_row: Callable[[str | None], PriceRow | None]
+             ) -> Iterator[tuple[FocusGroup, PriceRow | None]]:  # fmt: skip
+    """One group per charge: the query's groups (in bucket order) merged where they differ only in what FOCUS
+    does not show: the order of their tags, or long-context thresholds of other rows than their own."""
+    bucket: datetime | None = None
+    pending: dict[tuple[Any, ...], tuple[FocusGroup, PriceRow | None]] = {}
+    for g in groups:
+        if g.bucket != bucket:
+            yield from (pending[k] for k in sorted(pending, key=repr))
+            pending, bucket = {}, g.bucket
+        row = None if g.unpriced else price_row(g.price_row_id)
+        tier = row.tier_at(g.min_input_tokens) if row is not None else None
+        key = (g.provider, g.model, g.key_id, tuple(sorted(g.tags.items())), g.price_row_id, g.unpriced,
+               None if tier is None else tier.above_input_tokens, row is None)  # fmt: skip
+        if key in pending:
+            g = _merged(pending[key][0], g)
+        pending[key] = (g, row)
+    yield from (pending[k] for k in sorted(pending, key=repr))
+
+
+def _merged(a: FocusGroup, b: FocusGroup) -> FocusGroup:
+    cost = None if a.cost_usd is None or b.cost_usd is None else money.add(a.cost_usd, b.cost_usd)
+    return replace(a, calls=a.calls + b.calls, min_input_tokens=min(a.min_input_tokens, b.min_input_tokens),
+                   usage={k: v + b.usage[k] for k, v in a.usage.items()}, cost_usd=cost,
+                   estimated=a.estimated or b.estimated)  # fmt: skip
 
 
 def _price_rows(ledger: Ledger) -> dict[str, PriceRow]:
@@ -239,17 +278,17 @@ def _lines(g: FocusGroup, row: PriceRow | None, out: FocusExport) -> tuple[list[
     out.derived_charges += 1
     tokens = g.usage["input_tokens"] + g.usage["output_tokens"]
     if tokens > 0:
-        price = (g.cost_usd * 1_000_000 / tokens).quantize(Decimal("1e-12"))
-        return [PriceLine("tokens", tokens, price, price * tokens / 1_000_000)], None
-    price = (g.cost_usd / g.calls).quantize(Decimal("1e-12"))
-    return [PriceLine("request", g.calls, price, price * g.calls)], None
+        price = EXACT.divide(EXACT.multiply(g.cost_usd, MILLION), Decimal(tokens)).quantize(money.PICO, context=EXACT)
+        return [PriceLine("tokens", tokens, price, money.per_mtok(price, tokens))], None
+    price = EXACT.divide(g.cost_usd, Decimal(g.calls)).quantize(money.PICO, context=EXACT)
+    return [PriceLine("request", g.calls, price, EXACT.multiply(price, Decimal(g.calls)))], None
 
 
 def _billed(lines: list[PriceLine], ledger_cost: Decimal, calls: int, out: FocusExport) -> list[Decimal]:
     """Each line's share of what the ledger recorded: its exact cost, and the rounding of the calls' costs to
     the pico-dollar on the largest line, so that the shares add up to the ledger's figure exactly."""
     costs = [line.cost for line in lines]
-    rest = ledger_cost - money.add(*costs)
+    rest = EXACT.subtract(ledger_cost, money.add(*costs))
     if rest:
         if abs(rest) > money.PICO * calls and not any(line.kind == "tokens" for line in lines):
             out.repriced_mismatch += 1  # the recorded cost is not what the row gives: the ledger's figure wins
@@ -299,8 +338,8 @@ def _common(g: FocusGroup, row: PriceRow | None, above: int | None, start: datet
 def _row(common: dict[str, Any], line: PriceLine, billed: Decimal, g: FocusGroup) -> dict[str, Any]:
     meter, consumed_unit, pricing_unit, per_unit = _METERS[line.kind]
     quantity = Decimal(line.quantity)
-    pricing_quantity = quantity / per_unit if per_unit != 1 else quantity  # exact: a power of ten
-    list_cost = line.price * pricing_quantity
+    pricing_quantity = EXACT.divide(quantity, Decimal(per_unit))  # exact: a power of ten
+    list_cost = EXACT.multiply(line.price, pricing_quantity)  # exact: 60 digits, not the default 28
     sku = f"{_ascii(g.provider)}/{_ascii(g.model)}/{line.kind}"
     details: dict[str, Any] = {"x_TokenType": line.kind, "x_ServiceTier": common["_variant"]}
     if common["_above"] is not None:
@@ -342,23 +381,25 @@ def write_focus(export: FocusExport, path: Path, rows: Iterable[Mapping[str, Any
         raise UsageError(f"-o {path}: the folder {path.parent} does not exist")
     if path.is_dir():
         raise UsageError(f"-o {path}: is a folder, not a file")
+    meta = path.with_name(path.stem + ".metadata.json")
+    if meta.is_dir():
+        raise UsageError(f"{meta}: is a folder; the export's metadata goes there")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp_meta = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
     try:
         if suffix == ".csv":
             with tmp.open("w", newline="", encoding="utf-8") as f:
                 _write_csv(export.rows if rows is None else rows, f)
         else:
             _write_parquet(export.rows if rows is None else rows, tmp)
+        tmp_meta.write_bytes(orjson.dumps(metadata(export), option=orjson.OPT_INDENT_2))  # once every row is read
         os.replace(tmp, path)
+        os.replace(tmp_meta, meta)
     except OSError as exc:
         raise UsageError(f"-o {path}: cannot write it ({exc.strerror or exc})") from None
     finally:
         tmp.unlink(missing_ok=True)
-    meta = path.with_name(path.stem + ".metadata.json")
-    try:
-        meta.write_bytes(orjson.dumps(metadata(export), option=orjson.OPT_INDENT_2))
-    except OSError as exc:
-        raise UsageError(f"{meta}: cannot write it ({exc.strerror or exc})") from None
+        tmp_meta.unlink(missing_ok=True)
     return meta
 
 
@@ -378,7 +419,7 @@ def focus_bytes(export: FocusExport, fmt: str) -> bytes:
 def decimal_text(value: Decimal) -> str:
     """Plain notation with a point (``12.0``, ``0.000123``): never an exponent (FOCUS's numeric format) and never
     a bare integer (the validator would read the column as integers, not decimals)."""
-    text = format(value.normalize(), "f") if value else "0"
+    text = format(value.normalize(EXACT), "f") if value else "0"
     return text if "." in text else text + ".0"
 
 
@@ -433,8 +474,12 @@ def _write_parquet(rows: Iterable[Mapping[str, Any]], out: Path | io.BytesIO, ba
 
     def table(chunk: list[Mapping[str, Any]]) -> Any:
         columns = {c: [r[c] for r in chunk] for c in COLUMNS}
-        for c in DECIMAL_COLUMNS:
-            columns[c] = [None if v is None else v.quantize(places) for v in columns[c]]
+        try:
+            for c in DECIMAL_COLUMNS:
+                columns[c] = [None if v is None else v.quantize(places, context=_DECIMAL128) for v in columns[c]]
+        except decimal.InvalidOperation:
+            raise UsageError("a value is too large for Parquet's decimal(38,18) (20 digits before the point): "
+                             "export as .csv, or a shorter window") from None  # fmt: skip
         return pa.table(columns, schema=schema)
 
     with pq.ParquetWriter(out, schema) as writer:  # a row group per batch: never the whole export in memory
