@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import decimal
+import functools
 import io
 import json
 import os
@@ -306,7 +307,8 @@ def _provider_names(name: str, cfg: Any) -> tuple[str, str]:
 
 
 def _common(g: FocusGroup, row: PriceRow | None, above: int | None, start: datetime, end: datetime,
-            keys: Mapping[str, str], provider_cfg: Any) -> dict[str, Any]:  # fmt: skip
+            keys: Mapping[str, str], provider_cfg: Any) -> _Charge:  # fmt: skip
+    """What every row of a charge has in common."""
     provider_name, service = _provider_names(g.provider, provider_cfg)
     month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     next_month = (month + timedelta(days=32)).replace(day=1)
@@ -317,7 +319,8 @@ def _common(g: FocusGroup, row: PriceRow | None, above: int | None, start: datet
     if row is not None and row.hours:
         price_point.append(f"hours-{format_hours(row.hours)}")
     tags = {k: g.tags[k] for k in sorted(g.tags)}
-    return {
+    base: dict[str, Any] = dict.fromkeys(COLUMNS)
+    base.update({
         "BillingAccountId": _ascii(g.provider), "BillingAccountName": _ascii(g.provider),
         "BillingAccountType": "Provider Account", "BillingCurrency": "USD", "BillingPeriodStart": month,
         "BillingPeriodEnd": next_month, "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based",
@@ -331,21 +334,29 @@ def _common(g: FocusGroup, row: PriceRow | None, above: int | None, start: datet
         "Tags": json.dumps(tags, ensure_ascii=True, separators=(",", ":")) if tags else None,  # ASCII: \u00e9
         "x_CallCount": g.calls, "x_Model": g.model, "x_PriceRowId": row.id if row is not None else None,
         "x_Provider": g.provider, "x_UsageEstimated": g.estimated,
-        "_price_point": "/".join(price_point), "_variant": variant, "_above": above,
-    }  # fmt: skip
+    })  # fmt: skip
+    return _Charge(base, "/".join(price_point), variant, above, f"{_ascii(g.provider)}/{_ascii(g.model)}/")
 
 
-def _row(common: dict[str, Any], line: PriceLine, billed: Decimal, g: FocusGroup) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    base: dict[str, Any]  # every column: the charge's values, None for those of each line
+    price_point: str  # SkuPriceId after the SkuId: standard/above-200000/…
+    variant: str
+    above: int | None
+    sku_prefix: str  # provider/model/
+
+
+def _row(common: _Charge, line: PriceLine, billed: Decimal, g: FocusGroup) -> dict[str, Any]:
     meter, consumed_unit, pricing_unit, per_unit = _METERS[line.kind]
     quantity = Decimal(line.quantity)
     pricing_quantity = EXACT.divide(quantity, Decimal(per_unit))  # exact: a power of ten
     list_cost = EXACT.multiply(line.price, pricing_quantity)  # exact: 60 digits, not the default 28
-    sku = f"{_ascii(g.provider)}/{_ascii(g.model)}/{line.kind}"
-    details: dict[str, Any] = {"x_TokenType": line.kind, "x_ServiceTier": common["_variant"]}
-    if common["_above"] is not None:
-        details["x_ContextAbove"] = common["_above"]
-    row: dict[str, Any] = dict.fromkeys(COLUMNS)
-    row.update({k: v for k, v in common.items() if not k.startswith("_")})
+    sku = common.sku_prefix + line.kind
+    details: dict[str, Any] = {"x_TokenType": line.kind, "x_ServiceTier": common.variant}
+    if common.above is not None:
+        details["x_ContextAbove"] = common.above
+    row = common.base.copy()
     row.update({
         "BilledCost": billed, "EffectiveCost": billed, "PricingCurrencyEffectiveCost": billed,
         "ChargeDescription": _ascii(f"{g.model} {meter.lower()}"),
@@ -353,7 +364,7 @@ def _row(common: dict[str, Any], line: PriceLine, billed: Decimal, g: FocusGroup
         "PricingQuantity": pricing_quantity, "PricingUnit": pricing_unit,
         "ListUnitPrice": line.price, "ContractedUnitPrice": line.price, "PricingCurrencyListUnitPrice": line.price,
         "PricingCurrencyContractedUnitPrice": line.price, "ListCost": list_cost, "ContractedCost": list_cost,
-        "SkuId": sku, "SkuMeter": meter, "SkuPriceId": f"{sku}/{common['_price_point']}",
+        "SkuId": sku, "SkuMeter": meter, "SkuPriceId": f"{sku}/{common.price_point}",
         "SkuPriceDetails": orjson.dumps(details).decode(), "x_TokenType": line.kind,
     })  # fmt: skip
     return row
@@ -423,6 +434,7 @@ def decimal_text(value: Decimal) -> str:
     return text if "." in text else text + ".0"
 
 
+@functools.lru_cache(maxsize=4096)  # a few distinct instants (buckets, months) in a whole export
 def _when_text(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
