@@ -35,6 +35,12 @@ def test_demo_runs_without_setup(tmp_path: Path) -> None:
     gateway_calls = sum(row["requests"] for row in live["rows"] if row["source"] == "gateway")
     assert gateway_calls == 11
     assert {row["route"] for row in live["rows"]} >= {"chat.completions", "messages", "embeddings"}
+    # the demo's history as FOCUS: every priced dollar of it, the unpriced calls named
+    r = tokenops("export", "focus", "--config", str(cfg), "-o", str(tmp_path / "focus.csv"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    export = json.loads(r.stdout)
+    assert Decimal(export["billed_cost_usd"]) == Decimal(out["total_cost_usd"]) == Decimal(export["ledger_spend_usd"])
+    assert export["unpriced_calls"] == out["unpriced_requests"] > 0 and "Not exported" in r.stderr
 
 
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:

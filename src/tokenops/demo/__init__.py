@@ -164,6 +164,7 @@ In a second terminal:
   tokenops anomalies --config {cfg_path} --scan --since 12d --scope team=research --bucket 3600
   tokenops forecast --config {cfg_path} --scope team=search --horizon 90d
   tokenops report chargeback --config {cfg_path} --month {datetime.now(UTC).strftime("%Y-%m")}
+  tokenops export focus --config {cfg_path} --since 30d -o {home / "focus.csv"}
 """
     )
     def stop_on_term(signum: int, frame: object) -> None:
