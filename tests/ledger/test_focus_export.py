@@ -259,7 +259,7 @@ def test_csv_and_parquet_files_hold_the_same_exact_values(filled: Ledger, tmp_pa
     doc = json.loads(meta.read_text())
     assert meta.name == "nov.metadata.json" and doc["FocusVersion"] == "1.2" and doc["DataGenerator"] == "TokenOps"
     assert [c["ColumnName"] for c in doc["ColumnDefinition"]] == list(FOCUS_COLUMNS)
-    assert doc["x_Export"]["billed_cost_usd"] == format(out.billed, "f")
+    assert Decimal(doc["x_Export"]["billed_cost_usd"]) == out.billed
 
 
 def test_the_cli_writes_the_file_and_says_what_it_left_out(filled: Ledger, tmp_path: Path) -> None:

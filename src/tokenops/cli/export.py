@@ -55,7 +55,7 @@ def focus(
     finally:
         ledger.close()
     summary = export.to_json()
-    summary.update(file=str(output), metadata=str(meta), ledger_spend_usd=format(spent, "f"))
+    summary.update(file=str(output), metadata=str(meta), ledger_spend_usd=format_usd(spent))
     if fmt is not Format.table:
         emit([summary], fmt, payload=summary)
     else:

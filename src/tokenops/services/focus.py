@@ -162,7 +162,7 @@ class FocusExport:
     def to_json(self) -> dict[str, Any]:
         return {
             "focus_version": FOCUS_VERSION, "rows": self.row_count, "calls": self.calls,
-            "billed_cost_usd": format(self.billed, "f"), "ledger_cost_usd": format(self.ledger_cost, "f"),
+            "billed_cost_usd": money.format_usd(self.billed), "ledger_cost_usd": money.format_usd(self.ledger_cost),
             "unpriced_calls": self.unpriced_calls, "unpriced_tokens": self.unpriced_tokens,
             "unpriced_models": [f"{p}/{m}" for p, m in sorted(self.unpriced_models)],
             "since": _when(self.since), "until": _when(self.until), "granularity": self.granularity,
