@@ -376,3 +376,30 @@ def test_no_data_file_is_left_when_its_metadata_cannot_be_written(filled: Ledger
     with pytest.raises(UsageError, match="is a folder"):
         write_focus(exported(filled), tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_negotiated_rate_is_the_contracted_price_beside_the_published_list_price(any_ledger: Ledger) -> None:
+    # the config's prices: row for gpt-4o (a negotiated rate) priced the calls; the published row is GPT
+    deal = PriceRow(provider="openai", model="gpt-4o", effective_from=T0, source="config tokenops.yaml",
+                    input_per_mtok=Decimal("2"), output_per_mtok=Decimal("8"))  # fmt: skip
+    at = DAY + timedelta(hours=3)
+    any_ledger.append([priced(deal, Usage(input_tokens=4000, output_tokens=500), at),
+                       priced(CLAUDE, Usage(input_tokens=100, output_tokens=10), at)], (deal, CLAUDE))  # fmt: skip
+    published = {("openai", "gpt-4o"): GPT, ("anthropic", "claude-sonnet-4-5"): CLAUDE}
+
+    def public_row(provider: str, model: str, at_: datetime, variant: str) -> PriceRow | None:
+        assert at_ == DAY and variant == ""
+        return published.get((provider, model))
+
+    out = exported(any_ledger, public_row=public_row)
+    gpt = {r["x_TokenType"]: r for r in out.rows if r["x_Model"] == "gpt-4o"}
+    assert (gpt["input"]["ListUnitPrice"], gpt["input"]["ContractedUnitPrice"]) == (Decimal("2.5"), Decimal("2"))
+    assert gpt["input"]["ListCost"] == Decimal("0.01") and gpt["input"]["ContractedCost"] == Decimal("0.008")
+    assert gpt["output"]["ListCost"] == Decimal("0.005") and gpt["output"]["ContractedCost"] == Decimal("0.004")
+    assert gpt["input"]["BilledCost"] == gpt["input"]["ContractedCost"]  # what was charged: the negotiated rate
+    assert gpt["input"]["PricingCurrencyListUnitPrice"] == Decimal("2.5")
+    claude = [r for r in out.rows if r["x_Model"] == "claude-sonnet-4-5"]
+    assert all(r["ListUnitPrice"] == r["ContractedUnitPrice"] for r in claude)  # priced at the published row
+    assert out.billed == sum((e.cost_usd for e in (priced(deal, Usage(input_tokens=4000, output_tokens=500), at),
+                                                  priced(CLAUDE, Usage(input_tokens=100, output_tokens=10), at))),
+                             Decimal(0))  # fmt: skip

@@ -386,6 +386,8 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         return chargeback_report(gw.ledger, gw.config, month, timezone).to_json()
 
     # --- interchange -----------------------------------------------------------------------------
+    published: list[Any] = []  # the published catalog, loaded by the first FOCUS export
+
     @api.get(f"{PREFIX}/exports/focus", tags=["exports"], response_class=Response,
              responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
                               "description": "A FOCUS 1.2 file (tokenops export focus)"}})  # fmt: skip
@@ -404,8 +406,13 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         if start and end and start >= end:
             raise UsageError("since must be before until")
         gw.drain_now()
+        if not published:  # the catalog without the config's prices: list prices beside negotiated ones
+            from tokenops.pricing.catalog import load_catalog
+
+            published.append(load_catalog())
         export = focus.focus_export(gw.ledger, since=start, until=end, granularity=granularity,
-                                    providers=gw.config.providers, catalog_row=gw.catalog.get)  # fmt: skip
+                                    providers=gw.config.providers, catalog_row=gw.catalog.get,
+                                    public_row=lambda p, m, at, v: published[0].lookup((p,), m, at, variant=v))  # fmt: skip
         kind = "text/csv; charset=utf-8" if format == "csv" else "application/vnd.apache.parquet"
         headers = {"content-disposition": f'attachment; filename="tokenops-focus.{format}"',
                    "x-tokenops-unpriced-calls": str(export.unpriced_calls),

@@ -46,10 +46,18 @@ def focus(
             catalog.append(load_catalog(tuple(e.to_row(cfg.source) for e in cfg.prices)))
         return catalog[0].get(row_id)  # type: ignore[attr-defined]
 
+    published: list[object] = []
+
+    def public_row(provider: str, model: str, at: object, variant: str) -> object:
+        if not published:  # the catalog without the config's prices: what the providers publish
+            published.append(load_catalog())
+        return published[0].lookup((provider,), model, at, variant=variant)  # type: ignore[attr-defined]
+
     export = FocusExport(start, end, granularity.value)
     try:
         drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
-        rows = focus_rows(ledger, export, providers=cfg.providers, catalog_row=catalog_row)  # type: ignore[arg-type]
+        rows = focus_rows(ledger, export, providers=cfg.providers, catalog_row=catalog_row,  # type: ignore[arg-type]
+                          public_row=public_row)  # type: ignore[arg-type]
         meta = write_focus(export, output, rows)  # streamed: a month of charges is never all in memory
         spent = spend_report(ledger, by=[], since=start, until=end).total_cost_usd  # the ledger's own total
     finally:

@@ -11,10 +11,10 @@ How each row is built:
 * **Quantities**: ``ConsumedQuantity`` tokens (``ConsumedUnit`` ``Tokens``); ``PricingQuantity`` in millions of
   tokens (``PricingUnit`` ``1000000 Tokens``), the unit providers publish their prices in (``1000 Searches``
   for tool calls, ``Requests`` for per-request fees).
-* **Prices and costs**: ``ListUnitPrice`` is the price row's rate (USD per million tokens at the call's
-  long-context tier and service tier), ``ListCost`` = ``ListUnitPrice`` x ``PricingQuantity`` exactly (FOCUS
-  requires the product to match). No negotiated prices are known, so the contracted price and cost are the
-  list ones. ``BilledCost`` = ``EffectiveCost`` is what the ledger recorded: each call's cost is rounded to the
+* **Prices and costs**: ``ContractedUnitPrice`` is the rate of the row the calls were priced with (USD per
+  million tokens at their long-context tier and service tier); ``ListUnitPrice`` the published rate of the
+  built-in catalog, the same unless the config's ``prices:`` set a negotiated rate. ``ListCost`` and
+  ``ContractedCost`` are each price x ``PricingQuantity`` exactly (FOCUS requires the products to match). ``BilledCost`` = ``EffectiveCost`` is what the ledger recorded: each call's cost is rounded to the
   pico-dollar, and what that rounding left over is put on the largest line of its charge, so that the export's
   ``BilledCost`` sums to the ledger's spend to the last digit (the CLI checks and says so).
 * **Who**: ``ProviderName`` = ``PublisherName`` = ``InvoiceIssuerName`` (OpenAI, Anthropic, Google, or the
@@ -117,6 +117,7 @@ _METERS: dict[str, tuple[str, str, str, int]] = {
 }  # fmt: skip
 assert set(LINE_KINDS) <= set(_METERS)
 _PAGE = 5000  # price rows read per page
+PublicRow = Callable[[str, str, datetime, str], "PriceRow | None"]  # (provider, model, at, variant) -> row
 EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN)  # products and quotients that never round
 _DECIMAL128 = decimal.Context(prec=38, traps=[decimal.InvalidOperation])
 MILLION = Decimal(1_000_000)
@@ -172,19 +173,23 @@ class FocusExport:
 
 def focus_export(ledger: Ledger, *, since: datetime | None, until: datetime | None, granularity: str = "day",
                  providers: Mapping[str, Any] | None = None,
-                 catalog_row: Callable[[str], PriceRow | None] | None = None) -> FocusExport:  # fmt: skip
+                 catalog_row: Callable[[str], PriceRow | None] | None = None,
+                 public_row: PublicRow | None = None) -> FocusExport:  # fmt: skip
     """The FOCUS rows of the calls made in ``[since, until)``, in memory (see :func:`focus_rows`)."""
     out = FocusExport(since, until, granularity)
-    out.rows = list(focus_rows(ledger, out, providers=providers, catalog_row=catalog_row))
+    out.rows = list(focus_rows(ledger, out, providers=providers, catalog_row=catalog_row, public_row=public_row))
     return out
 
 
 def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any] | None = None,
-               catalog_row: Callable[[str], PriceRow | None] | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
+               catalog_row: Callable[[str], PriceRow | None] | None = None,
+               public_row: PublicRow | None = None) -> Iterator[dict[str, Any]]:  # fmt: skip
     """The FOCUS rows of the calls made in ``[out.since, out.until)``, one at a time; ``out``'s counts and sums
     are complete when the last has been taken. ``providers``: the config's providers (name -> ProviderConfig),
     for the provider and service names; ``catalog_row``: a price row by id, for rows the ledger does not hold (a
-    ledger written by TokenOps holds every row it priced with)."""
+    ledger written by TokenOps holds every row it priced with); ``public_row``: the published price row of a
+    (provider, model, time, service tier), when the row a call was priced with is another (the config's
+    ``prices:``, a negotiated rate): its rates are the list prices, the row's the contracted ones."""
     if out.granularity not in GRANULARITIES:
         raise UsageError(f"--granularity: {out.granularity!r} is not one of {', '.join(GRANULARITIES)}")
     # charge and billing periods are UTC (a window given with an offset is the same instants)
@@ -211,6 +216,7 @@ def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any]
             continue
         lines, above = _lines(g, row, out)
         billed = _billed(lines, g.cost_usd, g.calls, out)
+        listed = _list_prices(g, row, public_row)
         start = max(g.bucket, since) if since is not None else g.bucket
         end = g.bucket + timedelta(seconds=size)
         end = min(end, until) if until is not None else end
@@ -220,7 +226,7 @@ def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any]
         out.billed = money.add(out.billed, *billed)
         for line, cost in zip(lines, billed, strict=True):
             out.row_count += 1
-            yield _row(common, line, cost, g)
+            yield _row(common, line, cost, g, listed.get(line.kind, line.price))
 
 
 def _charges(groups: Iterable[FocusGroup], price_row: Callable[[str | None], PriceRow | None]
@@ -285,6 +291,18 @@ def _lines(g: FocusGroup, row: PriceRow | None, out: FocusExport) -> tuple[list[
     return [PriceLine("request", g.calls, price, EXACT.multiply(price, Decimal(g.calls)))], None
 
 
+def _list_prices(g: FocusGroup, row: PriceRow | None, public_row: PublicRow | None) -> dict[str, Decimal]:
+    """The published rate of each kind of line, where the row the calls were priced with is not the published
+    one (a negotiated rate in the config's ``prices:``); empty where it is."""
+    if row is None or public_row is None:
+        return {}
+    public = public_row(row.provider, row.model, g.bucket, row.variant)
+    if public is None or public.id == row.id:
+        return {}
+    lines, _ = price_lines(_Sums(**g.usage), public, prices=public.prices_at(g.min_input_tokens), calls=g.calls)
+    return {line.kind: line.price for line in lines}
+
+
 def _billed(lines: list[PriceLine], ledger_cost: Decimal, calls: int, out: FocusExport) -> list[Decimal]:
     """Each line's share of what the ledger recorded: its exact cost, and the rounding of the calls' costs to
     the pico-dollar on the largest line, so that the shares add up to the ledger's figure exactly."""
@@ -347,11 +365,12 @@ class _Charge:
     sku_prefix: str  # provider/model/
 
 
-def _row(common: _Charge, line: PriceLine, billed: Decimal, g: FocusGroup) -> dict[str, Any]:
+def _row(common: _Charge, line: PriceLine, billed: Decimal, g: FocusGroup, list_price: Decimal) -> dict[str, Any]:
     meter, consumed_unit, pricing_unit, per_unit = _METERS[line.kind]
     quantity = Decimal(line.quantity)
     pricing_quantity = EXACT.divide(quantity, Decimal(per_unit))  # exact: a power of ten
-    list_cost = EXACT.multiply(line.price, pricing_quantity)  # exact: 60 digits, not the default 28
+    contracted_cost = EXACT.multiply(line.price, pricing_quantity)  # exact: 60 digits, not the default 28
+    list_cost = contracted_cost if list_price == line.price else EXACT.multiply(list_price, pricing_quantity)
     sku = common.sku_prefix + line.kind
     details: dict[str, Any] = {"x_TokenType": line.kind, "x_ServiceTier": common.variant}
     if common.above is not None:
@@ -362,8 +381,8 @@ def _row(common: _Charge, line: PriceLine, billed: Decimal, g: FocusGroup) -> di
         "ChargeDescription": _ascii(f"{g.model} {meter.lower()}"),
         "ConsumedQuantity": quantity, "ConsumedUnit": consumed_unit,
         "PricingQuantity": pricing_quantity, "PricingUnit": pricing_unit,
-        "ListUnitPrice": line.price, "ContractedUnitPrice": line.price, "PricingCurrencyListUnitPrice": line.price,
-        "PricingCurrencyContractedUnitPrice": line.price, "ListCost": list_cost, "ContractedCost": list_cost,
+        "ListUnitPrice": list_price, "ContractedUnitPrice": line.price, "PricingCurrencyListUnitPrice": list_price,
+        "PricingCurrencyContractedUnitPrice": line.price, "ListCost": list_cost, "ContractedCost": contracted_cost,
         "SkuId": sku, "SkuMeter": meter, "SkuPriceId": f"{sku}/{common.price_point}",
         "SkuPriceDetails": orjson.dumps(details).decode(), "x_TokenType": line.kind,
     })  # fmt: skip
