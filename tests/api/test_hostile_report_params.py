@@ -46,6 +46,9 @@ def test_api_words_name_query_parameters_and_keep_commands() -> None:
     # the user's own input, echoed in quotes, is left as it was
     assert api_words("--horizon: '--scope' is not a horizon", {"horizon", "scope"}) == (
         "horizon: '--scope' is not a horizon")
+    # an apostrophe inside a word is not a quote
+    assert api_words("the key's --since can't be 'x' or --until", {"since", "until"}) == (
+        "the key's since can't be 'x' or until")
 
 
 async def test_head_on_an_admin_get_route(make_gateway: Callable[..., Any]) -> None:

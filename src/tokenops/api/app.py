@@ -423,7 +423,8 @@ def create_admin_api(gw: Gateway) -> FastAPI:
 
 
 # a quoted value (the user's own input, echoed) first, so that an option-like text inside it stays as it was
-_FLAG = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|(?<![\w-])--([a-z][a-z0-9-]*)")
+# (a quote opens only where no letter comes just before it: the apostrophe of "can't" opens nothing)
+_FLAG = re.compile(r"(?<!\w)'(?:[^'\\]|\\.)*'|(?<!\w)\"(?:[^\"\\]|\\.)*\"|(?<![\w-])--([a-z][a-z0-9-]*)")
 
 
 def api_words(message: str, params: set[str]) -> str:
