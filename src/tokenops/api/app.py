@@ -386,7 +386,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         return chargeback_report(gw.ledger, gw.config, month, timezone).to_json()
 
     # --- interchange -----------------------------------------------------------------------------
-    published: list[Any] = []  # the published catalog, loaded by the first FOCUS export
+    catalogs: list[Any] = []  # the FOCUS export's price catalogs (the published one loaded by its first use)
 
     @api.get(f"{PREFIX}/exports/focus", tags=["exports"], response_class=Response,
              responses={200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
@@ -406,13 +406,11 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         if start and end and start >= end:
             raise UsageError("since must be before until")
         gw.drain_now()
-        if not published:  # the catalog without the config's prices: list prices beside negotiated ones
-            from tokenops.pricing.catalog import load_catalog
-
-            published.append(load_catalog())
+        if not catalogs:
+            catalogs.append(focus.Catalogs(configured=gw.catalog))
         export = focus.focus_export(gw.ledger, since=start, until=end, granularity=granularity,
-                                    providers=gw.config.providers, catalog_row=gw.catalog.get,
-                                    public_row=lambda p, m, at, v: published[0].lookup((p,), m, at, variant=v))  # fmt: skip
+                                    providers=gw.config.providers, catalog_row=catalogs[0].row,
+                                    public_row=catalogs[0].public)  # fmt: skip
         kind = "text/csv; charset=utf-8" if format == "csv" else "application/vnd.apache.parquet"
         headers = {"content-disposition": f'attachment; filename="tokenops-focus.{format}"',
                    "x-tokenops-unpriced-calls": str(export.unpriced_calls),

@@ -32,32 +32,18 @@ def focus(
     """Write the calls of a window as a FOCUS 1.2 dataset (FinOps Open Cost and Usage Specification): one row
     per day (or hour), provider, model, key, tag set and kind of token, with its list price and what the
     ledger billed. Unpriced calls are counted and named, never exported at $0."""
-    from tokenops.pricing.catalog import load_catalog
-    from tokenops.services.focus import FocusExport, focus_rows, write_focus
+    from tokenops.services.focus import Catalogs, FocusExport, focus_rows, write_focus
     from tokenops.services.reports import spend_report
 
     cfg = load(config)
     start, end = window(since, until)
     ledger = ledger_for(cfg)
-    catalog: list[object] = []
-
-    def catalog_row(row_id: str) -> object:
-        if not catalog:  # only for a row the ledger lacks (a ledger written by TokenOps has every row it used)
-            catalog.append(load_catalog(tuple(e.to_row(cfg.source) for e in cfg.prices)))
-        return catalog[0].get(row_id)  # type: ignore[attr-defined]
-
-    published: list[object] = []
-
-    def public_row(provider: str, model: str, at: object, variant: str) -> object:
-        if not published:  # the catalog without the config's prices: what the providers publish
-            published.append(load_catalog())
-        return published[0].lookup((provider,), model, at, variant=variant)  # type: ignore[attr-defined]
-
+    catalogs = Catalogs(tuple(e.to_row(cfg.source) for e in cfg.prices))
     export = FocusExport(start, end, granularity.value)
     try:
         drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
-        rows = focus_rows(ledger, export, providers=cfg.providers, catalog_row=catalog_row,  # type: ignore[arg-type]
-                          public_row=public_row)  # type: ignore[arg-type]
+        rows = focus_rows(ledger, export, providers=cfg.providers, catalog_row=catalogs.row,
+                          public_row=catalogs.public)  # fmt: skip
         meta = write_focus(export, output, rows)  # streamed: a month of charges is never all in memory
         spent = spend_report(ledger, by=[], since=start, until=end).total_cost_usd  # the ledger's own total
     finally:

@@ -47,7 +47,7 @@ import io
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -61,6 +61,7 @@ from tokenops import money
 from tokenops.errors import UsageError
 from tokenops.ledger.base import TABLES, FocusGroup, Ledger, price_row_from
 from tokenops.money import ZERO
+from tokenops.pricing.catalog import PriceCatalog, load_catalog
 from tokenops.pricing.model import LINE_KINDS, PriceLine, PriceRow, format_hours, price_lines
 
 FOCUS_VERSION = "1.2"
@@ -169,6 +170,27 @@ class FocusExport:
             "since": _when(self.since), "until": _when(self.until), "granularity": self.granularity,
             "derived_charges": self.derived_charges, "repriced_charges": self.repriced_mismatch,
         }  # fmt: skip
+
+
+class Catalogs:
+    """The price rows an export may need beyond the ledger's, each catalog loaded when first asked: ``row`` (by
+    id, from the configured catalog: the built-in one with the config's ``prices:``) and ``public`` (the built-in
+    catalog alone: what providers publish), to pass as ``catalog_row`` and ``public_row``."""
+
+    def __init__(self, config_rows: Sequence[PriceRow] = (), configured: PriceCatalog | None = None) -> None:
+        self._config_rows = tuple(config_rows)
+        self._configured = configured
+        self._published: PriceCatalog | None = None
+
+    def row(self, row_id: str) -> PriceRow | None:
+        if self._configured is None:
+            self._configured = load_catalog(self._config_rows)
+        return self._configured.get(row_id)
+
+    def public(self, provider: str, model: str, at: datetime, variant: str) -> PriceRow | None:
+        if self._published is None:
+            self._published = load_catalog()
+        return self._published.lookup((provider,), model, at, variant=variant)
 
 
 def focus_export(ledger: Ledger, *, since: datetime | None, until: datetime | None, granularity: str = "day",
