@@ -403,3 +403,14 @@ def test_a_negotiated_rate_is_the_contracted_price_beside_the_published_list_pri
     assert out.billed == sum((e.cost_usd for e in (priced(deal, Usage(input_tokens=4000, output_tokens=500), at),
                                                   priced(CLAUDE, Usage(input_tokens=100, output_tokens=10), at))),
                              Decimal(0))  # fmt: skip
+
+
+def test_catalogs_give_the_configured_row_by_id_and_the_published_one_by_model() -> None:
+    from tokenops.services.focus import Catalogs
+
+    deal = PriceRow(provider="openai", model="gpt-4o", effective_from=T0, source="config tokenops.yaml",
+                    input_per_mtok=Decimal("0.5"), output_per_mtok=Decimal("1"))  # fmt: skip
+    catalogs = Catalogs((deal,))
+    assert catalogs.row(deal.id) == deal and catalogs.row("pr_nothing") is None
+    published = catalogs.public("openai", "gpt-4o", DAY, "")
+    assert published is not None and published.id != deal.id and published.input_per_mtok == Decimal("2.5")
