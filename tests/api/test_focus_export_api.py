@@ -56,5 +56,9 @@ async def test_the_focus_export_refuses_what_it_cannot_do(make_gateway: Callable
     r = await h.client.get("/v1/admin/exports/focus", params={"since": "2026-11-05", "until": "2026-11-04"},
                            headers=AUTH)  # fmt: skip
     assert r.status_code == 400 and "since must be before until" in r.json()["error"]["message"]
+    r = await h.client.get("/v1/admin/exports/focus", params={"month": "2026-11", "since": "1d"}, headers=AUTH)
+    assert r.status_code == 400 and "month is a whole window" in r.json()["error"]["message"]
+    r = await h.client.get("/v1/admin/exports/focus", params={"month": "2026-11"}, headers=AUTH)
+    assert r.status_code == 200 and r.headers["x-tokenops-unpriced-calls"] == "0"
     r = await h.client.get("/v1/admin/exports/focus", params={"granularity": "week"}, headers=AUTH)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "granularity"]

@@ -284,6 +284,13 @@ def test_the_cli_writes_the_file_and_says_what_it_left_out(filled: Ledger, tmp_p
                        (["-o", str(out), "--since", "2026-11-05", "--until", "2026-11-04"], "--since must be before"),
                        (["-o", str(out), "--since", "yesterday"], "--since: 'yesterday' is not a date")):  # fmt: skip
         assert said in refused("export", "focus", "--config", str(cfg), *args)
+    r = runner.invoke(app, ["export", "focus", "--config", str(cfg), "--month", "2026-11", "-o", str(out),
+                            "--format", "json"])  # fmt: skip
+    assert r.exit_code == 0 and json.loads(r.stdout)["since"] == "2026-11-01T00:00:00Z"
+    assert json.loads(r.stdout)["until"] == "2026-12-01T00:00:00Z" and json.loads(r.stdout)["calls"] > 0
+    assert "not both" in refused("export", "focus", "--config", str(cfg), "--month", "2026-11", "--since", "1d",
+                                 "-o", str(out))  # fmt: skip
+    assert "is not a month" in refused("export", "focus", "--config", str(cfg), "--month", "11/2026", "-o", str(out))
     r = runner.invoke(app, ["export", "focus", "--config", str(cfg), "-o", str(out), "--granularity", "week"])
     assert r.exit_code == 2 and "'week' is not one of" in r.output
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind

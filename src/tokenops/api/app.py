@@ -395,6 +395,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         _: Admin,
         since: Annotated[str | None, Query(max_length=64)] = None,
         until: Annotated[str | None, Query(max_length=64)] = None,
+        month: Annotated[str | None, Query(max_length=16, description="2026-11: a calendar month, UTC")] = None,
         granularity: Annotated[str, Query(pattern="^(day|hour)$")] = "day",
         format: Annotated[str, Query(pattern="^(csv|parquet)$")] = "csv",  # noqa: A002 (the query's name)
     ) -> Response:
@@ -402,9 +403,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
         count is in ``X-TokenOps-Unpriced-Calls``; ``X-TokenOps-Billed-Cost`` is the file's BilledCost sum."""
         from tokenops.services import focus
 
-        start, end = parse_time(since, what="since"), parse_time(until, what="until")
-        if start and end and start >= end:
-            raise UsageError("since must be before until")
+        start, end = focus.month_or_window(month, since, until)  # its messages name options: api_words
         gw.drain_now()
         if not catalogs:
             catalogs.append(focus.Catalogs(configured=gw.catalog))

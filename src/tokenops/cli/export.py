@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load, window
+from tokenops.cli.common import ConfigOption, Format, FormatOption, drain, emit, ledger_for, load
 from tokenops.money import format_usd
 
 app = typer.Typer(help="Take the ledger's data out in standard formats.", no_args_is_help=True)
@@ -25,6 +25,7 @@ def focus(
                                          "goes beside it, as NAME.metadata.json).", show_default=False)],  # fmt: skip
     since: Annotated[str | None, typer.Option(help="From (inclusive): 2026-11-01, 2026-11-01T08:00, 30d.")] = None,
     until: Annotated[str | None, typer.Option(help="Until (exclusive), same forms as --since.")] = None,
+    month: Annotated[str | None, typer.Option(help="A calendar month (UTC), as a bill: 2026-11.")] = None,
     granularity: Annotated[Granularity, typer.Option(help="One charge per day or per hour (UTC).")] = Granularity.day,
     config: ConfigOption = None,
     fmt: FormatOption = Format.table,
@@ -32,11 +33,11 @@ def focus(
     """Write the calls of a window as a FOCUS 1.2 dataset (FinOps Open Cost and Usage Specification): one row
     per day (or hour), provider, model, key, tag set and kind of token, with its list price and what the
     ledger billed. Unpriced calls are counted and named, never exported at $0."""
-    from tokenops.services.focus import Catalogs, FocusExport, focus_rows, write_focus
+    from tokenops.services.focus import Catalogs, FocusExport, focus_rows, month_or_window, write_focus
     from tokenops.services.reports import spend_report
 
     cfg = load(config)
-    start, end = window(since, until)
+    start, end = month_or_window(month, since, until)
     ledger = ledger_for(cfg)
     catalogs = Catalogs(tuple(e.to_row(cfg.source) for e in cfg.prices))
     export = FocusExport(start, end, granularity.value)

@@ -172,6 +172,22 @@ class FocusExport:
         }  # fmt: skip
 
 
+def month_or_window(month: str | None, since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """The export's window: a calendar month in UTC (``2026-11``: a bill's period), or ``since``/``until`` as
+    ``tokenops report spend`` takes them (2026-11-01, 2026-11-01T08:00, 30d)."""
+    from tokenops.services.chargeback import month_window
+    from tokenops.timespec import parse_time
+
+    if month is not None:
+        if since is not None or until is not None:
+            raise UsageError("--month is a whole window: give it, or --since/--until, not both")
+        return month_window(month)
+    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
+    if start and end and start >= end:
+        raise UsageError("--since must be before --until")
+    return start, end
+
+
 class Catalogs:
     """The price rows an export may need beyond the ledger's, each catalog loaded when first asked: ``row`` (by
     id, from the configured catalog: the built-in one with the config's ``prices:``) and ``public`` (the built-in
