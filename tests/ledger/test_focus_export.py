@@ -206,7 +206,7 @@ def test_unpriced_calls_are_counted_not_exported_and_cache_hits_are_no_charge(fi
     out = exported(filled)
     assert out.unpriced_calls == 1 and out.unpriced_tokens == 909 and out.unpriced_models == {("openai", "mystery-7b")}
     assert not [r for r in out.rows if r["x_Model"] == "mystery-7b"]
-    assert sum(r["x_CallCount"] for r in out.rows if r["x_TokenType"] == "output") == out.calls  # no cache hit
+    assert sum(r["x_CallCount"] or 0 for r in out.rows) == out.calls  # each call once, no cache hit
 
 
 def test_hours_and_a_window_cut_inside_a_day(filled: Ledger) -> None:
@@ -215,7 +215,7 @@ def test_hours_and_a_window_cut_inside_a_day(filled: Ledger) -> None:
     assert out.rows and {r["ChargePeriodStart"] for r in out.rows} == {since}
     assert {r["ChargePeriodEnd"] for r in out.rows} == {until}
     search = [r for r in out.rows if r["SubAccountId"] == "key_a"]
-    assert {r["x_CallCount"] for r in search} == {1}  # the 09:00 call is before the window
+    assert {r["x_CallCount"] for r in search} == {1, None}  # the 09:00 call is before the window
     hourly = exported(filled, granularity="hour")
     assert {r["ChargePeriodEnd"] - r["ChargePeriodStart"] for r in hourly.rows} == {timedelta(hours=1)}
     assert hourly.billed == exported(filled).billed
@@ -257,7 +257,8 @@ def test_csv_and_parquet_files_hold_the_same_exact_values(filled: Ledger, tmp_pa
             assert got[c] == want[c].strftime("%Y-%m-%dT%H:%M:%SZ") and arrow[c] == want[c]
         assert got["Tags"] == (want["Tags"] or "") and arrow["Tags"] == want["Tags"]
     doc = json.loads(meta.read_text())
-    assert meta.name == "nov.metadata.json" and doc["FocusVersion"] == "1.2" and doc["DataGenerator"] == "TokenOps"
+    assert meta.name == "nov.csv.metadata.json" and doc["FocusVersion"] == "1.2" and doc["DataGenerator"] == "TokenOps"
+    assert doc["x_DataFile"] == "nov.csv" and (tmp_path / "nov.parquet.metadata.json").exists()  # one each
     assert [c["ColumnName"] for c in doc["ColumnDefinition"]] == list(FOCUS_COLUMNS)
     assert Decimal(doc["x_Export"]["billed_cost_usd"]) == out.billed
 
@@ -279,6 +280,12 @@ def test_the_cli_writes_the_file_and_says_what_it_left_out(filled: Ledger, tmp_p
     assert len(read_csv(out)) == len(exported(filled).rows)
     r = runner.invoke(app, ["export", "focus", "--config", str(cfg), "-o", str(out), "--format", "json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["unpriced_calls"] == 1
+    # no --until: up to now (today's charge ends now, not at a future midnight); the file said replaced
+    until = datetime.fromisoformat(json.loads(r.stdout)["until"])
+    assert timedelta(0) <= datetime.now(UTC) - until < timedelta(minutes=1)
+    r = runner.invoke(app, ["export", "focus", "--config", str(cfg), "-o", str(out), "--since", "2020-01-01",
+                            "--until", "2020-02-01"])  # fmt: skip
+    assert r.exit_code == 0 and "(replaced)" in r.output and "the file holds the header only" in r.output
     for args, said in ((["-o", str(tmp_path / "x.xlsx")], "must end in .csv or .parquet"),
                        (["-o", str(tmp_path / "nope" / "x.csv")], "does not exist"),
                        (["-o", str(out), "--since", "2026-11-05", "--until", "2026-11-04"], "--since must be before"),
@@ -341,7 +348,7 @@ def test_one_row_per_charge_whatever_the_tag_order_or_other_rows_tiers(any_ledge
     out = exported(any_ledger)
     keys = [(r["ChargePeriodStart"], r["SkuPriceId"], r["x_PriceRowId"], r["SubAccountId"], r["Tags"]) for r in out.rows]
     assert len(keys) == len(set(keys)) == 4
-    assert {r["x_CallCount"] for r in out.rows} == {2}
+    assert {r["x_CallCount"] for r in out.rows} == {2, None}
 
 
 def test_a_catalog_row_with_tiers_the_query_did_not_split_by_is_priced_from_its_cost(any_ledger: Ledger) -> None:
@@ -379,7 +386,7 @@ def test_huge_quantities_and_long_prices_stay_exact_in_both_files(any_ledger: Le
 
 
 def test_no_data_file_is_left_when_its_metadata_cannot_be_written(filled: Ledger, tmp_path: Path) -> None:
-    (tmp_path / "m.metadata.json").mkdir()
+    (tmp_path / "m.csv.metadata.json").mkdir()
     with pytest.raises(UsageError, match="is a folder"):
         write_focus(exported(filled), tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists() and not list(tmp_path.glob(".*.tmp"))
@@ -421,3 +428,15 @@ def test_catalogs_give_the_configured_row_by_id_and_the_published_one_by_model()
     assert catalogs.row(deal.id) == deal and catalogs.row("pr_nothing") is None
     published = catalogs.public("openai", "gpt-4o", DAY, "")
     assert published is not None and published.id != deal.id and published.input_per_mtok == Decimal("2.5")
+
+
+def test_todays_charge_ends_now_not_at_midnight(any_ledger: Ledger) -> None:
+    now = datetime.now(UTC)
+    any_ledger.append([priced(GPT, Usage(input_tokens=100, output_tokens=10), now - timedelta(seconds=5))], (GPT,))
+    out = exported(any_ledger, since=now - timedelta(hours=1, microseconds=500), until=None)
+    assert out.rows and out.calls == 1
+    midnight = (now - timedelta(seconds=5)).replace(hour=0, minute=0, second=0, microsecond=0)
+    for r in out.rows:  # (the call's day started after the window did, just after midnight)
+        assert r["ChargePeriodStart"] == max(midnight, (now - timedelta(hours=1, microseconds=500)).replace(microsecond=0))
+        assert now <= r["ChargePeriodEnd"] <= datetime.now(UTC) + timedelta(seconds=1)
+        assert r["ChargePeriodEnd"].microsecond == 0

@@ -22,7 +22,7 @@ class Granularity(StrEnum):
 @app.command("focus")
 def focus(
     output: Annotated[Path, typer.Option("-o", "--output", help="The file to write: .csv or .parquet (its schema "
-                                         "goes beside it, as NAME.metadata.json).", show_default=False)],  # fmt: skip
+                                         "goes beside it, as FILE.metadata.json).", show_default=False)],  # fmt: skip
     since: Annotated[str | None, typer.Option(help="From (inclusive): 2026-11-01, 2026-11-01T08:00, 30d.")] = None,
     until: Annotated[str | None, typer.Option(help="Until (exclusive), same forms as --since.")] = None,
     month: Annotated[str | None, typer.Option(help="A calendar month (UTC), as a bill: 2026-11.")] = None,
@@ -41,12 +41,13 @@ def focus(
     ledger = ledger_for(cfg)
     catalogs = Catalogs(tuple(e.to_row(cfg.source) for e in cfg.prices))
     export = FocusExport(start, end, granularity.value)
+    replaced = output.exists()
     try:
         drain(cfg, ledger)  # calls answered a moment ago may still be in a running gateway's spool
         rows = focus_rows(ledger, export, providers=cfg.providers, catalog_row=catalogs.row,
                           public_row=catalogs.public)  # fmt: skip
         meta = write_focus(export, output, rows)  # streamed: a month of charges is never all in memory
-        spent = spend_report(ledger, by=[], since=start, until=end).total_cost_usd  # the ledger's own total
+        spent = spend_report(ledger, by=[], since=export.since, until=export.until).total_cost_usd  # its own sum
     finally:
         ledger.close()
     summary = export.to_json()
@@ -55,18 +56,23 @@ def focus(
         emit([summary], fmt, payload=summary)
     else:
         typer.echo(f"Wrote {export.row_count} FOCUS {summary['focus_version']} rows ({export.calls} calls, "
-                   f"BilledCost ${summary['billed_cost_usd']}) to {output}; schema in {meta}.")  # fmt: skip
+                   f"BilledCost ${summary['billed_cost_usd']}) to {output}{' (replaced)' if replaced else ''}; "
+                   f"schema in {meta}.")  # fmt: skip
         if export.billed == spent:
             typer.echo(f"BilledCost adds up to the ledger's spend report for the window (${format_usd(spent)}), "
                        "to the pico-dollar.")  # fmt: skip
     if export.billed != spent:  # cannot happen unless a charge was left out: said loudly
         typer.echo(f"BilledCost ${export.billed} differs from the ledger's spend report for the window "
                    f"(${spent}): please report this.", err=True)  # fmt: skip
+    if not export.row_count:
+        typer.echo("No priced call in the window: the file holds the header only (FOCUS validators refuse an empty "
+                   "dataset).", err=True)  # fmt: skip
     if export.unpriced_calls:
         models = ", ".join(summary["unpriced_models"][:5]) + (" …" if len(summary["unpriced_models"]) > 5 else "")
         typer.echo(f"Not exported: {export.unpriced_calls} unpriced calls ({export.unpriced_tokens} tokens) of "
-                   f"{models}: no price is known, and a FOCUS charge needs one. Add their prices "
-                   "(`tokenops prices list --unpriced`), then export again.", err=True)  # fmt: skip
+                   f"{models}: they were recorded without a price, and a FOCUS charge needs one. Give those models a "
+                   "price (`prices:` in the config; `tokenops prices list --unpriced` lists them) so that their next "
+                   "calls are priced.", err=True)  # fmt: skip
     if export.derived_charges:
         typer.echo(f"{export.derived_charges} charges had no usable price row (not in the ledger, or tiers it was "
                    "not split by): each is one line, its unit price its recorded cost over its tokens.",

@@ -35,7 +35,7 @@ How each row is built:
 
 Strings in FOCUS columns are ASCII (the FinOps Foundation's validator requires it; anything else is escaped
 as ``\\uXXXX``), decimals are written in plain notation (never an exponent) and always with a point, and dates
-as ``YYYY-MM-DDTHH:MM:SSZ``. A ``FILE.metadata.json`` beside the file describes the schema (FOCUS metadata).
+as ``YYYY-MM-DDTHH:MM:SSZ``. A ``FILE.metadata.json`` beside the file (``november.csv.metadata.json``) describes the schema (FOCUS metadata).
 """
 
 from __future__ import annotations
@@ -231,8 +231,9 @@ def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any]
     if out.granularity not in GRANULARITIES:
         raise UsageError(f"--granularity: {out.granularity!r} is not one of {', '.join(GRANULARITIES)}")
     # charge and billing periods are UTC (a window given with an offset is the same instants)
+    # no end: now, so that today's charge ends now, not at midnight
     since = out.since = None if out.since is None else out.since.astimezone(UTC)
-    until = out.until = None if out.until is None else out.until.astimezone(UTC)
+    until = out.until = (out.until or datetime.now(UTC)).astimezone(UTC)
     if since is not None and until is not None and until <= since:
         raise UsageError("--until must be after --since")
     rows = _price_rows(ledger)
@@ -255,16 +256,23 @@ def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any]
         lines, above = _lines(g, row, out)
         billed = _billed(lines, g.cost_usd, g.calls, out)
         listed = _list_prices(g, row, public_row)
-        start = max(g.bucket, since) if since is not None else g.bucket
-        end = g.bucket + timedelta(seconds=size)
-        end = min(end, until) if until is not None else end
+        # cut to the window, in whole seconds (FOCUS dates have none) that hold every call of the charge
+        start = max(g.bucket, since).replace(microsecond=0) if since is not None else g.bucket
+        end = min(g.bucket + timedelta(seconds=size), _whole_second_after(until))
         common = _common(g, row, above, start, end, keys, (providers or {}).get(g.provider))
         out.calls += g.calls
         out.ledger_cost = money.add(out.ledger_cost, g.cost_usd)
         out.billed = money.add(out.billed, *billed)
-        for line, cost in zip(lines, billed, strict=True):
+        for i, (line, cost) in enumerate(zip(lines, billed, strict=True)):
             out.row_count += 1
-            yield _row(common, line, cost, g, listed.get(line.kind, line.price))
+            made = _row(common, line, cost, g, listed.get(line.kind, line.price))
+            if i:  # the calls on the charge's first line only: a sum over the rows counts each call once
+                made["x_CallCount"] = None
+            yield made
+
+
+def _whole_second_after(at: datetime) -> datetime:
+    return at if not at.microsecond else at.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def _charges(groups: Iterable[FocusGroup], price_row: Callable[[str | None], PriceRow | None]
@@ -439,7 +447,7 @@ def _when(dt: datetime | None) -> str | None:
 # --- files --------------------------------------------------------------------------------------------------------
 def write_focus(export: FocusExport, path: Path, rows: Iterable[Mapping[str, Any]] | None = None) -> Path:
     """Write the rows (``export.rows``, or ``rows`` as :func:`focus_rows` streams them) to ``path`` (``.csv`` or
-    ``.parquet``) and the export's FOCUS metadata beside it (``<name>.metadata.json``); returns the metadata
+    ``.parquet``) and the export's FOCUS metadata beside it (``<name>.metadata.json``: ``november.csv.metadata.json``); returns the metadata
     file's path. Written to a temporary file first, then moved into place, so an interrupted export never leaves
     half a file under the name asked for."""
     suffix = path.suffix.lower()
@@ -449,7 +457,7 @@ def write_focus(export: FocusExport, path: Path, rows: Iterable[Mapping[str, Any
         raise UsageError(f"-o {path}: the folder {path.parent} does not exist")
     if path.is_dir():
         raise UsageError(f"-o {path}: is a folder, not a file")
-    meta = path.with_name(path.stem + ".metadata.json")
+    meta = path.with_name(path.name + ".metadata.json")  # november.csv.metadata.json: one per data file
     if meta.is_dir():
         raise UsageError(f"{meta}: is a folder; the export's metadata goes there")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -460,7 +468,7 @@ def write_focus(export: FocusExport, path: Path, rows: Iterable[Mapping[str, Any
                 _write_csv(export.rows if rows is None else rows, f)
         else:
             _write_parquet(export.rows if rows is None else rows, tmp)
-        tmp_meta.write_bytes(orjson.dumps(metadata(export), option=orjson.OPT_INDENT_2))  # once every row is read
+        tmp_meta.write_bytes(orjson.dumps(metadata(export, path.name), option=orjson.OPT_INDENT_2))  # rows all read
         os.replace(tmp, path)
         os.replace(tmp_meta, meta)
     except OSError as exc:
@@ -562,7 +570,7 @@ def _write_parquet(rows: Iterable[Mapping[str, Any]], out: Path | io.BytesIO, ba
             writer.write_table(table(chunk))
 
 
-def metadata(export: FocusExport) -> dict[str, Any]:
+def metadata(export: FocusExport, data_file: str | None = None) -> dict[str, Any]:
     """FOCUS's metadata for the export (the schema, who made it, the window)."""
     from tokenops import __version__
 
@@ -580,5 +588,5 @@ def metadata(export: FocusExport) -> dict[str, Any]:
         "SchemaId": str(uuid.uuid4()), "FocusVersion": FOCUS_VERSION, "CreationDate": _when(datetime.now(UTC)),
         "DataGenerator": "TokenOps", "DataGeneratorVersion": __version__,
         "ColumnDefinition": [definition(c) for c in FOCUS_COLUMNS],
-        "x_Export": export.to_json(),
+        "x_DataFile": data_file, "x_Export": export.to_json(),
     }  # fmt: skip
