@@ -55,7 +55,7 @@ def month_window(month: str, timezone: str = "UTC") -> tuple[datetime, datetime]
     """``2026-10`` as [first instant, first instant of the next month) in ``timezone``."""
     found = re.fullmatch(r"(\d{4})-(\d{2})", month.strip())
     if not found or not 1 <= int(found.group(2)) <= 12 or not 1 <= int(found.group(1)) <= 9998:
-        raise UsageError(f"--month: {month!r} is not a month like 2026-10")
+        raise UsageError(f"--month: {month[:20]!r} is not a month like 2026-10")
     year, mon = int(found.group(1)), int(found.group(2))
     zone = ZoneInfo(check_timezone(timezone))
     start = datetime(year, mon, 1, tzinfo=zone)

@@ -26,21 +26,17 @@ from tokenops.analytics.variance import Effects, MixRow, decompose
 from tokenops.config import Config
 from tokenops.errors import UsageError
 from tokenops.ledger.base import Ledger
-from tokenops.ledger.reports import TIME_DIMENSIONS, ReportQuery, check_timezone
+from tokenops.ledger.reports import TIME_DIMENSIONS, ReportQuery
 from tokenops.money import ZERO, format_usd
 from tokenops.policy.config import BudgetConfig
 from tokenops.policy.definitions import Definitions
+from tokenops.services.chargeback import month_window as calendar_month
 
 
 def month_window(month: str, tz: str) -> tuple[datetime, datetime]:
-    zone = ZoneInfo(check_timezone(tz))
-    try:
-        year, mon = (int(p) for p in month.split("-"))
-        start = datetime(year, mon, 1, tzinfo=zone)
-        end = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=zone)
-        return start.astimezone(UTC), end.astimezone(UTC)
-    except (ValueError, TypeError, OverflowError):
-        raise UsageError(f"--month: {month[:20]!r} is not a month like 2026-10") from None
+    """``2026-10`` in ``tz`` as [first instant, first instant of the next month), in UTC."""
+    start, end = calendar_month(month, tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 def check_scopes(by: Sequence[str]) -> None:
