@@ -361,3 +361,25 @@ async def test_the_writer_outlives_an_unexpected_error_in_one_drain(make_gateway
     await wait_for(lambda: bool(failed), timeout=5)
     rid = r.headers["x-tokenops-request-id"]
     await wait_for(lambda: h.ledger.get_event(rid) is not None, timeout=5)  # a later round drained it
+
+
+async def test_a_writer_stopped_with_the_gateway_is_not_restarted_but_one_stopped_alone_is(make_gateway: Any) -> None:
+    # SIGTERM to the whole process group (systemd, a timeout): the child exits cleanly and the gateway stops a
+    # moment later; no "died", no new child. SIGTERM to the child alone: restarted after a short grace.
+    h = await make_gateway("gateway: {writer: process, writer_interval: 0.2}")
+    writer = h.gateway.writer
+    assert writer is not None
+    writer._stop.set()  # the supervisor thread stands still; this test plays it by hand
+    await asyncio.to_thread(writer._thread.join)  # type: ignore[union-attr]
+    writer._stop.clear()
+    first = writer._child
+    first.terminate()  # type: ignore[union-attr]
+    assert await asyncio.to_thread(first.wait, 5) == 0  # type: ignore[union-attr]
+    writer._supervise()
+    assert writer._child is first and writer.child_exit is None and writer.problems() == []  # not yet "died"
+    writer._clean_exit_at -= 10  # the grace is over and the gateway did not stop: it was the child alone
+    writer._supervise()
+    assert writer.child_exit == 0 and writer.restarts == 1
+    writer._next_start = 0.0
+    writer._supervise()
+    assert writer._child is not first and writer._child.poll() is None  # type: ignore[union-attr]

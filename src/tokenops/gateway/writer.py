@@ -42,6 +42,7 @@ from tokenops.ledger.base import Ledger, PriceRows
 from tokenops.pricing.model import PriceRow
 
 log = logging.getLogger("tokenops.writer")
+CLEAN_EXIT_GRACE = 3.0  # seconds a child that exited cleanly (SIGTERM) waits for the gateway's own stop
 STALL_AFTER = 30.0  # seconds without a completed round before the writer counts as stalled
 _ERROR_CHARS = 400
 
@@ -139,6 +140,7 @@ class LedgerWriter:
         self._child: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._next_start = 0.0
+        self._clean_exit_at = 0.0  # when a child that exited cleanly was first seen gone (CLEAN_EXIT_GRACE)
         self.child_exit: int | None = None  # exit code of the last child that died
 
     @property
@@ -165,6 +167,13 @@ class LedgerWriter:
         child = self._child
         if child is None or child.poll() is None or self._stop.is_set():
             return
+        if child.returncode == 0 and self.child_exit is None:
+            # a clean exit is a SIGTERM: to the whole process group (systemd, a timeout) the gateway stops too, a
+            # moment later; only if it does not is the child restarted (no "died" and a new child at each stop)
+            now = time.monotonic()
+            self._clean_exit_at = self._clean_exit_at or now
+            if now - self._clean_exit_at < CLEAN_EXIT_GRACE:
+                return
         if self.child_exit is None:
             self.child_exit = child.returncode
             self.restarts += 1
@@ -175,6 +184,7 @@ class LedgerWriter:
         if time.monotonic() >= self._next_start:
             self._start_child()
             self.child_exit = None
+            self._clean_exit_at = 0.0
 
     def problems(self) -> list[str]:
         """What keeps the writer from draining now (empty when it is healthy)."""
