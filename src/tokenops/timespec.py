@@ -44,3 +44,12 @@ def parse_time(value: str | None, *, what: str, now: datetime | None = None, fut
     except OverflowError:
         raise UsageError(f"{what}: {value!r} is outside the years 1 to 9999 in UTC") from None
     return dt
+
+
+def parse_window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--since`` and ``--until`` as times (either may be None); a window that ends before it starts is refused
+    (an empty window is a mistake, not $0). The messages name the CLI's options; the admin API renames them."""
+    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
+    if start and end and start >= end:
+        raise UsageError("--since must be before --until")
+    return start, end

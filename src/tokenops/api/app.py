@@ -47,7 +47,7 @@ from tokenops.money import format_usd, usd_setting
 from tokenops.policy.definitions import Kind
 from tokenops.services import approvals, keys, reports
 from tokenops.tags import TagError, parse_tags
-from tokenops.timespec import parse_time
+from tokenops.timespec import parse_time, parse_window
 
 if TYPE_CHECKING:
     from tokenops.gateway.app import Gateway
@@ -311,9 +311,7 @@ def create_admin_api(gw: Gateway) -> FastAPI:
             filters = parse_tags(where, what="where")
         except TagError as exc:
             raise UsageError(str(exc)) from None
-        start, end = parse_time(since, what="since"), parse_time(until, what="until")
-        if start and end and start >= end:  # as the CLI's --since/--until: an empty window is a mistake, not $0
-            raise UsageError("since must be before until")
+        start, end = parse_window(since, until)  # as the CLI's --since/--until (renamed by api_words)
         gw.drain_now()
         report = reports.spend_report(gw.ledger, by=by.split(","), since=start, until=end, where=filters,
                                       timezone=timezone)  # fmt: skip

@@ -105,12 +105,9 @@ def _cell(v: Any) -> str:
 
 def window(since: str | None, until: str | None) -> tuple[Any, Any]:
     """``--since`` and ``--until`` as times (either may be None); a window that ends before it starts is refused."""
-    from tokenops.timespec import parse_time
+    from tokenops.timespec import parse_window
 
-    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
-    if start and end and start >= end:
-        raise UsageError("--since must be before --until")
-    return start, end
+    return parse_window(since, until)
 
 
 def where_tags(where: str, what: str = "--where") -> dict[str, str]:

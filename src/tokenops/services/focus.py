@@ -176,16 +176,13 @@ def month_or_window(month: str | None, since: str | None, until: str | None) -> 
     """The export's window: a calendar month in UTC (``2026-11``: a bill's period), or ``since``/``until`` as
     ``tokenops report spend`` takes them (2026-11-01, 2026-11-01T08:00, 30d)."""
     from tokenops.services.chargeback import month_window
-    from tokenops.timespec import parse_time
+    from tokenops.timespec import parse_window
 
     if month is not None:
         if since is not None or until is not None:
             raise UsageError("--month is a whole window: give it, or --since/--until, not both")
         return month_window(month)
-    start, end = parse_time(since, what="--since"), parse_time(until, what="--until")
-    if start and end and start >= end:
-        raise UsageError("--since must be before --until")
-    return start, end
+    return parse_window(since, until)
 
 
 class Catalogs:
@@ -238,22 +235,23 @@ def focus_rows(ledger: Ledger, out: FocusExport, *, providers: Mapping[str, Any]
         raise UsageError("--until must be after --since")
     rows = _price_rows(ledger)
     thresholds = sorted({t.above_input_tokens for r in rows.values() for t in r.tiers})
+    split_by = set(thresholds)
     keys = {k.id: k.name for k in ledger.list_keys()}
     size = GRANULARITIES[out.granularity]
 
     def price_row(row_id: str | None) -> PriceRow | None:
         row = rows.get(row_id or "") or (catalog_row(row_id) if catalog_row and row_id else None)
-        if row is not None and not {t.above_input_tokens for t in row.tiers} <= set(thresholds):
+        if row is not None and not {t.above_input_tokens for t in row.tiers} <= split_by:
             return None  # a catalog row whose tiers the query did not split by: its calls may mix tiers
         return row
 
-    for g, row in _charges(ledger.focus_groups(since, until, size, thresholds), price_row):
+    for g, row, above in _charges(ledger.focus_groups(since, until, size, thresholds), price_row):
         if g.unpriced or g.cost_usd is None:
             out.unpriced_calls += g.calls
             out.unpriced_tokens += g.usage["input_tokens"] + g.usage["output_tokens"]
             out.unpriced_models.add((g.provider, g.model))
             continue
-        lines, above = _lines(g, row, out)
+        lines, above = _lines(g, row, above, out)
         billed = _billed(lines, g.cost_usd, g.calls, out)
         listed = _list_prices(g, row, public_row)
         # cut to the window, in whole seconds (FOCUS dates have none) that hold every call of the charge
@@ -276,22 +274,24 @@ def _whole_second_after(at: datetime) -> datetime:
 
 
 def _charges(groups: Iterable[FocusGroup], price_row: Callable[[str | None], PriceRow | None]
-             ) -> Iterator[tuple[FocusGroup, PriceRow | None]]:  # fmt: skip
-    """One group per charge: the query's groups (in bucket order) merged where they differ only in what FOCUS
-    does not show: the order of their tags, or long-context thresholds of other rows than their own."""
+             ) -> Iterator[tuple[FocusGroup, PriceRow | None, int | None]]:  # fmt: skip
+    """One group per charge, with its price row and the long-context threshold its calls passed (None: the
+    base prices): the query's groups (in bucket order) merged where they differ only in what FOCUS does not
+    show: the order of their tags, or long-context thresholds of other rows than their own."""
     bucket: datetime | None = None
-    pending: dict[tuple[Any, ...], tuple[FocusGroup, PriceRow | None]] = {}
+    pending: dict[tuple[Any, ...], tuple[FocusGroup, PriceRow | None, int | None]] = {}
     for g in groups:
         if g.bucket != bucket:
             yield from (pending[k] for k in sorted(pending, key=repr))
             pending, bucket = {}, g.bucket
         row = None if g.unpriced else price_row(g.price_row_id)
         tier = row.tier_at(g.min_input_tokens) if row is not None else None
-        key = (g.provider, g.model, g.key_id, tuple(sorted(g.tags.items())), g.price_row_id, g.unpriced,
-               None if tier is None else tier.above_input_tokens, row is None)  # fmt: skip
+        above = None if tier is None else tier.above_input_tokens  # the same for every call of the charge
+        key = (g.provider, g.model, g.key_id, tuple(sorted(g.tags.items())), g.price_row_id, g.unpriced, above,
+               row is None)  # fmt: skip
         if key in pending:
             g = _merged(pending[key][0], g)
-        pending[key] = (g, row)
+        pending[key] = (g, row, above)
     yield from (pending[k] for k in sorted(pending, key=repr))
 
 
@@ -318,15 +318,15 @@ def _price_rows(ledger: Ledger) -> dict[str, PriceRow]:
             return rows
 
 
-def _lines(g: FocusGroup, row: PriceRow | None, out: FocusExport) -> tuple[list[PriceLine], int | None]:
-    """The group's priced lines and the long-context threshold its calls passed (None: the base prices)."""
+def _lines(g: FocusGroup, row: PriceRow | None, above: int | None,
+           out: FocusExport) -> tuple[list[PriceLine], int | None]:  # fmt: skip
+    """The group's priced lines, and ``above`` (the long-context threshold its calls passed) where they are the
+    row's (None where they are derived from the recorded cost)."""
     assert g.cost_usd is not None
     if row is not None:
-        sums = _Sums(**g.usage)
-        tier = row.tier_at(g.min_input_tokens)  # every call of the group passed the same thresholds
-        lines, _ = price_lines(sums, row, prices=row.prices_at(g.min_input_tokens), calls=g.calls)
+        lines, _ = price_lines(_Sums(**g.usage), row, prices=row.prices_at(g.min_input_tokens), calls=g.calls)
         if lines:
-            return lines, None if tier is None else tier.above_input_tokens
+            return lines, above
     # no row to split the cost by (or a row that bills none of this usage): one line, its unit price derived
     out.derived_charges += 1
     tokens = g.usage["input_tokens"] + g.usage["output_tokens"]
@@ -441,7 +441,7 @@ def _ascii(text: str) -> str:
 
 
 def _when(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if dt is None else _when_text(dt)
 
 
 # --- files --------------------------------------------------------------------------------------------------------
