@@ -178,13 +178,19 @@ async def test_a_killed_writer_process_is_reported_and_restarted(make_gateway: A
     assert (await h.client.get("/readyz")).json()["writer"]["restarts"] == 1
 
 
-async def test_readyz_is_unavailable_while_the_writer_is_dead(make_gateway: Any) -> None:
+async def supervised_by_hand(make_gateway: Any) -> tuple[Any, Any]:
+    """A gateway with a writer process whose supervisor thread stands still: the test plays it by hand."""
     h = await make_gateway("gateway: {writer: process, writer_interval: 0.2}")
     writer = h.gateway.writer
     assert writer is not None
-    writer._stop.set()  # the supervisor thread stands still; this test plays it by hand
+    writer._stop.set()
     await asyncio.to_thread(writer._thread.join)  # type: ignore[union-attr]
     writer._stop.clear()
+    return h, writer
+
+
+async def test_readyz_is_unavailable_while_the_writer_is_dead(make_gateway: Any) -> None:
+    h, writer = await supervised_by_hand(make_gateway)
     os.kill(writer._child.pid, signal.SIGKILL)
     await asyncio.to_thread(writer._child.wait, 5)
     writer._supervise()  # notices the death, schedules a restart after a pause
@@ -366,12 +372,7 @@ async def test_the_writer_outlives_an_unexpected_error_in_one_drain(make_gateway
 async def test_a_writer_stopped_with_the_gateway_is_not_restarted_but_one_stopped_alone_is(make_gateway: Any) -> None:
     # SIGTERM to the whole process group (systemd, a timeout): the child exits cleanly and the gateway stops a
     # moment later; no "died", no new child. SIGTERM to the child alone: restarted after a short grace.
-    h = await make_gateway("gateway: {writer: process, writer_interval: 0.2}")
-    writer = h.gateway.writer
-    assert writer is not None
-    writer._stop.set()  # the supervisor thread stands still; this test plays it by hand
-    await asyncio.to_thread(writer._thread.join)  # type: ignore[union-attr]
-    writer._stop.clear()
+    _, writer = await supervised_by_hand(make_gateway)
     first = writer._child
     first.terminate()  # type: ignore[union-attr]
     assert await asyncio.to_thread(first.wait, 5) == 0  # type: ignore[union-attr]

@@ -244,11 +244,8 @@ class PolicyEngine:
         if held is None or held.settled:
             return
         held.settled = True
-        tokens = event.usage.input_tokens + event.usage.output_tokens
-        actual: dict[CounterKey, Decimal] = {}
+        actual = _spent(held.budgets, event)
         cost = event.cost_usd if event.cost_usd is not None else ZERO
-        for b, w in held.budgets:
-            actual[counter_key(b, w)] = cost if b.unit == "usd" else Decimal(tokens)
         for grant in held.grants:
             actual[grant_counter(grant)] = cost
         try:
@@ -260,7 +257,8 @@ class PolicyEngine:
                 await self._charge(held.id + ":late", actual, held.budgets)
             else:
                 await self.state.settle(held.id, actual)
-            await self.limiter.settle(held.rate_claims, tokens, event.cost_usd)
+            await self.limiter.settle(held.rate_claims, event.usage.input_tokens + event.usage.output_tokens,
+                                      event.cost_usd)  # fmt: skip
         except StateUnavailable as exc:  # the state retries it, or the reservation lapses: nothing to undo here
             log.warning("call %s: not settled in the shared state yet: %s", call.request_id, exc)
             return
@@ -280,11 +278,8 @@ class PolicyEngine:
         budgets = self._budgets_for(call, call.key.id if call.key else None, call.ts)
         if not budgets:
             return
-        tokens = event.usage.input_tokens + event.usage.output_tokens
-        cost = event.cost_usd if event.cost_usd is not None else ZERO
-        actual = {counter_key(b, w): cost if b.unit == "usd" else Decimal(tokens) for b, w in budgets}
         try:
-            await self._charge(f"resumed:{call.request_id}", actual, budgets)
+            await self._charge(f"resumed:{call.request_id}", _spent(budgets, event), budgets)
         except StateUnavailable as exc:
             log.warning("call %s: its cost was not added to its budgets' counters: %s", call.request_id, exc)
 
@@ -296,13 +291,13 @@ class PolicyEngine:
         return [(b, self.window(b, at)) for b in found.values()]
 
     async def _charge(self, charge_id: str, actual: dict[CounterKey, Decimal],
-                      budgets: list[tuple[BudgetConfig, Window]] | None = None) -> None:  # fmt: skip
+                      budgets: list[tuple[BudgetConfig, Window]]) -> None:  # fmt: skip
         """Add ``actual`` to its counters' spend, refusing nothing (a claim without a limit, settled at once)."""
         claims = [Claim(key, ZERO, None) for key in actual]
         try:
             await self.state.reserve(charge_id, claims, self.reservation_ttl, require_seeded=True)
         except CountersMissing as missing:
-            await self._seed_missing(missing.keys, budgets or [])
+            await self._seed_missing(missing.keys, budgets)
             await self.state.reserve(charge_id, claims, self.reservation_ttl)
         await self.state.settle(charge_id, actual)
 
@@ -671,6 +666,13 @@ def budget_status(b: BudgetConfig, w: Window, spent: Decimal, reserved: Decimal,
                         "reached": t.reached(used, projected_fraction(used, w, at)),
                         **({"model": t.model} if t.model else {})} for t in b.thresholds],  # fmt: skip
     }
+
+
+def _spent(budgets: Sequence[tuple[BudgetConfig, Window]], event: SpendEvent) -> dict[CounterKey, Decimal]:
+    """What ``event`` adds to each of ``budgets``' counters: its cost, or its tokens for a token budget."""
+    tokens = Decimal(event.usage.input_tokens + event.usage.output_tokens)
+    cost = event.cost_usd if event.cost_usd is not None else ZERO
+    return {counter_key(b, w): cost if b.unit == "usd" else tokens for b, w in budgets}
 
 
 __all__ = ["PolicyEngine", "budget_status"]
